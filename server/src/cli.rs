@@ -1,0 +1,406 @@
+//! The command line: `validate`, `test` and `check`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use purposegate_server::engine::{
+    self, CaseFile, Context, Decision, DecisionRequest, Deidentification, Policy, Resource,
+    Subject, default_policy,
+};
+use purposegate_server::policy_files::{self, PolicyError};
+
+/// purposegate decision server: decides whether data may be processed for a
+/// stated purpose.
+#[derive(Debug, Parser)]
+#[command(name = "purposegate-server", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a policy file or directory; print every problem with
+    /// file:line:column. Exit 0 if valid, 1 if not.
+    Validate {
+        /// A policy file, or a directory whose *.yaml files form one policy.
+        path: PathBuf,
+    },
+    /// Run a policy's test cases. Prints each failing case with what it got
+    /// and wanted, then `N passed, M failed`; exit 1 on any failure.
+    Test {
+        /// A policy file, or a directory whose *.yaml files form one policy.
+        policy: PathBuf,
+        /// A case file, or a directory of *_test.yaml case files.
+        cases: PathBuf,
+        /// Print every case, not only the failing ones.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Decide one request, given as flags or as JSON (the protobuf JSON of
+    /// CheckRequest, as grpcurl takes it) on stdin or from --json; print the
+    /// decision as JSON.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Policy file or directory [default: the embedded default policy].
+    #[arg(long, env = "PURPOSEGATE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Read the request as JSON from FILE (`-` for stdin).
+    #[arg(long, value_name = "FILE", conflicts_with_all = REQUEST_FLAGS)]
+    json: Option<PathBuf>,
+    /// Exit 3 unless the decision is PERMIT.
+    #[arg(long)]
+    enforce: bool,
+    /// Purpose of processing, e.g. `troubleshoot.security-incident`.
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Data category, e.g. `customer-data`.
+    #[arg(long)]
+    category: Option<String>,
+    /// Subject (workload or principal) id.
+    #[arg(long)]
+    subject: Option<String>,
+    /// The customer the subject acts for.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A role of the subject (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// The customer who owns the data.
+    #[arg(long)]
+    owner_tenant: Option<String>,
+    /// De-identification: identified, pseudonymized, unlinked-pseudonymized,
+    /// anonymized or aggregated.
+    #[arg(long, value_parser = parse_deidentification)]
+    deidentification: Option<Deidentification>,
+    /// Smallest group size (k) of aggregated data.
+    #[arg(long)]
+    group_size: Option<u64>,
+    /// A category the data was derived from (repeatable).
+    #[arg(long = "origin")]
+    origins: Vec<String>,
+    /// A resource attribute KEY=VALUE (repeatable).
+    #[arg(long = "resource-attribute", value_parser = parse_pair)]
+    resource_attributes: Vec<(String, String)>,
+    /// Reference to the customer's documented instruction.
+    #[arg(long)]
+    customer_instruction: Option<String>,
+    /// A context attribute KEY=VALUE (repeatable).
+    #[arg(long = "context-attribute", value_parser = parse_pair)]
+    context_attributes: Vec<(String, String)>,
+    /// An obligation the caller can fulfil (repeatable).
+    #[arg(long = "supported-obligation")]
+    supported_obligations: Vec<String>,
+    /// What is done to the data (recorded, not decided on).
+    #[arg(long)]
+    action: Option<String>,
+    /// Correlation id echoed in the answer.
+    #[arg(long)]
+    request_id: Option<String>,
+}
+
+const REQUEST_FLAGS: [&str; 15] = [
+    "purpose",
+    "category",
+    "subject",
+    "tenant",
+    "roles",
+    "owner_tenant",
+    "deidentification",
+    "group_size",
+    "origins",
+    "resource_attributes",
+    "customer_instruction",
+    "context_attributes",
+    "supported_obligations",
+    "action",
+    "request_id",
+];
+
+fn parse_deidentification(s: &str) -> Result<Deidentification, String> {
+    Deidentification::parse(s).ok_or_else(|| {
+        let names = Deidentification::ALL.map(Deidentification::as_str);
+        format!("unknown state `{s}`; expected one of {}", names.join(", "))
+    })
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Some(Command::Validate { path }) => validate(&path),
+        Some(Command::Test {
+            policy,
+            cases,
+            verbose,
+        }) => test(&policy, &cases, verbose),
+        Some(Command::Check(args)) => check(*args),
+        None => {
+            err("purposegate-server: name a command (validate, test, check); see --help");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes a line to stdout; a closed pipe is not worth a panic.
+fn out(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+fn err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn report_policy_error(e: &PolicyError) {
+    match e {
+        PolicyError::Invalid(diagnostics) => {
+            for d in diagnostics.iter() {
+                err(&format!("error: {d}"));
+            }
+            let n = diagnostics.len();
+            err(&format!(
+                "the policy is invalid: {n} problem{}",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        other => err(&format!("error: {other}")),
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match policy_files::read_policy(path) {
+        Ok(policy) => {
+            out(&format!(
+                "{}: valid policy `{}` (revision {}): {} purposes, {} data categories, {} rules",
+                path.display(),
+                policy.name(),
+                policy.revision(),
+                policy.purposes().len(),
+                policy.categories().len(),
+                policy.rules().len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report_policy_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Case files: the file itself, or every `*_test.yaml` in a directory.
+fn case_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("_test.yaml") || n.ends_with("_test.yml"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "`{}` holds no `*_test.yaml` case files",
+            path.display()
+        ));
+    }
+    Ok(files)
+}
+
+fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
+    let policy = match policy_files::read_policy(policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            report_policy_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let files = match case_files(cases_path) {
+        Ok(f) => f,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                err(&format!("error: cannot read `{name}`: {e}"));
+                broken = true;
+                continue;
+            }
+        };
+        let cases = match CaseFile::parse(&name, &text) {
+            Ok(c) => c,
+            Err(diagnostics) => {
+                for d in diagnostics.iter() {
+                    err(&format!("error: {d}"));
+                }
+                broken = true;
+                continue;
+            }
+        };
+        for result in cases.run(&policy) {
+            if result.passed() {
+                passed += 1;
+                if verbose {
+                    out(&format!(
+                        "ok   {name}:{} {}: {}",
+                        result.case.span.line, result.case.name, result.got.decision
+                    ));
+                }
+            } else {
+                failed += 1;
+                out(&result.describe_failure(&name));
+            }
+        }
+    }
+    out(&format!("{passed} passed, {failed} failed"));
+    if failed > 0 || broken {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let policy = match &args.policy {
+        Some(path) => policy_files::read_policy(path),
+        None => default_policy::load().map_err(PolicyError::Invalid),
+    };
+    let policy: Policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            report_policy_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = match request_of(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(invalid) = request.validate() {
+        err(&format!("error: invalid request: {invalid}"));
+        return ExitCode::FAILURE;
+    }
+    let evaluation = policy.evaluate(&request);
+    match serde_json::to_string_pretty(&evaluation) {
+        Ok(json) => out(&json),
+        Err(e) => {
+            err(&format!("error: cannot print the decision: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    if args.enforce && evaluation.decision != Decision::Permit {
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}
+
+fn has_request_flags(a: &CheckArgs) -> bool {
+    a.purpose.is_some()
+        || a.category.is_some()
+        || a.subject.is_some()
+        || a.tenant.is_some()
+        || !a.roles.is_empty()
+        || a.owner_tenant.is_some()
+        || a.deidentification.is_some()
+        || a.group_size.is_some()
+        || !a.origins.is_empty()
+        || !a.resource_attributes.is_empty()
+        || a.customer_instruction.is_some()
+        || !a.context_attributes.is_empty()
+        || !a.supported_obligations.is_empty()
+        || a.action.is_some()
+        || a.request_id.is_some()
+}
+
+fn request_of(a: &CheckArgs) -> Result<DecisionRequest, String> {
+    let json_from = match &a.json {
+        Some(path) => Some(path.clone()),
+        None if !has_request_flags(a) => {
+            if std::io::stdin().is_terminal() {
+                return Err(
+                    "give the request as flags (--purpose, --category, ...) or as JSON on stdin"
+                        .to_string(),
+                );
+            }
+            Some(PathBuf::from("-"))
+        }
+        None => None,
+    };
+    if let Some(path) = json_from {
+        let (name, text) = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            ("<stdin>".to_string(), text)
+        } else {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            (path.display().to_string(), text)
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{name}: invalid JSON: {e}"))?;
+        return engine::request_from_json(&name, value).map_err(|d| d.to_string());
+    }
+    Ok(DecisionRequest {
+        subject: Subject {
+            id: a.subject.clone().unwrap_or_default(),
+            tenant: a.tenant.clone().unwrap_or_default(),
+            roles: a.roles.clone(),
+        },
+        resource: Resource {
+            category: a.category.clone().unwrap_or_default(),
+            owner_tenant: a.owner_tenant.clone().unwrap_or_default(),
+            deidentification: a.deidentification,
+            group_size: a.group_size.filter(|&k| k != 0),
+            origin: a.origins.clone(),
+            attributes: a
+                .resource_attributes
+                .iter()
+                .cloned()
+                .collect::<BTreeMap<_, _>>(),
+        },
+        purpose: a.purpose.clone().unwrap_or_default(),
+        action: a.action.clone().unwrap_or_default(),
+        context: Context {
+            customer_instruction: a.customer_instruction.clone().unwrap_or_default(),
+            attributes: a
+                .context_attributes
+                .iter()
+                .cloned()
+                .collect::<BTreeMap<_, _>>(),
+        },
+        supported_obligations: a.supported_obligations.clone(),
+        request_id: a.request_id.clone().unwrap_or_default(),
+    })
+}

@@ -1,0 +1,593 @@
+//! Evaluation: the semantics of DESIGN section 2.
+//!
+//! For each data category in play (the resource's own and each origin,
+//! semantic 4) the rules that could apply come from the index; each is
+//! matched against the request with three-valued logic (a condition reading
+//! an attribute the request leaves empty is unknown), and the results combine
+//! deny-overrides (semantic 5). The categories then combine: any `DENY`, else
+//! any `INDETERMINATE`, else any `NOT_APPLICABLE`, else `PERMIT`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::decision::{Decision, Evaluation, MonitorOutcome};
+use super::model::{Condition, Effect, Mode, NodeIdx, Obligation, Presence, Rule, StateTest};
+use super::policy::{Policy, RuleIdx};
+use super::request::DecisionRequest;
+use super::suggest;
+
+/// An attribute a condition needed but the request left empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    SubjectTenant,
+    OwnerTenant,
+    Deidentification,
+    GroupSize,
+}
+
+impl Missing {
+    fn describe(self) -> &'static str {
+        match self {
+            Missing::SubjectTenant => "the subject's tenant (`subject.tenant`)",
+            Missing::OwnerTenant => "the data's owner tenant (`resource.owner_tenant`)",
+            Missing::Deidentification => {
+                "the data's de-identification (`resource.deidentification`)"
+            }
+            Missing::GroupSize => "the data's group size (`resource.group_size`)",
+        }
+    }
+}
+
+/// Three-valued truth (Kleene): unknown remembers what was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truth {
+    True,
+    False,
+    Unknown(Missing),
+}
+
+impl Truth {
+    fn from_bool(b: bool) -> Self {
+        if b { Truth::True } else { Truth::False }
+    }
+
+    fn not(self) -> Self {
+        match self {
+            Truth::True => Truth::False,
+            Truth::False => Truth::True,
+            unknown => unknown,
+        }
+    }
+
+    fn and(self, other: impl FnOnce() -> Truth) -> Self {
+        match self {
+            Truth::False => Truth::False,
+            Truth::True => other(),
+            Truth::Unknown(m) => match other() {
+                Truth::False => Truth::False,
+                _ => Truth::Unknown(m),
+            },
+        }
+    }
+}
+
+/// A data category in play for one request.
+#[derive(Debug, Clone, Copy)]
+enum InPlay<'r> {
+    Known { idx: NodeIdx, origin: bool },
+    Unknown { id: &'r str, origin: bool },
+}
+
+/// Why a decision came out as it did, enough to write its reason.
+#[derive(Debug, Clone, Copy)]
+enum Explain<'r> {
+    UnknownCategory {
+        id: &'r str,
+        origin: bool,
+    },
+    /// `near`: a permit rule for this purpose and category whose
+    /// condition did not hold, to say what would have permitted it.
+    NoPermit {
+        category: NodeIdx,
+        origin: bool,
+        near: Option<RuleIdx>,
+    },
+    Denied {
+        category: NodeIdx,
+        origin: bool,
+        rule: RuleIdx,
+    },
+    Undecidable {
+        rule: RuleIdx,
+        missing: Missing,
+    },
+    Permitted,
+    UnsupportedObligation {
+        rule: RuleIdx,
+    },
+}
+
+/// The decision of one pass (enforced rules, or with monitor rules too).
+#[derive(Debug)]
+struct Outcome<'r> {
+    decision: Decision,
+    rules: Vec<RuleIdx>,
+    obligations: Vec<Obligation>,
+    explain: Explain<'r>,
+    /// The unsupported obligation's id, for `UnsupportedObligation`.
+    obligation: Option<Arc<str>>,
+}
+
+impl Policy {
+    /// Decides one request. Never fails: an invalid request is
+    /// `INDETERMINATE` with the reason (the gRPC edge rejects it before).
+    pub fn evaluate(&self, req: &DecisionRequest) -> Evaluation {
+        if let Err(invalid) = req.validate() {
+            return self.answer(
+                req,
+                Decision::Indeterminate,
+                Vec::new(),
+                format!("invalid request: {invalid}"),
+            );
+        }
+        // Semantic 8: an undeclared purpose is not applicable, named.
+        let Some(purpose) = self.purposes().lookup(&req.purpose) else {
+            let hint = suggest::did_you_mean(&req.purpose, self.purposes().ids());
+            return self.answer(
+                req,
+                Decision::NotApplicable,
+                Vec::new(),
+                format!("unknown purpose `{}`{hint}", req.purpose),
+            );
+        };
+        let in_play = self.categories_in_play(req);
+        let enforced = self.decide(purpose, &in_play, req, false);
+        let monitor = if self.has_monitor_rules() {
+            let with_monitor = self.decide(purpose, &in_play, req, true);
+            (with_monitor.decision != enforced.decision).then_some(with_monitor)
+        } else {
+            None
+        };
+        let mut reason = self.reason(purpose, req, &enforced);
+        let monitor = monitor.map(|m| {
+            let ids = self.rule_ids(&m.rules);
+            let _ = write!(
+                reason,
+                "; with monitor rules enforced it would be {} ({})",
+                m.decision,
+                ids.iter()
+                    .map(|id| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            MonitorOutcome {
+                decision: m.decision,
+                rule_ids: ids,
+            }
+        });
+        Evaluation {
+            decision: enforced.decision,
+            obligations: enforced.obligations,
+            rule_ids: self.rule_ids(&enforced.rules),
+            reason,
+            policy_revision: self.revision().clone(),
+            ttl_seconds: self.settings().decision_ttl_seconds,
+            request_id: req.request_id.clone(),
+            monitor,
+        }
+    }
+
+    fn answer(
+        &self,
+        req: &DecisionRequest,
+        decision: Decision,
+        rule_ids: Vec<Arc<str>>,
+        reason: String,
+    ) -> Evaluation {
+        Evaluation {
+            decision,
+            obligations: Vec::new(),
+            rule_ids,
+            reason,
+            policy_revision: self.revision().clone(),
+            ttl_seconds: self.settings().decision_ttl_seconds,
+            request_id: req.request_id.clone(),
+            monitor: None,
+        }
+    }
+
+    fn rule_ids(&self, rules: &[RuleIdx]) -> Vec<Arc<str>> {
+        rules
+            .iter()
+            .filter_map(|&r| self.rule(r).map(|rule| rule.id.clone()))
+            .collect()
+    }
+
+    /// The resource's own category, then each origin not already in play.
+    fn categories_in_play<'r>(&self, req: &'r DecisionRequest) -> Vec<InPlay<'r>> {
+        let mut out: Vec<InPlay<'r>> = Vec::with_capacity(1 + req.resource.origin.len());
+        let mut seen: Vec<&str> = Vec::with_capacity(1 + req.resource.origin.len());
+        let own = std::iter::once((req.resource.category.as_str(), false));
+        let origins = req.resource.origin.iter().map(|o| (o.as_str(), true));
+        for (id, origin) in own.chain(origins) {
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            out.push(match self.categories().lookup(id) {
+                Some(idx) => InPlay::Known { idx, origin },
+                None => InPlay::Unknown { id, origin },
+            });
+        }
+        out
+    }
+
+    /// One pass over the categories in play.
+    fn decide<'r>(
+        &self,
+        purpose: NodeIdx,
+        in_play: &[InPlay<'r>],
+        req: &DecisionRequest,
+        include_monitor: bool,
+    ) -> Outcome<'r> {
+        // Per category: (decision, determining rules, explanation).
+        let mut decided: Vec<(Decision, Vec<RuleIdx>, Explain<'r>)> =
+            Vec::with_capacity(in_play.len());
+        for category in in_play {
+            decided.push(match *category {
+                InPlay::Unknown { id, origin } => (
+                    Decision::NotApplicable,
+                    Vec::new(),
+                    Explain::UnknownCategory { id, origin },
+                ),
+                InPlay::Known { idx, origin } => {
+                    self.decide_category(purpose, idx, origin, req, include_monitor)
+                }
+            });
+        }
+        // Semantic 4: every category must be permitted.
+        let decision = [
+            Decision::Deny,
+            Decision::Indeterminate,
+            Decision::NotApplicable,
+        ]
+        .into_iter()
+        .find(|d| decided.iter().any(|(x, _, _)| x == d))
+        .unwrap_or(Decision::Permit);
+        let mut rules: Vec<RuleIdx> = Vec::new();
+        let mut explain = None;
+        for (d, r, e) in decided {
+            if d == decision {
+                rules.extend(r);
+                explain.get_or_insert(e);
+            }
+        }
+        rules.sort_unstable();
+        rules.dedup();
+        let explain = explain.unwrap_or(Explain::Permitted);
+        if decision != Decision::Permit {
+            return Outcome {
+                decision,
+                rules,
+                obligations: Vec::new(),
+                explain,
+                obligation: None,
+            };
+        }
+        self.with_obligations(rules, req)
+    }
+
+    /// Semantic 7: a permit's obligations must all be ones the caller can
+    /// fulfil; otherwise the permit becomes a deny naming the obligation.
+    fn with_obligations<'r>(&self, rules: Vec<RuleIdx>, req: &DecisionRequest) -> Outcome<'r> {
+        let mut obligations: Vec<Obligation> = Vec::new();
+        let mut unsupported: Option<(RuleIdx, Arc<str>)> = None;
+        let mut carriers: Vec<RuleIdx> = Vec::new();
+        for &r in &rules {
+            let Some(rule) = self.rule(r) else { continue };
+            for obligation in &rule.obligations {
+                if !req
+                    .supported_obligations
+                    .iter()
+                    .any(|s| *s == *obligation.id)
+                {
+                    unsupported.get_or_insert((r, obligation.id.clone()));
+                    if !carriers.contains(&r) {
+                        carriers.push(r);
+                    }
+                } else if !obligations.contains(obligation) {
+                    obligations.push(obligation.clone());
+                }
+            }
+        }
+        match unsupported {
+            None => Outcome {
+                decision: Decision::Permit,
+                rules,
+                obligations,
+                explain: Explain::Permitted,
+                obligation: None,
+            },
+            Some((rule, id)) => Outcome {
+                decision: Decision::Deny,
+                rules: carriers,
+                obligations: Vec::new(),
+                explain: Explain::UnsupportedObligation { rule },
+                obligation: Some(id),
+            },
+        }
+    }
+
+    /// Semantic 5 for one category: deny-overrides.
+    fn decide_category<'r>(
+        &self,
+        purpose: NodeIdx,
+        category: NodeIdx,
+        origin: bool,
+        req: &DecisionRequest,
+        include_monitor: bool,
+    ) -> (Decision, Vec<RuleIdx>, Explain<'r>) {
+        let mut applicable: Vec<(RuleIdx, Effect, Truth)> = Vec::new();
+        let mut near = None;
+        for r in self.candidates(purpose, category) {
+            let Some(rule) = self.rule(r) else { continue };
+            if rule.mode == Mode::Monitor && !include_monitor {
+                continue;
+            }
+            let truth = self.applies(rule, req);
+            if truth != Truth::False {
+                applicable.push((r, rule.effect, truth));
+            } else if rule.effect == Effect::Permit {
+                near.get_or_insert(r);
+            }
+        }
+        let pick = |effect: Effect, matched: bool| -> Vec<RuleIdx> {
+            applicable
+                .iter()
+                .filter(|(_, e, t)| *e == effect && (*t == Truth::True) == matched)
+                .map(|(r, _, _)| *r)
+                .collect()
+        };
+        let first_missing = |effect: Effect| -> Option<(RuleIdx, Missing)> {
+            applicable.iter().find_map(|(r, e, t)| match t {
+                Truth::Unknown(m) if *e == effect => Some((*r, *m)),
+                _ => None,
+            })
+        };
+        let denied = pick(Effect::Deny, true);
+        if let Some(&rule) = denied.first() {
+            return (
+                Decision::Deny,
+                denied,
+                Explain::Denied {
+                    category,
+                    origin,
+                    rule,
+                },
+            );
+        }
+        // An undecidable deny blocks any permit: the deny might have applied.
+        if let Some((rule, missing)) = first_missing(Effect::Deny) {
+            return (
+                Decision::Indeterminate,
+                pick(Effect::Deny, false),
+                Explain::Undecidable { rule, missing },
+            );
+        }
+        let permitted = pick(Effect::Permit, true);
+        if !permitted.is_empty() {
+            return (Decision::Permit, permitted, Explain::Permitted);
+        }
+        if let Some((rule, missing)) = first_missing(Effect::Permit) {
+            return (
+                Decision::Indeterminate,
+                pick(Effect::Permit, false),
+                Explain::Undecidable { rule, missing },
+            );
+        }
+        (
+            Decision::NotApplicable,
+            Vec::new(),
+            Explain::NoPermit {
+                category,
+                origin,
+                near,
+            },
+        )
+    }
+
+    /// Whether a rule applies: `when` holds and `unless` does not.
+    fn applies(&self, rule: &Rule, req: &DecisionRequest) -> Truth {
+        let when = rule
+            .when
+            .as_ref()
+            .map_or(Truth::True, |c| self.holds(c, req));
+        when.and(|| {
+            rule.unless
+                .as_ref()
+                .map_or(Truth::True, |c| self.holds(c, req).not())
+        })
+    }
+
+    fn holds(&self, condition: &Condition, req: &DecisionRequest) -> Truth {
+        let subject = &req.subject;
+        let resource = &req.resource;
+        match condition {
+            Condition::SameTenant(expected) => {
+                if subject.tenant.is_empty() {
+                    Truth::Unknown(Missing::SubjectTenant)
+                } else if resource.owner_tenant.is_empty() {
+                    Truth::Unknown(Missing::OwnerTenant)
+                } else {
+                    Truth::from_bool((subject.tenant == resource.owner_tenant) == *expected)
+                }
+            }
+            Condition::Deidentification(test) => match resource.deidentification {
+                None => Truth::Unknown(Missing::Deidentification),
+                Some(state) => Truth::from_bool(match test {
+                    StateTest::Exactly(s) => state == *s,
+                    StateTest::AtLeast(s) => state >= *s,
+                }),
+            },
+            Condition::GroupSizeAtLeast { min, .. } => match resource.group_size {
+                None => Truth::Unknown(Missing::GroupSize),
+                Some(k) => Truth::from_bool(k >= *min),
+            },
+            Condition::OriginWithin { category_idx, .. } => {
+                Truth::from_bool(resource.origin.iter().all(|o| {
+                    self.categories().lookup(o).is_some_and(|idx| {
+                        category_idx
+                            .iter()
+                            .any(|&within| self.categories().covers(within, idx))
+                    })
+                }))
+            }
+            Condition::SubjectId(ids) => Truth::from_bool(ids.contains(&subject.id)),
+            Condition::SubjectRole(roles) => {
+                Truth::from_bool(subject.roles.iter().any(|r| roles.contains(r)))
+            }
+            Condition::Context { key, values } => Truth::from_bool(
+                req.context
+                    .attributes
+                    .get(key)
+                    .is_some_and(|v| values.contains(v)),
+            ),
+            Condition::Resource { key, values } => Truth::from_bool(
+                resource
+                    .attributes
+                    .get(key)
+                    .is_some_and(|v| values.contains(v)),
+            ),
+            Condition::CustomerInstruction(presence) => Truth::from_bool(
+                req.context.customer_instruction.is_empty() == (*presence == Presence::Absent),
+            ),
+            Condition::All(parts) => {
+                let mut acc = Truth::True;
+                for part in parts {
+                    acc = acc.and(|| self.holds(part, req));
+                    if acc == Truth::False {
+                        break;
+                    }
+                }
+                acc
+            }
+            Condition::Any(parts) => {
+                // any = not(all(not ..)), keeping the first unknown.
+                let mut acc = Truth::True;
+                for part in parts {
+                    acc = acc.and(|| self.holds(part, req).not());
+                    if acc == Truth::False {
+                        break;
+                    }
+                }
+                acc.not()
+            }
+            Condition::Not(inner) => self.holds(inner, req).not(),
+        }
+    }
+
+    fn reason(&self, purpose: NodeIdx, req: &DecisionRequest, outcome: &Outcome<'_>) -> String {
+        let p = &req.purpose;
+        let label = |category: NodeIdx, origin: bool| -> String {
+            let id = self.categories().id(category);
+            if origin {
+                format!("`{id}` (an origin of `{}`)", req.resource.category)
+            } else {
+                format!("`{id}`")
+            }
+        };
+        let rule_id = |r: RuleIdx| self.rule(r).map_or("", |rule| &*rule.id);
+        match outcome.explain {
+            Explain::UnknownCategory { id, origin } => {
+                let hint = suggest::did_you_mean(id, self.categories().ids());
+                let place = if origin { "origin " } else { "" };
+                format!("unknown {place}data category `{id}`{hint}")
+            }
+            Explain::NoPermit {
+                category,
+                origin,
+                near,
+            } => {
+                let mut out = format!("no rule permits `{p}` on {}", label(category, origin));
+                if let Some(rule) = near.and_then(|r| self.rule(r)) {
+                    let mut needs = Vec::new();
+                    if let Some(when) = &rule.when {
+                        needs.push(when.describe());
+                    }
+                    if let Some(unless) = &rule.unless {
+                        needs.push(format!("not ({})", unless.describe()));
+                    }
+                    let _ = write!(
+                        out,
+                        "; rule `{}` would permit it if {}",
+                        rule.id,
+                        needs.join(" and ")
+                    );
+                }
+                out
+            }
+            Explain::Denied {
+                category,
+                origin,
+                rule,
+            } => {
+                let mut out = format!(
+                    "rule `{}` denies `{p}` on {}",
+                    rule_id(rule),
+                    label(category, origin)
+                );
+                // Semantic 2: name the narrower prohibited purpose when the
+                // request asked for a broader one.
+                if let Some(rule) = self.rule(rule) {
+                    let direct = rule
+                        .purpose_idx
+                        .iter()
+                        .any(|&listed| self.purposes().covers(listed, purpose));
+                    if !direct {
+                        if let Some(&narrower) = rule
+                            .purpose_idx
+                            .iter()
+                            .find(|&&listed| self.purposes().covers(purpose, listed))
+                        {
+                            let _ = write!(
+                                out,
+                                ": it includes `{}`, which the rule prohibits",
+                                self.purposes().id(narrower)
+                            );
+                        }
+                    }
+                }
+                out
+            }
+            Explain::Undecidable { rule, missing } => format!(
+                "rule `{}` cannot be decided for `{p}`: the request does not give {}",
+                rule_id(rule),
+                missing.describe()
+            ),
+            Explain::Permitted => {
+                let rules: Vec<String> = outcome
+                    .rules
+                    .iter()
+                    .map(|&r| format!("`{}`", rule_id(r)))
+                    .collect();
+                let noun = if rules.len() == 1 { "rule" } else { "rules" };
+                let mut on = format!("`{}`", req.resource.category);
+                if !req.resource.origin.is_empty() {
+                    let origins: Vec<String> = req
+                        .resource
+                        .origin
+                        .iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect();
+                    let _ = write!(on, " and its origin {}", origins.join(", "));
+                }
+                format!("`{p}` on {on} is permitted by {noun} {}", rules.join(", "))
+            }
+            Explain::UnsupportedObligation { rule } => format!(
+                "rule `{}` permits only with obligation `{}`, which the caller does not support",
+                rule_id(rule),
+                outcome.obligation.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}

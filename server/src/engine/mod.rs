@@ -1,0 +1,70 @@
+//! The purpose policy engine: the model, strict loading, the compiled index
+//! and evaluation of DESIGN section 2.
+//!
+//! **Architecture Invariant:** this module tree does no I/O and knows nothing
+//! of tonic, prost or tokio. It takes text and returns values; the server,
+//! the CLI and the benchmarks all call it. A test in `tests/architecture.rs`
+//! keeps it that way.
+//!
+//! **Architecture Invariant:** a decision is a value, never an error:
+//! [`Policy::evaluate`] always returns an [`Evaluation`].
+
+mod cases;
+mod decision;
+mod decode;
+mod diagnostic;
+mod eval;
+mod load;
+mod model;
+mod policy;
+mod request;
+mod suggest;
+mod yaml;
+
+pub mod default_policy;
+
+pub use cases::{Case, CaseFile, CaseResult};
+pub use decision::{Decision, Evaluation, MonitorOutcome};
+pub use diagnostic::{Diagnostic, Diagnostics, Span};
+pub use load::{POLICY_VERSION, PolicySource};
+pub use model::{
+    Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule, Settings,
+    StateTest, Taxonomy, TaxonomyNode,
+};
+pub use policy::{Policy, RuleIdx};
+pub use request::{Context, DecisionRequest, InvalidRequest, MAX_ORIGINS, Resource, Subject};
+
+impl Policy {
+    /// Loads one or more files that together form one policy.
+    pub fn load(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
+        load::load(sources)
+    }
+
+    /// Loads a policy from one file's text.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
+        load::load(&[PolicySource { name: file, text }])
+    }
+}
+
+/// Reads a request written as YAML or JSON (the protobuf JSON form of
+/// `CheckRequest`), reporting every problem.
+pub fn parse_request(file: &str, text: &str) -> Result<DecisionRequest, Diagnostics> {
+    let node = yaml::parse(file, text).map_err(Diagnostics)?;
+    request_from_node(file, &node)
+}
+
+/// Reads a request from parsed JSON.
+pub fn request_from_json(
+    file: &str,
+    value: serde_json::Value,
+) -> Result<DecisionRequest, Diagnostics> {
+    request_from_node(file, &yaml::from_json(value))
+}
+
+fn request_from_node(file: &str, node: &yaml::Node) -> Result<DecisionRequest, Diagnostics> {
+    let mut d = decode::Decoder::new(file);
+    match request::decode_request(&mut d, node) {
+        Some(req) if d.sink.diagnostics.is_empty() => Ok(req),
+        _ => Err(Diagnostics(d.sink.diagnostics)),
+    }
+}

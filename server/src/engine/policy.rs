@@ -1,0 +1,268 @@
+//! A loaded policy, compiled into an index, with its revision.
+//!
+//! The index answers "which rules could apply to purpose P on category C"
+//! with one AND of two bit sets, so a decision never scans rules that cannot
+//! apply: for each purpose, the rules whose purposes cover it (a permit
+//! covers the listed purpose and its descendants; a deny also covers the
+//! listed purpose's ancestors), and for each category, the rules whose
+//! categories cover it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::model::{Effect, Mode, NodeIdx, Rule, Settings, Taxonomy};
+
+/// Index of a rule in policy order.
+pub type RuleIdx = u32;
+
+/// A compiled, immutable policy. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    name: Arc<str>,
+    description: String,
+    revision: Arc<str>,
+    settings: Settings,
+    purposes: Taxonomy,
+    categories: Taxonomy,
+    rules: Vec<Rule>,
+    index: RuleIndex,
+}
+
+impl Policy {
+    pub(crate) fn new(
+        name: String,
+        description: String,
+        settings: Settings,
+        purposes: Taxonomy,
+        categories: Taxonomy,
+        rules: Vec<Rule>,
+    ) -> Self {
+        let revision = revision_of(
+            &name,
+            &description,
+            &settings,
+            &purposes,
+            &categories,
+            &rules,
+        );
+        let index = RuleIndex::build(&purposes, &categories, &rules);
+        Policy {
+            name: Arc::from(name),
+            description,
+            revision: Arc::from(revision),
+            settings,
+            purposes,
+            categories,
+            rules,
+            index,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The content hash of the policy: equal for equal content however it
+    /// is formatted, commented, ordered in its maps or split into files.
+    pub fn revision(&self) -> &Arc<str> {
+        &self.revision
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn purposes(&self) -> &Taxonomy {
+        &self.purposes
+    }
+
+    pub fn categories(&self) -> &Taxonomy {
+        &self.categories
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, idx: RuleIdx) -> Option<&Rule> {
+        self.rules.get(idx as usize)
+    }
+
+    pub(crate) fn has_monitor_rules(&self) -> bool {
+        self.index.has_monitor
+    }
+
+    /// Rules that could apply to `purpose` on `category`, in policy order.
+    pub(crate) fn candidates(&self, purpose: NodeIdx, category: NodeIdx) -> Candidates<'_> {
+        let words = self.index.words;
+        let start_p = purpose as usize * words;
+        let start_c = category as usize * words;
+        let p = self
+            .index
+            .by_purpose
+            .get(start_p..start_p + words)
+            .unwrap_or(&[]);
+        let c = self
+            .index
+            .by_category
+            .get(start_c..start_c + words)
+            .unwrap_or(&[]);
+        Candidates {
+            purpose: p,
+            category: c,
+            word: 0,
+            current: match (p.first(), c.first()) {
+                (Some(a), Some(b)) => a & b,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// Iterator over the set bits of `purpose & category`.
+#[derive(Debug)]
+pub(crate) struct Candidates<'a> {
+    purpose: &'a [u64],
+    category: &'a [u64],
+    word: usize,
+    current: u64,
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = RuleIdx;
+
+    fn next(&mut self) -> Option<RuleIdx> {
+        loop {
+            if self.current != 0 {
+                let bit = self.current.trailing_zeros();
+                self.current &= self.current - 1;
+                return RuleIdx::try_from(self.word * 64 + bit as usize).ok();
+            }
+            self.word += 1;
+            let (Some(p), Some(c)) = (self.purpose.get(self.word), self.category.get(self.word))
+            else {
+                return None;
+            };
+            self.current = p & c;
+        }
+    }
+}
+
+/// Bit sets of rules per purpose and per category, flattened.
+#[derive(Debug, Clone)]
+struct RuleIndex {
+    /// u64 words per set.
+    words: usize,
+    by_purpose: Vec<u64>,
+    by_category: Vec<u64>,
+    has_monitor: bool,
+}
+
+impl RuleIndex {
+    fn build(purposes: &Taxonomy, categories: &Taxonomy, rules: &[Rule]) -> Self {
+        let words = rules.len().div_ceil(64).max(1);
+        let mut by_purpose = vec![0u64; purposes.len() * words];
+        let mut by_category = vec![0u64; categories.len() * words];
+        let set = |sets: &mut Vec<u64>, node: NodeIdx, rule: usize| {
+            if let Some(w) = sets.get_mut(node as usize * words + rule / 64) {
+                *w |= 1u64 << (rule % 64);
+            }
+        };
+        for (r, rule) in rules.iter().enumerate() {
+            for &p in &rule.purpose_idx {
+                // Semantic 1: a rule applies to its purposes' descendants.
+                for q in purposes.self_and_descendants(p) {
+                    set(&mut by_purpose, q, r);
+                }
+                // Semantic 2: a prohibition also applies to the ancestors,
+                // since the broader purpose would include the prohibited one.
+                if rule.effect == Effect::Deny {
+                    for q in purposes.self_and_ancestors(p) {
+                        set(&mut by_purpose, q, r);
+                    }
+                }
+            }
+            // Semantic 3: a rule on category C applies to C and descendants;
+            // a rule without categories applies to every category.
+            if rule.category_idx.is_empty() {
+                for (c, _) in categories.nodes() {
+                    set(&mut by_category, c, r);
+                }
+            } else {
+                for &c in &rule.category_idx {
+                    for d in categories.self_and_descendants(c) {
+                        set(&mut by_category, d, r);
+                    }
+                }
+            }
+        }
+        RuleIndex {
+            words,
+            by_purpose,
+            by_category,
+            has_monitor: rules.iter().any(|r| r.mode == Mode::Monitor),
+        }
+    }
+}
+
+/// The canonical content of a policy, hashed for its revision. Maps are
+/// sorted so map order in the files does not matter; rule order does, as it
+/// orders the rule ids of every answer.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    version: u64,
+    name: &'a str,
+    description: &'a str,
+    settings: &'a Settings,
+    purposes: BTreeMap<&'a str, &'a str>,
+    data_categories: BTreeMap<&'a str, &'a str>,
+    rules: &'a [Rule],
+}
+
+fn revision_of(
+    name: &str,
+    description: &str,
+    settings: &Settings,
+    purposes: &Taxonomy,
+    categories: &Taxonomy,
+    rules: &[Rule],
+) -> String {
+    let tree = |t: &'_ Taxonomy| -> BTreeMap<String, String> {
+        t.nodes()
+            .map(|(_, n)| (n.id.to_string(), n.description.clone()))
+            .collect()
+    };
+    let purposes = tree(purposes);
+    let categories = tree(categories);
+    let canonical = Canonical {
+        version: super::load::POLICY_VERSION,
+        name,
+        description,
+        settings,
+        purposes: purposes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        data_categories: categories
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        rules,
+    };
+    // Serialising plain data to a Vec cannot fail; an empty input would
+    // still give a stable (if useless) hash rather than a panic.
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut hex = String::with_capacity(16);
+    for byte in digest.iter().take(8) {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}

@@ -1,0 +1,258 @@
+//! The question a decision answers, in the engine's own types.
+//!
+//! Empty strings mean "not given", as in the protobuf API, so converting at
+//! the gRPC edge is a move, not a translation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::decode::Decoder;
+use super::model::Deidentification;
+use super::yaml::{Node, Value};
+
+/// At most this many origin categories: each is a separate evaluation.
+pub const MAX_ORIGINS: usize = 64;
+
+/// May `subject` process `resource` for `purpose`?
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRequest {
+    pub subject: Subject,
+    pub resource: Resource,
+    pub purpose: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub action: String,
+    pub context: Context,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub supported_obligations: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+}
+
+/// Who processes the data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Subject {
+    pub id: String,
+    /// The customer the subject acts for; empty when not given.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// The data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub category: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner_tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deidentification: Option<Deidentification>,
+    /// k of an aggregate; `None` when not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origin: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Facts about the processing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub customer_instruction: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A request that cannot be asked at all (the gRPC edge answers
+/// `INVALID_ARGUMENT`). Names the field in its API spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRequest {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for InvalidRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}` {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for InvalidRequest {}
+
+impl DecisionRequest {
+    /// The checks every edge makes before asking the engine (semantic 8:
+    /// an empty purpose or category is an invalid argument, not a decision).
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        let invalid = |field: &str, problem: String| InvalidRequest {
+            field: field.to_string(),
+            problem,
+        };
+        if self.purpose.is_empty() {
+            return Err(invalid("purpose", "must not be empty".into()));
+        }
+        if self.resource.category.is_empty() {
+            return Err(invalid("resource.category", "must not be empty".into()));
+        }
+        if self.resource.origin.len() > MAX_ORIGINS {
+            return Err(invalid(
+                "resource.origin",
+                format!(
+                    "lists {} categories; at most {MAX_ORIGINS} are accepted",
+                    self.resource.origin.len()
+                ),
+            ));
+        }
+        if let Some(i) = self.resource.origin.iter().position(String::is_empty) {
+            return Err(invalid(
+                &format!("resource.origin[{i}]"),
+                "must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+const REQUEST_KEYS: &[&str] = &[
+    "subject",
+    "resource",
+    "purpose",
+    "action",
+    "context",
+    "supported_obligations",
+    "supportedObligations",
+    "request_id",
+    "requestId",
+];
+
+/// Reads a request written as the protobuf JSON of `CheckRequest` (camel or
+/// snake case field names, enum names or numbers, 64-bit numbers as numbers
+/// or strings), from YAML or JSON.
+pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionRequest> {
+    let f = d.fields(node, "request", REQUEST_KEYS)?;
+    let before = d.sink.diagnostics.len();
+    let mut req = DecisionRequest::default();
+    let text = |d: &mut Decoder<'_>, n: Option<&Node>, what: &str| -> String {
+        n.and_then(|n| opt_string(d, n, what)).unwrap_or_default()
+    };
+    req.purpose = text(d, f.get("purpose"), "`purpose`");
+    req.action = text(d, f.get("action"), "`action`");
+    req.request_id = text(d, f.get_any(&["request_id", "requestId"]), "`request_id`");
+    if let Some(n) = f.get_any(&["supported_obligations", "supportedObligations"]) {
+        req.supported_obligations = d.strings(n, "`supported_obligations`").unwrap_or_default();
+    }
+    if let Some(n) = f.get("subject") {
+        if let Some(s) = d.fields(n, "`subject`", &["id", "tenant", "roles"]) {
+            req.subject.id = text(d, s.get("id"), "`subject.id`");
+            req.subject.tenant = text(d, s.get("tenant"), "`subject.tenant`");
+            if let Some(r) = s.get("roles") {
+                req.subject.roles = d.strings(r, "`subject.roles`").unwrap_or_default();
+            }
+        }
+    }
+    if let Some(n) = f.get("resource") {
+        let keys = [
+            "category",
+            "owner_tenant",
+            "ownerTenant",
+            "deidentification",
+            "group_size",
+            "groupSize",
+            "origin",
+            "attributes",
+        ];
+        if let Some(r) = d.fields(n, "`resource`", &keys) {
+            req.resource.category = text(d, r.get("category"), "`resource.category`");
+            req.resource.owner_tenant = text(
+                d,
+                r.get_any(&["owner_tenant", "ownerTenant"]),
+                "`resource.owner_tenant`",
+            );
+            if let Some(n) = r.get("deidentification") {
+                req.resource.deidentification = deidentification(d, n);
+            }
+            if let Some(n) = r.get_any(&["group_size", "groupSize"]) {
+                req.resource.group_size = d
+                    .uint(n, "`resource.group_size`", u64::MAX)
+                    .filter(|&k| k != 0);
+            }
+            if let Some(n) = r.get("origin") {
+                req.resource.origin = d.strings(n, "`resource.origin`").unwrap_or_default();
+            }
+            if let Some(n) = r.get("attributes") {
+                req.resource.attributes =
+                    d.string_map(n, "`resource.attributes`").unwrap_or_default();
+            }
+        }
+    }
+    if let Some(n) = f.get("context") {
+        let keys = ["customer_instruction", "customerInstruction", "attributes"];
+        if let Some(c) = d.fields(n, "`context`", &keys) {
+            req.context.customer_instruction = text(
+                d,
+                c.get_any(&["customer_instruction", "customerInstruction"]),
+                "`context.customer_instruction`",
+            );
+            if let Some(n) = c.get("attributes") {
+                req.context.attributes =
+                    d.string_map(n, "`context.attributes`").unwrap_or_default();
+            }
+        }
+    }
+    (d.sink.diagnostics.len() == before).then_some(req)
+}
+
+/// A string field; `null` counts as not given.
+fn opt_string(d: &mut Decoder<'_>, node: &Node, what: &str) -> Option<String> {
+    match node.value {
+        Value::Null => None,
+        _ => d.string(node, what),
+    }
+}
+
+fn deidentification(d: &mut Decoder<'_>, node: &Node) -> Option<Deidentification> {
+    let what = "`resource.deidentification`";
+    match &node.value {
+        Value::Null => None,
+        Value::String(s) if s == "DEIDENTIFICATION_UNSPECIFIED" || s.is_empty() => None,
+        Value::String(s) => match Deidentification::parse(s) {
+            Some(state) => Some(state),
+            None => {
+                let names = Deidentification::ALL.map(Deidentification::api_name);
+                let hint = super::suggest::did_you_mean(s, names);
+                d.error(
+                    node.span,
+                    format!(
+                        "{what}: unknown state `{s}`{hint}; expected one of {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        Value::Int(0) => None,
+        Value::Int(i) => match usize::try_from(*i - 1)
+            .ok()
+            .and_then(|i| Deidentification::ALL.get(i))
+        {
+            Some(state) => Some(*state),
+            None => {
+                d.error(node.span, format!("{what}: unknown state number {i}"));
+                None
+            }
+        },
+        _ => {
+            d.error(
+                node.span,
+                format!("{what} must be a state name, found {}", node.value.kind()),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! purposegate's decision server: the policy engine ([`engine`]) and the
+//! command line that validates, tests and queries policies.
+
+pub mod engine;
+pub mod policy_files;

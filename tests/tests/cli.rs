@@ -1,0 +1,227 @@
+//! The real `purposegate-server` binary's policy tools: `validate`, `test`
+//! and `check`, with their exit codes and what they print.
+
+use purposegate_tests::{TempDir, server_cli};
+
+const POLICY: &str = "server/policies/online-services-dpa.yaml";
+const CASES: &str = "server/policies/online-services-dpa_test.yaml";
+
+#[test]
+fn validate_accepts_the_default_policy() {
+    let run = server_cli(&["validate", POLICY], None);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("valid policy `online-services-dpa`"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn validate_names_file_line_and_the_nearest_purpose() {
+    let dir = TempDir::new("validate");
+    let text = std::fs::read_to_string(purposegate_tests::repo_root().join(POLICY))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "purposes: [lbo]\n    when:\n",
+            "purposes: [lbo.biling]\n    when:\n",
+        );
+    let path = dir.write("typo.yaml", &text);
+    let run = server_cli(&["validate", &path], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("lbo.biling"))
+        .unwrap_or_else(|| panic!("no diagnostic: {run:?}"));
+    assert!(line.starts_with(&format!("error: {path}:")), "{line}");
+    assert!(line.contains("did you mean `lbo.billing`?"), "{line}");
+    let place: Vec<&str> = line.trim_start_matches("error: ").splitn(4, ':').collect();
+    assert!(
+        place[1].parse::<u32>().is_ok() && place[2].parse::<u32>().is_ok(),
+        "{line}"
+    );
+}
+
+#[test]
+fn validate_a_directory_of_policy_files() {
+    let dir = TempDir::new("validate-dir");
+    dir.write("a.yaml", "version: 1\nname: split\npurposes:\n  p: P\n");
+    dir.write(
+        "b.yaml",
+        "version: 1\nrules:\n  - id: r\n    effect: permit\n    purposes: [p]\n",
+    );
+    dir.write("b_test.yaml", "this is a case file: [and skipped");
+    let run = server_cli(&["validate", &dir.path().display().to_string()], None);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("1 rules"), "{run:?}");
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_exit_1_never_a_panic() {
+    let dir = TempDir::new("bad");
+    for (name, text, says) in [
+        ("malformed.yaml", "version: 1\nname: [x\n", "invalid YAML"),
+        (
+            "types.yaml",
+            "version: 1\nname: x\npurposes: [a]\n",
+            "must be a mapping",
+        ),
+        (
+            "dup.yaml",
+            "version: 1\nname: x\npurposes:\n  a: A\nrules:\n  - {id: r, effect: permit, purposes: [a]}\n  - {id: r, effect: deny, purposes: [a]}\n",
+            "duplicate rule id `r`",
+        ),
+        (
+            "empty-id.yaml",
+            "version: 1\nname: x\npurposes:\n  a: A\nrules:\n  - {id: '', effect: permit, purposes: [a]}\n",
+            "rule id must not be empty",
+        ),
+        (
+            "cycle.yaml",
+            "version: 1\nname: &n x\ndescription: *n\n",
+            "aliases",
+        ),
+        ("binary.yaml", "\u{0}\u{1}\u{2}garbage", "error"),
+        ("empty.yaml", "", "the policy file is empty"),
+    ] {
+        let path = dir.write(name, text);
+        let run = server_cli(&["validate", &path], None);
+        assert_eq!(run.code, Some(1), "{name}: {run:?}");
+        assert!(run.stderr.contains(says), "{name}: {run:?}");
+        assert!(!run.stderr.contains("panicked"), "{name}: {run:?}");
+    }
+    let run = server_cli(&["validate", "/nonexistent/policy.yaml"], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("cannot read `/nonexistent/policy.yaml`"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn test_passes_the_default_policy_cases() {
+    let run = server_cli(&["test", POLICY, CASES], None);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let last = run.stdout.lines().last().unwrap_or("");
+    let passed: usize = last
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("last line: {last:?}"));
+    assert!(passed >= 40, "{last}");
+}
+
+#[test]
+fn test_reports_a_wrong_expectation_readably() {
+    let dir = TempDir::new("test");
+    let cases = dir.write(
+        "wrong_test.yaml",
+        "cases:\n  - name: advertising is surely fine\n    request: { purpose: advertising, resource: { category: customer-data } }\n    decision: PERMIT\n  - name: provide is fine\n    request: { purpose: provide, resource: { category: customer-data } }\n    decision: PERMIT\n",
+    );
+    let run = server_cli(&["test", POLICY, &cases], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let fail = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!(
+        fail.contains(&format!("{cases}:2 advertising is surely fine")),
+        "{fail}"
+    );
+    assert!(fail.contains("got DENY, want PERMIT"), "{fail}");
+    assert!(fail.contains("no-prohibited-uses"), "{fail}");
+    assert_eq!(run.stdout.lines().last(), Some("1 passed, 1 failed"));
+}
+
+#[test]
+fn check_from_flags_prints_the_decision_as_json() {
+    let run = server_cli(
+        &[
+            "check",
+            "--purpose",
+            "provide",
+            "--category",
+            "customer-data",
+            "--subject",
+            "crm",
+            "--request-id",
+            "r1",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(json["decision"], "PERMIT");
+    assert_eq!(json["ruleIds"], serde_json::json!(["online-services"]));
+    assert_eq!(json["requestId"], "r1");
+    assert_eq!(json["ttlSeconds"], 300);
+    assert_eq!(json["policyRevision"].as_str().map(str::len), Some(16));
+}
+
+#[test]
+fn check_from_json_on_stdin_takes_the_grpc_json_shape() {
+    let request = r#"{"purpose":"professional-services.planning","subject":{"id":"consultant","tenant":"fabrikam"},
+        "resource":{"category":"professional-services-data","owner_tenant":"contoso","groupSize":"5","deidentification":"IDENTIFIED"}}"#;
+    let run = server_cli(&["check"], Some(request));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(json["decision"], "DENY");
+    assert_eq!(
+        json["ruleIds"],
+        serde_json::json!(["no-cross-customer-delivery"])
+    );
+}
+
+#[test]
+fn check_rejects_invalid_requests_naming_the_field() {
+    let run = server_cli(
+        &["check"],
+        Some(r#"{"purpose":"","resource":{"category":"customer-data"}}"#),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("field `purpose` must not be empty"),
+        "{run:?}"
+    );
+    let run = server_cli(
+        &["check"],
+        Some(r#"{"purpose":"provide","resource":{"category":7}}"#),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("`resource.category` must be a string"),
+        "{run:?}"
+    );
+    let run = server_cli(&["check"], Some("{not json"));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("invalid JSON"), "{run:?}");
+    let run = server_cli(&["check"], Some(r#"{"purpose":"provide","resourse":{}}"#));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("did you mean `resource`?"), "{run:?}");
+}
+
+#[test]
+fn check_enforce_exits_3_on_anything_but_permit() {
+    for (purpose, code) in [
+        ("provide", 0),
+        ("advertising", 3),
+        ("lbo.billing", 3),
+        ("nonsense", 3),
+    ] {
+        let run = server_cli(
+            &[
+                "check",
+                "--enforce",
+                "--purpose",
+                purpose,
+                "--category",
+                "customer-data",
+            ],
+            None,
+        );
+        assert_eq!(run.code, Some(code), "{purpose}: {run:?}");
+    }
+}
