@@ -12,14 +12,25 @@ use purposegate_server::engine::{
     Subject, default_policy,
 };
 use purposegate_server::policy_files::{self, PolicyError};
+use purposegate_server::serve::{self, ServeArgs};
 
 /// purposegate decision server: decides whether data may be processed for a
 /// stated purpose.
+///
+/// With no command it serves the decision API (gRPC) on --listen.
 #[derive(Debug, Parser)]
-#[command(name = "purposegate-server", version, about, long_about = None)]
+#[command(
+    name = "purposegate-server",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,10 +158,7 @@ pub fn run(cli: Cli) -> ExitCode {
             verbose,
         }) => test(&policy, &cases, verbose),
         Some(Command::Check(args)) => check(*args),
-        None => {
-            err("purposegate-server: name a command (validate, test, check); see --help");
-            ExitCode::from(2)
-        }
+        None => serve::run(cli.serve),
     }
 }
 

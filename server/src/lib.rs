@@ -2,4 +2,7 @@
 //! command line that validates, tests and queries policies.
 
 pub mod engine;
+pub mod grpc;
 pub mod policy_files;
+pub mod serve;
+pub mod store;

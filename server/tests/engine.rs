@@ -54,6 +54,14 @@ fn semantic(name: &str) {
     );
 }
 
+/// Policy sources from `(file name, text)` pairs.
+fn sources<'a>(files: &[(&'a str, &'a str)]) -> Vec<PolicySource<'a>> {
+    files
+        .iter()
+        .map(|&(name, text)| PolicySource { name, text })
+        .collect()
+}
+
 fn request(purpose: &str, category: &str) -> DecisionRequest {
     DecisionRequest {
         purpose: purpose.into(),
@@ -316,17 +324,8 @@ fn a_misspelled_purpose_names_file_line_column_and_the_nearest_id() {
 fn files_of_one_policy_merge_and_conflicts_are_errors() {
     let base = "version: 1\nname: split\npurposes:\n  provide: Provide\ndataCategories:\n  c: C\n";
     let rules = "version: 1\nrules:\n  - id: r\n    effect: permit\n    purposes: [provide]\n";
-    let merged = Policy::load(&[
-        PolicySource {
-            name: "a.yaml",
-            text: base,
-        },
-        PolicySource {
-            name: "b.yaml",
-            text: rules,
-        },
-    ])
-    .unwrap_or_else(|d| panic!("{d}"));
+    let merged = Policy::load(&sources(&[("a.yaml", base), ("b.yaml", rules)]))
+        .unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(merged.rules().len(), 1);
     // The same content in one file has the same revision.
     let single = Policy::parse(
@@ -337,20 +336,11 @@ fn files_of_one_policy_merge_and_conflicts_are_errors() {
     assert_eq!(merged.revision(), single.revision());
 
     let conflicting = "version: 1\nname: other\npurposes:\n  provide: Again\nrules:\n  - id: r\n    effect: deny\n    purposes: [provide]\n";
-    let err = Policy::load(&[
-        PolicySource {
-            name: "a.yaml",
-            text: base,
-        },
-        PolicySource {
-            name: "b.yaml",
-            text: rules,
-        },
-        PolicySource {
-            name: "c.yaml",
-            text: conflicting,
-        },
-    ])
+    let err = Policy::load(&sources(&[
+        ("a.yaml", base),
+        ("b.yaml", rules),
+        ("c.yaml", conflicting),
+    ]))
     .map(|_| ())
     .unwrap_err()
     .to_string();

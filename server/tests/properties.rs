@@ -114,7 +114,11 @@ fn render(rules: &[GenRule], style: bool) -> String {
     for c in categories {
         out.push_str(&format!("  {c}: \"Category {c}\"\n"));
     }
-    out.push_str(if rules.is_empty() { "rules: []\n" } else { "rules:\n" });
+    out.push_str(if rules.is_empty() {
+        "rules: []\n"
+    } else {
+        "rules:\n"
+    });
     for (i, r) in rules.iter().enumerate() {
         let purposes: Vec<&str> = r.purposes.iter().map(|&p| PURPOSES[p]).collect();
         out.push_str(&format!(

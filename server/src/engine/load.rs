@@ -712,22 +712,18 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
     let categories = taxonomy(files, "data category", |f| &f.categories, out);
 
     // Rules: unique ids, resolved names.
-    let mut rule_at: HashMap<&str, (&str, Span)> = HashMap::new();
+    let mut rule_at = FirstSeen::default();
     let mut rules = Vec::new();
     for f in files {
         for doc in &f.rules {
-            if let Some((first_file, first)) = rule_at.get(doc.id.as_str()) {
+            if let Some(first) = rule_at.record(&doc.id, &f.file, doc.span) {
                 out.push(Diagnostic::new(
                     &f.file,
                     doc.span,
-                    format!(
-                        "duplicate rule id `{}` (first defined at {first_file}:{}:{})",
-                        doc.id, first.line, first.column
-                    ),
+                    format!("duplicate rule id `{}` (first defined at {first})", doc.id),
                 ));
                 continue;
             }
-            rule_at.insert(&doc.id, (&f.file, doc.span));
             let mut r = Resolver {
                 file: &f.file,
                 rule: &doc.id,
@@ -752,6 +748,35 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
     })
 }
 
+/// Where each id was first written, so a later one is reported as a
+/// duplicate that names the first.
+#[derive(Debug, Default)]
+struct FirstSeen<'a>(HashMap<&'a str, (&'a str, Span)>);
+
+impl<'a> FirstSeen<'a> {
+    /// Records `id`; if it was written before, returns where, as
+    /// `file:line:column`.
+    fn record(&mut self, id: &'a str, file: &'a str, span: Span) -> Option<String> {
+        match self.0.get(id) {
+            Some((first_file, first)) => {
+                Some(format!("{first_file}:{}:{}", first.line, first.column))
+            }
+            None => {
+                self.0.insert(id, (file, span));
+                None
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.contains_key(id)
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.0.keys().copied()
+    }
+}
+
 /// Merges the declarations of all files into one tree, reporting duplicates
 /// and ids whose parent is not declared.
 fn taxonomy(
@@ -760,30 +785,26 @@ fn taxonomy(
     decls: impl Fn(&FileDoc) -> &Vec<Declaration>,
     out: &mut Vec<Diagnostic>,
 ) -> Taxonomy {
-    let mut seen: HashMap<&str, (&str, Span)> = HashMap::new();
+    let mut seen = FirstSeen::default();
     let mut all = Vec::new();
     for f in files {
         for decl in decls(f) {
-            if let Some((first_file, first)) = seen.get(decl.id.as_str()) {
+            if let Some(first) = seen.record(&decl.id, &f.file, decl.span) {
                 out.push(Diagnostic::new(
                     &f.file,
                     decl.span,
-                    format!(
-                        "{kind} `{}` is already declared at {first_file}:{}:{}",
-                        decl.id, first.line, first.column
-                    ),
+                    format!("{kind} `{}` is already declared at {first}", decl.id),
                 ));
                 continue;
             }
-            seen.insert(&decl.id, (&f.file, decl.span));
             all.push((&f.file, decl));
         }
     }
     let mut declared = Vec::with_capacity(all.len());
     for (file, decl) in all {
         if let Some(parent) = parent_id(&decl.id) {
-            if !seen.contains_key(parent) {
-                let hint = suggest::did_you_mean(parent, seen.keys().copied());
+            if !seen.contains(parent) {
+                let hint = suggest::did_you_mean(parent, seen.ids());
                 out.push(Diagnostic::new(
                     file,
                     decl.span,

@@ -1,0 +1,113 @@
+//! The gRPC edge: `purposegate.v1.DecisionService` over the policy store.
+//!
+//! **Architecture Invariant:** generated types are converted to and from the
+//! engine's types in [`convert`] only.
+
+pub mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use pb::decision_service_server::DecisionService;
+use purposegate_proto::v1 as pb;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
+
+use crate::engine::InvalidRequest;
+use crate::store::PolicyStore;
+
+/// Serves decisions from the store's current policy.
+#[derive(Debug, Clone)]
+pub struct DecisionServer {
+    store: Arc<PolicyStore>,
+    max_batch: usize,
+    /// Becomes true when the server begins to shut down; open watch streams
+    /// end then, so they do not hold the drain open.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DecisionServer {
+    pub fn new(store: Arc<PolicyStore>, max_batch: usize, shutdown: watch::Receiver<bool>) -> Self {
+        DecisionServer {
+            store,
+            max_batch,
+            shutdown,
+        }
+    }
+}
+
+fn invalid(e: InvalidRequest) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl DecisionService for DecisionServer {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let req = convert::request(request.into_inner(), "").map_err(invalid)?;
+        let policy = self.store.current();
+        Ok(Response::new(convert::response(policy.evaluate(&req))))
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let requests = request.into_inner().requests;
+        if requests.len() > self.max_batch {
+            return Err(Status::invalid_argument(format!(
+                "field `requests` holds {} requests; at most {} are accepted (--max-batch)",
+                requests.len(),
+                self.max_batch
+            )));
+        }
+        let converted = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| convert::request(r, &format!("requests[{i}].")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        // One policy for the whole batch: every answer has the same revision.
+        let policy = self.store.current();
+        let responses = converted
+            .iter()
+            .map(|r| convert::response(policy.evaluate(r)))
+            .collect();
+        Ok(Response::new(pb::CheckBatchResponse { responses }))
+    }
+
+    type WatchPolicyStream =
+        Pin<Box<dyn Stream<Item = Result<pb::PolicyRevision, Status>> + Send + 'static>>;
+
+    async fn watch_policy(
+        &self,
+        _request: Request<pb::WatchPolicyRequest>,
+    ) -> Result<Response<Self::WatchPolicyStream>, Status> {
+        // The watch stream yields the current policy first, then each
+        // change; the stream ends when shutdown begins.
+        let revisions = WatchStream::new(self.store.subscribe())
+            .map(|policy| Some(Ok(convert::revision(&policy))));
+        let shutdown = WatchStream::new(self.shutdown.clone())
+            .filter(|&down| down)
+            .map(|_| None);
+        let stream = revisions
+            .merge(shutdown)
+            .take_while(Option::is_some)
+            .filter_map(|item| item);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        let policy = self.store.current();
+        Ok(Response::new(convert::policy_info(
+            &policy,
+            self.store.last_reload_error(),
+        )))
+    }
+}

@@ -1,0 +1,194 @@
+//! `purposegate-server` with no command: the decision server.
+//!
+//! Serves `purposegate.v1.DecisionService`, `grpc.health.v1.Health` and
+//! server reflection (v1 and v1alpha, so grpcurl needs no proto file) on one
+//! port. On SIGTERM or SIGINT health turns `NOT_SERVING`, open watch streams
+//! end, in-flight calls finish, and the process exits 0 within the drain
+//! time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::{error, info, warn};
+
+use crate::engine::{Policy, default_policy};
+use crate::grpc::DecisionServer;
+use crate::policy_files::{self, PolicyError};
+use crate::store::PolicyStore;
+
+/// Flags of the server; each also reads the environment variable it names.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "PURPOSEGATE_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Policy file, or directory whose *.yaml files form one policy
+    /// (*_test.yaml skipped) [default: the embedded default policy].
+    #[arg(long, env = "PURPOSEGATE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT.
+    #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+    /// How long in-flight calls may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "PURPOSEGATE_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Log format of the server's own log (stderr).
+    #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second init (in tests) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn load_policy(path: Option<&PathBuf>) -> Result<Policy, PolicyError> {
+    match path {
+        Some(path) => policy_files::read_policy(path),
+        None => default_policy::load().map_err(PolicyError::Invalid),
+    }
+}
+
+/// Runs the server until a signal; the exit code for `main`.
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let policy = match load_policy(args.policy.as_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "cannot load the policy");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args, policy)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "the server stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error::Error>> {
+    info!(
+        policy = %policy.name(),
+        revision = %policy.revision(),
+        source = %args.policy.as_ref().map_or("embedded default".to_string(), |p| p.display().to_string()),
+        "policy loaded"
+    );
+    let store = Arc::new(PolicyStore::new(policy));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DecisionServiceServer<DecisionServer>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let decisions = DecisionServer::new(store.clone(), args.max_batch, shutdown_rx.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, "serving purposegate.v1.DecisionService");
+
+    let signal = {
+        let health = health.clone();
+        async move {
+            wait_for_signal().await;
+            info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<DecisionServiceServer<DecisionServer>>()
+                .await;
+            let _ = shutdown_tx.send(true);
+        }
+    };
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DecisionServiceServer::new(decisions))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    let drain = Duration::from_secs(args.drain_seconds);
+    let mut shutdown = shutdown_rx;
+    let drain_deadline = async move {
+        let _ = shutdown.wait_for(|&down| down).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = drain_deadline => warn!(seconds = drain.as_secs(), "drain time over; exiting with calls still open"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
