@@ -206,14 +206,19 @@ impl Policy {
     /// The resource's own category, then each origin not already in play.
     fn categories_in_play<'r>(&self, req: &'r DecisionRequest) -> Vec<InPlay<'r>> {
         let mut out: Vec<InPlay<'r>> = Vec::with_capacity(1 + req.resource.origin.len());
-        let mut seen: Vec<&str> = Vec::with_capacity(1 + req.resource.origin.len());
-        let own = std::iter::once((req.resource.category.as_str(), false));
-        let origins = req.resource.origin.iter().map(|o| (o.as_str(), true));
-        for (id, origin) in own.chain(origins) {
-            if seen.contains(&id) {
+        for (i, id) in std::iter::once(&req.resource.category)
+            .chain(&req.resource.origin)
+            .enumerate()
+        {
+            let origin = i > 0;
+            let earlier = req
+                .resource
+                .origin
+                .get(..i.saturating_sub(1))
+                .unwrap_or(&[]);
+            if origin && (*id == req.resource.category || earlier.contains(id)) {
                 continue;
             }
-            seen.push(id);
             out.push(match self.categories().lookup(id) {
                 Some(idx) => InPlay::Known { idx, origin },
                 None => InPlay::Unknown { id, origin },
@@ -348,17 +353,15 @@ impl Policy {
                 .map(|(r, _, _)| *r)
                 .collect()
         };
-        let first_missing = |effect: Effect| -> Option<(RuleIdx, Missing)> {
-            applicable.iter().find_map(|(r, e, t)| match t {
-                Truth::Unknown(m) if *e == effect => Some((*r, *m)),
-                _ => None,
-            })
+        let first = |effect: Effect, matched: bool| {
+            applicable
+                .iter()
+                .find(|(_, e, t)| *e == effect && (*t == Truth::True) == matched)
         };
-        let denied = pick(Effect::Deny, true);
-        if let Some(&rule) = denied.first() {
+        if let Some(&(rule, _, _)) = first(Effect::Deny, true) {
             return (
                 Decision::Deny,
-                denied,
+                pick(Effect::Deny, true),
                 Explain::Denied {
                     category,
                     origin,
@@ -367,18 +370,21 @@ impl Policy {
             );
         }
         // An undecidable deny blocks any permit: the deny might have applied.
-        if let Some((rule, missing)) = first_missing(Effect::Deny) {
+        if let Some(&(rule, _, Truth::Unknown(missing))) = first(Effect::Deny, false) {
             return (
                 Decision::Indeterminate,
                 pick(Effect::Deny, false),
                 Explain::Undecidable { rule, missing },
             );
         }
-        let permitted = pick(Effect::Permit, true);
-        if !permitted.is_empty() {
-            return (Decision::Permit, permitted, Explain::Permitted);
+        if first(Effect::Permit, true).is_some() {
+            return (
+                Decision::Permit,
+                pick(Effect::Permit, true),
+                Explain::Permitted,
+            );
         }
-        if let Some((rule, missing)) = first_missing(Effect::Permit) {
+        if let Some(&(rule, _, Truth::Unknown(missing))) = first(Effect::Permit, false) {
             return (
                 Decision::Indeterminate,
                 pick(Effect::Permit, false),

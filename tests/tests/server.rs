@@ -1,0 +1,394 @@
+//! The real `purposegate-server` binary serving on a free loopback port,
+//! asked by a real tonic client and by the real grpcurl.
+
+use std::time::Duration;
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{ServerProcess, channel, grpcurl};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn check(purpose: &str, category: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        subject: Some(pb::Subject {
+            id: "crm".into(),
+            ..Default::default()
+        }),
+        resource: Some(pb::Resource {
+            category: category.into(),
+            ..Default::default()
+        }),
+        purpose: purpose.into(),
+        ..Default::default()
+    }
+}
+
+async fn client(server: &ServerProcess) -> DecisionServiceClient<tonic::transport::Channel> {
+    DecisionServiceClient::new(channel(&server.url()).await)
+}
+
+#[tokio::test]
+async fn check_answers_with_decision_rules_reason_and_revision() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client(&server).await;
+    let mut req = check("provide.personalization", "customer-data");
+    req.request_id = "req-1".into();
+    let answer = client.check(req).await.unwrap().into_inner();
+    assert_eq!(answer.decision(), pb::Decision::Permit);
+    assert_eq!(answer.rule_ids, ["online-services"]);
+    assert_eq!(answer.request_id, "req-1");
+    assert_eq!(answer.ttl_seconds, 300);
+    assert_eq!(answer.policy_revision.len(), 16);
+    assert!(answer.reason.contains("permitted"), "{}", answer.reason);
+
+    let denied = client
+        .check(check("advertising", "customer-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(denied.decision(), pb::Decision::Deny);
+    assert_eq!(denied.rule_ids, ["no-prohibited-uses"]);
+    assert_eq!(denied.policy_revision, answer.policy_revision);
+}
+
+#[tokio::test]
+async fn check_carries_tenants_deidentification_and_origin() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client(&server).await;
+    let mut req = check(
+        "professional-services.planning",
+        "professional-services-data",
+    );
+    req.subject = Some(pb::Subject {
+        id: "consultant".into(),
+        tenant: "fabrikam".into(),
+        roles: vec![],
+    });
+    req.resource = Some(pb::Resource {
+        category: "professional-services-data".into(),
+        owner_tenant: "contoso".into(),
+        ..Default::default()
+    });
+    let answer = client.check(req).await.unwrap().into_inner();
+    assert_eq!(answer.decision(), pb::Decision::Deny);
+
+    let mut lbo = check("lbo.internal-reporting", "service-generated-data");
+    lbo.resource = Some(pb::Resource {
+        category: "service-generated-data".into(),
+        deidentification: pb::Deidentification::Aggregated.into(),
+        group_size: 49,
+        origin: vec!["customer-data".into()],
+        ..Default::default()
+    });
+    let below_k = client.check(lbo.clone()).await.unwrap().into_inner();
+    assert_eq!(below_k.decision(), pb::Decision::NotApplicable);
+    if let Some(r) = lbo.resource.as_mut() {
+        r.group_size = 50;
+    }
+    let at_k = client.check(lbo).await.unwrap().into_inner();
+    assert_eq!(at_k.decision(), pb::Decision::Permit, "{at_k:?}");
+}
+
+#[tokio::test]
+async fn invalid_requests_are_invalid_argument_naming_the_field() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client(&server).await;
+    let err = client.check(check("", "customer-data")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "field `purpose` must not be empty");
+
+    let err = client.check(check("provide", "")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "field `resource.category` must not be empty");
+
+    let mut bad_enum = check("provide", "customer-data");
+    if let Some(r) = bad_enum.resource.as_mut() {
+        r.deidentification = 42;
+    }
+    let err = client.check(bad_enum).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("resource.deidentification"),
+        "{err:?}"
+    );
+
+    // Unknown ids are answers, not errors.
+    let answer = client
+        .check(check("lbo.biling", "diagnostic-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision(), pb::Decision::NotApplicable);
+    assert!(
+        answer.reason.contains("did you mean `lbo.billing`?"),
+        "{}",
+        answer.reason
+    );
+
+    // The server keeps serving after bad input.
+    let ok = client
+        .check(check("provide", "customer-data"))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().decision(), pb::Decision::Permit);
+}
+
+#[tokio::test]
+async fn check_batch_answers_in_order_and_enforces_its_maximum() {
+    let server = ServerProcess::start(&["--max-batch", "3"]);
+    let mut client = client(&server).await;
+    let requests = vec![
+        check("advertising", "customer-data"),
+        check("provide", "customer-data"),
+        check("astrology", "customer-data"),
+    ];
+    let answers = client
+        .check_batch(pb::CheckBatchRequest {
+            requests: requests.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .responses;
+    let decisions: Vec<pb::Decision> = answers.iter().map(|a| a.decision()).collect();
+    assert_eq!(
+        decisions,
+        [
+            pb::Decision::Deny,
+            pb::Decision::Permit,
+            pb::Decision::NotApplicable
+        ]
+    );
+
+    let mut four = requests.clone();
+    four.push(check("provide", "customer-data"));
+    let err = client
+        .check_batch(pb::CheckBatchRequest { requests: four })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("at most 3"), "{err:?}");
+
+    let mut one_bad = requests;
+    one_bad[1].purpose.clear();
+    let err = client
+        .check_batch(pb::CheckBatchRequest { requests: one_bad })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "field `requests[1].purpose` must not be empty"
+    );
+}
+
+#[tokio::test]
+async fn get_policy_describes_trees_rules_and_revision() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client(&server).await;
+    let info = client
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "online-services-dpa");
+    assert_eq!(info.revision.len(), 16);
+    assert!(info.last_reload_error.is_empty());
+    let roots: Vec<&str> = info.purposes.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        roots,
+        [
+            "provide",
+            "troubleshoot",
+            "improve",
+            "professional-services",
+            "lbo",
+            "profiling",
+            "advertising",
+            "market-research"
+        ]
+    );
+    let lbo = info.purposes.iter().find(|p| p.id == "lbo").unwrap();
+    assert_eq!(lbo.children.len(), 6);
+    assert!(lbo.children.iter().any(|c| c.id == "lbo.billing"));
+    assert_eq!(info.data_categories.len(), 4);
+    assert_eq!(info.rules.len(), 6);
+    let agg = info
+        .rules
+        .iter()
+        .find(|r| r.id == "lbo-aggregated")
+        .unwrap();
+    assert_eq!(agg.effect, "permit");
+    assert!(agg.when.contains("at least 50"), "{}", agg.when);
+}
+
+#[tokio::test]
+async fn watch_policy_sends_the_current_revision_first() {
+    let server = ServerProcess::start(&[]);
+    let mut client = client(&server).await;
+    let info = client
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut a = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut a, &mut b] {
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a revision within 5 s")
+            .expect("an item")
+            .expect("not an error");
+        assert_eq!(first.revision, info.revision);
+        assert_eq!(first.name, "online-services-dpa");
+    }
+}
+
+#[tokio::test]
+async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
+    let mut server = ServerProcess::start(&["--drain-seconds", "5"]);
+    let channel = channel(&server.url()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "purposegate.v1.DecisionService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
+    // A streaming call in flight, and a health watch to see the change.
+    let mut client = DecisionServiceClient::new(channel.clone());
+    let mut watch = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let _first = watch.next().await;
+    let mut health_watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _serving = health_watch.next().await;
+
+    server.signal("TERM");
+
+    let next = tokio::time::timeout(Duration::from_secs(5), health_watch.next())
+        .await
+        .expect("health changes within 5 s");
+    if let Some(Ok(status)) = next {
+        assert_eq!(
+            status.status(),
+            tonic_health::pb::health_check_response::ServingStatus::NotServing
+        );
+    }
+    // The in-flight stream ends cleanly instead of being cut.
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch stream ends within 5 s");
+    assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
+    drop(watch);
+    drop(health_watch);
+    drop(client);
+    drop(health);
+    drop(channel);
+    let code = server.wait_exit(Duration::from_secs(8));
+    assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
+}
+
+#[test]
+fn grpcurl_lists_describes_and_calls_without_a_proto_file() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr.to_string();
+
+    let list = grpcurl(&["-plaintext", &addr, "list"], None);
+    assert_eq!(list.code, Some(0), "{list:?}");
+    for service in ["purposegate.v1.DecisionService", "grpc.health.v1.Health"] {
+        assert!(list.stdout.lines().any(|l| l == service), "{list:?}");
+    }
+
+    let describe = grpcurl(
+        &[
+            "-plaintext",
+            &addr,
+            "describe",
+            "purposegate.v1.CheckRequest",
+        ],
+        None,
+    );
+    assert_eq!(describe.code, Some(0), "{describe:?}");
+    for field in [
+        "purpose",
+        "supported_obligations",
+        "request_id",
+        ".purposegate.v1.Resource resource",
+    ] {
+        assert!(describe.stdout.contains(field), "{field}: {describe:?}");
+    }
+
+    let call = grpcurl(
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"purpose":"provide","resource":{"category":"customer-data"},"subject":{"id":"crm"}}"#,
+            &addr,
+            "purposegate.v1.DecisionService/Check",
+        ],
+        None,
+    );
+    assert_eq!(call.code, Some(0), "{call:?}");
+    let json: serde_json::Value = serde_json::from_str(&call.stdout).unwrap();
+    assert_eq!(json["decision"], "PERMIT");
+    assert_eq!(json["ruleIds"], serde_json::json!(["online-services"]));
+
+    let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"], None);
+    assert_eq!(health.code, Some(0), "{health:?}");
+    assert!(health.stdout.contains("SERVING"), "{health:?}");
+
+    let invalid = grpcurl(
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"purpose":"provide"}"#,
+            &addr,
+            "purposegate.v1.DecisionService/Check",
+        ],
+        None,
+    );
+    assert_ne!(invalid.code, Some(0), "{invalid:?}");
+    assert!(invalid.stderr.contains("InvalidArgument"), "{invalid:?}");
+    assert!(invalid.stderr.contains("resource.category"), "{invalid:?}");
+}
+
+#[test]
+fn an_invalid_policy_at_startup_exits_1_with_its_diagnostics() {
+    let dir = purposegate_tests::TempDir::new("serve-bad");
+    let path = dir.write(
+        "bad.yaml",
+        "version: 1\nname: bad\nrules: [{id: r, effect: permit, purposes: [nope]}]\n",
+    );
+    let run = std::process::Command::new(purposegate_tests::binary("purposegate-server"))
+        .args(["--listen", "127.0.0.1:0", "--policy", &path])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("unknown purpose `nope`"), "{stderr}");
+}
