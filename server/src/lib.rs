@@ -4,5 +4,6 @@
 pub mod engine;
 pub mod grpc;
 pub mod policy_files;
+pub mod reload;
 pub mod serve;
 pub mod store;

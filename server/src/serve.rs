@@ -32,7 +32,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PURPOSEGATE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
     /// Policy file, or directory whose *.yaml files form one policy
-    /// (*_test.yaml skipped) [default: the embedded default policy].
+    /// (*_test.yaml skipped); watched and reloaded on change, keeping the
+    /// last good revision when a change fails to load [default: the
+    /// embedded default policy].
     #[arg(long, env = "PURPOSEGATE_POLICY")]
     pub policy: Option<PathBuf>,
     /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT.
@@ -110,6 +112,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         "policy loaded"
     );
     let store = Arc::new(PolicyStore::new(policy));
+    // Keep the watcher alive for as long as the server runs.
+    let _reloader = match &args.policy {
+        Some(path) => Some(
+            crate::reload::watch(path.clone(), store.clone())
+                .map_err(|e| format!("cannot watch `{}`: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let (health, health_service) = tonic_health::server::health_reporter();

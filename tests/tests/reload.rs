@@ -1,0 +1,201 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+//! Hot reload of a policy served from disk, through the real binary.
+
+use std::time::{Duration, Instant};
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{ServerProcess, TempDir, channel, repo_root};
+use tokio_stream::StreamExt;
+
+fn default_policy_text() -> String {
+    std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml")).unwrap()
+}
+
+fn advertising() -> pb::CheckRequest {
+    pb::CheckRequest {
+        purpose: "advertising".into(),
+        resource: Some(pb::Resource {
+            category: "customer-data".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes `text` to `path` the way editors and ConfigMaps do: a new file
+/// renamed over the old one.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Asks until `want` holds or 5 s pass; returns how long it took.
+async fn until<F>(
+    client: &mut DecisionServiceClient<tonic::transport::Channel>,
+    want: F,
+) -> Duration
+where
+    F: Fn(&pb::CheckResponse) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let answer = client.check(advertising()).await.unwrap().into_inner();
+        if want(&answer) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no change within 5 s: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_valid_change_is_served_within_a_second_and_announced() {
+    let dir = TempDir::new("reload");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, default_policy_text()).unwrap();
+    let server = ServerProcess::start(&["--policy", &path.display().to_string()]);
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+
+    let before = client.check(advertising()).await.unwrap().into_inner();
+    assert_eq!(before.decision(), pb::Decision::Deny);
+    let mut watch = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.revision, before.policy_revision);
+
+    // Drop the prohibition: advertising on customer data is no longer denied
+    // (and nothing permits it).
+    let text = default_policy_text();
+    let cut = text.find("  - id: no-prohibited-uses").unwrap();
+    replace_file(&path, &text[..cut]);
+
+    let took = until(&mut client, |a| a.decision() == pb::Decision::NotApplicable).await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let after = client.check(advertising()).await.unwrap().into_inner();
+    assert_ne!(after.policy_revision, before.policy_revision);
+
+    let announced = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("announced within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(announced.revision, after.policy_revision);
+}
+
+#[tokio::test]
+async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
+    let dir = TempDir::new("reload-broken");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, default_policy_text()).unwrap();
+    let server = ServerProcess::start(&["--policy", &path.display().to_string()]);
+    let channel = channel(&server.url()).await;
+    let mut client = DecisionServiceClient::new(channel.clone());
+    let good = client.check(advertising()).await.unwrap().into_inner();
+
+    let broken = default_policy_text().replace("purposes: [lbo]\n", "purposes: [lbo.biling]\n");
+    replace_file(&path, &broken);
+
+    // The error shows in GetPolicy; decisions and revision do not change.
+    let start = Instant::now();
+    let info = loop {
+        let info = client
+            .get_policy(pb::GetPolicyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if !info.last_reload_error.is_empty() {
+            break info;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no reload error within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        info.last_reload_error.contains("lbo.biling"),
+        "{}",
+        info.last_reload_error
+    );
+    assert!(
+        info.last_reload_error
+            .contains("did you mean `lbo.billing`?")
+    );
+    assert_eq!(info.revision, good.policy_revision);
+    let still = client.check(advertising()).await.unwrap().into_inner();
+    assert_eq!(still.decision(), pb::Decision::Deny);
+    assert_eq!(still.policy_revision, good.policy_revision);
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("policy reload failed") && l.contains("lbo.biling")),
+        "the failure is logged with its diagnostics:\n{}",
+        server.log().join("\n")
+    );
+
+    // Fixing the file clears the error.
+    replace_file(&path, &default_policy_text());
+    let start = Instant::now();
+    loop {
+        let info = client
+            .get_policy(pb::GetPolicyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if info.last_reload_error.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "error not cleared within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_policy_directory_reloads_when_a_file_is_added() {
+    let dir = TempDir::new("reload-dir");
+    dir.write(
+        "base.yaml",
+        "version: 1\nname: split\npurposes:\n  advertising: Ads\ndataCategories:\n  customer-data: Customer data\n",
+    );
+    let server = ServerProcess::start(&["--policy", &dir.path().display().to_string()]);
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+    let before = client.check(advertising()).await.unwrap().into_inner();
+    assert_eq!(before.decision(), pb::Decision::NotApplicable);
+
+    dir.write(
+        "rules.yaml",
+        "version: 1\nrules:\n  - id: no-ads\n    effect: deny\n    purposes: [advertising]\n",
+    );
+    until(&mut client, |a| {
+        a.decision() == pb::Decision::Deny && a.rule_ids == ["no-ads"]
+    })
+    .await;
+}
