@@ -1,6 +1,7 @@
 //! purposegate's decision server: the policy engine ([`engine`]) and the
 //! command line that validates, tests and queries policies.
 
+pub mod audit;
 pub mod engine;
 pub mod grpc;
 pub mod policy_files;

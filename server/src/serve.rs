@@ -43,6 +43,14 @@ pub struct ServeArgs {
     /// How long in-flight calls may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PURPOSEGATE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// Where every decision goes as one JSON line: `-` for stdout, a file
+    /// path (appended), or `off`.
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG", default_value = "-")]
+    pub decision_log: crate::audit::Target,
+    /// Decision-log lines that may wait to be written; when full, lines are
+    /// dropped and counted, never waited for.
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value_t = 10_000)]
+    pub decision_log_queue: usize,
     /// Log format of the server's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -137,7 +145,16 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let decisions = DecisionServer::new(store.clone(), args.max_batch, shutdown_rx.clone());
+    let decision_log =
+        crate::audit::DecisionLog::start(args.decision_log.clone(), args.decision_log_queue)
+            .await
+            .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
+    let decisions = DecisionServer::new(
+        store.clone(),
+        args.max_batch,
+        shutdown_rx.clone(),
+        decision_log,
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -392,3 +392,74 @@ fn an_invalid_policy_at_startup_exits_1_with_its_diagnostics() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("unknown purpose `nope`"), "{stderr}");
 }
+
+#[tokio::test]
+async fn every_decision_is_one_json_line_in_the_decision_log() {
+    let dir = purposegate_tests::TempDir::new("decision-log");
+    let log_path = dir.path().join("decisions.jsonl");
+    let server = ServerProcess::start(&["--decision-log", &log_path.display().to_string()]);
+    let mut client = client(&server).await;
+    let mut req = check("advertising", "customer-data");
+    req.request_id = "audit-1".into();
+    req.subject = Some(pb::Subject {
+        id: "ads-svc".into(),
+        tenant: "contoso".into(),
+        roles: vec![],
+    });
+    let answer = client.check(req).await.unwrap().into_inner();
+
+    let start = std::time::Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("audit-1")) {
+            break line.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no log line within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["request_id"], "audit-1");
+    assert_eq!(record["subject"], "ads-svc");
+    assert_eq!(record["tenant"], "contoso");
+    assert_eq!(record["purpose"], "advertising");
+    assert_eq!(record["category"], "customer-data");
+    assert_eq!(record["decision"], "DENY");
+    assert_eq!(
+        record["rule_ids"],
+        serde_json::json!(["no-prohibited-uses"])
+    );
+    assert_eq!(record["revision"], answer.policy_revision.as_str());
+    assert!(record["latency_us"].is_u64(), "{record}");
+    assert!(
+        record["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{record}"
+    );
+
+    // A batch logs each of its decisions.
+    let batch: Vec<pb::CheckRequest> = (0..3)
+        .map(|i| {
+            let mut r = check("provide", "customer-data");
+            r.request_id = format!("batch-{i}");
+            r
+        })
+        .collect();
+    client
+        .check_batch(pb::CheckBatchRequest { requests: batch })
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if (0..3).all(|i| text.contains(&format!("\"batch-{i}\""))) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "batch lines missing:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

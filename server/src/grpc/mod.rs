@@ -7,6 +7,7 @@ pub mod convert;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pb::decision_service_server::DecisionService;
 use purposegate_proto::v1 as pb;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
+use crate::audit::DecisionLog;
 use crate::engine::InvalidRequest;
 use crate::store::PolicyStore;
 
@@ -25,15 +27,34 @@ pub struct DecisionServer {
     /// Becomes true when the server begins to shut down; open watch streams
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
+    decision_log: DecisionLog,
 }
 
 impl DecisionServer {
-    pub fn new(store: Arc<PolicyStore>, max_batch: usize, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        max_batch: usize,
+        shutdown: watch::Receiver<bool>,
+        decision_log: DecisionLog,
+    ) -> Self {
         DecisionServer {
             store,
             max_batch,
             shutdown,
+            decision_log,
         }
+    }
+
+    /// Decides one request and hands the decision to the log.
+    fn decide(
+        &self,
+        policy: &crate::engine::Policy,
+        req: crate::engine::DecisionRequest,
+        start: Instant,
+    ) -> pb::CheckResponse {
+        let answer = policy.evaluate(&req);
+        self.decision_log.record(req, &answer, start.elapsed());
+        convert::response(answer)
     }
 }
 
@@ -47,15 +68,17 @@ impl DecisionService for DecisionServer {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
+        let start = Instant::now();
         let req = convert::request(request.into_inner(), "").map_err(invalid)?;
         let policy = self.store.current();
-        Ok(Response::new(convert::response(policy.evaluate(&req))))
+        Ok(Response::new(self.decide(&policy, req, start)))
     }
 
     async fn check_batch(
         &self,
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let start = Instant::now();
         let requests = request.into_inner().requests;
         if requests.len() > self.max_batch {
             return Err(Status::invalid_argument(format!(
@@ -73,8 +96,8 @@ impl DecisionService for DecisionServer {
         // One policy for the whole batch: every answer has the same revision.
         let policy = self.store.current();
         let responses = converted
-            .iter()
-            .map(|r| convert::response(policy.evaluate(r)))
+            .into_iter()
+            .map(|r| self.decide(&policy, r, start))
             .collect();
         Ok(Response::new(pb::CheckBatchResponse { responses }))
     }
