@@ -257,3 +257,19 @@ pub fn grpcurl(args: &[&str], stdin: Option<&str>) -> Run {
         .unwrap_or_else(|e| panic!("wait grpcurl: {e}"))
         .into()
 }
+
+/// The health status the server reports for `service` (`""`: the server).
+pub async fn health_status(
+    channel: tonic::transport::Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {service:?}: {e}"))
+        .into_inner()
+        .status()
+}

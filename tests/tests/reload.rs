@@ -139,14 +139,8 @@ async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
     assert_eq!(still.decision(), pb::Decision::Deny);
     assert_eq!(still.policy_revision, good.policy_revision);
 
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        status.status(),
+        purposegate_tests::health_status(channel, "").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
     assert!(

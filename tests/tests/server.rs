@@ -259,15 +259,8 @@ async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
     let channel = channel(&server.url()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in ["", "purposegate.v1.DecisionService"] {
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
         assert_eq!(
-            status.status(),
+            purposegate_tests::health_status(channel.clone(), service).await,
             tonic_health::pb::health_check_response::ServingStatus::Serving
         );
     }
