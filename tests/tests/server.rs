@@ -306,6 +306,40 @@ async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
     assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
 }
 
+#[tokio::test]
+async fn sigterm_drains_an_open_watch_stream_well_before_the_drain_time() {
+    let mut server = ServerProcess::start(&["--drain-seconds", "10"]);
+    let mut client = client(&server).await;
+    let mut watch = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let _first = watch.next().await;
+    let _ = client
+        .check(check("provide", "customer-data"))
+        .await
+        .unwrap();
+
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch stream ends within 5 s");
+    assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
+    drop(watch);
+    drop(client);
+    let code = server.wait_exit(Duration::from_secs(9));
+    let log = server.log().join("\n");
+    assert_eq!(code, Some(0), "log:\n{log}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(!log.contains("drain time over"), "{log}");
+}
+
 #[test]
 fn grpcurl_lists_describes_and_calls_without_a_proto_file() {
     let server = ServerProcess::start(&[]);
