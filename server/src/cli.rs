@@ -64,11 +64,19 @@ struct CheckArgs {
     #[arg(long, env = "PURPOSEGATE_POLICY")]
     policy: Option<PathBuf>,
     /// Read the request as JSON from FILE (`-` for stdin).
-    #[arg(long, value_name = "FILE", conflicts_with_all = REQUEST_FLAGS)]
+    #[arg(long, value_name = "FILE", conflicts_with = "request")]
     json: Option<PathBuf>,
     /// Exit 3 unless the decision is PERMIT.
     #[arg(long)]
     enforce: bool,
+    #[command(flatten)]
+    request: RequestFlags,
+}
+
+/// A request given as flags.
+#[derive(Debug, Args)]
+#[group(id = "request", multiple = true)]
+struct RequestFlags {
     /// Purpose of processing, e.g. `troubleshoot.security-incident`.
     #[arg(long)]
     purpose: Option<String>,
@@ -116,24 +124,6 @@ struct CheckArgs {
     #[arg(long)]
     request_id: Option<String>,
 }
-
-const REQUEST_FLAGS: [&str; 15] = [
-    "purpose",
-    "category",
-    "subject",
-    "tenant",
-    "roles",
-    "owner_tenant",
-    "deidentification",
-    "group_size",
-    "origins",
-    "resource_attributes",
-    "customer_instruction",
-    "context_attributes",
-    "supported_obligations",
-    "action",
-    "request_id",
-];
 
 fn parse_deidentification(s: &str) -> Result<Deidentification, String> {
     Deidentification::parse(s).ok_or_else(|| {
@@ -332,28 +322,11 @@ fn check(args: CheckArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn has_request_flags(a: &CheckArgs) -> bool {
-    a.purpose.is_some()
-        || a.category.is_some()
-        || a.subject.is_some()
-        || a.tenant.is_some()
-        || !a.roles.is_empty()
-        || a.owner_tenant.is_some()
-        || a.deidentification.is_some()
-        || a.group_size.is_some()
-        || !a.origins.is_empty()
-        || !a.resource_attributes.is_empty()
-        || a.customer_instruction.is_some()
-        || !a.context_attributes.is_empty()
-        || !a.supported_obligations.is_empty()
-        || a.action.is_some()
-        || a.request_id.is_some()
-}
-
-fn request_of(a: &CheckArgs) -> Result<DecisionRequest, String> {
-    let json_from = match &a.json {
+fn request_of(args: &CheckArgs) -> Result<DecisionRequest, String> {
+    let from_flags = DecisionRequest::from(&args.request);
+    let json_from = match &args.json {
         Some(path) => Some(path.clone()),
-        None if !has_request_flags(a) => {
+        None if from_flags == DecisionRequest::default() => {
             if std::io::stdin().is_terminal() {
                 return Err(
                     "give the request as flags (--purpose, --category, ...) or as JSON on stdin"
@@ -380,35 +353,41 @@ fn request_of(a: &CheckArgs) -> Result<DecisionRequest, String> {
             serde_json::from_str(&text).map_err(|e| format!("{name}: invalid JSON: {e}"))?;
         return engine::request_from_json(&name, value).map_err(|d| d.to_string());
     }
-    Ok(DecisionRequest {
-        subject: Subject {
-            id: a.subject.clone().unwrap_or_default(),
-            tenant: a.tenant.clone().unwrap_or_default(),
-            roles: a.roles.clone(),
-        },
-        resource: Resource {
-            category: a.category.clone().unwrap_or_default(),
-            owner_tenant: a.owner_tenant.clone().unwrap_or_default(),
-            deidentification: a.deidentification,
-            group_size: a.group_size.filter(|&k| k != 0),
-            origin: a.origins.clone(),
-            attributes: a
-                .resource_attributes
-                .iter()
-                .cloned()
-                .collect::<BTreeMap<_, _>>(),
-        },
-        purpose: a.purpose.clone().unwrap_or_default(),
-        action: a.action.clone().unwrap_or_default(),
-        context: Context {
-            customer_instruction: a.customer_instruction.clone().unwrap_or_default(),
-            attributes: a
-                .context_attributes
-                .iter()
-                .cloned()
-                .collect::<BTreeMap<_, _>>(),
-        },
-        supported_obligations: a.supported_obligations.clone(),
-        request_id: a.request_id.clone().unwrap_or_default(),
-    })
+    Ok(from_flags)
+}
+
+impl From<&RequestFlags> for DecisionRequest {
+    fn from(a: &RequestFlags) -> Self {
+        DecisionRequest {
+            subject: Subject {
+                id: a.subject.clone().unwrap_or_default(),
+                tenant: a.tenant.clone().unwrap_or_default(),
+                roles: a.roles.clone(),
+            },
+            resource: Resource {
+                category: a.category.clone().unwrap_or_default(),
+                owner_tenant: a.owner_tenant.clone().unwrap_or_default(),
+                deidentification: a.deidentification,
+                group_size: a.group_size.filter(|&k| k != 0),
+                origin: a.origins.clone(),
+                attributes: a
+                    .resource_attributes
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeMap<_, _>>(),
+            },
+            purpose: a.purpose.clone().unwrap_or_default(),
+            action: a.action.clone().unwrap_or_default(),
+            context: Context {
+                customer_instruction: a.customer_instruction.clone().unwrap_or_default(),
+                attributes: a
+                    .context_attributes
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeMap<_, _>>(),
+            },
+            supported_obligations: a.supported_obligations.clone(),
+            request_id: a.request_id.clone().unwrap_or_default(),
+        }
+    }
 }

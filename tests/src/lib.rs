@@ -273,3 +273,36 @@ pub async fn health_status(
         .into_inner()
         .status()
 }
+
+/// The serving policy, as `GetPolicy` describes it.
+pub async fn get_policy(
+    client: &mut purposegate_proto::v1::decision_service_client::DecisionServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> purposegate_proto::v1::PolicyInfo {
+    client
+        .get_policy(purposegate_proto::v1::GetPolicyRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("GetPolicy: {e}"))
+        .into_inner()
+}
+
+/// Polls `probe` every 20 ms until it gives `Some`, for at most 5 s; fails
+/// saying what did not happen. Returns the value and how long it took.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> (T, std::time::Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return (value, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "within 5 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -225,3 +225,13 @@ fn check_enforce_exits_3_on_anything_but_permit() {
         assert_eq!(run.code, Some(code), "{purpose}: {run:?}");
     }
 }
+
+#[test]
+fn check_refuses_flags_and_json_together() {
+    let run = server_cli(
+        &["check", "--json", "-", "--purpose", "provide"],
+        Some("{}"),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("cannot be used with"), "{run:?}");
+}

@@ -6,11 +6,11 @@
 
 //! Hot reload of a policy served from disk, through the real binary.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, TempDir, channel, repo_root};
+use purposegate_tests::{ServerProcess, TempDir, channel, eventually, get_policy, repo_root};
 use tokio_stream::StreamExt;
 
 fn default_policy_text() -> String {
@@ -36,26 +36,21 @@ fn replace_file(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Asks until `want` holds or 5 s pass; returns how long it took.
-async fn until<F>(
-    client: &mut DecisionServiceClient<tonic::transport::Channel>,
-    want: F,
-) -> Duration
+/// Asks until the answer for advertising satisfies `want`; how long it took.
+async fn until<F>(client: &DecisionServiceClient<tonic::transport::Channel>, want: F) -> Duration
 where
     F: Fn(&pb::CheckResponse) -> bool,
 {
-    let start = Instant::now();
-    loop {
-        let answer = client.check(advertising()).await.unwrap().into_inner();
-        if want(&answer) {
-            return start.elapsed();
+    let (_, took) = eventually("the decision changes", || {
+        let mut client = client.clone();
+        let want = &want;
+        async move {
+            let answer = client.check(advertising()).await.unwrap().into_inner();
+            want(&answer).then_some(())
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no change within 5 s: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    took
 }
 
 #[tokio::test]
@@ -82,7 +77,7 @@ async fn a_valid_change_is_served_within_a_second_and_announced() {
     let cut = text.find("  - id: no-prohibited-uses").unwrap();
     replace_file(&path, &text[..cut]);
 
-    let took = until(&mut client, |a| a.decision() == pb::Decision::NotApplicable).await;
+    let took = until(&client, |a| a.decision() == pb::Decision::NotApplicable).await;
     assert!(took < Duration::from_secs(1), "took {took:?}");
     let after = client.check(advertising()).await.unwrap().into_inner();
     assert_ne!(after.policy_revision, before.policy_revision);
@@ -109,22 +104,14 @@ async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
     replace_file(&path, &broken);
 
     // The error shows in GetPolicy; decisions and revision do not change.
-    let start = Instant::now();
-    let info = loop {
-        let info = client
-            .get_policy(pb::GetPolicyRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if !info.last_reload_error.is_empty() {
-            break info;
+    let (info, _) = eventually("GetPolicy shows the reload error", || {
+        let mut client = client.clone();
+        async move {
+            let info = get_policy(&mut client).await;
+            (!info.last_reload_error.is_empty()).then_some(info)
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no reload error within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert!(
         info.last_reload_error.contains("lbo.biling"),
         "{}",
@@ -154,22 +141,17 @@ async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
 
     // Fixing the file clears the error.
     replace_file(&path, &default_policy_text());
-    let start = Instant::now();
-    loop {
-        let info = client
-            .get_policy(pb::GetPolicyRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if info.last_reload_error.is_empty() {
-            break;
+    eventually("a good reload clears the error", || {
+        let mut client = client.clone();
+        async move {
+            get_policy(&mut client)
+                .await
+                .last_reload_error
+                .is_empty()
+                .then_some(())
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "error not cleared within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -188,7 +170,7 @@ async fn a_policy_directory_reloads_when_a_file_is_added() {
         "rules.yaml",
         "version: 1\nrules:\n  - id: no-ads\n    effect: deny\n    purposes: [advertising]\n",
     );
-    until(&mut client, |a| {
+    until(&client, |a| {
         a.decision() == pb::Decision::Deny && a.rule_ids == ["no-ads"]
     })
     .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, channel, grpcurl};
+use purposegate_tests::{ServerProcess, channel, eventually, get_policy, grpcurl};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -187,11 +187,7 @@ async fn check_batch_answers_in_order_and_enforces_its_maximum() {
 async fn get_policy_describes_trees_rules_and_revision() {
     let server = ServerProcess::start(&[]);
     let mut client = client(&server).await;
-    let info = client
-        .get_policy(pb::GetPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = get_policy(&mut client).await;
     assert_eq!(info.name, "online-services-dpa");
     assert_eq!(info.revision.len(), 16);
     assert!(info.last_reload_error.is_empty());
@@ -227,11 +223,7 @@ async fn get_policy_describes_trees_rules_and_revision() {
 async fn watch_policy_sends_the_current_revision_first() {
     let server = ServerProcess::start(&[]);
     let mut client = client(&server).await;
-    let info = client
-        .get_policy(pb::GetPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = get_policy(&mut client).await;
     let mut a = client
         .watch_policy(pb::WatchPolicyRequest {})
         .await
@@ -286,12 +278,13 @@ async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
     let next = tokio::time::timeout(Duration::from_secs(5), health_watch.next())
         .await
         .expect("health changes within 5 s");
-    if let Some(Ok(status)) = next {
-        assert_eq!(
-            status.status(),
-            tonic_health::pb::health_check_response::ServingStatus::NotServing
-        );
-    }
+    let status = next
+        .expect("the health watch sends the change")
+        .expect("not an error");
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
     // The in-flight stream ends cleanly instead of being cut.
     let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
@@ -435,18 +428,14 @@ async fn every_decision_is_one_json_line_in_the_decision_log() {
     });
     let answer = client.check(req).await.unwrap().into_inner();
 
-    let start = std::time::Instant::now();
-    let line = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("audit-1")) {
-            break line.to_string();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no log line within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (line, _) = eventually("the decision is logged", || async {
+        read_log()
+            .lines()
+            .find(|l| l.contains("audit-1"))
+            .map(str::to_string)
+    })
+    .await;
     let record: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(record["request_id"], "audit-1");
     assert_eq!(record["subject"], "ads-svc");
@@ -477,16 +466,11 @@ async fn every_decision_is_one_json_line_in_the_decision_log() {
         .check_batch(pb::CheckBatchRequest { requests: batch })
         .await
         .unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if (0..3).all(|i| text.contains(&format!("\"batch-{i}\""))) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "batch lines missing:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("each decision of the batch is logged", || async {
+        let text = read_log();
+        (0..3)
+            .all(|i| text.contains(&format!("\"batch-{i}\"")))
+            .then_some(())
+    })
+    .await;
 }

@@ -222,14 +222,9 @@ fn decode_case(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Case> {
             None => None,
         },
     };
-    let obligations = match f.get("obligations") {
-        None => None,
-        Some(n) => match d.seq(n, &format!("{what}: `obligations`")) {
-            Some([]) => Some(Vec::new()),
-            Some(_) => d.strings(n, &format!("{what}: `obligations`")),
-            None => None,
-        },
-    };
+    let obligations = f
+        .get("obligations")
+        .and_then(|n| d.strings(n, &format!("{what}: `obligations`")));
     Some(Case {
         name,
         span: node.span,

@@ -169,6 +169,10 @@ struct FileDoc {
     file: String,
     version: Option<Span>,
     name: Option<(String, Span)>,
+    /// Whether the file has a `name` key at all (valid or not).
+    names_policy: bool,
+    /// Whether the file is a mapping; if not, its missing keys are noise.
+    is_mapping: bool,
     description: Option<String>,
     settings: Vec<(String, u64, Span)>,
     purposes: Vec<Declaration>,
@@ -188,6 +192,7 @@ fn decode_file(d: &mut Decoder<'_>, root: &Node) -> FileDoc {
     let Some(top) = d.fields(root, "policy", TOP_KEYS) else {
         return doc;
     };
+    doc.is_mapping = true;
     match top.get("version") {
         None => d.error(
             top.span,
@@ -207,6 +212,7 @@ fn decode_file(d: &mut Decoder<'_>, root: &Node) -> FileDoc {
         }
     }
     if let Some(node) = top.get("name") {
+        doc.names_policy = true;
         doc.name = d.id(node, "policy `name`");
     }
     if let Some(node) = top.get("description") {
@@ -657,7 +663,9 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
             }
         }
     }
-    if name.is_none() && !files.is_empty() && out.is_empty() {
+    // A file whose `name` is invalid, or that is no mapping at all, has
+    // been reported already.
+    if files.iter().all(|f| f.is_mapping) && !files.iter().any(|f| f.names_policy) {
         if let Some(f) = files.first() {
             out.push(Diagnostic::new(
                 &f.file,
