@@ -8,8 +8,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
 
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -60,18 +61,12 @@ struct Record {
     latency_us: u64,
 }
 
-/// Counts of what happened to records.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub dropped: AtomicU64,
-    pub write_errors: AtomicU64,
-}
-
 /// The request-path side of the log: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
     queue: Option<mpsc::Sender<Record>>,
-    counters: Arc<Counters>,
+    /// Records dropped because the queue was full.
+    dropped: Counter,
 }
 
 impl DecisionLog {
@@ -79,13 +74,19 @@ impl DecisionLog {
     pub fn off() -> Self {
         DecisionLog {
             queue: None,
-            counters: Arc::new(Counters::default()),
+            dropped: Counter::default(),
         }
     }
 
     /// Opens the target and starts the writer task (inside a runtime).
-    pub async fn start(target: Target, capacity: usize) -> std::io::Result<Self> {
-        let counters = Arc::new(Counters::default());
+    /// `dropped` counts records a full queue turned away, `write_errors`
+    /// records that could not be written.
+    pub async fn start(
+        target: Target,
+        capacity: usize,
+        dropped: Counter,
+        write_errors: Counter,
+    ) -> std::io::Result<Self> {
         let writer: Box<dyn AsyncWrite + Send + Unpin> = match &target {
             Target::Off => return Ok(Self::off()),
             Target::Stdout => Box::new(tokio::io::stdout()),
@@ -98,15 +99,11 @@ impl DecisionLog {
             ),
         };
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_loop(rx, BufWriter::new(writer), counters.clone()));
+        tokio::spawn(write_loop(rx, BufWriter::new(writer), write_errors));
         Ok(DecisionLog {
             queue: Some(tx),
-            counters,
+            dropped,
         })
-    }
-
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
     }
 
     /// Queues a decision; drops (and counts) it if the queue is full.
@@ -130,7 +127,7 @@ impl DecisionLog {
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         };
         if queue.try_send(record).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
     }
 }
@@ -138,13 +135,13 @@ impl DecisionLog {
 async fn write_loop(
     mut rx: mpsc::Receiver<Record>,
     mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
-    counters: Arc<Counters>,
+    write_errors: Counter,
 ) {
     while let Some(record) = rx.recv().await {
         let mut line = match serde_json::to_vec(&record) {
             Ok(l) => l,
             Err(_) => {
-                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                write_errors.inc();
                 continue;
             }
         };
@@ -156,7 +153,7 @@ async fn write_loop(
             result = out.flush().await;
         }
         if let Err(e) = result {
-            let n = counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            let n = write_errors.inc();
             if n.is_power_of_two() || n == 0 {
                 warn!(error = %e, failures = n + 1, "cannot write the decision log");
             }

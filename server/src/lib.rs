@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod engine;
 pub mod grpc;
+pub mod metrics;
 pub mod policy_files;
 pub mod reload;
 pub mod serve;

@@ -16,6 +16,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
 use crate::policy_files;
 use crate::store::PolicyStore;
 
@@ -29,7 +30,11 @@ pub struct Reloader {
 }
 
 /// Starts watching `path`; each change reloads the policy into `store`.
-pub fn watch(path: PathBuf, store: Arc<PolicyStore>) -> Result<Reloader, notify::Error> {
+pub fn watch(
+    path: PathBuf,
+    store: Arc<PolicyStore>,
+    metrics: Metrics,
+) -> Result<Reloader, notify::Error> {
     let changed = Arc::new(Notify::new());
     let signal = changed.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -42,7 +47,7 @@ pub fn watch(path: PathBuf, store: Arc<PolicyStore>) -> Result<Reloader, notify:
     let watched = watched_dir(&path);
     watcher.watch(&watched, RecursiveMode::NonRecursive)?;
     info!(path = %path.display(), watching = %watched.display(), "watching the policy for changes");
-    tokio::spawn(reload_loop(path, store, changed));
+    tokio::spawn(reload_loop(path, store, metrics, changed));
     Ok(Reloader { _watcher: watcher })
 }
 
@@ -57,7 +62,12 @@ fn watched_dir(path: &Path) -> PathBuf {
     }
 }
 
-async fn reload_loop(path: PathBuf, store: Arc<PolicyStore>, changed: Arc<Notify>) {
+async fn reload_loop(
+    path: PathBuf,
+    store: Arc<PolicyStore>,
+    metrics: Metrics,
+    changed: Arc<Notify>,
+) {
     loop {
         changed.notified().await;
         // Let a burst of writes finish: wait until QUIET passes without one.
@@ -71,13 +81,13 @@ async fn reload_loop(path: PathBuf, store: Arc<PolicyStore>, changed: Arc<Notify
             Ok(Ok(policy)) => {
                 let name = policy.name().clone();
                 let revision = policy.revision().clone();
-                store.record_reload(true);
+                metrics.reloads_succeeded.inc();
                 if store.replace(policy) {
                     info!(policy = %name, %revision, "policy reloaded");
                 }
             }
             Ok(Err(e)) => {
-                store.record_reload(false);
+                metrics.reloads_failed.inc();
                 store.set_reload_error(e.to_string());
                 warn!(
                     error = %e,
@@ -86,7 +96,7 @@ async fn reload_loop(path: PathBuf, store: Arc<PolicyStore>, changed: Arc<Notify
                 );
             }
             Err(e) => {
-                store.record_reload(false);
+                metrics.reloads_failed.inc();
                 store.set_reload_error("the reload task failed".to_string());
                 warn!(error = %e, "policy reload task failed");
             }

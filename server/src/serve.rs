@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{Policy, default_policy};
 use crate::grpc::DecisionServer;
+use crate::metrics::Metrics;
 use crate::policy_files::{self, PolicyError};
 use crate::store::PolicyStore;
 
@@ -37,6 +38,13 @@ pub struct ServeArgs {
     /// embedded default policy].
     #[arg(long, env = "PURPOSEGATE_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on, at /metrics.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
     /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT.
     #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
@@ -120,10 +128,15 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         "policy loaded"
     );
     let store = Arc::new(PolicyStore::new(policy));
+    let metrics = Metrics::new();
+    metrics.follow(store.subscribe());
+    crate::metrics::serve(args.metrics_listen, metrics.clone())
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
     // Keep the watcher alive for as long as the server runs.
     let _reloader = match &args.policy {
         Some(path) => Some(
-            crate::reload::watch(path.clone(), store.clone())
+            crate::reload::watch(path.clone(), store.clone(), metrics.clone())
                 .map_err(|e| format!("cannot watch `{}`: {e}", path.display()))?,
         ),
         None => None,
@@ -145,15 +158,20 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let decision_log =
-        crate::audit::DecisionLog::start(args.decision_log.clone(), args.decision_log_queue)
-            .await
-            .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
+    let decision_log = crate::audit::DecisionLog::start(
+        args.decision_log.clone(),
+        args.decision_log_queue,
+        metrics.decision_log_dropped.clone(),
+        metrics.decision_log_write_errors.clone(),
+    )
+    .await
+    .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
     let decisions = DecisionServer::new(
         store.clone(),
         args.max_batch,
         shutdown_rx.clone(),
         decision_log,
+        metrics,
     );
 
     let listener = tokio::net::TcpListener::bind(args.listen)

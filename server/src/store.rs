@@ -5,7 +5,6 @@
 //! `ArcSwap` (no lock); a reload builds the whole new policy first and then
 //! swaps the pointer, so no request ever sees a half-loaded policy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -18,8 +17,6 @@ pub struct PolicyStore {
     current: ArcSwap<Policy>,
     changes: watch::Sender<Arc<Policy>>,
     last_reload_error: Mutex<String>,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
 }
 
 impl PolicyStore {
@@ -30,8 +27,6 @@ impl PolicyStore {
             current: ArcSwap::new(policy),
             changes,
             last_reload_error: Mutex::new(String::new()),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
         }
     }
 
@@ -65,24 +60,6 @@ impl PolicyStore {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default()
-    }
-
-    /// Counts a reload attempt by its result.
-    pub fn record_reload(&self, ok: bool) {
-        let counter = if ok {
-            &self.reloads_ok
-        } else {
-            &self.reloads_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reloads so far: (succeeded, failed).
-    pub fn reloads(&self) -> (u64, u64) {
-        (
-            self.reloads_ok.load(Ordering::Relaxed),
-            self.reloads_failed.load(Ordering::Relaxed),
-        )
     }
 
     /// A receiver that sees the current policy, then every change.

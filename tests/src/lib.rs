@@ -126,6 +126,8 @@ impl Drop for TempDir {
 pub struct ServerProcess {
     child: std::process::Child,
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -135,7 +137,14 @@ impl ServerProcess {
     pub fn start(args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary("purposegate-server"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(args)
             .current_dir(repo_root())
             .stdin(Stdio::null())
@@ -156,8 +165,10 @@ impl ServerProcess {
                 .map_while(Result::ok)
             {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
-                        let _ = tx.send(addr.to_string());
+                    for key in ["addr", "metrics_addr"] {
+                        if let Some(addr) = v.get(key).and_then(|a| a.as_str()) {
+                            let _ = tx.send((key, addr.to_string()));
+                        }
                     }
                 }
                 if let Ok(mut l) = sink.lock() {
@@ -165,22 +176,49 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
-            Ok(a) => a
-                .parse()
-                .unwrap_or_else(|e| panic!("bad address {a:?}: {e}")),
-            Err(_) => {
-                let _ = child.kill();
-                let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
-                panic!("the server did not start listening within 20 s:\n{lines}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (mut addr, mut metrics_addr) = (None, None);
+        while addr.is_none() || metrics_addr.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((key, a)) => {
+                    let parsed: std::net::SocketAddr = a
+                        .parse()
+                        .unwrap_or_else(|e| panic!("bad address {a:?}: {e}"));
+                    if key == "addr" {
+                        addr = Some(parsed);
+                    } else {
+                        metrics_addr = Some(parsed);
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                    panic!("the server did not start listening within 20 s:\n{lines}");
+                }
             }
+        }
+        let (Some(addr), Some(metrics_addr)) = (addr, metrics_addr) else {
+            panic!("unreachable: both addresses were read");
         };
-        ServerProcess { child, addr, log }
+        ServerProcess {
+            child,
+            addr,
+            metrics_addr,
+            log,
+        }
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(self.metrics_addr, "/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
     }
 
     /// The log lines so far.
@@ -305,4 +343,40 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the metric line that starts with `series` (name and
+/// labels, e.g. `purposegate_decisions_total{decision="PERMIT"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }

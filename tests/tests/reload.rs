@@ -81,6 +81,27 @@ async fn a_valid_change_is_served_within_a_second_and_announced() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     let after = client.check(advertising()).await.unwrap().into_inner();
     assert_ne!(after.policy_revision, before.policy_revision);
+    let serving = format!(
+        r#"purposegate_policy_info{{name="online-services-dpa",revision="{}"}}"#,
+        after.policy_revision
+    );
+    // policy_info follows the store off the request path: give it a moment.
+    let (metrics, _) = eventually("policy_info shows the new revision", || async {
+        let text = server.metrics();
+        (purposegate_tests::metric(&text, &serving) == Some(1.0)).then_some(text)
+    })
+    .await;
+    assert!(
+        !metrics.contains(&before.policy_revision),
+        "the old revision is gone"
+    );
+    assert!(
+        purposegate_tests::metric(
+            &metrics,
+            r#"purposegate_policy_reloads_total{result="success"}"#
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
 
     let announced = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
@@ -141,6 +162,11 @@ async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
 
     // Fixing the file clears the error.
     replace_file(&path, &default_policy_text());
+    let failures = purposegate_tests::metric(
+        &server.metrics(),
+        r#"purposegate_policy_reloads_total{result="failure"}"#,
+    );
+    assert!(failures.is_some_and(|n| n >= 1.0), "{failures:?}");
     eventually("a good reload clears the error", || {
         let mut client = client.clone();
         async move {

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::DecisionLog;
 use crate::engine::InvalidRequest;
+use crate::metrics::Metrics;
 use crate::store::PolicyStore;
 
 /// Serves decisions from the store's current policy.
@@ -28,6 +29,7 @@ pub struct DecisionServer {
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
     decision_log: DecisionLog,
+    metrics: Metrics,
 }
 
 impl DecisionServer {
@@ -36,12 +38,14 @@ impl DecisionServer {
         max_batch: usize,
         shutdown: watch::Receiver<bool>,
         decision_log: DecisionLog,
+        metrics: Metrics,
     ) -> Self {
         DecisionServer {
             store,
             max_batch,
             shutdown,
             decision_log,
+            metrics,
         }
     }
 
@@ -53,6 +57,7 @@ impl DecisionServer {
         start: Instant,
     ) -> pb::CheckResponse {
         let answer = policy.evaluate(&req);
+        self.metrics.decided(answer.decision);
         self.decision_log.record(req, &answer, start.elapsed());
         convert::response(answer)
     }
@@ -71,7 +76,9 @@ impl DecisionService for DecisionServer {
         let start = Instant::now();
         let req = convert::request(request.into_inner(), "").map_err(invalid)?;
         let policy = self.store.current();
-        Ok(Response::new(self.decide(&policy, req, start)))
+        let response = self.decide(&policy, req, start);
+        self.metrics.answered(start.elapsed());
+        Ok(Response::new(response))
     }
 
     async fn check_batch(
@@ -80,6 +87,7 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let start = Instant::now();
         let requests = request.into_inner().requests;
+        self.metrics.batch(requests.len());
         if requests.len() > self.max_batch {
             return Err(Status::invalid_argument(format!(
                 "field `requests` holds {} requests; at most {} are accepted (--max-batch)",
@@ -99,6 +107,7 @@ impl DecisionService for DecisionServer {
             .into_iter()
             .map(|r| self.decide(&policy, r, start))
             .collect();
+        self.metrics.answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
     }
 

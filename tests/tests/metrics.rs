@@ -1,0 +1,133 @@
+//! Prometheus metrics of the real server, read over HTTP as Prometheus
+//! would.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use std::time::Duration;
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{ServerProcess, channel, eventually, http_get, metric};
+
+fn check(purpose: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        purpose: purpose.into(),
+        resource: Some(pb::Resource {
+            category: "customer-data".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn decisions_latency_batches_and_the_serving_revision_are_exported() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+    let permit = client.check(check("provide")).await.unwrap().into_inner();
+    client.check(check("advertising")).await.unwrap();
+    client
+        .check_batch(pb::CheckBatchRequest {
+            requests: vec![check("provide"), check("improve"), check("astrology")],
+        })
+        .await
+        .unwrap();
+
+    let text = server.metrics();
+    let value =
+        |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no `{series}` in:\n{text}"));
+    assert_eq!(
+        value(r#"purposegate_decisions_total{decision="PERMIT"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"purposegate_decisions_total{decision="DENY"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"purposegate_decisions_total{decision="NOT_APPLICABLE"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"purposegate_decisions_total{decision="INDETERMINATE"}"#),
+        0.0
+    );
+    assert_eq!(value("purposegate_check_duration_seconds_count"), 3.0);
+    assert!(value("purposegate_check_duration_seconds_sum") > 0.0);
+    assert_eq!(value("purposegate_check_batch_size_count"), 1.0);
+    assert_eq!(value("purposegate_check_batch_size_sum"), 3.0);
+    assert_eq!(
+        value(r#"purposegate_policy_reloads_total{result="success"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(r#"purposegate_policy_reloads_total{result="failure"}"#),
+        0.0
+    );
+    assert_eq!(value("purposegate_decision_log_dropped_total"), 0.0);
+    let info = format!(
+        r#"purposegate_policy_info{{name="online-services-dpa",revision="{}"}}"#,
+        permit.policy_revision
+    );
+    assert_eq!(value(&info), 1.0);
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+
+    let (status, _) = http_get(server.metrics_addr, "/nothing-here");
+    assert_eq!(status, 404);
+}
+
+/// A decision log that cannot keep up drops lines and counts them; no check
+/// waits for it.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_full_decision_log_queue_drops_and_counts_without_slowing_checks() {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = purposegate_tests::TempDir::new("full-log");
+    let fifo = dir.path().join("decisions.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A reader that never reads: the pipe fills, then the writer blocks.
+    const O_NONBLOCK: i32 = 0o4000;
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+
+    let server = ServerProcess::start(&[
+        "--decision-log",
+        &fifo.display().to_string(),
+        "--decision-log-queue",
+        "4",
+    ]);
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+    let batch = pb::CheckBatchRequest {
+        requests: (0..1000).map(|_| check("provide")).collect(),
+    };
+    for _ in 0..5 {
+        let answers =
+            tokio::time::timeout(Duration::from_secs(10), client.check_batch(batch.clone()))
+                .await
+                .expect("a batch is answered while the log is stuck")
+                .unwrap()
+                .into_inner();
+        assert_eq!(answers.responses.len(), 1000);
+    }
+    let (dropped, _) = eventually("dropped lines are counted", || async {
+        metric(&server.metrics(), "purposegate_decision_log_dropped_total").filter(|&d| d > 0.0)
+    })
+    .await;
+    // Most of 5000 lines cannot fit in a 64 KiB pipe and a queue of 4.
+    assert!(dropped > 1000.0, "dropped {dropped}");
+}
