@@ -9,3 +9,4 @@ pub mod policy_files;
 pub mod reload;
 pub mod serve;
 pub mod store;
+pub mod telemetry;

@@ -128,6 +128,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         "policy loaded"
     );
     let store = Arc::new(PolicyStore::new(policy));
+    let tracing = crate::telemetry::Tracing::from_env("purposegate-server")?;
     let metrics = Metrics::new();
     metrics.follow(store.subscribe());
     crate::metrics::serve(args.metrics_listen, metrics.clone())
@@ -172,6 +173,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         shutdown_rx.clone(),
         decision_log,
         metrics,
+        tracing.clone(),
     );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -210,6 +212,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     tokio::select! {
         result = server => result?,
         () = drain_deadline => warn!(seconds = drain.as_secs(), "drain time over; exiting with calls still open"),
+    }
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
     }
     info!("stopped");
     Ok(())

@@ -9,6 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Span as _;
+use opentelemetry_sdk::trace::Span;
 use pb::decision_service_server::DecisionService;
 use purposegate_proto::v1 as pb;
 use tokio::sync::watch;
@@ -19,6 +22,7 @@ use crate::audit::DecisionLog;
 use crate::engine::InvalidRequest;
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
+use crate::telemetry::{self, Tracing};
 
 /// Serves decisions from the store's current policy.
 #[derive(Debug, Clone)]
@@ -30,6 +34,7 @@ pub struct DecisionServer {
     shutdown: watch::Receiver<bool>,
     decision_log: DecisionLog,
     metrics: Metrics,
+    tracing: Option<Tracing>,
 }
 
 impl DecisionServer {
@@ -39,6 +44,7 @@ impl DecisionServer {
         shutdown: watch::Receiver<bool>,
         decision_log: DecisionLog,
         metrics: Metrics,
+        tracing: Option<Tracing>,
     ) -> Self {
         DecisionServer {
             store,
@@ -46,25 +52,40 @@ impl DecisionServer {
             shutdown,
             decision_log,
             metrics,
+            tracing,
         }
     }
 
-    /// Decides one request and hands the decision to the log.
+    fn span(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Option<Span> {
+        self.tracing.as_ref().map(|t| t.rpc_span(method, metadata))
+    }
+
+    /// Decides one request; counts it, traces it into `span` and hands it
+    /// to the decision log.
     fn decide(
         &self,
         policy: &crate::engine::Policy,
         req: crate::engine::DecisionRequest,
         start: Instant,
+        span: Option<&mut Span>,
     ) -> pb::CheckResponse {
         let answer = policy.evaluate(&req);
         self.metrics.decided(answer.decision);
+        if let Some(span) = span {
+            telemetry::record_decision(span, &req, &answer);
+        }
         self.decision_log.record(req, &answer, start.elapsed());
         convert::response(answer)
     }
 }
 
-fn invalid(e: InvalidRequest) -> Status {
-    Status::invalid_argument(e.to_string())
+/// `INVALID_ARGUMENT` naming the field, also marked on the call's span.
+fn invalid(e: InvalidRequest, span: Option<&mut Span>) -> Status {
+    let status = Status::invalid_argument(e.to_string());
+    if let Some(span) = span {
+        telemetry::record_error(span, &status);
+    }
+    status
 }
 
 #[tonic::async_trait]
@@ -74,9 +95,11 @@ impl DecisionService for DecisionServer {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let start = Instant::now();
-        let req = convert::request(request.into_inner(), "").map_err(invalid)?;
+        let mut span = self.span("Check", request.metadata());
+        let req =
+            convert::request(request.into_inner(), "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.store.current();
-        let response = self.decide(&policy, req, start);
+        let response = self.decide(&policy, req, start, span.as_mut());
         self.metrics.answered(start.elapsed());
         Ok(Response::new(response))
     }
@@ -86,26 +109,37 @@ impl DecisionService for DecisionServer {
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let start = Instant::now();
+        let mut span = self.span("CheckBatch", request.metadata());
         let requests = request.into_inner().requests;
         self.metrics.batch(requests.len());
+        if let Some(span) = span.as_mut() {
+            span.set_attribute(KeyValue::new(
+                "purposegate.batch_size",
+                i64::try_from(requests.len()).unwrap_or(i64::MAX),
+            ));
+        }
         if requests.len() > self.max_batch {
-            return Err(Status::invalid_argument(format!(
+            let status = Status::invalid_argument(format!(
                 "field `requests` holds {} requests; at most {} are accepted (--max-batch)",
                 requests.len(),
                 self.max_batch
-            )));
+            ));
+            if let Some(span) = span.as_mut() {
+                telemetry::record_error(span, &status);
+            }
+            return Err(status);
         }
         let converted = requests
             .into_iter()
             .enumerate()
             .map(|(i, r)| convert::request(r, &format!("requests[{i}].")))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e, span.as_mut()))?;
         // One policy for the whole batch: every answer has the same revision.
         let policy = self.store.current();
         let responses = converted
             .into_iter()
-            .map(|r| self.decide(&policy, r, start))
+            .map(|r| self.decide(&policy, r, start, None))
             .collect();
         self.metrics.answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
