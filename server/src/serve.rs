@@ -144,7 +144,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service =
+        crate::grpc::health::DrainingHealth::server(health.clone(), shutdown_rx.clone());
     health
         .set_serving::<DecisionServiceServer<DecisionServer>>()
         .await;

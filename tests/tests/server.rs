@@ -245,18 +245,19 @@ async fn watch_policy_sends_the_current_revision_first() {
     }
 }
 
+/// SIGTERM: health turns NOT_SERVING, open streams (a policy watch and a
+/// health watch) end cleanly, and the process exits 0 well before the
+/// drain time, with the client still connected.
 #[tokio::test]
-async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
-    let mut server = ServerProcess::start(&["--drain-seconds", "5"]);
+async fn sigterm_turns_health_not_serving_ends_streams_and_exits_0() {
+    let mut server = ServerProcess::start(&["--drain-seconds", "10"]);
     let channel = channel(&server.url()).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     for service in ["", "purposegate.v1.DecisionService"] {
         assert_eq!(
             purposegate_tests::health_status(channel.clone(), service).await,
             tonic_health::pb::health_check_response::ServingStatus::Serving
         );
     }
-    // A streaming call in flight, and a health watch to see the change.
     let mut client = DecisionServiceClient::new(channel.clone());
     let mut watch = client
         .watch_policy(pb::WatchPolicyRequest {})
@@ -264,6 +265,7 @@ async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
         .unwrap()
         .into_inner();
     let _first = watch.next().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut health_watch = health
         .watch(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -272,43 +274,6 @@ async fn health_is_serving_and_turns_not_serving_on_sigterm_then_exits_0() {
         .unwrap()
         .into_inner();
     let _serving = health_watch.next().await;
-
-    server.signal("TERM");
-
-    let next = tokio::time::timeout(Duration::from_secs(5), health_watch.next())
-        .await
-        .expect("health changes within 5 s");
-    let status = next
-        .expect("the health watch sends the change")
-        .expect("not an error");
-    assert_eq!(
-        status.status(),
-        tonic_health::pb::health_check_response::ServingStatus::NotServing
-    );
-    // The in-flight stream ends cleanly instead of being cut.
-    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
-        .await
-        .expect("the watch stream ends within 5 s");
-    assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
-    drop(watch);
-    drop(health_watch);
-    drop(client);
-    drop(health);
-    drop(channel);
-    let code = server.wait_exit(Duration::from_secs(8));
-    assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
-}
-
-#[tokio::test]
-async fn sigterm_drains_an_open_watch_stream_well_before_the_drain_time() {
-    let mut server = ServerProcess::start(&["--drain-seconds", "10"]);
-    let mut client = client(&server).await;
-    let mut watch = client
-        .watch_policy(pb::WatchPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let _first = watch.next().await;
     let _ = client
         .check(check("provide", "customer-data"))
         .await
@@ -316,17 +281,31 @@ async fn sigterm_drains_an_open_watch_stream_well_before_the_drain_time() {
 
     let signalled = std::time::Instant::now();
     server.signal("TERM");
-    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+
+    let within = Duration::from_secs(5);
+    let status = tokio::time::timeout(within, health_watch.next())
         .await
-        .expect("the watch stream ends within 5 s");
+        .expect("health changes within 5 s")
+        .expect("the health watch sends the change")
+        .expect("not an error");
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+    let health_end = tokio::time::timeout(within, health_watch.next())
+        .await
+        .expect("the health watch ends within 5 s");
+    assert!(matches!(health_end, None | Some(Ok(_))), "{health_end:?}");
+    let end = tokio::time::timeout(within, watch.next())
+        .await
+        .expect("the policy watch ends within 5 s");
     assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
-    drop(watch);
-    drop(client);
-    let code = server.wait_exit(Duration::from_secs(9));
+
+    let code = server.wait_exit(within);
     let log = server.log().join("\n");
     assert_eq!(code, Some(0), "log:\n{log}");
     assert!(
-        signalled.elapsed() < Duration::from_secs(5),
+        signalled.elapsed() < within,
         "took {:?}",
         signalled.elapsed()
     );

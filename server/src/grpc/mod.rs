@@ -4,6 +4,7 @@
 //! engine's types in [`convert`] only.
 
 pub mod convert;
+pub mod health;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,16 +155,13 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         // The watch stream yields the current policy first, then each
         // change; the stream ends when shutdown begins.
-        let revisions = WatchStream::new(self.store.subscribe())
-            .map(|policy| Some(Ok(convert::revision(&policy))));
-        let shutdown = WatchStream::new(self.shutdown.clone())
-            .filter(|&down| down)
-            .map(|_| None);
-        let stream = revisions
-            .merge(shutdown)
-            .take_while(Option::is_some)
-            .filter_map(|item| item);
-        Ok(Response::new(Box::pin(stream)))
+        let revisions =
+            WatchStream::new(self.store.subscribe()).map(|policy| Ok(convert::revision(&policy)));
+        Ok(Response::new(Box::pin(end_on_shutdown(
+            revisions,
+            self.shutdown.clone(),
+            None,
+        ))))
     }
 
     async fn get_policy(
@@ -176,4 +174,37 @@ impl DecisionService for DecisionServer {
             self.store.last_reload_error(),
         )))
     }
+}
+
+/// `stream` until `shutdown` turns true, then `last` (if any) and the end:
+/// a long-lived stream must not hold a graceful drain open.
+pub fn end_on_shutdown<S, T>(
+    stream: S,
+    shutdown: watch::Receiver<bool>,
+    last: Option<T>,
+) -> impl Stream<Item = T> + Send + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    enum Item<T> {
+        Next(T),
+        Last(Option<T>),
+        Stop,
+    }
+    let mut last = Some(last);
+    let ending = WatchStream::new(shutdown)
+        .filter(|&down| down)
+        .take(1)
+        .map(move |_| Item::Last(last.take().flatten()))
+        .chain(tokio_stream::once(Item::Stop));
+    stream
+        .map(Item::Next)
+        .merge(ending)
+        .take_while(|item| !matches!(item, Item::Stop))
+        .filter_map(|item| match item {
+            Item::Next(t) => Some(t),
+            Item::Last(t) => t,
+            Item::Stop => None,
+        })
 }
