@@ -235,3 +235,29 @@ fn check_refuses_flags_and_json_together() {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("cannot be used with"), "{run:?}");
 }
+
+#[test]
+fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
+    let run = server_cli(&["--help"], None);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for (flag, var) in [
+        ("--listen", "PURPOSEGATE_LISTEN"),
+        ("--policy", "PURPOSEGATE_POLICY"),
+        ("--metrics-listen", "PURPOSEGATE_METRICS_LISTEN"),
+        ("--max-batch", "PURPOSEGATE_MAX_BATCH"),
+        ("--drain-seconds", "PURPOSEGATE_DRAIN_SECONDS"),
+        ("--decision-log", "PURPOSEGATE_DECISION_LOG"),
+        ("--decision-log-queue", "PURPOSEGATE_DECISION_LOG_QUEUE"),
+        ("--log-format", "PURPOSEGATE_LOG_FORMAT"),
+    ] {
+        // The flag's entry: its line and the indented lines under it.
+        let start = run
+            .stdout
+            .find(&format!("  {flag} "))
+            .unwrap_or_else(|| panic!("{flag} is not in --help:\n{}", run.stdout));
+        let rest = &run.stdout[start + 2..];
+        let end = rest.find("\n  -").unwrap_or(rest.len());
+        let entry = &rest[..end];
+        assert!(entry.contains(&format!("[env: {var}=")), "{entry}");
+    }
+}

@@ -184,6 +184,20 @@ async fn check_batch_answers_in_order_and_enforces_its_maximum() {
 }
 
 #[tokio::test]
+async fn flags_can_come_from_the_environment() {
+    let server = ServerProcess::start_with_env(&[], &[("PURPOSEGATE_MAX_BATCH", "2")]);
+    let mut client = client(&server).await;
+    let err = client
+        .check_batch(pb::CheckBatchRequest {
+            requests: vec![check("provide", "customer-data"); 3],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("at most 2"), "{err:?}");
+}
+
+#[tokio::test]
 async fn get_policy_describes_trees_rules_and_revision() {
     let server = ServerProcess::start(&[]);
     let mut client = client(&server).await;
@@ -452,4 +466,45 @@ async fn every_decision_is_one_json_line_in_the_decision_log() {
             .then_some(())
     })
     .await;
+}
+
+/// A Check whose request is still arriving when SIGTERM comes is answered,
+/// then the server exits 0.
+#[tokio::test]
+async fn a_call_in_flight_at_sigterm_is_answered() {
+    let mut server = ServerProcess::start(&["--drain-seconds", "10"]);
+    let channel = channel(&server.url()).await;
+    // Send the call's headers now and its message later, so the server holds
+    // the call open, waiting for it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckRequest>(1);
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let call = tokio::spawn(async move {
+        grpc.ready().await.unwrap();
+        grpc.client_streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/purposegate.v1.DecisionService/Check",
+            ),
+            tonic_prost::ProstCodec::<pb::CheckRequest, pb::CheckResponse>::default(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.wait_exit(Duration::from_millis(1)).is_none(),
+        "the server must wait for the call in flight"
+    );
+    tx.send(check("provide", "customer-data")).await.unwrap();
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("answered within 5 s")
+        .unwrap()
+        .expect("the call in flight succeeds")
+        .into_inner();
+    assert_eq!(answer.decision(), pb::Decision::Permit);
+    let code = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
 }
