@@ -201,3 +201,73 @@ async fn a_policy_directory_reloads_when_a_file_is_added() {
     })
     .await;
 }
+
+/// Checks racing reloads each see one whole policy: every revision answers
+/// with one decision only, never a mix of the old and new rules.
+#[tokio::test]
+async fn checks_during_reloads_never_see_a_half_loaded_policy() {
+    let dir = TempDir::new("reload-race");
+    let path = dir.path().join("policy.yaml");
+    let with_prohibition = default_policy_text();
+    let cut = with_prohibition.find("  - id: no-prohibited-uses").unwrap();
+    let without = with_prohibition[..cut].to_string();
+    std::fs::write(&path, &with_prohibition).unwrap();
+    let server = ServerProcess::start(&[
+        "--policy",
+        &path.display().to_string(),
+        "--decision-log",
+        "off",
+    ]);
+    let client = DecisionServiceClient::new(channel(&server.url()).await);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut askers = Vec::new();
+    for _ in 0..4 {
+        let mut client = client.clone();
+        let stop = stop.clone();
+        askers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let a = client.check(advertising()).await.unwrap().into_inner();
+                seen.push((a.policy_revision.clone(), a.decision(), a.rule_ids.clone()));
+            }
+            seen
+        }));
+    }
+    for i in 0..6 {
+        let text = if i % 2 == 0 {
+            &without
+        } else {
+            &with_prohibition
+        };
+        replace_file(&path, text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut by_revision: std::collections::HashMap<String, (pb::Decision, Vec<String>)> =
+        std::collections::HashMap::new();
+    let mut answers = 0;
+    for asker in askers {
+        for (revision, decision, rules) in asker.await.unwrap() {
+            answers += 1;
+            let first = by_revision
+                .entry(revision.clone())
+                .or_insert((decision, rules.clone()));
+            assert_eq!(
+                *first,
+                (decision, rules),
+                "revision {revision} answered two ways"
+            );
+        }
+    }
+    assert_eq!(
+        by_revision.len(),
+        2,
+        "both policies served: {by_revision:?}"
+    );
+    assert!(answers > 100, "only {answers} answers");
+}
