@@ -156,12 +156,8 @@ impl Metrics {
             .set(1);
     }
 
-    /// The metrics as Prometheus text (OpenMetrics).
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// Keeps `policy_info` on the serving revision.
@@ -179,8 +175,17 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+/// A registry as Prometheus text (OpenMetrics).
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// Serves `registry` as `/metrics` on `addr` until the process ends; the
+/// sidecar serves its own registry with it too.
+pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(metrics_addr = %bound, "serving metrics on /metrics");
@@ -194,11 +199,11 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Socket
                     continue;
                 }
             };
-            let metrics = metrics.clone();
+            let registry = registry.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+                    let registry = registry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -212,12 +217,12 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Socket
     Ok(bound)
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn respond(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
+            encode(registry),
         ),
         (&Method::GET, _) => (
             StatusCode::NOT_FOUND,

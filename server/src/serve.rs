@@ -70,7 +70,8 @@ pub enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+/// The process log on stderr, as text or JSON lines; `RUST_LOG` filters it.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -131,7 +132,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let tracing = crate::telemetry::Tracing::from_env("purposegate-server")?;
     let metrics = Metrics::new();
     metrics.follow(store.subscribe());
-    crate::metrics::serve(args.metrics_listen, metrics.clone())
+    crate::metrics::serve(args.metrics_listen, metrics.registry())
         .await
         .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
     // Keep the watcher alive for as long as the server runs.
@@ -222,7 +223,8 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -120,44 +120,36 @@ impl Drop for TempDir {
     }
 }
 
-/// A running `purposegate-server`, killed on drop. Its stderr (the JSON log)
-/// is collected so tests can read it.
+/// A running binary of ours, killed on drop. Its stderr (the JSON log) is
+/// collected; the addresses it logs (`addr`, `metrics_addr`, ...) are read
+/// from it, so every port can be 0.
 #[derive(Debug)]
-pub struct ServerProcess {
+pub struct Daemon {
     child: std::process::Child,
-    pub addr: std::net::SocketAddr,
-    /// Where `/metrics` is served.
-    pub metrics_addr: std::net::SocketAddr,
+    addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl ServerProcess {
-    /// Starts the server on a free loopback port with `args` added, and
-    /// waits (at most 20 s) until it says where it listens.
-    pub fn start(args: &[&str]) -> Self {
-        Self::start_with_env(args, &[])
-    }
-
-    /// Like [`ServerProcess::start`], with environment variables set.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+impl Daemon {
+    /// Starts `binary` with `args` and `env`, and waits (at most 20 s) until
+    /// its log has named an address for each of `keys`.
+    pub fn start(
+        binary_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        keys: &[&'static str],
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary("purposegate-server"))
+        let mut child = Command::new(binary(binary_name))
             .envs(env.iter().copied())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(["--log-format", "json"])
             .args(args)
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn purposegate-server: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {binary_name}: {e}"));
         let stderr = child
             .stderr
             .take()
@@ -165,13 +157,14 @@ impl ServerProcess {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let wanted = keys.to_vec();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    for key in ["addr", "metrics_addr"] {
+                    for &key in &wanted {
                         if let Some(addr) = v.get(key).and_then(|a| a.as_str()) {
                             let _ = tx.send((key, addr.to_string()));
                         }
@@ -183,48 +176,32 @@ impl ServerProcess {
             }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let (mut addr, mut metrics_addr) = (None, None);
-        while addr.is_none() || metrics_addr.is_none() {
+        let mut addrs = std::collections::HashMap::new();
+        while addrs.len() < keys.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok((key, a)) => {
                     let parsed: std::net::SocketAddr = a
                         .parse()
                         .unwrap_or_else(|e| panic!("bad address {a:?}: {e}"));
-                    if key == "addr" {
-                        addr = Some(parsed);
-                    } else {
-                        metrics_addr = Some(parsed);
-                    }
+                    addrs.insert(key, parsed);
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
-                    panic!("the server did not start listening within 20 s:\n{lines}");
+                    panic!("{binary_name} did not start listening within 20 s:\n{lines}");
                 }
             }
         }
-        let (Some(addr), Some(metrics_addr)) = (addr, metrics_addr) else {
-            panic!("unreachable: both addresses were read");
-        };
-        ServerProcess {
-            child,
-            addr,
-            metrics_addr,
-            log,
-        }
+        Daemon { child, addrs, log }
     }
 
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The Prometheus text of `/metrics`.
-    pub fn metrics(&self) -> String {
-        let (status, body) = http_get(self.metrics_addr, "/metrics");
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
+    /// The address logged under `key`.
+    pub fn addr(&self, key: &str) -> std::net::SocketAddr {
+        *self
+            .addrs
+            .get(key)
+            .unwrap_or_else(|| panic!("no `{key}` address was read"))
     }
 
     /// The log lines so far.
@@ -236,7 +213,7 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Sends a signal (`TERM`, `INT`) with `kill`.
+    /// Sends a signal (`TERM`, `INT`, `KILL`) with `kill`.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
@@ -248,21 +225,144 @@ impl ServerProcess {
     /// Waits at most `timeout` for the process to exit; its exit code.
     pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        None
+    }
+
+    /// Resident memory in KiB (Linux `VmRSS`).
+    pub fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("read /proc status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
     }
 }
 
-impl Drop for ServerProcess {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A running `purposegate-server` on free loopback ports.
+#[derive(Debug)]
+pub struct ServerProcess {
+    daemon: Daemon,
+    pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+impl ServerProcess {
+    /// Starts the server on free loopback ports with `args` added.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let daemon = Daemon::start("purposegate-server", &all, env, &["addr", "metrics_addr"]);
+        ServerProcess {
+            addr: daemon.addr("addr"),
+            metrics_addr: daemon.addr("metrics_addr"),
+            daemon,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        metrics_text(self.metrics_addr)
+    }
+}
+
+/// A running `purposegate-sidecar` on free loopback ports.
+#[derive(Debug)]
+pub struct SidecarProcess {
+    daemon: Daemon,
+    /// The local decision API (and ext_authz).
+    pub local_addr: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for SidecarProcess {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl SidecarProcess {
+    /// Starts the sidecar asking `pdp_url`, with `args` added.
+    pub fn start(pdp_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            "--pdp",
+            pdp_url,
+            "--local-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        let daemon = Daemon::start(
+            "purposegate-sidecar",
+            &all,
+            env,
+            &["local_addr", "metrics_addr"],
+        );
+        SidecarProcess {
+            local_addr: daemon.addr("local_addr"),
+            metrics_addr: daemon.addr("metrics_addr"),
+            daemon,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the local decision API.
+    pub fn local_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        metrics_text(self.metrics_addr)
+    }
+}
+
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body
 }
 
 /// A gRPC channel to `url`, connected (at most 10 s).

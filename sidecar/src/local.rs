@@ -1,0 +1,113 @@
+//! The local decision API: `purposegate.v1.DecisionService` on
+//! `--local-listen`, answered through the decision cache.
+
+use std::pin::Pin;
+
+use pb::decision_service_server::DecisionService;
+use purposegate_proto::v1 as pb;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
+
+use crate::gate::Gate;
+
+#[derive(Debug, Clone)]
+pub struct LocalDecisions {
+    gate: Gate,
+    revisions: watch::Receiver<Option<pb::PolicyRevision>>,
+}
+
+impl LocalDecisions {
+    pub fn new(gate: Gate, revisions: watch::Receiver<Option<pb::PolicyRevision>>) -> Self {
+        LocalDecisions { gate, revisions }
+    }
+}
+
+/// The PDP could not answer: say so without passing on its internals.
+fn unavailable(status: &Status) -> Status {
+    Status::unavailable(format!(
+        "the decision point could not answer ({:?}); nothing is permitted without it",
+        status.code()
+    ))
+}
+
+fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {
+    if req.purpose.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "field `{prefix}purpose` must not be empty"
+        )));
+    }
+    if req.resource.as_ref().is_none_or(|r| r.category.is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "field `{prefix}resource.category` must not be empty"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl DecisionService for LocalDecisions {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let req = request.into_inner();
+        validate(&req, "")?;
+        let verdict = self.gate.decide(req).await;
+        match verdict.answer {
+            Ok(answer) => {
+                let mut response = Response::new(answer);
+                // Where the answer came from: hit, miss or stale.
+                response.metadata_mut().insert(
+                    "x-purposegate-cache",
+                    tonic::metadata::MetadataValue::from_static(verdict.source.as_str()),
+                );
+                Ok(response)
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Err(status),
+            Err(status) => Err(unavailable(&status)),
+        }
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let requests = request.into_inner().requests;
+        for (i, r) in requests.iter().enumerate() {
+            validate(r, &format!("requests[{i}]."))?;
+        }
+        let mut responses = Vec::with_capacity(requests.len());
+        for req in requests {
+            match self.gate.decide(req).await.answer {
+                Ok(answer) => responses.push(answer),
+                Err(status) => return Err(unavailable(&status)),
+            }
+        }
+        Ok(Response::new(pb::CheckBatchResponse { responses }))
+    }
+
+    type WatchPolicyStream =
+        Pin<Box<dyn Stream<Item = Result<pb::PolicyRevision, Status>> + Send + 'static>>;
+
+    /// The revisions this sidecar has seen from the PDP.
+    async fn watch_policy(
+        &self,
+        _request: Request<pb::WatchPolicyRequest>,
+    ) -> Result<Response<Self::WatchPolicyStream>, Status> {
+        let stream = WatchStream::new(self.revisions.clone()).filter_map(|r| r.map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        self.gate
+            .pdp
+            .get_policy()
+            .await
+            .map(Response::new)
+            .map_err(|s| unavailable(&s))
+    }
+}

@@ -1,0 +1,179 @@
+//! `purposegate-sidecar`: the policy enforcement point beside a data
+//! service. Every face (proxy, Envoy ext_authz, local decision API) asks the
+//! same [`gate::Gate`]: the decision cache, then the PDP. Fail closed: only
+//! an answered PERMIT lets data through.
+
+mod cache;
+mod gate;
+mod local;
+mod metrics;
+mod pdp;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
+use purposegate_server::serve::{LogFormat, init_logging, wait_for_signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info};
+
+use crate::cache::DecisionCache;
+use crate::gate::Gate;
+use crate::local::LocalDecisions;
+use crate::metrics::SidecarMetrics;
+use crate::pdp::Pdp;
+
+/// purposegate sidecar: enforces purpose decisions on the calls to the data
+/// service beside it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "purposegate-sidecar", version, about, long_about = None)]
+struct Args {
+    /// The decision server (PDP).
+    #[arg(
+        long,
+        env = "PURPOSEGATE_PDP",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pdp: String,
+    /// Address of the local decision API (purposegate.v1.DecisionService).
+    #[arg(
+        long,
+        env = "PURPOSEGATE_LOCAL_LISTEN",
+        default_value = "127.0.0.1:15002"
+    )]
+    local_listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, at /metrics.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_METRICS_LISTEN",
+        default_value = "0.0.0.0:15090"
+    )]
+    metrics_listen: SocketAddr,
+    /// How long to wait for the PDP before denying (e.g. 200ms, 1s).
+    #[arg(long, env = "PURPOSEGATE_PDP_TIMEOUT", default_value = "200ms", value_parser = parse_duration)]
+    pdp_timeout: Duration,
+    /// How long past its TTL a cached decision may be served while the PDP
+    /// cannot be reached (e.g. 30s); 0s serves nothing stale.
+    #[arg(long, env = "PURPOSEGATE_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration)]
+    stale_if_error: Duration,
+    /// Most decisions kept in the cache.
+    #[arg(long, env = "PURPOSEGATE_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    cache_max_entries: usize,
+    /// Log format of the sidecar's own log (stderr).
+    #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `200ms`, `2s`, `1.5s`, `1m`, or `0`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => s.split_at(at),
+        None => (s, ""),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 200ms, 2s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "" if value == 0.0 => 0.0,
+        _ => return Err(format!("`{s}`: the unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "the sidecar stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = SidecarMetrics::new();
+    purposegate_server::metrics::serve(args.metrics_listen, metrics.registry.clone())
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
+
+    let cache = Arc::new(DecisionCache::new(
+        args.cache_max_entries,
+        args.stale_if_error,
+        metrics.cache.clone(),
+    ));
+    let pdp = Pdp::new(&args.pdp, args.pdp_timeout)?;
+    let (revisions_tx, revisions) = watch::channel(None);
+    pdp.follow_revisions(cache.clone(), revisions_tx);
+    let gate = Gate {
+        cache: cache.clone(),
+        pdp,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DecisionServiceServer<LocalDecisions>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let local = tokio::net::TcpListener::bind(args.local_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.local_listen))?;
+    let local_addr = local.local_addr()?;
+    info!(local_addr = %local_addr, pdp = %args.pdp, "serving the local decision API");
+
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DecisionServiceServer::new(LocalDecisions::new(
+            gate.clone(),
+            revisions,
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(local), wait_for_signal());
+    server.await?;
+    info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_flags_document() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+}

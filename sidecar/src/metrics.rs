@@ -1,0 +1,71 @@
+//! The sidecar's Prometheus metrics, served on `--metrics-listen`.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+/// Counters of the decision cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub stale: Counter,
+    pub coalesced: Counter,
+    pub evictions: Counter,
+    pub pdp_errors: Counter,
+}
+
+/// Every metric of the sidecar.
+#[derive(Debug, Clone)]
+pub struct SidecarMetrics {
+    pub registry: Arc<Registry>,
+    pub cache: CacheMetrics,
+}
+
+impl SidecarMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("purposegate_sidecar");
+        let cache = CacheMetrics::default();
+        for (name, help, counter) in [
+            ("cache_hits", "Decisions served from the cache", &cache.hits),
+            (
+                "cache_misses",
+                "Decisions not in the cache (asked of the PDP or coalesced)",
+                &cache.misses,
+            ),
+            (
+                "cache_stale_serves",
+                "Expired decisions served because the PDP could not be reached",
+                &cache.stale,
+            ),
+            (
+                "cache_coalesced_waits",
+                "Misses that waited for an identical request's PDP call",
+                &cache.coalesced,
+            ),
+            (
+                "cache_evictions",
+                "Decisions evicted to keep the cache within --cache-max-entries",
+                &cache.evictions,
+            ),
+            (
+                "pdp_errors",
+                "PDP calls that failed or timed out",
+                &cache.pdp_errors,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        SidecarMetrics {
+            registry: Arc::new(registry),
+            cache,
+        }
+    }
+}
+
+impl Default for SidecarMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

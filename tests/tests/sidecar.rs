@@ -1,0 +1,254 @@
+//! The real sidecar in front of the real server: the decision cache, its
+//! coalescing, its flush on a new revision, and failing closed without the
+//! PDP.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{
+    ServerProcess, SidecarProcess, TempDir, channel, eventually, metric, repo_root,
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+fn check(purpose: &str, category: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        purpose: purpose.into(),
+        subject: Some(pb::Subject {
+            id: "crm".into(),
+            ..Default::default()
+        }),
+        resource: Some(pb::Resource {
+            category: category.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// How many decisions the PDP has made.
+fn pdp_decisions(server: &ServerProcess) -> f64 {
+    let text = server.metrics();
+    ["PERMIT", "DENY", "NOT_APPLICABLE", "INDETERMINATE"]
+        .iter()
+        .filter_map(|d| {
+            metric(
+                &text,
+                &format!(r#"purposegate_decisions_total{{decision="{d}"}}"#),
+            )
+        })
+        .sum()
+}
+
+/// A client of the sidecar's local API, once the sidecar knows the PDP's
+/// revision (before that it caches nothing).
+async fn local_client(sidecar: &SidecarProcess) -> DecisionServiceClient<Channel> {
+    let mut client = DecisionServiceClient::new(channel(&sidecar.local_url()).await);
+    let mut revisions = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(10), revisions.next())
+        .await
+        .expect("the sidecar learns the revision within 10 s")
+        .unwrap()
+        .unwrap();
+    client
+}
+
+async fn ask(
+    client: &mut DecisionServiceClient<Channel>,
+    req: pb::CheckRequest,
+) -> Result<(pb::CheckResponse, String), tonic::Status> {
+    let response = client.check(req).await?;
+    let cache = response
+        .metadata()
+        .get("x-purposegate-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((response.into_inner(), cache))
+}
+
+#[tokio::test]
+async fn the_second_identical_call_is_served_from_the_cache() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let sidecar = SidecarProcess::start(&server.url(), &[], &[]);
+    let mut client = local_client(&sidecar).await;
+
+    let mut first_req = check("provide", "customer-data");
+    first_req.request_id = "one".into();
+    let (first, source) = ask(&mut client, first_req).await.unwrap();
+    assert_eq!(first.decision(), pb::Decision::Permit);
+    assert_eq!(source, "miss");
+    assert_eq!(first.request_id, "one");
+
+    let mut second_req = check("provide", "customer-data");
+    second_req.request_id = "two".into();
+    let (second, source) = ask(&mut client, second_req).await.unwrap();
+    assert_eq!(source, "hit");
+    assert_eq!(second.decision(), pb::Decision::Permit);
+    assert_eq!(second.rule_ids, first.rule_ids);
+    assert_eq!(
+        second.request_id, "two",
+        "the request id is the caller's, not the cached one"
+    );
+
+    // A request differing in any decided field is a different entry.
+    let mut other = check("provide", "customer-data");
+    other.subject = Some(pb::Subject {
+        id: "crm".into(),
+        tenant: "contoso".into(),
+        roles: vec![],
+    });
+    let (_, source) = ask(&mut client, other).await.unwrap();
+    assert_eq!(source, "miss");
+
+    assert_eq!(
+        pdp_decisions(&server),
+        2.0,
+        "the PDP was asked twice, not three times"
+    );
+    let text = sidecar.metrics();
+    assert_eq!(
+        metric(&text, "purposegate_sidecar_cache_hits_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "purposegate_sidecar_cache_misses_total"),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_identical_misses_make_one_pdp_call() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let sidecar = SidecarProcess::start(&server.url(), &[], &[]);
+    let client = local_client(&sidecar).await;
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(
+                async move { ask(&mut client, check("troubleshoot", "diagnostic-data")).await },
+            )
+        })
+        .collect();
+    for call in calls {
+        let (answer, _) = call.await.unwrap().unwrap();
+        assert_eq!(answer.decision(), pb::Decision::Permit);
+    }
+    assert_eq!(
+        pdp_decisions(&server),
+        1.0,
+        "100 identical first calls, one PDP call"
+    );
+    let text = sidecar.metrics();
+    let coalesced = metric(&text, "purposegate_sidecar_cache_coalesced_waits_total").unwrap();
+    let hits = metric(&text, "purposegate_sidecar_cache_hits_total").unwrap();
+    assert_eq!(coalesced + hits, 99.0, "{text}");
+}
+
+#[tokio::test]
+async fn a_policy_change_reaches_the_sidecar_and_changes_the_next_decision() {
+    let dir = TempDir::new("sidecar-reload");
+    let path = dir.path().join("policy.yaml");
+    let text =
+        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
+            .unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let server = ServerProcess::start(&[
+        "--policy",
+        &path.display().to_string(),
+        "--decision-log",
+        "off",
+    ]);
+    let sidecar = SidecarProcess::start(&server.url(), &[], &[]);
+    let mut client = local_client(&sidecar).await;
+    let advertising = || check("advertising", "customer-data");
+    let (before, _) = ask(&mut client, advertising()).await.unwrap();
+    assert_eq!(before.decision(), pb::Decision::Deny);
+    let (_, source) = ask(&mut client, advertising()).await.unwrap();
+    assert_eq!(source, "hit");
+
+    let cut = text.find("  - id: no-prohibited-uses").unwrap();
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, &text[..cut]).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    let (after, _) = eventually("the sidecar answers with the new policy", || {
+        let mut client = client.clone();
+        async move {
+            let (answer, _) = ask(&mut client, advertising()).await.unwrap();
+            (answer.decision() == pb::Decision::NotApplicable).then_some(answer)
+        }
+    })
+    .await;
+    assert_ne!(after.policy_revision, before.policy_revision);
+}
+
+#[tokio::test]
+async fn without_the_pdp_only_fresh_or_stale_window_answers_are_served() {
+    // A policy whose decisions live 1 s, and a sidecar that may serve them
+    // 2 s past that while the PDP is away.
+    let dir = TempDir::new("sidecar-stale");
+    let text =
+        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
+            .unwrap()
+            .replace("decisionTtlSeconds: 300", "decisionTtlSeconds: 1");
+    let path = dir.write("policy.yaml", &text);
+    let server = ServerProcess::start(&["--policy", &path, "--decision-log", "off"]);
+    let sidecar = SidecarProcess::start(
+        &server.url(),
+        &["--pdp-timeout", "200ms", "--stale-if-error", "2s"],
+        &[],
+    );
+    let mut client = local_client(&sidecar).await;
+    let (answer, _) = ask(&mut client, check("provide", "customer-data"))
+        .await
+        .unwrap();
+    assert_eq!(answer.decision(), pb::Decision::Permit);
+    let cached_at = Instant::now();
+
+    drop(server);
+
+    // Never asked before: denied (UNAVAILABLE) within the timeout.
+    let start = Instant::now();
+    let err = ask(&mut client, check("improve", "customer-data"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    // Past its TTL but inside the stale window: served, marked stale.
+    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(cached_at.elapsed())).await;
+    let (stale, source) = ask(&mut client, check("provide", "customer-data"))
+        .await
+        .unwrap();
+    assert_eq!(source, "stale");
+    assert_eq!(stale.decision(), pb::Decision::Permit);
+
+    // Past the stale window: nothing.
+    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(cached_at.elapsed())).await;
+    let err = ask(&mut client, check("provide", "customer-data"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let text = sidecar.metrics();
+    assert!(
+        metric(&text, "purposegate_sidecar_cache_stale_serves_total").is_some_and(|n| n >= 1.0)
+    );
+    assert!(metric(&text, "purposegate_sidecar_pdp_errors_total").is_some_and(|n| n >= 2.0));
+}
