@@ -102,6 +102,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    run_until_done("the server", serve(args, policy))
+}
+
+/// Runs `service` on a multi-threaded runtime until it returns; logs why it
+/// failed, if it did, and gives the exit code for `main`. Every binary of
+/// the project starts this way.
+pub fn run_until_done<F>(what: &str, service: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,10 +122,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args, policy)) {
+    match runtime.block_on(service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(error = %e, "the server stopped");
+            error!(error = %e, "{what} stopped");
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,8 @@ mod gate;
 mod local;
 mod metrics;
 mod pdp;
+mod proxy;
+mod routes;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,10 +18,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
-use purposegate_server::serve::{LogFormat, init_logging, wait_for_signal};
+use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::cache::DecisionCache;
 use crate::gate::Gate;
@@ -32,6 +34,24 @@ use crate::pdp::Pdp;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "purposegate-sidecar", version, about, long_about = None)]
 struct Args {
+    /// Address of the proxy in front of the app (HTTP/2 gRPC and HTTP/1.1).
+    #[arg(long, env = "PURPOSEGATE_LISTEN", default_value = "0.0.0.0:15001")]
+    listen: SocketAddr,
+    /// The app the proxy forwards permitted calls to.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_UPSTREAM",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    upstream: hyper::Uri,
+    /// Routes file: which gRPC methods and HTTP paths touch which data
+    /// category. Calls on no route are denied.
+    #[arg(long, env = "PURPOSEGATE_ROUTES")]
+    routes: Option<std::path::PathBuf>,
+    /// Compute, log and trace every decision but let every call through
+    /// (rolling out a policy log-only).
+    #[arg(long, env = "PURPOSEGATE_DRY_RUN")]
+    dry_run: bool,
     /// The decision server (PDP).
     #[arg(
         long,
@@ -91,26 +111,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
+    run_until_done("the sidecar", run(args))
+}
+
+fn load_routes(path: Option<&std::path::Path>) -> Result<routes::Routes, String> {
+    let Some(path) = path else {
+        tracing::warn!("no --routes file: every proxied call is on no route and is denied");
+        return Ok(routes::Routes::default());
     };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "the sidecar stopped");
-            ExitCode::FAILURE
-        }
-    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the routes file `{}`: {e}", path.display()))?;
+    routes::Routes::parse(&path.display().to_string(), &text).map_err(|d| d.to_string())
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.upstream.scheme_str() != Some("http") || args.upstream.authority().is_none() {
+        return Err(format!(
+            "--upstream `{}` must be an http://host:port address",
+            args.upstream
+        )
+        .into());
+    }
+    let routes = load_routes(args.routes.as_deref())?;
     let metrics = SidecarMetrics::new();
     purposegate_server::metrics::serve(args.metrics_listen, metrics.registry.clone())
         .await
@@ -128,6 +150,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cache: cache.clone(),
         pdp,
     };
+
+    let proxy_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    info!(
+        proxy_addr = %proxy_listener.local_addr()?,
+        upstream = %args.upstream,
+        routes = routes.len(),
+        dry_run = args.dry_run,
+        "proxying to the app"
+    );
+    proxy::Proxy::new(gate.clone(), routes, args.upstream.clone(), args.dry_run)
+        .serve(proxy_listener);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -311,6 +311,8 @@ impl ServerProcess {
 #[derive(Debug)]
 pub struct SidecarProcess {
     daemon: Daemon,
+    /// The proxy in front of the app.
+    pub proxy_addr: std::net::SocketAddr,
     /// The local decision API (and ext_authz).
     pub local_addr: std::net::SocketAddr,
     pub metrics_addr: std::net::SocketAddr,
@@ -329,6 +331,8 @@ impl SidecarProcess {
         let mut all = vec![
             "--pdp",
             pdp_url,
+            "--listen",
+            "127.0.0.1:0",
             "--local-listen",
             "127.0.0.1:0",
             "--metrics-listen",
@@ -339,13 +343,19 @@ impl SidecarProcess {
             "purposegate-sidecar",
             &all,
             env,
-            &["local_addr", "metrics_addr"],
+            &["proxy_addr", "local_addr", "metrics_addr"],
         );
         SidecarProcess {
+            proxy_addr: daemon.addr("proxy_addr"),
             local_addr: daemon.addr("local_addr"),
             metrics_addr: daemon.addr("metrics_addr"),
             daemon,
         }
+    }
+
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy_addr)
     }
 
     /// `http://127.0.0.1:PORT` of the local decision API.
@@ -356,6 +366,45 @@ impl SidecarProcess {
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
         metrics_text(self.metrics_addr)
+    }
+}
+
+/// The demo customer service (gRPC and HTTP/1.1) on free loopback ports.
+#[derive(Debug)]
+pub struct DemoService {
+    daemon: Daemon,
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for DemoService {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DemoService {
+    pub fn start() -> Self {
+        let daemon = Daemon::start(
+            "purposegate-demo-service",
+            &["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+            &[],
+            &["addr", "http_addr"],
+        );
+        DemoService {
+            grpc_addr: daemon.addr("addr"),
+            http_addr: daemon.addr("http_addr"),
+            daemon,
+        }
+    }
+
+    /// How many calls the app has received so far.
+    pub fn received(&self) -> usize {
+        self.log()
+            .iter()
+            .filter(|l| l.contains("\"message\":\"received\""))
+            .count()
     }
 }
 

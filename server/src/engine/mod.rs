@@ -11,7 +11,7 @@
 
 mod cases;
 mod decision;
-mod decode;
+pub mod decode;
 mod diagnostic;
 mod eval;
 mod load;
@@ -19,7 +19,7 @@ mod model;
 mod policy;
 mod request;
 mod suggest;
-mod yaml;
+pub mod yaml;
 
 pub mod default_policy;
 

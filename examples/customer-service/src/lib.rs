@@ -1,0 +1,140 @@
+//! A demo customer-records service: gRPC (`demo.v1.CustomerService`) and a
+//! small HTTP/1.1 API, to put the purposegate sidecar in front of. Every
+//! call it receives is logged (`received`), so a test can tell whether a
+//! denied call reached it.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
+use tokio_stream::Stream;
+use tonic::Status;
+use tracing::info;
+
+/// `demo.v1`: messages, client and server.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+pub mod pb {
+    tonic::include_proto!("demo.v1");
+}
+
+/// The encoded descriptor set of `demo/v1/customers.proto`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/demo_descriptor.bin"));
+
+/// The records every demo instance holds.
+pub fn customers() -> Vec<pb::Customer> {
+    [
+        ("c-1", "Ada Lovelace", "ada@contoso.example", "contoso"),
+        ("c-2", "Grace Hopper", "grace@contoso.example", "contoso"),
+        ("c-3", "Alan Turing", "alan@fabrikam.example", "fabrikam"),
+        (
+            "c-4",
+            "Katherine Johnson",
+            "katherine@fabrikam.example",
+            "fabrikam",
+        ),
+        (
+            "c-5",
+            "Edsger Dijkstra",
+            "edsger@tailspin.example",
+            "tailspin",
+        ),
+    ]
+    .into_iter()
+    .map(|(id, name, email, tenant)| pb::Customer {
+        id: id.into(),
+        name: name.into(),
+        email: email.into(),
+        tenant: tenant.into(),
+    })
+    .collect()
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CustomerService;
+
+#[tonic::async_trait]
+impl pb::customer_service_server::CustomerService for CustomerService {
+    async fn get_customer(
+        &self,
+        request: tonic::Request<pb::GetCustomerRequest>,
+    ) -> Result<tonic::Response<pb::Customer>, Status> {
+        let id = request.into_inner().id;
+        info!(method = "GetCustomer", %id, "received");
+        customers()
+            .into_iter()
+            .find(|c| c.id == id)
+            .map(tonic::Response::new)
+            .ok_or_else(|| Status::not_found(format!("no customer `{id}`")))
+    }
+
+    type ExportCustomersStream =
+        Pin<Box<dyn Stream<Item = Result<pb::Customer, Status>> + Send + 'static>>;
+
+    async fn export_customers(
+        &self,
+        request: tonic::Request<pb::ExportCustomersRequest>,
+    ) -> Result<tonic::Response<Self::ExportCustomersStream>, Status> {
+        let fail_after = request.into_inner().fail_after as usize;
+        info!(method = "ExportCustomers", fail_after, "received");
+        let all = customers();
+        let items: Vec<Result<pb::Customer, Status>> = if fail_after > 0 {
+            let mut items: Vec<_> = all.into_iter().take(fail_after).map(Ok).collect();
+            let mut status = Status::aborted(format!("export stopped after {fail_after} records"));
+            if let Ok(value) = fail_after.to_string().parse() {
+                status.metadata_mut().insert("x-demo-exported", value);
+            }
+            items.push(Err(status));
+            items
+        } else {
+            all.into_iter().map(Ok).collect()
+        };
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn echo(
+        &self,
+        request: tonic::Request<pb::EchoRequest>,
+    ) -> Result<tonic::Response<pb::EchoResponse>, Status> {
+        let payload = request.into_inner().payload;
+        info!(method = "Echo", bytes = payload.len(), "received");
+        Ok(tonic::Response::new(pb::EchoResponse { payload }))
+    }
+}
+
+/// The HTTP/1.1 API: `GET /customers/{id}` (JSON) and `POST /echo` (the
+/// body back).
+pub async fn http(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    info!(method = %method, %path, "received");
+    let (status, body) = match (&method, path.as_str()) {
+        (&Method::GET, p) if p.starts_with("/customers/") => {
+            let id = p.trim_start_matches("/customers/");
+            match customers().into_iter().find(|c| c.id == id) {
+                Some(c) => (
+                    StatusCode::OK,
+                    Bytes::from(
+                        serde_json::json!({"id": c.id, "name": c.name, "email": c.email, "tenant": c.tenant})
+                            .to_string(),
+                    ),
+                ),
+                None => (StatusCode::NOT_FOUND, Bytes::from(format!("no customer `{id}`\n"))),
+            }
+        }
+        (&Method::POST, "/echo") => (StatusCode::OK, req.into_body().collect().await?.to_bytes()),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    Ok(response)
+}
