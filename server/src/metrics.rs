@@ -52,6 +52,7 @@ pub struct Metrics {
     pub reloads_failed: Counter,
     pub decision_log_dropped: Counter,
     pub decision_log_write_errors: Counter,
+    pub spans_dropped: Counter,
     policy: Family<PolicyLabels, Gauge>,
 }
 
@@ -110,6 +111,12 @@ impl Metrics {
             "Decision-log lines that could not be written",
             decision_log_write_errors.clone(),
         );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "spans_dropped",
+            "Trace spans dropped because the export queue was full",
+            spans_dropped.clone(),
+        );
         let policy: Family<PolicyLabels, Gauge> = Family::default();
         registry.register(
             "policy_info",
@@ -125,6 +132,7 @@ impl Metrics {
             reloads_failed,
             decision_log_dropped,
             decision_log_write_errors,
+            spans_dropped,
             policy,
         }
     }

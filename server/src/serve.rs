@@ -139,8 +139,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         "policy loaded"
     );
     let store = Arc::new(PolicyStore::new(policy));
-    let tracing = crate::telemetry::Tracing::from_env("purposegate-server")?;
     let metrics = Metrics::new();
+    let tracing =
+        crate::telemetry::Tracing::from_env("purposegate-server", metrics.spans_dropped.clone())?;
     metrics.follow(store.subscribe());
     crate::metrics::serve(args.metrics_listen, metrics.registry())
         .await

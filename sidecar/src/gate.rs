@@ -1,9 +1,14 @@
 //! `Gate`: one decision for one intercepted call, the same for every face
 //! of the sidecar (proxy, ext_authz, local API): the cache, then the PDP.
+//! Every decision is a `purposegate.decision` span, a child of the
+//! intercepted call's trace; the PDP call carries that trace on.
 
 use std::sync::Arc;
 
+use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
 use purposegate_proto::v1 as pb;
+use purposegate_server::telemetry::{Tracing, inject_context};
 
 use crate::cache::{DecisionCache, Source};
 use crate::pdp::Pdp;
@@ -12,6 +17,9 @@ use crate::pdp::Pdp;
 pub struct Gate {
     pub cache: Arc<DecisionCache>,
     pub pdp: Pdp,
+    pub tracing: Option<Tracing>,
+    /// `--dry-run`: decisions are recorded but not enforced.
+    pub dry_run: bool,
 }
 
 /// What the gate found, for the caller to enforce.
@@ -23,18 +31,20 @@ pub struct Verdict {
 }
 
 impl Gate {
-    pub async fn decide(&self, request: pb::CheckRequest) -> Verdict {
+    /// Decides `request` for a call whose trace context is `parent`.
+    pub async fn decide(&self, request: pb::CheckRequest, parent: &Context) -> Verdict {
+        let cx = self.start_span(parent);
         let request_id = request.request_id.clone();
-        let ask = || self.pdp.check(tonic::Request::new(request.clone()));
-        match self.cache.decide(&request, ask).await {
+        let ask = || {
+            let mut outgoing = tonic::Request::new(request.clone());
+            if let Some(cx) = &cx {
+                inject_context(cx, outgoing.metadata_mut().as_mut());
+            }
+            self.pdp.check(outgoing)
+        };
+        let verdict = match self.cache.decide(&request, ask).await {
             Ok((mut answer, source)) => {
                 answer.request_id = request_id;
-                tracing::debug!(
-                    decision = answer.decision().as_str_name(),
-                    cache = source.as_str(),
-                    purpose = %request.purpose,
-                    "decided"
-                );
                 Verdict {
                     answer: Ok(answer),
                     source,
@@ -44,6 +54,74 @@ impl Gate {
                 answer: Err(status),
                 source: Source::Miss,
             },
+        };
+        if let Some(cx) = cx {
+            self.end_span(&cx, &request, &verdict);
         }
+        tracing::debug!(
+            decision = verdict.answer.as_ref().map_or("UNAVAILABLE", |a| a.decision().as_str_name()),
+            cache = verdict.source.as_str(),
+            purpose = %request.purpose,
+            "decided"
+        );
+        verdict
+    }
+
+    /// Records a call refused before any decision could be asked (no
+    /// purpose, no route, unreadable headers).
+    pub fn refused(&self, parent: &Context, purpose: &str, reason: &str) {
+        if let Some(cx) = self.start_span(parent) {
+            let span = cx.span();
+            span.set_attributes([
+                KeyValue::new("purposegate.decision", "DENY"),
+                KeyValue::new("purposegate.purpose", purpose.to_string()),
+                KeyValue::new("purposegate.reason", reason.to_string()),
+                KeyValue::new("purposegate.enforced", !self.dry_run),
+            ]);
+            span.end();
+        }
+    }
+
+    fn start_span(&self, parent: &Context) -> Option<Context> {
+        self.tracing
+            .as_ref()
+            .map(|t| parent.with_span(t.span("purposegate.decision", parent)))
+    }
+
+    fn end_span(&self, cx: &Context, request: &pb::CheckRequest, verdict: &Verdict) {
+        let span = cx.span();
+        let category = request
+            .resource
+            .as_ref()
+            .map(|r| r.category.clone())
+            .unwrap_or_default();
+        span.set_attributes([
+            KeyValue::new("purposegate.purpose", request.purpose.clone()),
+            KeyValue::new("purposegate.data_category", category),
+            KeyValue::new("purposegate.cache", verdict.source.as_str()),
+            KeyValue::new("purposegate.enforced", !self.dry_run),
+        ]);
+        match &verdict.answer {
+            Ok(answer) => {
+                let rule_ids: Vec<StringValue> =
+                    answer.rule_ids.iter().map(|r| r.clone().into()).collect();
+                span.set_attributes([
+                    KeyValue::new("purposegate.decision", answer.decision().as_str_name()),
+                    KeyValue::new("purposegate.rule_ids", Value::Array(rule_ids.into())),
+                    KeyValue::new(
+                        "purposegate.policy_revision",
+                        answer.policy_revision.clone(),
+                    ),
+                ]);
+            }
+            Err(status) => {
+                span.set_attribute(KeyValue::new("purposegate.decision", "DENY"));
+                span.set_status(SpanStatus::error(format!(
+                    "the decision point could not answer: {}",
+                    status.message()
+                )));
+            }
+        }
+        span.end();
     }
 }

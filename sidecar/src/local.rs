@@ -51,9 +51,10 @@ impl DecisionService for LocalDecisions {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
+        let parent = purposegate_server::telemetry::parent_context(request.metadata().as_ref());
         let req = request.into_inner();
         validate(&req, "")?;
-        let verdict = self.gate.decide(req).await;
+        let verdict = self.gate.decide(req, &parent).await;
         match verdict.answer {
             Ok(answer) => {
                 let mut response = Response::new(answer);
@@ -73,13 +74,14 @@ impl DecisionService for LocalDecisions {
         &self,
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let parent = purposegate_server::telemetry::parent_context(request.metadata().as_ref());
         let requests = request.into_inner().requests;
         for (i, r) in requests.iter().enumerate() {
             validate(r, &format!("requests[{i}]."))?;
         }
         let mut responses = Vec::with_capacity(requests.len());
         for req in requests {
-            match self.gate.decide(req).await.answer {
+            match self.gate.decide(req, &parent).await.answer {
                 Ok(answer) => responses.push(answer),
                 Err(status) => return Err(unavailable(&status)),
             }

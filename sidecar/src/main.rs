@@ -146,9 +146,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let pdp = Pdp::new(&args.pdp, args.pdp_timeout)?;
     let (revisions_tx, revisions) = watch::channel(None);
     pdp.follow_revisions(cache.clone(), revisions_tx);
+    let tracing = purposegate_server::telemetry::Tracing::from_env(
+        "purposegate-sidecar",
+        metrics.spans_dropped.clone(),
+    )?;
     let gate = Gate {
         cache: cache.clone(),
         pdp,
+        tracing: tracing.clone(),
+        dry_run: args.dry_run,
     };
 
     let proxy_listener = tokio::net::TcpListener::bind(args.listen)
@@ -161,8 +167,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         dry_run = args.dry_run,
         "proxying to the app"
     );
-    proxy::Proxy::new(gate.clone(), routes, args.upstream.clone(), args.dry_run)
-        .serve(proxy_listener);
+    proxy::Proxy::new(gate.clone(), routes, args.upstream.clone()).serve(proxy_listener);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -192,6 +197,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(local), wait_for_signal());
     server.await?;
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
     info!("stopped");
     Ok(())
 }

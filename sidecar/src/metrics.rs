@@ -21,6 +21,8 @@ pub struct CacheMetrics {
 pub struct SidecarMetrics {
     pub registry: Arc<Registry>,
     pub cache: CacheMetrics,
+    /// Spans a full export queue turned away.
+    pub spans_dropped: Counter,
 }
 
 impl SidecarMetrics {
@@ -57,9 +59,16 @@ impl SidecarMetrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let spans_dropped = Counter::default();
+        registry.register(
+            "spans_dropped",
+            "Decision spans dropped because the export queue was full",
+            spans_dropped.clone(),
+        );
         SidecarMetrics {
             registry: Arc::new(registry),
             cache,
+            spans_dropped,
         }
     }
 }

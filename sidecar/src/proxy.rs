@@ -25,6 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use purposegate_proto::v1 as pb;
 use tracing::{debug, info, warn};
 
+use purposegate_server::telemetry::parent_context;
+
 use crate::gate::{Gate, Verdict};
 use crate::routes::Routes;
 
@@ -41,7 +43,6 @@ struct Inner {
     gate: Gate,
     routes: Routes,
     upstream: Uri,
-    dry_run: bool,
     http1: Client<HttpConnector, Incoming>,
     http2: Client<HttpConnector, Incoming>,
 }
@@ -56,7 +57,7 @@ struct Denial {
 }
 
 impl Proxy {
-    pub fn new(gate: Gate, routes: Routes, upstream: Uri, dry_run: bool) -> Self {
+    pub fn new(gate: Gate, routes: Routes, upstream: Uri) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
@@ -68,7 +69,6 @@ impl Proxy {
                 gate,
                 routes,
                 upstream,
-                dry_run,
                 http1,
                 http2,
             }),
@@ -110,9 +110,18 @@ impl Proxy {
         let grpc = is_grpc(req.headers());
         let path = req.uri().path().to_string();
         let method = req.method().as_str().to_string();
+        let parent = parent_context(req.headers());
         let verdict = match self.check_request(&req, grpc, &path, &method) {
-            Ok(check) => Ok(self.inner.gate.decide(check).await),
-            Err(denial) => Err(denial),
+            Ok(check) => Ok(self.inner.gate.decide(check, &parent).await),
+            Err(denial) => {
+                let purpose = req
+                    .headers()
+                    .get("x-purpose")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                self.inner.gate.refused(&parent, purpose, &denial.reason);
+                Err(denial)
+            }
         };
         let denial = match &verdict {
             Ok(v) => denial_of(v),
@@ -125,7 +134,7 @@ impl Proxy {
         };
         match denial {
             None => self.forward(req, grpc).await,
-            Some(denial) if self.inner.dry_run => {
+            Some(denial) if self.inner.gate.dry_run => {
                 info!(
                     %path,
                     decision = denial.decision,
