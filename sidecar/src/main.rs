@@ -4,7 +4,9 @@
 //! an answered PERMIT lets data through.
 
 mod cache;
+mod extauthz;
 mod gate;
+mod intercept;
 mod local;
 mod metrics;
 mod pdp;
@@ -167,7 +169,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         dry_run = args.dry_run,
         "proxying to the app"
     );
-    proxy::Proxy::new(gate.clone(), routes, args.upstream.clone()).serve(proxy_listener);
+    proxy::Proxy::new(gate.clone(), routes.clone(), args.upstream.clone()).serve(proxy_listener);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -177,6 +179,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(extauthz::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -185,7 +188,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.local_listen))?;
     let local_addr = local.local_addr()?;
-    info!(local_addr = %local_addr, pdp = %args.pdp, "serving the local decision API");
+    info!(local_addr = %local_addr, pdp = %args.pdp, "serving the local decision API and Envoy ext_authz");
 
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -195,6 +198,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             gate.clone(),
             revisions,
         )))
+        .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+            extauthz::ExtAuthz::new(gate.clone(), routes),
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(local), wait_for_signal());
     server.await?;
     if let Some(tracing) = tracing {

@@ -22,12 +22,12 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use purposegate_proto::v1 as pb;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use purposegate_server::telemetry::parent_context;
 
-use crate::gate::{Gate, Verdict};
+use crate::gate::Gate;
+use crate::intercept::{Call, Denial, Judgement, judge};
 use crate::routes::Routes;
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -45,15 +45,6 @@ struct Inner {
     upstream: Uri,
     http1: Client<HttpConnector, Incoming>,
     http2: Client<HttpConnector, Incoming>,
-}
-
-/// Why a call is not let through, before or after asking.
-#[derive(Debug)]
-struct Denial {
-    decision: &'static str,
-    reason: String,
-    rule_ids: Vec<String>,
-    revision: String,
 }
 
 impl Proxy {
@@ -108,74 +99,6 @@ impl Proxy {
 
     async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let grpc = is_grpc(req.headers());
-        let path = req.uri().path().to_string();
-        let method = req.method().as_str().to_string();
-        let parent = parent_context(req.headers());
-        let verdict = match self.check_request(&req, grpc, &path, &method) {
-            Ok(check) => Ok(self.inner.gate.decide(check, &parent).await),
-            Err(denial) => {
-                let purpose = req
-                    .headers()
-                    .get("x-purpose")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                self.inner.gate.refused(&parent, purpose, &denial.reason);
-                Err(denial)
-            }
-        };
-        let denial = match &verdict {
-            Ok(v) => denial_of(v),
-            Err(d) => Some(Denial {
-                decision: d.decision,
-                reason: d.reason.clone(),
-                rule_ids: Vec::new(),
-                revision: String::new(),
-            }),
-        };
-        match denial {
-            None => self.forward(req, grpc).await,
-            Some(denial) if self.inner.gate.dry_run => {
-                info!(
-                    %path,
-                    decision = denial.decision,
-                    reason = %denial.reason,
-                    enforced = false,
-                    "dry run: a call that would be denied goes through"
-                );
-                self.forward(req, grpc).await
-            }
-            Some(denial) => {
-                info!(%path, decision = denial.decision, reason = %denial.reason, "denied");
-                deny(grpc, &denial)
-            }
-        }
-    }
-
-    /// The question the call asks, from its route and headers.
-    fn check_request(
-        &self,
-        req: &Request<Incoming>,
-        grpc: bool,
-        path: &str,
-        method: &str,
-    ) -> Result<pb::CheckRequest, Denial> {
-        let refuse = |reason: String| Denial {
-            decision: "DENY",
-            reason,
-            rule_ids: Vec::new(),
-            revision: String::new(),
-        };
-        let route = if grpc {
-            self.inner.routes.grpc(path)
-        } else {
-            self.inner.routes.http(method, path)
-        };
-        let Some(route) = route else {
-            return Err(refuse(format!(
-                "no route covers {} `{path}`; calls on no route are denied",
-                if grpc { "gRPC method" } else { method }
-            )));
-        };
         let headers = req.headers();
         let header = |name: &str| -> String {
             headers
@@ -185,76 +108,17 @@ impl Proxy {
                 .trim()
                 .to_string()
         };
-        let purpose = header("x-purpose");
-        if purpose.is_empty() {
-            return Err(refuse(
-                "the call states no purpose (header `x-purpose`); it is denied".to_string(),
-            ));
+        let call = Call {
+            grpc,
+            path: req.uri().path(),
+            method: req.method().as_str(),
+            header: &header,
+        };
+        let parent = parent_context(headers);
+        match judge(&self.inner.gate, &self.inner.routes, &call, &parent).await {
+            Judgement::LetThrough => self.forward(req, grpc).await,
+            Judgement::Deny(denial) => deny(grpc, &denial),
         }
-        let deidentification = match route.deidentification {
-            Some(fixed) => fixed,
-            None => match header("x-data-deidentification").as_str() {
-                "" => 0,
-                name => match purposegate_server::engine::Deidentification::parse(name) {
-                    Some(state) => crate::routes::api_number(state),
-                    None => {
-                        return Err(refuse(format!(
-                            "header `x-data-deidentification`: unknown state `{name}`"
-                        )));
-                    }
-                },
-            },
-        };
-        let group_size = match header("x-data-group-size").as_str() {
-            "" => 0,
-            k => k.parse::<u64>().map_err(|_| {
-                refuse(format!(
-                    "header `x-data-group-size`: `{k}` is not a whole number"
-                ))
-            })?,
-        };
-        let list = |value: String| -> Vec<String> {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        Ok(pb::CheckRequest {
-            subject: Some(pb::Subject {
-                id: header("x-subject"),
-                tenant: header("x-tenant"),
-                roles: list(header("x-subject-roles")),
-            }),
-            resource: Some(pb::Resource {
-                category: route.category.clone(),
-                owner_tenant: route
-                    .owner_tenant
-                    .clone()
-                    .unwrap_or_else(|| header("x-data-tenant")),
-                deidentification,
-                group_size,
-                origin: list(header("x-data-origin")),
-                attributes: route
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }),
-            purpose,
-            action: if grpc {
-                path.rsplit('/').next().unwrap_or("").to_string()
-            } else {
-                method.to_string()
-            },
-            context: Some(pb::Context {
-                customer_instruction: header("x-customer-instruction"),
-                attributes: Default::default(),
-            }),
-            supported_obligations: list(header("x-supported-obligations")),
-            request_id: header("x-request-id"),
-        })
     }
 
     /// Streams the call to the app and its answer back.
@@ -289,28 +153,6 @@ impl Proxy {
                 upstream_error(grpc, "the app behind the sidecar cannot be reached")
             }
         }
-    }
-}
-
-/// The denial a verdict amounts to, if it is not an enforced PERMIT.
-fn denial_of(verdict: &Verdict) -> Option<Denial> {
-    match &verdict.answer {
-        Ok(answer) if answer.decision() == pb::Decision::Permit => None,
-        Ok(answer) => Some(Denial {
-            decision: answer.decision().as_str_name(),
-            reason: answer.reason.clone(),
-            rule_ids: answer.rule_ids.clone(),
-            revision: answer.policy_revision.clone(),
-        }),
-        Err(status) => Some(Denial {
-            decision: "DENY",
-            reason: format!(
-                "the decision point could not answer ({:?}); nothing is permitted without it",
-                status.code()
-            ),
-            rule_ids: Vec::new(),
-            revision: String::new(),
-        }),
     }
 }
 
@@ -384,16 +226,8 @@ fn deny(grpc: bool, denial: &Denial) -> Response<Body> {
         r
     };
     let h = response.headers_mut();
-    for (name, value) in [
-        ("x-purposegate-decision", header_text(denial.decision)),
-        ("x-purposegate-reason", header_text(&denial.reason)),
-        (
-            "x-purposegate-rule-ids",
-            header_text(&denial.rule_ids.join(",")),
-        ),
-        ("x-purposegate-revision", header_text(&denial.revision)),
-    ] {
-        h.insert(HeaderName::from_static(name), value);
+    for (name, value) in denial.headers() {
+        h.insert(HeaderName::from_static(name), header_text(&value));
     }
     response
 }

@@ -1,0 +1,104 @@
+//! Envoy external authorization: `envoy.service.auth.v3.Authorization/Check`
+//! on the local port, so Envoy or Istio can use the sidecar as their
+//! ext_authz server. The HTTP request Envoy describes is judged exactly as
+//! the proxy judges a call: its path picks the route, its headers say the
+//! purpose and the rest.
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use tonic::{Request, Response, Status};
+
+use crate::gate::Gate;
+use crate::intercept::{Call, Denial, Judgement, judge};
+use crate::routes::Routes;
+
+/// The encoded descriptors of `envoy/service/auth/v3/external_auth.proto`
+/// and its imports, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_auth_descriptor.bin"));
+
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    gate: Gate,
+    routes: Routes,
+}
+
+impl ExtAuthz {
+    pub fn new(gate: Gate, routes: Routes) -> Self {
+        ExtAuthz { gate, routes }
+    }
+}
+
+fn denied(denial: &Denial) -> CheckResponse {
+    let mut http = DeniedHttpResponseBuilder::new();
+    http.set_http_status(HttpStatusCode::Forbidden);
+    for (name, value) in denial.headers() {
+        http.add_header(name, value, None, false);
+    }
+    http.set_body(format!("{}: {}\n", denial.decision, denial.reason));
+    let http: DeniedHttpResponse = http.build();
+    let mut response = CheckResponse::with_status(Status::permission_denied(denial.reason.clone()));
+    response.set_http_response(http);
+    response
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let check = request.into_inner();
+        let Some(http) = check
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            return Ok(Response::new(denied(&Denial {
+                decision: "DENY",
+                reason: "the check describes no HTTP request (`attributes.request.http`)".into(),
+                rule_ids: Vec::new(),
+                revision: String::new(),
+            })));
+        };
+        // Envoy sends header names lower-cased.
+        let header = |name: &str| -> String {
+            http.headers
+                .get(name)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let path = http.path.split('?').next().unwrap_or("");
+        let call = Call {
+            grpc: header("content-type").starts_with("application/grpc"),
+            path,
+            method: &http.method,
+            header: &header,
+        };
+        let mut trace_headers = tonic::codegen::http::HeaderMap::new();
+        for name in ["traceparent", "tracestate"] {
+            if let (Some(value), Ok(name)) = (
+                http.headers.get(name).and_then(|v| v.parse().ok()),
+                tonic::codegen::http::HeaderName::from_bytes(name.as_bytes()),
+            ) {
+                trace_headers.insert(name, value);
+            }
+        }
+        let parent = purposegate_server::telemetry::parent_context(&trace_headers);
+        let response = match judge(&self.gate, &self.routes, &call, &parent).await {
+            Judgement::LetThrough => {
+                let ok: OkHttpResponse = OkHttpResponseBuilder::new().build();
+                let mut response = CheckResponse::with_status(Status::ok(""));
+                response.set_http_response(ok);
+                response
+            }
+            Judgement::Deny(denial) => denied(&denial),
+        };
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,116 @@
+//! Envoy external authorization on the sidecar's local port, called with
+//! the real grpcurl (no proto file: the sidecar's reflection describes it).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use purposegate_tests::{ServerProcess, SidecarProcess, grpcurl, repo_root};
+
+/// The ext_authz answer for an HTTP request Envoy describes.
+fn authorize(
+    sidecar: &SidecarProcess,
+    method: &str,
+    path: &str,
+    headers: serde_json::Value,
+) -> serde_json::Value {
+    let request = serde_json::json!({
+        "attributes": {"request": {"http": {"method": method, "path": path, "headers": headers}}}
+    });
+    let run = grpcurl(
+        &[
+            "-plaintext",
+            "-d",
+            &request.to_string(),
+            &sidecar.local_addr.to_string(),
+            "envoy.service.auth.v3.Authorization/Check",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn status_code(answer: &serde_json::Value) -> i64 {
+    answer["status"]["code"].as_i64().unwrap_or(0)
+}
+
+#[test]
+fn grpcurl_gets_ok_and_permission_denied_for_the_right_headers() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let routes = repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let sidecar = SidecarProcess::start(&server.url(), &["--routes", &routes], &[]);
+
+    let list = grpcurl(
+        &["-plaintext", &sidecar.local_addr.to_string(), "list"],
+        None,
+    );
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l == "envoy.service.auth.v3.Authorization"),
+        "{list:?}"
+    );
+
+    // OK: a permitted purpose on a routed HTTP path.
+    let ok = authorize(
+        &sidecar,
+        "GET",
+        "/customers/c-1?fields=name",
+        serde_json::json!({"x-purpose": "provide", "x-subject": "crm"}),
+    );
+    assert_eq!(status_code(&ok), 0, "{ok}");
+    assert!(ok.get("okResponse").is_some(), "{ok}");
+
+    // PERMISSION_DENIED with the reason, rule ids and revision for Envoy to
+    // pass on in its 403.
+    let denied = authorize(
+        &sidecar,
+        "GET",
+        "/customers/c-1",
+        serde_json::json!({"x-purpose": "advertising"}),
+    );
+    assert_eq!(status_code(&denied), 7, "{denied}");
+    assert_eq!(denied["deniedResponse"]["status"]["code"], "Forbidden");
+    let headers = denied["deniedResponse"]["headers"].to_string();
+    assert!(
+        headers.contains("x-purposegate-rule-ids") && headers.contains("no-prohibited-uses"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-purposegate-revision"), "{headers}");
+
+    // No purpose, no route, and a gRPC method judged by its path.
+    let no_purpose = authorize(&sidecar, "GET", "/customers/c-1", serde_json::json!({}));
+    assert_eq!(status_code(&no_purpose), 7, "{no_purpose}");
+    let no_route = authorize(
+        &sidecar,
+        "GET",
+        "/orders/1",
+        serde_json::json!({"x-purpose": "provide"}),
+    );
+    assert_eq!(status_code(&no_route), 7, "{no_route}");
+    let grpc = authorize(
+        &sidecar,
+        "POST",
+        "/demo.v1.CustomerService/GetCustomer",
+        serde_json::json!({"content-type": "application/grpc", "x-purpose": "troubleshoot"}),
+    );
+    assert_eq!(status_code(&grpc), 0, "{grpc}");
+    let professional = authorize(
+        &sidecar,
+        "POST",
+        "/demo.v1.CustomerService/GetCustomer",
+        serde_json::json!({"content-type": "application/grpc", "x-purpose": "professional-services.planning"}),
+    );
+    assert_eq!(
+        status_code(&professional),
+        7,
+        "customer data is not professional-services data: {professional}"
+    );
+}
