@@ -128,6 +128,7 @@ impl DecisionCache {
         }
         self.revision.store(Arc::new(revision.to_string()));
         self.entries.clear();
+        self.count_entries();
         true
     }
 
@@ -218,6 +219,13 @@ impl DecisionCache {
         let mut answer = answer.clone();
         answer.request_id.clear();
         self.entries.insert(key.clone(), Cached { answer, expires });
+        self.count_entries();
+    }
+
+    fn count_entries(&self) {
+        self.metrics
+            .entries
+            .set(i64::try_from(self.entries.len()).unwrap_or(i64::MAX));
     }
 
     /// Makes room: expired entries first, then about 1% of the others.

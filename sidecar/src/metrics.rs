@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Counters of the decision cache.
@@ -14,6 +15,8 @@ pub struct CacheMetrics {
     pub coalesced: Counter,
     pub evictions: Counter,
     pub pdp_errors: Counter,
+    /// Decisions held now.
+    pub entries: Gauge,
 }
 
 /// Every metric of the sidecar.
@@ -59,6 +62,11 @@ impl SidecarMetrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "cache_entries",
+            "Decisions held in the cache",
+            cache.entries.clone(),
+        );
         let spans_dropped = Counter::default();
         registry.register(
             "spans_dropped",

@@ -430,6 +430,7 @@ pub async fn channel(url: &str) -> tonic::transport::Channel {
 pub fn grpcurl(args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = Command::new("grpcurl")
         .args(args)
+        .current_dir(repo_root())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

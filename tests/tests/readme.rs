@@ -7,21 +7,18 @@
     reason = "test helpers: a failed setup must fail the test"
 )]
 
-use purposegate_tests::{ServerProcess, grpcurl, repo_root};
+use purposegate_tests::{DemoService, ServerProcess, SidecarProcess, grpcurl, repo_root};
 
-/// The `$ grpcurl ...` commands of the README's console blocks, each with
-/// the output shown under it.
-fn sessions(readme: &str) -> Vec<(Vec<String>, String)> {
+/// The `$ grpcurl ...` commands of the README's console blocks tagged
+/// `tag` (```` ```console ```` is the server's session, ```` ```console sidecar ````
+/// the sidecar walkthrough), each with the output shown under it.
+fn sessions(readme: &str, tag: &str) -> Vec<(Vec<String>, String)> {
     let mut out = Vec::new();
     let mut in_console = false;
     let mut lines = readme.lines().peekable();
     while let Some(line) = lines.next() {
-        if line.starts_with("```console") {
-            in_console = true;
-            continue;
-        }
-        if line.starts_with("```") {
-            in_console = false;
+        if let Some(info) = line.strip_prefix("```") {
+            in_console = info.trim() == tag;
             continue;
         }
         if !in_console || !line.starts_with("$ grpcurl ") {
@@ -68,23 +65,18 @@ fn shell_words(command: &str) -> Vec<String> {
     words
 }
 
-#[test]
-fn the_readme_grpcurl_session_prints_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let sessions = sessions(&readme);
-    assert!(sessions.len() >= 3, "the README shows a grpcurl session");
-    let server = ServerProcess::start(&["--decision-log", "off"]);
-    let addr = server.addr.to_string();
+/// Runs each command of `sessions` with the README's addresses replaced by
+/// the test's, and compares what it prints.
+fn replay(sessions: Vec<(Vec<String>, String)>, addresses: &[(&str, String)]) {
     for (words, expected) in sessions {
         let args: Vec<&str> = words
             .iter()
             .skip(1)
             .map(|w| {
-                if w == "localhost:50051" {
-                    addr.as_str()
-                } else {
-                    w.as_str()
-                }
+                addresses
+                    .iter()
+                    .find(|(readme, _)| w == readme)
+                    .map_or(w.as_str(), |(_, real)| real.as_str())
             })
             .collect();
         let run = grpcurl(&args, None);
@@ -96,4 +88,48 @@ fn the_readme_grpcurl_session_prints_what_the_readme_shows() {
             words.join(" ")
         );
     }
+}
+
+#[test]
+fn the_readme_grpcurl_session_prints_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let sessions = sessions(&readme, "console");
+    assert!(sessions.len() >= 3, "the README shows a grpcurl session");
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    replay(sessions, &[("localhost:50051", server.addr.to_string())]);
+}
+
+#[test]
+fn the_readme_sidecar_walkthrough_prints_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let sessions = sessions(&readme, "console sidecar");
+    assert!(
+        sessions.len() >= 2,
+        "the README shows a permitted and a denied call"
+    );
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let demo = DemoService::start();
+    let upstream = format!("http://{}", demo.grpc_addr);
+    let sidecar = SidecarProcess::start(
+        &server.url(),
+        &[
+            "--upstream",
+            &upstream,
+            "--routes",
+            "examples/customer-service/routes.yaml",
+        ],
+        &[],
+    );
+    replay(
+        sessions,
+        &[
+            ("localhost:15001", sidecar.proxy_addr.to_string()),
+            ("localhost:15002", sidecar.local_addr.to_string()),
+        ],
+    );
+    assert_eq!(
+        demo.received(),
+        1,
+        "only the permitted call reached the app"
+    );
 }

@@ -252,3 +252,25 @@ async fn without_the_pdp_only_fresh_or_stale_window_answers_are_served() {
     );
     assert!(metric(&text, "purposegate_sidecar_pdp_errors_total").is_some_and(|n| n >= 2.0));
 }
+
+#[tokio::test]
+async fn the_cache_stays_within_its_bound() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let sidecar = SidecarProcess::start(&server.url(), &["--cache-max-entries", "10"], &[]);
+    let mut client = local_client(&sidecar).await;
+    for i in 0..40 {
+        let mut req = check("provide", "customer-data");
+        req.subject = Some(pb::Subject {
+            id: format!("workload-{i}"),
+            ..Default::default()
+        });
+        let (answer, source) = ask(&mut client, req).await.unwrap();
+        assert_eq!(answer.decision(), pb::Decision::Permit);
+        assert_eq!(source, "miss");
+    }
+    let text = sidecar.metrics();
+    let entries = metric(&text, "purposegate_sidecar_cache_entries").unwrap();
+    let evictions = metric(&text, "purposegate_sidecar_cache_evictions_total").unwrap();
+    assert!(entries <= 10.0, "{entries} entries held: {text}");
+    assert!(evictions >= 30.0, "{evictions} evictions: {text}");
+}
