@@ -286,7 +286,12 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with environment variables set.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+        // A free port unless the test names one.
+        let mut all = if args.contains(&"--listen") {
+            vec!["--metrics-listen", "127.0.0.1:0"]
+        } else {
+            vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
+        };
         all.extend_from_slice(args);
         let daemon = Daemon::start("purposegate-server", &all, env, &["addr", "metrics_addr"]);
         ServerProcess {

@@ -261,3 +261,32 @@ fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
         assert!(entry.contains(&format!("[env: {var}=")), "{entry}");
     }
 }
+
+#[test]
+fn every_sidecar_flag_reads_an_environment_variable() {
+    let run: purposegate_tests::Run =
+        std::process::Command::new(purposegate_tests::binary("purposegate-sidecar"))
+            .arg("--help")
+            .output()
+            .unwrap()
+            .into();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for var in [
+        "PURPOSEGATE_PDP",
+        "PURPOSEGATE_LISTEN",
+        "PURPOSEGATE_UPSTREAM",
+        "PURPOSEGATE_ROUTES",
+        "PURPOSEGATE_LOCAL_LISTEN",
+        "PURPOSEGATE_METRICS_LISTEN",
+        "PURPOSEGATE_PDP_TIMEOUT",
+        "PURPOSEGATE_STALE_IF_ERROR",
+        "PURPOSEGATE_CACHE_MAX_ENTRIES",
+        "PURPOSEGATE_DRY_RUN",
+    ] {
+        assert!(
+            run.stdout.contains(&format!("[env: {var}=")),
+            "{var} missing:\n{}",
+            run.stdout
+        );
+    }
+}

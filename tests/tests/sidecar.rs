@@ -274,3 +274,47 @@ async fn the_cache_stays_within_its_bound() {
     assert!(entries <= 10.0, "{entries} entries held: {text}");
     assert!(evictions >= 30.0, "{evictions} evictions: {text}");
 }
+
+/// The PDP goes away and comes back with another policy: the sidecar's
+/// watch reconnects, learns the new revision and flushes what it cached.
+#[tokio::test]
+async fn the_policy_watch_reconnects_to_a_restarted_pdp() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let listen = format!("127.0.0.1:{port}");
+    let text =
+        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
+            .unwrap();
+    let cut = text.find("  - id: no-prohibited-uses").unwrap();
+    let dir = TempDir::new("sidecar-restart");
+    let without = dir.write("without.yaml", &text[..cut]);
+
+    let first = ServerProcess::start(&["--listen", &listen, "--decision-log", "off"]);
+    let sidecar = SidecarProcess::start(&first.url(), &["--pdp-timeout", "500ms"], &[]);
+    let mut client = local_client(&sidecar).await;
+    let advertising = || check("advertising", "customer-data");
+    let (before, _) = ask(&mut client, advertising()).await.unwrap();
+    assert_eq!(before.decision(), pb::Decision::Deny);
+    drop(first);
+
+    let _second = ServerProcess::start(&[
+        "--listen",
+        &listen,
+        "--policy",
+        &without,
+        "--decision-log",
+        "off",
+    ]);
+    let (after, _) = eventually("the sidecar follows the restarted PDP", || {
+        let mut client = client.clone();
+        async move {
+            match ask(&mut client, advertising()).await {
+                Ok((answer, _)) if answer.decision() == pb::Decision::NotApplicable => Some(answer),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_ne!(after.policy_revision, before.policy_revision);
+}
