@@ -30,6 +30,14 @@ pub struct Verdict {
     pub source: Source,
 }
 
+/// Why a call without an answer is denied, without the PDP's internals.
+pub fn unanswered(status: &tonic::Status) -> String {
+    format!(
+        "the decision point could not answer ({:?}); nothing is permitted without it",
+        status.code()
+    )
+}
+
 impl Gate {
     /// Decides `request` for a call whose trace context is `parent`.
     pub async fn decide(&self, request: pb::CheckRequest, parent: &Context) -> Verdict {

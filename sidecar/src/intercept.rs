@@ -184,10 +184,7 @@ fn denial_of(verdict: &Verdict) -> Option<Denial> {
         }),
         Err(status) => Some(Denial {
             decision: "DENY",
-            reason: format!(
-                "the decision point could not answer ({:?}); nothing is permitted without it",
-                status.code()
-            ),
+            reason: crate::gate::unanswered(status),
             rule_ids: Vec::new(),
             revision: String::new(),
         }),

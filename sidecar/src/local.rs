@@ -25,10 +25,7 @@ impl LocalDecisions {
 
 /// The PDP could not answer: say so without passing on its internals.
 fn unavailable(status: &Status) -> Status {
-    Status::unavailable(format!(
-        "the decision point could not answer ({:?}); nothing is permitted without it",
-        status.code()
-    ))
+    Status::unavailable(crate::gate::unanswered(status))
 }
 
 fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {

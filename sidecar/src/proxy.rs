@@ -11,7 +11,6 @@
 //!    revision in `x-purposegate-*` headers. The app never sees it.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -83,7 +82,7 @@ impl Proxy {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
                     });
                     if let Err(e) =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -97,7 +96,7 @@ impl Proxy {
         });
     }
 
-    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let grpc = is_grpc(req.headers());
         let headers = req.headers();
         let header = |name: &str| -> String {
