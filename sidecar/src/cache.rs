@@ -148,7 +148,6 @@ impl DecisionCache {
             self.metrics.hits.inc();
             return Ok((answer, Source::Hit));
         }
-        self.metrics.misses.inc();
         let cell = match self.in_flight.entry(key.clone()) {
             dashmap::Entry::Occupied(e) => {
                 self.metrics.coalesced.inc();
@@ -156,6 +155,9 @@ impl DecisionCache {
             }
             dashmap::Entry::Vacant(e) => e.insert(Arc::new(OnceCell::new())).clone(),
         };
+        // Set only if this caller ran the flight: whether it found the
+        // answer cached after all.
+        let found_cached = std::sync::atomic::AtomicBool::new(false);
         let result = cell
             .get_or_init(|| async {
                 // However this flight ends, answered or cancelled, it leaves
@@ -168,8 +170,11 @@ impl DecisionCache {
                 // A caller who came after the last flight landed finds its
                 // answer here instead of asking again.
                 if let Some(answer) = self.fresh(&key) {
+                    self.metrics.hits.inc();
+                    found_cached.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(answer);
                 }
+                self.metrics.misses.inc();
                 let result = ask().await;
                 match &result {
                     Ok(answer) => self.store(&key, answer),
@@ -182,6 +187,9 @@ impl DecisionCache {
             .await
             .clone();
         match result {
+            Ok(answer) if found_cached.load(std::sync::atomic::Ordering::Relaxed) => {
+                Ok((answer, Source::Hit))
+            }
             Ok(answer) => Ok((answer, Source::Miss)),
             Err(status) => match self.stale(&key) {
                 Some(answer) => {

@@ -152,9 +152,15 @@ async fn concurrent_identical_misses_make_one_pdp_call() {
         "100 identical first calls, one PDP call"
     );
     let text = sidecar.metrics();
+    let misses = metric(&text, "purposegate_sidecar_cache_misses_total").unwrap();
     let coalesced = metric(&text, "purposegate_sidecar_cache_coalesced_waits_total").unwrap();
     let hits = metric(&text, "purposegate_sidecar_cache_hits_total").unwrap();
-    assert_eq!(coalesced + hits, 99.0, "{text}");
+    assert_eq!(misses, 1.0, "one call asked the PDP: {text}");
+    assert_eq!(
+        coalesced + hits,
+        99.0,
+        "the others waited for it or found it: {text}"
+    );
 }
 
 #[tokio::test]
