@@ -10,3 +10,4 @@ pub mod reload;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

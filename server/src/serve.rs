@@ -59,6 +59,48 @@ pub struct ServeArgs {
     /// dropped and counted, never waited for.
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value_t = 10_000)]
     pub decision_log_queue: usize,
+    /// Address to serve the sidecar injection webhook on (HTTPS, paths
+    /// /inject and /inject-namespace) [default: off].
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_LISTEN", requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the webhook; reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_CERT")]
+    pub webhook_cert: Option<PathBuf>,
+    /// PEM private key of the webhook; reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_KEY")]
+    pub webhook_key: Option<PathBuf>,
+    /// What the webhook answers when it cannot inject a selected pod:
+    /// `fail` refuses the pod, `ignore` admits it with a warning. Match the
+    /// MutatingWebhookConfiguration's failurePolicy.
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_FAILURE_POLICY", value_enum, default_value_t = crate::webhook::inject::FailurePolicy::Fail)]
+    pub webhook_failure_policy: crate::webhook::inject::FailurePolicy,
+    /// Image of the injected sidecar.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_IMAGE", default_value = concat!("purposegate/purposegate:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+    /// The decision server as injected sidecars reach it.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_PDP",
+        default_value = "http://purposegate.purposegate.svc:50051"
+    )]
+    pub sidecar_pdp: String,
+    /// CPU request of injected sidecars.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    pub sidecar_cpu_request: String,
+    /// Memory request of injected sidecars.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_MEMORY_REQUEST",
+        default_value = "32Mi"
+    )]
+    pub sidecar_memory_request: String,
+    /// Memory limit of injected sidecars.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_MEMORY_LIMIT",
+        default_value = "128Mi"
+    )]
+    pub sidecar_memory_limit: String,
     /// Log format of the server's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -190,6 +232,25 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         tracing.clone(),
     );
 
+    if let (Some(addr), Some(cert), Some(key)) =
+        (args.webhook_listen, &args.webhook_cert, &args.webhook_key)
+    {
+        let cert = crate::webhook::ReloadingCert::new(cert.clone(), key.clone())?;
+        let template = crate::webhook::inject::SidecarTemplate {
+            image: args.sidecar_image.clone(),
+            pdp: args.sidecar_pdp.clone(),
+            cpu_request: args.sidecar_cpu_request.clone(),
+            memory_request: args.sidecar_memory_request.clone(),
+            memory_limit: args.sidecar_memory_limit.clone(),
+            failure_policy: args.webhook_failure_policy,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        info!(webhook_addr = %listener.local_addr()?, "serving the sidecar injection webhook");
+        crate::webhook::serve(listener, Arc::new(cert), Arc::new(template))?;
+    }
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -256,4 +317,27 @@ pub async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Accepts connections on `listener` until the process ends, handing each
+/// to `connection` on a task of its own. A failed accept (out of file
+/// descriptors, say) is logged and retried after a pause, never fatal.
+pub fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, what: &'static str, connection: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(stream, peer));
+                }
+                Err(e) => {
+                    warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
 }

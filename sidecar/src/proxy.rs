@@ -67,31 +67,20 @@ impl Proxy {
 
     /// Accepts connections on `listener` until the process ends.
     pub fn serve(self, listener: tokio::net::TcpListener) {
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+        purposegate_server::serve::accept_loop(listener, "proxy", move |stream, peer| {
+            let proxy = self.clone();
+            async move {
                 let _ = stream.set_nodelay(true);
-                let proxy = self.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
-                    });
-                    if let Err(e) =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    {
-                        debug!(error = %e, %peer, "proxy connection ended");
-                    }
+                let service = hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req).await) }
                 });
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, %peer, "proxy connection ended");
+                }
             }
         });
     }
