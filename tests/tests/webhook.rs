@@ -167,6 +167,7 @@ fn a_labelled_pod_gets_the_sidecar_and_validates_against_the_kubernetes_schema()
     let sidecar = &containers[1];
     assert_eq!(sidecar["name"], "purposegate-sidecar");
     assert_eq!(sidecar["image"], "registry.example/purposegate:test");
+    assert_eq!(sidecar["command"][0], "/usr/local/bin/purposegate-sidecar");
     let args: Vec<&str> = sidecar["args"]
         .as_array()
         .unwrap()

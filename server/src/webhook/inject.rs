@@ -201,6 +201,8 @@ fn sidecar(template: &SidecarTemplate, upstream_port: u16, routes: bool) -> Cont
     Container {
         name: SIDECAR_NAME.to_string(),
         image: Some(template.image.clone()),
+        // The image holds both binaries; its entrypoint is the server.
+        command: Some(vec!["/usr/local/bin/purposegate-sidecar".to_string()]),
         args: Some(args),
         ports: Some(vec![
             ContainerPort {

@@ -1,0 +1,59 @@
+{{/* The chart's name, overridable. */}}
+{{- define "purposegate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: used for every object the chart creates. */}}
+{{- define "purposegate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The standard app.kubernetes.io labels. */}}
+{{- define "purposegate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "purposegate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: purposegate
+{{- end }}
+
+{{- define "purposegate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "purposegate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: decision-server
+{{- end }}
+
+{{- define "purposegate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "purposegate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "purposegate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Where the webhook's TLS pair comes from: the user's Secret, cert-manager's, or one the chart makes. */}}
+{{- define "purposegate.webhookSecretName" -}}
+{{- default (printf "%s-webhook-tls" (include "purposegate.fullname" .)) .Values.injection.tls.secretName }}
+{{- end }}
+
+{{/* Whether a policy is mounted (inline or an existing ConfigMap). */}}
+{{- define "purposegate.policyConfigMap" -}}
+{{- if .Values.policy.existingConfigMap }}
+{{- .Values.policy.existingConfigMap }}
+{{- else if .Values.policy.inline }}
+{{- printf "%s-policy" (include "purposegate.fullname" .) }}
+{{- end }}
+{{- end }}
