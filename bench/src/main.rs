@@ -15,6 +15,8 @@
     reason = "a benchmark prints its progress and plots counts as floats"
 )]
 
+mod net;
+mod passthrough;
 mod report;
 mod scaling;
 
@@ -102,6 +104,13 @@ fn run() -> Result<(), String> {
     // 3. Scaling.
     let scaling = scaling::run()?;
 
+    // 4. Over the network: server, sidecar, memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let network = runtime.block_on(net::run())?;
+
     report::write(
         &root,
         &report::Report {
@@ -109,6 +118,7 @@ fn run() -> Result<(), String> {
             agreement_permits: permits,
             engines: vec![engine, cedar_sample, rego_sample],
             scaling,
+            network,
         },
     )
 }
