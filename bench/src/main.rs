@@ -15,6 +15,7 @@
     reason = "a benchmark prints its progress and plots counts as floats"
 )]
 
+mod cachehit;
 mod net;
 mod passthrough;
 mod report;
@@ -104,7 +105,10 @@ fn run() -> Result<(), String> {
     // 3. Scaling.
     let scaling = scaling::run()?;
 
-    // 4. Over the network: server, sidecar, memory.
+    // 4. The sidecar's cache hit, in process.
+    let cache_hit = cachehit::run()?;
+
+    // 5. Over the network: server, sidecar, memory.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +122,7 @@ fn run() -> Result<(), String> {
             agreement_permits: permits,
             engines: vec![engine, cedar_sample, rego_sample],
             scaling,
+            cache_hit,
             network,
         },
     )

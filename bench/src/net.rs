@@ -38,11 +38,12 @@ pub struct Network {
     pub memory: Vec<Memory>,
 }
 
-fn check_request() -> pb::CheckRequest {
+/// The request every network measurement sends, from subject `id`.
+pub fn check_request_from(id: &str) -> pb::CheckRequest {
     pb::CheckRequest {
         purpose: "provide.personalization".into(),
         subject: Some(pb::Subject {
-            id: "crm".into(),
+            id: id.into(),
             tenant: "contoso".into(),
             roles: vec![],
         }),
@@ -53,6 +54,10 @@ fn check_request() -> pb::CheckRequest {
         }),
         ..Default::default()
     }
+}
+
+fn check_request() -> pb::CheckRequest {
+    check_request_from("crm")
 }
 
 /// A tonic server with the same service and messages as purposegate's,

@@ -17,6 +17,7 @@ pub struct Report {
     pub agreement_permits: usize,
     pub engines: Vec<Sample>,
     pub scaling: Vec<Point>,
+    pub cache_hit: Sample,
     pub network: crate::net::Network,
 }
 
@@ -116,7 +117,7 @@ fn markdown(r: &Report) -> String {
         );
     }
     let _ = writeln!(md, "![scaling](bench/results/scaling.svg)\n");
-    network(&mut md, &r.network);
+    network(&mut md, &r.network, &r.cache_hit);
     md
 }
 
@@ -238,7 +239,7 @@ fn us(ns: f64) -> String {
     format!("{:.1} µs", ns / 1000.0)
 }
 
-fn network(md: &mut String, n: &crate::net::Network) {
+fn network(md: &mut String, n: &crate::net::Network, hit: &Sample) {
     let find =
         |samples: &[Sample], name: &str| samples.iter().find(|s| s.name.starts_with(name)).cloned();
     let _ = writeln!(md, "## Server vs bare gRPC\n");
@@ -319,6 +320,11 @@ fn network(md: &mut String, n: &crate::net::Network) {
             if r <= 1.1 { "yes" } else { "no" }
         );
     }
+    let _ = writeln!(
+        md,
+        "Inside the sidecar's process, a cache hit (the key built from the request, the answer found and cloned) takes {:.0} ns at the median and {:.0} ns at p99 ({} runs; p10 {:.0} ns, p90 {:.0} ns): the rest of a hit's round trip is proxying.\n",
+        hit.median_ns, hit.p99_ns, hit.runs, hit.p10_ns, hit.p90_ns
+    );
     let _ = writeln!(md, "![sidecar](bench/results/sidecar.svg)\n");
     let _ = writeln!(md, "## Memory\n\n| process | resident |\n|---|---:|");
     for m in &n.memory {

@@ -11,6 +11,10 @@ use crate::gate::{Gate, Verdict};
 use crate::routes::Routes;
 
 /// What the sidecar knows of an intercepted call.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a header lookup closure, which has nothing to show"
+)]
 pub struct Call<'a> {
     pub grpc: bool,
     /// Without the query.

@@ -1,17 +1,5 @@
-//! `purposegate-sidecar`: the policy enforcement point beside a data
-//! service. Every face (proxy, Envoy ext_authz, local decision API) asks the
-//! same [`gate::Gate`]: the decision cache, then the PDP. Fail closed: only
-//! an answered PERMIT lets data through.
-
-mod cache;
-mod extauthz;
-mod gate;
-mod intercept;
-mod local;
-mod metrics;
-mod pdp;
-mod proxy;
-mod routes;
+//! `purposegate-sidecar`: flags, listeners and signals around the library
+//! (`src/lib.rs`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,11 +13,12 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-use crate::cache::DecisionCache;
-use crate::gate::Gate;
-use crate::local::LocalDecisions;
-use crate::metrics::SidecarMetrics;
-use crate::pdp::Pdp;
+use purposegate_sidecar::cache::DecisionCache;
+use purposegate_sidecar::gate::Gate;
+use purposegate_sidecar::local::LocalDecisions;
+use purposegate_sidecar::metrics::SidecarMetrics;
+use purposegate_sidecar::pdp::Pdp;
+use purposegate_sidecar::{extauthz, proxy, routes};
 
 /// purposegate sidecar: enforces purpose decisions on the calls to the data
 /// service beside it.

@@ -99,6 +99,10 @@ impl Routes {
     pub fn len(&self) -> usize {
         self.routes.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
 }
 
 fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Route> {
