@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bins \
   -p purposegate-server -p purposegate-sidecar -p purposegate-demo-service -p purposegate-bench
-exec target/release/purposegate-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/purposegate-bench" "$@"
