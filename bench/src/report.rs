@@ -261,7 +261,7 @@ fn network(md: &mut String, n: &crate::net::Network, hit: &Sample) {
     }
     let _ = writeln!(
         md,
-        "\n| in flight | bare tonic RPC | purposegate Check | ratio |\n|---:|---:|---:|---:|"
+        "\nThroughput on one channel; each figure is one run of 1.5 s, so the rows show the spread.\n\n| in flight | bare tonic RPC | purposegate Check | ratio |\n|---:|---:|---:|---:|"
     );
     for in_flight in [1, 16, 64] {
         let rate = |name: &str| {
@@ -326,7 +326,10 @@ fn network(md: &mut String, n: &crate::net::Network, hit: &Sample) {
         hit.median_ns, hit.p99_ns, hit.runs, hit.p10_ns, hit.p90_ns
     );
     let _ = writeln!(md, "![sidecar](bench/results/sidecar.svg)\n");
-    let _ = writeln!(md, "## Memory\n\n| process | resident |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "## Memory\n\nResident memory (VmRSS) read once at each point of the run.\n\n| process | resident |\n|---|---:|"
+    );
     for m in &n.memory {
         let _ = writeln!(
             md,
