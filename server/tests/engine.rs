@@ -177,6 +177,11 @@ fn semantic_10_every_answer_explains_itself() {
 }
 
 #[test]
+fn purposes_bound_to_identity() {
+    semantic("12-claims");
+}
+
+#[test]
 fn conditions_of_the_policy_format() {
     semantic("11-conditions");
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use purposegate_proto::v1 as pb;
 use purposegate_server::engine::decode::Decoder;
 use purposegate_server::engine::yaml;
-use purposegate_server::engine::{Deidentification, Diagnostics};
+use purposegate_server::engine::{Deidentification, Diagnostics, glob};
 
 /// What a route says about the data a call touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,37 +206,6 @@ pub fn api_number(state: Deidentification) -> i32 {
         Deidentification::Aggregated => pb::Deidentification::Aggregated,
     };
     named.into()
-}
-
-/// `*` matches any run of characters, `?` any one; everything else itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative matching with backtracking to the last `*`: linear-ish, no
-    // recursion, so a hostile path cannot blow the stack.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || Some(&c) == t.get(ti) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..).unwrap_or(&[]).iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::decision::{Decision, Evaluation, MonitorOutcome};
-use super::model::{Condition, Effect, Mode, NodeIdx, Obligation, Presence, Rule, StateTest};
+use super::glob::glob;
+use super::model::{
+    Claim, Condition, Effect, Mode, NodeIdx, Obligation, Presence, Rule, StateTest,
+};
 use super::policy::{Policy, RuleIdx};
 use super::request::DecisionRequest;
 use super::suggest;
@@ -140,6 +143,13 @@ impl Policy {
                 format!("unknown purpose `{}`{hint}", req.purpose),
             );
         };
+        // Purposes bound to identity: a claim outside the policy's `claims`
+        // is denied before any rule is looked at.
+        if let Some(claims) = self.claims() {
+            if let Err((rule_ids, reason)) = self.may_claim(claims, purpose, req) {
+                return self.answer(req, Decision::Deny, rule_ids, reason);
+            }
+        }
         let in_play = self.categories_in_play(req);
         let enforced = self.decide(purpose, &in_play, req, false);
         let monitor = if self.has_monitor_rules() {
@@ -175,6 +185,54 @@ impl Policy {
             request_id: req.request_id.clone(),
             monitor,
         }
+    }
+
+    /// Whether the request's subject may claim `purpose`; if not, the
+    /// claims that named the subject and why.
+    fn may_claim(
+        &self,
+        claims: &[Claim],
+        purpose: NodeIdx,
+        req: &DecisionRequest,
+    ) -> Result<(), (Vec<Arc<str>>, String)> {
+        let subject = &req.subject.id;
+        if subject.is_empty() {
+            return Err((
+                Vec::new(),
+                "the request names no subject, and this policy binds purposes to subjects (`claims`)"
+                    .to_string(),
+            ));
+        }
+        let mine: Vec<&Claim> = claims
+            .iter()
+            .filter(|c| c.subjects.iter().any(|pattern| glob(pattern, subject)))
+            .collect();
+        if mine.is_empty() {
+            return Err((
+                Vec::new(),
+                format!("subject `{subject}` may claim no purpose: no entry of `claims` names it"),
+            ));
+        }
+        let allowed = mine.iter().any(|c| {
+            c.purpose_idx
+                .iter()
+                .any(|&listed| self.purposes().covers(listed, purpose))
+        });
+        if allowed {
+            return Ok(());
+        }
+        let may: Vec<String> = mine
+            .iter()
+            .flat_map(|c| c.purposes.iter().map(|p| format!("`{p}`")))
+            .collect();
+        Err((
+            mine.iter().map(|c| c.id.clone()).collect(),
+            format!(
+                "subject `{subject}` may not claim purpose `{}`; it may claim {}",
+                req.purpose,
+                may.join(", ")
+            ),
+        ))
     }
 
     fn answer(

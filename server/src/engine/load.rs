@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::decode::{Decoder, id_problem};
 use super::diagnostic::{Diagnostic, Diagnostics, Span};
 use super::model::{
-    Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule, Settings,
-    StateTest, Taxonomy, parent_id,
+    Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
+    Settings, StateTest, Taxonomy, parent_id,
 };
 use super::policy::Policy;
 use super::suggest;
@@ -40,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "purposes",
     "dataCategories",
     "rules",
+    "claims",
 ];
 const SETTING_KEYS: &[&str] = &["minAggregationGroupSize", "decisionTtlSeconds"];
 const RULE_KEYS: &[&str] = &[
@@ -108,6 +109,7 @@ pub fn load(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
             r.purposes,
             r.categories,
             r.rules,
+            r.claims,
         )),
         None => Err(Diagnostics(vec![Diagnostic::new(
             sources.first().map_or("<policy>", |s| s.name),
@@ -178,6 +180,71 @@ struct FileDoc {
     purposes: Vec<Declaration>,
     categories: Vec<Declaration>,
     rules: Vec<RuleDoc>,
+    /// `Some` when the file has a `claims` section.
+    claims: Option<Vec<ClaimDoc>>,
+}
+
+/// A `claims` entry as written.
+#[derive(Debug)]
+struct ClaimDoc {
+    id: String,
+    span: Span,
+    subjects: Vec<String>,
+    purposes: Vec<(String, Span)>,
+}
+
+fn decode_claims(d: &mut Decoder<'_>, node: &Node) -> Vec<ClaimDoc> {
+    let Some(items) = d.seq(node, "`claims`") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("claim #{}", i + 1);
+        let Some(f) = d.fields(item, &what, &["id", "description", "subjects", "purposes"]) else {
+            continue;
+        };
+        let id = match f.get("id") {
+            Some(n) => d.id(n, "claim id"),
+            None => {
+                d.error(item.span, format!("{what} has no `id`"));
+                None
+            }
+        };
+        if let Some(n) = f.get("description") {
+            d.string(n, &format!("{what}: `description`"));
+        }
+        let subjects = match f.get("subjects") {
+            Some(n) => d
+                .strings(n, &format!("{what}: `subjects`"))
+                .unwrap_or_default(),
+            None => {
+                d.error(
+                    item.span,
+                    format!("{what} needs `subjects` (ids, SPIFFE IDs or globs)"),
+                );
+                Vec::new()
+            }
+        };
+        if subjects.is_empty() && f.get("subjects").is_some() {
+            d.error(item.span, format!("{what}: `subjects` must not be empty"));
+        }
+        let purposes = match f.get("purposes") {
+            Some(n) => d.id_list(n, &format!("{what}: `purposes`")),
+            None => {
+                d.error(item.span, format!("{what} needs `purposes`"));
+                Vec::new()
+            }
+        };
+        if let Some((id, span)) = id {
+            out.push(ClaimDoc {
+                id,
+                span,
+                subjects,
+                purposes,
+            });
+        }
+    }
+    out
 }
 
 fn decode_file(d: &mut Decoder<'_>, root: &Node) -> FileDoc {
@@ -240,6 +307,9 @@ fn decode_file(d: &mut Decoder<'_>, root: &Node) -> FileDoc {
     }
     if let Some(node) = top.get("dataCategories") {
         doc.categories = declarations(d, node, "data category");
+    }
+    if let Some(node) = top.get("claims") {
+        doc.claims = Some(decode_claims(d, node));
     }
     if let Some(node) = top.get("rules") {
         if let Some(items) = d.seq(node, "`rules`") {
@@ -642,6 +712,57 @@ struct Resolved {
     purposes: Taxonomy,
     categories: Taxonomy,
     rules: Vec<Rule>,
+    claims: Option<Vec<Claim>>,
+}
+
+/// Claims of every file that has a `claims` section, names resolved.
+fn resolve_claims(
+    files: &[FileDoc],
+    purposes: &Taxonomy,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Vec<Claim>> {
+    if files.iter().all(|f| f.claims.is_none()) {
+        return None;
+    }
+    let mut seen = FirstSeen::default();
+    let mut claims = Vec::new();
+    for f in files {
+        for doc in f.claims.iter().flatten() {
+            if let Some(first) = seen.record(&doc.id, &f.file, doc.span) {
+                out.push(Diagnostic::new(
+                    &f.file,
+                    doc.span,
+                    format!("duplicate claim id `{}` (first defined at {first})", doc.id),
+                ));
+                continue;
+            }
+            let mut purpose_idx = Vec::new();
+            for (p, span) in &doc.purposes {
+                match purposes.lookup(p) {
+                    Some(idx) => purpose_idx.push(idx),
+                    None => {
+                        let hint = suggest::did_you_mean(p, purposes.ids());
+                        out.push(Diagnostic::new(
+                            &f.file,
+                            *span,
+                            format!("claim `{}`: unknown purpose `{p}`{hint}", doc.id),
+                        ));
+                    }
+                }
+            }
+            claims.push(Claim {
+                id: Arc::from(doc.id.as_str()),
+                subjects: doc.subjects.clone(),
+                purposes: doc
+                    .purposes
+                    .iter()
+                    .map(|(p, _)| Arc::from(p.as_str()))
+                    .collect(),
+                purpose_idx,
+            });
+        }
+    }
+    Some(claims)
 }
 
 fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
@@ -745,6 +866,7 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
             }
         }
     }
+    let claims = resolve_claims(files, &purposes, out);
     let (name, _, _) = name?;
     Some(Resolved {
         name: name.to_string(),
@@ -753,6 +875,7 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
         purposes,
         categories,
         rules,
+        claims,
     })
 }
 

@@ -14,6 +14,7 @@ mod decision;
 pub mod decode;
 mod diagnostic;
 mod eval;
+mod glob;
 mod load;
 mod model;
 mod policy;
@@ -26,10 +27,11 @@ pub mod default_policy;
 pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorOutcome};
 pub use diagnostic::{Diagnostic, Diagnostics, Span};
+pub use glob::glob;
 pub use load::{POLICY_VERSION, PolicySource};
 pub use model::{
-    Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule, Settings,
-    StateTest, Taxonomy, TaxonomyNode,
+    Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
+    Settings, StateTest, Taxonomy, TaxonomyNode,
 };
 pub use policy::{Policy, RuleIdx};
 pub use request::{Context, DecisionRequest, InvalidRequest, MAX_ORIGINS, Resource, Subject};

@@ -426,3 +426,15 @@ impl Rule {
         out
     }
 }
+
+/// Who may claim which purposes (the policy's `claims` section): a subject
+/// matching one of `subjects` (globs) may ask for the listed purposes and
+/// their descendants.
+#[derive(Debug, Clone, Serialize)]
+pub struct Claim {
+    pub id: Arc<str>,
+    pub subjects: Vec<String>,
+    pub purposes: Vec<Arc<str>>,
+    #[serde(skip)]
+    pub purpose_idx: Vec<NodeIdx>,
+}

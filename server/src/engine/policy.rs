@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::model::{Effect, Mode, NodeIdx, Rule, Settings, Taxonomy};
+use super::model::{Claim, Effect, Mode, NodeIdx, Rule, Settings, Taxonomy};
 
 /// Index of a rule in policy order.
 pub type RuleIdx = u32;
@@ -28,6 +28,9 @@ pub struct Policy {
     purposes: Taxonomy,
     categories: Taxonomy,
     rules: Vec<Rule>,
+    /// `None` when the policy has no `claims` section: any subject may
+    /// claim any purpose.
+    claims: Option<Vec<Claim>>,
     index: RuleIndex,
 }
 
@@ -39,6 +42,7 @@ impl Policy {
         purposes: Taxonomy,
         categories: Taxonomy,
         rules: Vec<Rule>,
+        claims: Option<Vec<Claim>>,
     ) -> Self {
         let revision = revision_of(
             &name,
@@ -47,6 +51,7 @@ impl Policy {
             &purposes,
             &categories,
             &rules,
+            claims.as_deref(),
         );
         let index = RuleIndex::build(&purposes, &categories, &rules);
         Policy {
@@ -57,6 +62,7 @@ impl Policy {
             purposes,
             categories,
             rules,
+            claims,
             index,
         }
     }
@@ -89,6 +95,11 @@ impl Policy {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Who may claim which purposes, if the policy says.
+    pub fn claims(&self) -> Option<&[Claim]> {
+        self.claims.as_deref()
     }
 
     pub fn rule(&self, idx: RuleIdx) -> Option<&Rule> {
@@ -224,6 +235,8 @@ struct Canonical<'a> {
     purposes: BTreeMap<&'a str, &'a str>,
     data_categories: BTreeMap<&'a str, &'a str>,
     rules: &'a [Rule],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<&'a [Claim]>,
 }
 
 fn revision_of(
@@ -233,6 +246,7 @@ fn revision_of(
     purposes: &Taxonomy,
     categories: &Taxonomy,
     rules: &[Rule],
+    claims: Option<&[Claim]>,
 ) -> String {
     let tree = |t: &'_ Taxonomy| -> BTreeMap<String, String> {
         t.nodes()
@@ -255,6 +269,7 @@ fn revision_of(
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
         rules,
+        claims,
     };
     // Serialising plain data to a Vec cannot fail; an empty input would
     // still give a stable (if useless) hash rather than a panic.

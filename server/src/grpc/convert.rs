@@ -161,6 +161,16 @@ pub fn policy_info(policy: &Policy, last_reload_error: String) -> pb::PolicyInfo
                 obligations: r.obligations.iter().map(obligation).collect(),
             })
             .collect(),
+        claims: policy
+            .claims()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| pb::ClaimInfo {
+                id: c.id.to_string(),
+                subjects: c.subjects.clone(),
+                purposes: c.purposes.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
     }
 }
 
