@@ -508,3 +508,51 @@ async fn a_call_in_flight_at_sigterm_is_answered() {
     let code = server.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
 }
+
+/// A message that says `purpose` (field 3) is a number: not a CheckRequest
+/// any client should send.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "3")]
+    purpose: u64,
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_messages_are_refused_and_the_server_keeps_serving() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let channel = channel(&server.url()).await;
+    let mut client =
+        DecisionServiceClient::new(channel.clone()).max_encoding_message_size(16 * 1024 * 1024);
+
+    // Above the 4 MiB a server decodes.
+    let mut huge = check("provide", "customer-data");
+    if let Some(r) = huge.resource.as_mut() {
+        r.attributes
+            .insert("padding".into(), "x".repeat(5 * 1024 * 1024));
+    }
+    let err = client.check(huge).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+
+    // Bytes that are no CheckRequest.
+    let mut raw = tonic::client::Grpc::new(channel.clone());
+    raw.ready().await.unwrap();
+    let err = raw
+        .unary::<_, pb::CheckResponse, _>(
+            tonic::Request::new(WrongWireType { purpose: 7 }),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/purposegate.v1.DecisionService/Check",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+
+    // Still serving, the same answers.
+    let answer = client
+        .check(check("provide", "customer-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision(), pb::Decision::Permit);
+}
