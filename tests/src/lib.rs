@@ -620,3 +620,59 @@ impl OtlpReceiver {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
+
+/// A TCP relay on loopback that holds every chunk for `delay` before
+/// passing it on: a network (or a PDP) slower than a caller's timeout.
+#[derive(Debug)]
+pub struct SlowRelay {
+    pub addr: std::net::SocketAddr,
+}
+
+impl SlowRelay {
+    /// Starts relaying to `target` inside the current tokio runtime.
+    pub async fn start(target: std::net::SocketAddr, delay: std::time::Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(relay(ri, wo, delay));
+                    relay(ro, wi, delay).await;
+                });
+            }
+        });
+        SlowRelay { addr }
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        tokio::time::sleep(delay).await;
+        if to
+            .write_all(buf.get(..n).unwrap_or_default())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -324,3 +324,31 @@ async fn the_policy_watch_reconnects_to_a_restarted_pdp() {
     .await;
     assert_ne!(after.policy_revision, before.policy_revision);
 }
+
+/// A PDP slower than --pdp-timeout: nothing uncached is let through, and
+/// the answer comes within the timeout, not the PDP's pace.
+#[tokio::test]
+async fn a_pdp_slower_than_the_timeout_gets_calls_denied_in_time() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let slow = purposegate_tests::SlowRelay::start(server.addr, Duration::from_millis(600)).await;
+    let sidecar = SidecarProcess::start(
+        &format!("http://{}", slow.addr),
+        &["--pdp-timeout", "200ms"],
+        &[],
+    );
+    let mut client = DecisionServiceClient::new(channel(&sidecar.local_url()).await);
+    for purpose in ["provide", "troubleshoot", "improve"] {
+        let start = Instant::now();
+        let err = ask(&mut client, check(purpose, "customer-data"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_millis(550),
+            "denied after {:?}, slower than the 200 ms timeout allows",
+            start.elapsed()
+        );
+    }
+    let errors = metric(&sidecar.metrics(), "purposegate_sidecar_pdp_errors_total").unwrap();
+    assert!(errors >= 3.0, "{errors}");
+}
