@@ -347,3 +347,42 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[size + 2..];
     }
 }
+
+/// Callers that go away mid-stream leave the sidecar and the app serving.
+#[tokio::test]
+async fn clients_disconnecting_mid_stream_leave_everything_serving() {
+    let stack = stack(&[]);
+    for _ in 0..20 {
+        let mut client = client(&stack).await;
+        let mut stream = client
+            .export_customers(with_purpose(
+                pb::ExportCustomersRequest { fail_after: 0 },
+                "provide",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // Take one record, then drop the stream and its connection.
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.id, "c-1");
+        drop(stream);
+        drop(client);
+    }
+    // A large request abandoned before its answer.
+    for _ in 0..5 {
+        let mut client = client(&stack).await;
+        let payload = vec![7u8; 2_000_000];
+        let call = client.echo(with_purpose(pb::EchoRequest { payload }, "improve"));
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(1), call).await;
+    }
+    let mut client = client(&stack).await;
+    let customer = client
+        .get_customer(with_purpose(
+            pb::GetCustomerRequest { id: "c-4".into() },
+            "provide",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(customer.name, "Katherine Johnson");
+}
