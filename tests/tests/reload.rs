@@ -271,3 +271,76 @@ async fn checks_during_reloads_never_see_a_half_loaded_policy() {
     );
     assert!(answers > 100, "only {answers} answers");
 }
+
+/// Broken reloads while checks run: not one check fails, and every answer
+/// comes from the last good revision.
+#[tokio::test]
+async fn broken_reloads_under_load_fail_no_check() {
+    let dir = TempDir::new("reload-broken-load");
+    let path = dir.path().join("policy.yaml");
+    let good = default_policy_text();
+    let broken = good.replace("purposes: [lbo]\n", "purposes: [lbo.biling]\n");
+    std::fs::write(&path, &good).unwrap();
+    let server = ServerProcess::start(&[
+        "--policy",
+        &path.display().to_string(),
+        "--decision-log",
+        "off",
+    ]);
+    let client = DecisionServiceClient::new(channel(&server.url()).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut askers = Vec::new();
+    for _ in 0..4 {
+        let mut client = client.clone();
+        let stop = stop.clone();
+        askers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut revisions) =
+                (0u64, 0u64, std::collections::BTreeSet::new());
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match client.check(advertising()).await {
+                    Ok(a) => {
+                        let a = a.into_inner();
+                        assert_eq!(a.decision(), pb::Decision::Deny);
+                        revisions.insert(a.policy_revision);
+                        ok += 1;
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed, revisions)
+        }));
+    }
+    for i in 0..6 {
+        // Broken, then broken differently: never a good new revision.
+        let text = if i % 2 == 0 {
+            broken.clone()
+        } else {
+            format!("{broken}\n# edit {i}\n")
+        };
+        replace_file(&path, &text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut revisions) = (0, 0, std::collections::BTreeSet::new());
+    for asker in askers {
+        let (o, f, r) = asker.await.unwrap();
+        ok += o;
+        failed += f;
+        revisions.extend(r);
+    }
+    assert_eq!(failed, 0, "checks failed during broken reloads");
+    assert!(ok > 100, "only {ok} checks");
+    assert_eq!(
+        revisions.len(),
+        1,
+        "the last good revision served throughout: {revisions:?}"
+    );
+    let failures = purposegate_tests::metric(
+        &server.metrics(),
+        r#"purposegate_policy_reloads_total{result="failure"}"#,
+    );
+    assert!(failures.is_some_and(|n| n >= 1.0), "{failures:?}");
+}
