@@ -202,6 +202,43 @@ async fn a_policy_directory_reloads_when_a_file_is_added() {
     .await;
 }
 
+/// Four callers asking about advertising while `meanwhile` runs; every
+/// answer (or error) they got.
+async fn hammer_while<F: std::future::Future<Output = ()>>(
+    client: &DecisionServiceClient<tonic::transport::Channel>,
+    meanwhile: F,
+) -> Vec<Result<pb::CheckResponse, tonic::Status>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let askers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..100_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    seen.push(
+                        client
+                            .check(advertising())
+                            .await
+                            .map(tonic::Response::into_inner),
+                    );
+                }
+                seen
+            })
+        })
+        .collect();
+    meanwhile.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for asker in askers {
+        all.extend(asker.await.unwrap());
+    }
+    all
+}
+
 /// Checks racing reloads each see one whole policy: every revision answers
 /// with one decision only, never a mix of the old and new rules.
 #[tokio::test]
@@ -220,56 +257,38 @@ async fn checks_during_reloads_never_see_a_half_loaded_policy() {
     ]);
     let client = DecisionServiceClient::new(channel(&server.url()).await);
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut askers = Vec::new();
-    for _ in 0..4 {
-        let mut client = client.clone();
-        let stop = stop.clone();
-        askers.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for _ in 0..100_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let a = client.check(advertising()).await.unwrap().into_inner();
-                seen.push((a.policy_revision.clone(), a.decision(), a.rule_ids.clone()));
-            }
-            seen
-        }));
-    }
-    for i in 0..6 {
-        let text = if i % 2 == 0 {
-            &without
-        } else {
-            &with_prohibition
-        };
-        replace_file(&path, text);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-
+    let answers = hammer_while(&client, async {
+        for i in 0..6 {
+            let text = if i % 2 == 0 {
+                &without
+            } else {
+                &with_prohibition
+            };
+            replace_file(&path, text);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    assert!(answers.len() > 100, "only {} answers", answers.len());
     let mut by_revision: std::collections::HashMap<String, (pb::Decision, Vec<String>)> =
         std::collections::HashMap::new();
-    let mut answers = 0;
-    for asker in askers {
-        for (revision, decision, rules) in asker.await.unwrap() {
-            answers += 1;
-            let first = by_revision
-                .entry(revision.clone())
-                .or_insert((decision, rules.clone()));
-            assert_eq!(
-                *first,
-                (decision, rules),
-                "revision {revision} answered two ways"
-            );
-        }
+    for answer in answers {
+        let a = answer.unwrap();
+        let first = by_revision
+            .entry(a.policy_revision.clone())
+            .or_insert((a.decision(), a.rule_ids.clone()));
+        assert_eq!(
+            *first,
+            (a.decision(), a.rule_ids.clone()),
+            "revision {} answered two ways",
+            a.policy_revision
+        );
     }
     assert_eq!(
         by_revision.len(),
         2,
         "both policies served: {by_revision:?}"
     );
-    assert!(answers > 100, "only {answers} answers");
 }
 
 /// Broken reloads while checks run: not one check fails, and every answer
@@ -288,48 +307,25 @@ async fn broken_reloads_under_load_fail_no_check() {
         "off",
     ]);
     let client = DecisionServiceClient::new(channel(&server.url()).await);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut askers = Vec::new();
-    for _ in 0..4 {
-        let mut client = client.clone();
-        let stop = stop.clone();
-        askers.push(tokio::spawn(async move {
-            let (mut ok, mut failed, mut revisions) =
-                (0u64, 0u64, std::collections::BTreeSet::new());
-            for _ in 0..100_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match client.check(advertising()).await {
-                    Ok(a) => {
-                        let a = a.into_inner();
-                        assert_eq!(a.decision(), pb::Decision::Deny);
-                        revisions.insert(a.policy_revision);
-                        ok += 1;
-                    }
-                    Err(_) => failed += 1,
-                }
-            }
-            (ok, failed, revisions)
-        }));
-    }
-    for i in 0..6 {
-        // Broken, then broken differently: never a good new revision.
-        let text = if i % 2 == 0 {
-            broken.clone()
-        } else {
-            format!("{broken}\n# edit {i}\n")
-        };
-        replace_file(&path, &text);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed, mut revisions) = (0, 0, std::collections::BTreeSet::new());
-    for asker in askers {
-        let (o, f, r) = asker.await.unwrap();
-        ok += o;
-        failed += f;
-        revisions.extend(r);
+    let answers = hammer_while(&client, async {
+        for i in 0..6 {
+            // Broken, then broken differently: never a good new revision.
+            let text = if i % 2 == 0 {
+                broken.clone()
+            } else {
+                format!("{broken}\n# edit {i}\n")
+            };
+            replace_file(&path, &text);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    let ok = answers.len() - failed;
+    let mut revisions = std::collections::BTreeSet::new();
+    for a in answers.into_iter().flatten() {
+        assert_eq!(a.decision(), pb::Decision::Deny);
+        revisions.insert(a.policy_revision);
     }
     assert_eq!(failed, 0, "checks failed during broken reloads");
     assert!(ok > 100, "only {ok} checks");
