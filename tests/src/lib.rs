@@ -410,12 +410,26 @@ impl DemoService {
         }
     }
 
-    /// How many calls the app has received so far.
+    /// How many calls the app has received so far. The app logs each call
+    /// as it arrives; its log reaches the test through a pipe, so this lets
+    /// the log catch up (until it has been still for 150 ms, at most 3 s).
     pub fn received(&self) -> usize {
-        self.log()
-            .iter()
-            .filter(|l| l.contains("\"message\":\"received\""))
-            .count()
+        let count = || {
+            self.log()
+                .iter()
+                .filter(|l| l.contains("\"message\":\"received\""))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut last = count();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            let now = count();
+            if now == last || std::time::Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 }
 
