@@ -99,31 +99,14 @@ impl pb::decision_service_server::DecisionService for Bare {
 
 /// Starts the bare server on its own runtime thread; its address.
 fn start_bare(answer: pb::CheckResponse) -> Result<std::net::SocketAddr, String> {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
-                return;
-            };
-            let _ = tonic::transport::Server::builder()
-                .add_service(pb::decision_service_server::DecisionServiceServer::new(
-                    Bare { answer },
-                ))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await;
-        });
-    });
-    Ok(addr)
+    crate::passthrough::serve_on_own_runtime(move |listener| async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(pb::decision_service_server::DecisionServiceServer::new(
+                Bare { answer },
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    })
 }
 
 /// A way to make one call: the `usize` is the call's number.
