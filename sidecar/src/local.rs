@@ -15,11 +15,21 @@ use crate::gate::Gate;
 pub struct LocalDecisions {
     gate: Gate,
     revisions: watch::Receiver<Option<pb::PolicyRevision>>,
+    /// True once shutdown begins: open watch streams end then.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl LocalDecisions {
-    pub fn new(gate: Gate, revisions: watch::Receiver<Option<pb::PolicyRevision>>) -> Self {
-        LocalDecisions { gate, revisions }
+    pub fn new(
+        gate: Gate,
+        revisions: watch::Receiver<Option<pb::PolicyRevision>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        LocalDecisions {
+            gate,
+            revisions,
+            shutdown,
+        }
     }
 }
 
@@ -95,7 +105,9 @@ impl DecisionService for LocalDecisions {
         _request: Request<pb::WatchPolicyRequest>,
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         let stream = WatchStream::new(self.revisions.clone()).filter_map(|r| r.map(Ok));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(
+            purposegate_server::grpc::end_on_shutdown(stream, self.shutdown.clone(), None),
+        )))
     }
 
     async fn get_policy(

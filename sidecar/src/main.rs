@@ -74,6 +74,9 @@ struct Args {
     /// Most decisions kept in the cache.
     #[arg(long, env = "PURPOSEGATE_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
     cache_max_entries: usize,
+    /// How long in-flight calls may take to finish after SIGTERM (e.g. 10s).
+    #[arg(long, env = "PURPOSEGATE_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
     /// Log format of the sidecar's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -160,7 +163,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     proxy::Proxy::new(gate.clone(), routes.clone(), args.upstream.clone()).serve(proxy_listener);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    // Shutdown: health turns NOT_SERVING, open watch streams end, in-flight
+    // calls finish, bounded by the drain time.
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service =
+        purposegate_server::grpc::health::DrainingHealth::server(health.clone(), shutdown.clone());
     health
         .set_serving::<DecisionServiceServer<LocalDecisions>>()
         .await;
@@ -186,12 +194,32 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(DecisionServiceServer::new(LocalDecisions::new(
             gate.clone(),
             revisions,
+            shutdown.clone(),
         )))
         .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
             extauthz::ExtAuthz::new(gate.clone(), routes),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(local), wait_for_signal());
-    server.await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(local), {
+            let health = health.clone();
+            async move {
+                wait_for_signal().await;
+                info!("shutting down: health NOT_SERVING, draining in-flight calls");
+                health
+                    .set_not_serving::<DecisionServiceServer<LocalDecisions>>()
+                    .await;
+                let _ = shutdown_tx.send(true);
+            }
+        });
+    let drain = args.drain;
+    let mut down = shutdown;
+    let deadline = async move {
+        let _ = down.wait_for(|&d| d).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!(seconds = drain.as_secs(), "drain time over; exiting with calls still open"),
+    }
     if let Some(tracing) = tracing {
         tracing.shutdown().await;
     }

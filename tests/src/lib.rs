@@ -336,6 +336,12 @@ impl std::ops::Deref for SidecarProcess {
     }
 }
 
+impl std::ops::DerefMut for SidecarProcess {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
 impl SidecarProcess {
     /// Starts the sidecar asking `pdp_url`, with `args` added.
     pub fn start(pdp_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {

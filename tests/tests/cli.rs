@@ -282,6 +282,7 @@ fn every_sidecar_flag_reads_an_environment_variable() {
         "PURPOSEGATE_STALE_IF_ERROR",
         "PURPOSEGATE_CACHE_MAX_ENTRIES",
         "PURPOSEGATE_DRY_RUN",
+        "PURPOSEGATE_DRAIN",
     ] {
         assert!(
             run.stdout.contains(&format!("[env: {var}=")),

@@ -352,3 +352,41 @@ async fn a_pdp_slower_than_the_timeout_gets_calls_denied_in_time() {
     let errors = metric(&sidecar.metrics(), "purposegate_sidecar_pdp_errors_total").unwrap();
     assert!(errors >= 3.0, "{errors}");
 }
+
+/// SIGTERM with watch streams open on the local port: they end, and the
+/// sidecar exits 0 well before its drain time.
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_the_sidecar_exits_0() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let mut sidecar = SidecarProcess::start(&server.url(), &["--drain", "10s"], &[]);
+    let local = channel(&sidecar.local_url()).await;
+    let mut client = DecisionServiceClient::new(local.clone());
+    let mut revisions = client
+        .watch_policy(pb::WatchPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let _first = revisions.next().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(local.clone())
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "purposegate.v1.DecisionService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _serving = health.next().await;
+
+    let signalled = Instant::now();
+    sidecar.signal("TERM");
+    let end = tokio::time::timeout(Duration::from_secs(5), revisions.next())
+        .await
+        .expect("the local watch ends within 5 s");
+    assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
+    let code = sidecar.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", sidecar.log().join("\n"));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        signalled.elapsed()
+    );
+}
