@@ -10,4 +10,5 @@ pub mod reload;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

@@ -59,6 +59,17 @@ pub struct ServeArgs {
     /// dropped and counted, never waited for.
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value_t = 10_000)]
     pub decision_log_queue: usize,
+    /// PEM certificate chain to serve gRPC with over TLS; plaintext is then
+    /// refused. Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate that chains to it
+    /// (mutual TLS). Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Address to serve the sidecar injection webhook on (HTTPS, paths
     /// /inject and /inject-namespace) [default: off].
     #[arg(long, env = "PURPOSEGATE_WEBHOOK_LISTEN", requires_all = ["webhook_cert", "webhook_key"])]
@@ -235,7 +246,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     if let (Some(addr), Some(cert), Some(key)) =
         (args.webhook_listen, &args.webhook_cert, &args.webhook_key)
     {
-        let cert = crate::webhook::ReloadingCert::new(cert.clone(), key.clone())?;
+        let tls = crate::tls::ServerTls::new(
+            crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: None,
+            },
+            &[b"http/1.1"],
+        )?;
         let template = crate::webhook::inject::SidecarTemplate {
             image: args.sidecar_image.clone(),
             pdp: args.sidecar_pdp.clone(),
@@ -248,14 +266,29 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         info!(webhook_addr = %listener.local_addr()?, "serving the sidecar injection webhook");
-        crate::webhook::serve(listener, Arc::new(cert), Arc::new(template))?;
+        crate::webhook::serve(listener, tls, Arc::new(template));
     }
 
+    let tls = crate::tls::TlsFiles::from_flags(
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.tls_client_ca.as_ref(),
+    )?
+    .map(|files| crate::tls::ServerTls::new(files, &[b"h2"]))
+    .transpose()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, "serving purposegate.v1.DecisionService");
+    info!(
+        %addr,
+        tls = match &tls {
+            Some(tls) if tls.verifies_clients() => "mutual",
+            Some(_) => "server",
+            None => "off",
+        },
+        "serving purposegate.v1.DecisionService"
+    );
 
     let signal = {
         let health = health.clone();
@@ -271,12 +304,22 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             let _ = shutdown_tx.send(true);
         }
     };
-    let server = Server::builder()
+    let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DecisionServiceServer::new(decisions))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .add_service(DecisionServiceServer::new(decisions));
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => Box::pin(
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls, "grpc"), signal),
+        ),
+        None => {
+            Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal))
+        }
+    };
 
     let drain = Duration::from_secs(args.drain_seconds);
     let mut shutdown = shutdown_rx;

@@ -2,7 +2,9 @@
 //! on the local port, so Envoy or Istio can use the sidecar as their
 //! ext_authz server. The HTTP request Envoy describes is judged exactly as
 //! the proxy judges a call: its path picks the route, its headers say the
-//! purpose and the rest.
+//! purpose and the rest. When Envoy terminated mutual TLS, the peer's
+//! principal (`attributes.source.principal`, its certificate's URI SAN) is
+//! the subject and `x-subject` is ignored, as on the proxy.
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpStatusCode, OkHttpResponse,
@@ -66,12 +68,25 @@ impl Authorization for ExtAuthz {
                 revision: String::new(),
             })));
         };
+        // The caller's certified identity, when Envoy terminated mutual TLS:
+        // the URI SAN of its certificate. It replaces `x-subject`, which the
+        // caller could write.
+        let principal = check
+            .attributes
+            .as_ref()
+            .and_then(|a| a.source.as_ref())
+            .map(|peer| peer.principal.trim())
+            .filter(|p| !p.is_empty());
         // Envoy sends header names lower-cased.
         let header = |name: &str| -> String {
-            http.headers
-                .get(name)
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
+            match (name, principal) {
+                ("x-subject", Some(principal)) => principal.to_string(),
+                _ => http
+                    .headers
+                    .get(name)
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default(),
+            }
         };
         let path = http.path.split('?').next().unwrap_or("");
         let call = Call {

@@ -50,6 +50,20 @@ struct Args {
         default_value = "http://127.0.0.1:50051"
     )]
     pdp: String,
+    /// PEM certificate chain of the sidecar's identity: presented to the PDP
+    /// as its client certificate, and served on the proxy port, which then
+    /// refuses plaintext. Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert. Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle (the trust anchors): verifies the PDP's certificate,
+    /// and the client certificates callers of the proxy must present; the
+    /// URI SAN of a caller's certificate is its subject and `x-subject` is
+    /// ignored. Reloaded when the file changes.
+    #[arg(long, env = "PURPOSEGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
     /// Address of the local decision API (purposegate.v1.DecisionService).
     #[arg(
         long,
@@ -137,7 +151,32 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.stale_if_error,
         metrics.cache.clone(),
     ));
-    let pdp = Pdp::new(&args.pdp, args.pdp_timeout)?;
+    let tls = purposegate_server::tls::TlsFiles::from_flags(
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.tls_client_ca.as_ref(),
+    )?;
+    if tls.is_some() && !args.local_listen.ip().is_loopback() {
+        return Err(format!(
+            "--local-listen {} must be a loopback address when TLS is configured: the local port is plaintext, for the pod's own processes",
+            args.local_listen
+        )
+        .into());
+    }
+    let (pdp_tls, proxy_tls) = match tls {
+        Some(files) => (
+            Some(purposegate_server::tls::ClientTls::new(
+                files.clone(),
+                &[b"h2"],
+            )?),
+            Some(purposegate_server::tls::ServerTls::new(
+                files,
+                &[b"h2", b"http/1.1"],
+            )?),
+        ),
+        None => (None, None),
+    };
+    let pdp = Pdp::new(&args.pdp, args.pdp_timeout, pdp_tls)?;
     let (revisions_tx, revisions) = watch::channel(None);
     pdp.follow_revisions(cache.clone(), revisions_tx);
     let tracing = purposegate_server::telemetry::Tracing::from_env(
@@ -159,9 +198,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         upstream = %args.upstream,
         routes = routes.len(),
         dry_run = args.dry_run,
+        tls = if proxy_tls.is_some() { "mutual" } else { "off" },
         "proxying to the app"
     );
-    proxy::Proxy::new(gate.clone(), routes.clone(), args.upstream.clone()).serve(proxy_listener);
+    proxy::Proxy::new(gate.clone(), routes.clone(), args.upstream.clone())
+        .serve(proxy_listener, proxy_tls);
 
     // Shutdown: health turns NOT_SERVING, open watch streams end, in-flight
     // calls finish, bounded by the drain time.

@@ -2,13 +2,20 @@
 //! `Check` bounded by `--pdp-timeout`, and a `WatchPolicy` stream that
 //! reconnects with backoff and flushes the cache on each new revision.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
+use purposegate_server::tls::ClientTls;
+use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
@@ -23,15 +30,42 @@ pub struct Pdp {
 
 impl Pdp {
     /// A client that connects on first use, so the sidecar starts (and
-    /// denies) while the PDP is away.
-    pub fn new(url: &str, timeout: Duration) -> Result<Pdp, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("invalid --pdp `{url}`: {e}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true);
+    /// denies) while the PDP is away. With `tls` the URL must be `https://`
+    /// and every connection is mutual TLS with the files as they are at
+    /// connect time; without, it must be `http://`.
+    pub fn new(url: &str, timeout: Duration, tls: Option<ClientTls>) -> Result<Pdp, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid --pdp `{url}`: {e}"))?;
+        let channel = match (uri.scheme_str(), tls) {
+            (Some("http"), None) => endpoint(uri, timeout)?.connect_lazy(),
+            (Some("https"), Some(tls)) => {
+                // tonic refuses `https` with a connector of its own making;
+                // ours does the TLS, so tonic is told plain `http`.
+                let mut parts = uri.into_parts();
+                parts.scheme = Some(tonic::codegen::http::uri::Scheme::HTTP);
+                let uri =
+                    Uri::from_parts(parts).map_err(|e| format!("invalid --pdp `{url}`: {e}"))?;
+                endpoint(uri, timeout)?.connect_with_connector_lazy(TlsConnect { tls })
+            }
+            (Some("http"), Some(_)) => {
+                return Err(format!(
+                    "--pdp `{url}` is plaintext but TLS is configured; use https://"
+                ));
+            }
+            (Some("https"), None) => {
+                return Err(format!(
+                    "--pdp `{url}` is https: give --tls-cert, --tls-key and --tls-client-ca"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "--pdp `{url}` must be an http:// or https:// address"
+                ));
+            }
+        };
         Ok(Pdp {
-            client: DecisionServiceClient::new(endpoint.connect_lazy()),
+            client: DecisionServiceClient::new(channel),
             url: url.to_string(),
             timeout,
         })
@@ -97,6 +131,53 @@ impl Pdp {
                 tokio::time::sleep(backoff.next()).await;
             }
         });
+    }
+}
+
+fn endpoint(uri: Uri, timeout: Duration) -> Result<Endpoint, String> {
+    Ok(Endpoint::from(uri)
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true))
+}
+
+/// Opens a connection to the PDP: TCP, then mutual TLS with ALPN `h2`,
+/// the server's name (or IP) checked against its certificate.
+#[derive(Debug, Clone)]
+struct TlsConnect {
+    tls: ClientTls,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tonic::codegen::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.tls.connector();
+        Box::pin(async move {
+            let invalid =
+                |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("`{uri}` names no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| invalid(format!("`{host}` is no server name: {e}")))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
     }
 }
 

@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
 use purposegate_server::telemetry::parent_context;
+use purposegate_server::tls::ServerTls;
 
 use crate::gate::Gate;
 use crate::intercept::{Call, Denial, Judgement, judge};
@@ -65,28 +66,65 @@ impl Proxy {
         }
     }
 
-    /// Accepts connections on `listener` until the process ends.
-    pub fn serve(self, listener: tokio::net::TcpListener) {
+    /// Accepts connections on `listener` until the process ends. With
+    /// `tls`, only TLS connections are served (plaintext fails the
+    /// handshake); a caller's verified client certificate names its subject.
+    pub fn serve(self, listener: tokio::net::TcpListener, tls: Option<ServerTls>) {
         purposegate_server::serve::accept_loop(listener, "proxy", move |stream, peer| {
             let proxy = self.clone();
+            let tls = tls.clone();
             async move {
                 let _ = stream.set_nodelay(true);
-                let service = hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req).await) }
-                });
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(error = %e, %peer, "proxy connection ended");
+                match tls {
+                    None => proxy.serve_connection(stream, None, peer).await,
+                    Some(tls) => {
+                        let Some(stream) =
+                            purposegate_server::tls::handshake(&tls, stream, peer, "proxy").await
+                        else {
+                            return;
+                        };
+                        let subject = purposegate_server::tls::peer_subject(
+                            stream.get_ref().1.peer_certificates(),
+                        );
+                        proxy
+                            .serve_connection(stream, subject.map(Arc::from), peer)
+                            .await;
+                    }
                 }
             }
         });
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Serves the calls of one connection; `subject` is the caller's
+    /// certified identity, when it presented a client certificate.
+    async fn serve_connection<IO>(
+        self,
+        io: IO,
+        subject: Option<Arc<str>>,
+        peer: std::net::SocketAddr,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            let subject = subject.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, subject.as_deref()).await) }
+        });
+        if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await
+        {
+            debug!(error = %e, %peer, "proxy connection ended");
+        }
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>, subject: Option<&str>) -> Response<Body> {
         let grpc = is_grpc(req.headers());
+        if let Some(subject) = subject {
+            // The certificate names the caller; what it says in `x-subject`
+            // is not believed, and the app sees the certified subject.
+            req.headers_mut().insert("x-subject", header_text(subject));
+        }
         let headers = req.headers();
         let header = |name: &str| -> String {
             headers

@@ -8,7 +8,7 @@
     reason = "test helpers: a failed setup must fail the test"
 )]
 
-use purposegate_tests::{ServerProcess, SidecarProcess, grpcurl, repo_root};
+use purposegate_tests::{ServerProcess, SidecarProcess, TempDir, grpcurl, repo_root};
 
 /// The ext_authz answer for an HTTP request Envoy describes.
 fn authorize(
@@ -17,9 +17,16 @@ fn authorize(
     path: &str,
     headers: serde_json::Value,
 ) -> serde_json::Value {
-    let request = serde_json::json!({
-        "attributes": {"request": {"http": {"method": method, "path": path, "headers": headers}}}
-    });
+    authorize_raw(
+        sidecar,
+        &serde_json::json!({
+            "attributes": {"request": {"http": {"method": method, "path": path, "headers": headers}}}
+        }),
+    )
+}
+
+/// The ext_authz answer for a whole `CheckRequest` in Envoy's JSON.
+fn authorize_raw(sidecar: &SidecarProcess, request: &serde_json::Value) -> serde_json::Value {
     let run = grpcurl(
         &[
             "-plaintext",
@@ -113,4 +120,48 @@ fn grpcurl_gets_ok_and_permission_denied_for_the_right_headers() {
         7,
         "customer data is not professional-services data: {professional}"
     );
+}
+
+#[test]
+fn the_peer_principal_envoy_verified_replaces_x_subject() {
+    let dir = TempDir::new("extauthz-principal");
+    let policy = dir.write(
+        "policy.yaml",
+        r#"
+version: 1
+name: principals
+purposes: { provide: Provide, troubleshoot: Troubleshoot }
+dataCategories: { customer-data: Customer data }
+rules:
+  - { id: service, effect: permit, purposes: [provide, troubleshoot] }
+claims:
+  - { id: billing, subjects: ["spiffe://example.org/ns/shop/sa/billing"], purposes: [provide] }
+  - { id: support, subjects: [mallory], purposes: [provide, troubleshoot] }
+"#,
+    );
+    let server = ServerProcess::start(&["--decision-log", "off", "--policy", &policy]);
+    let routes = repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let sidecar = SidecarProcess::start(&server.url(), &["--routes", &routes], &[]);
+    let request = |principal: &str| {
+        serde_json::json!({"attributes": {
+            "source": {"principal": principal},
+            "request": {"http": {"method": "GET", "path": "/customers/c-1",
+                "headers": {"x-purpose": "troubleshoot", "x-subject": "mallory"}}}
+        }})
+    };
+    // No mutual TLS at Envoy: the header is all there is.
+    let believed = authorize_raw(&sidecar, &request(""));
+    assert_eq!(status_code(&believed), 0, "{believed}");
+    // Envoy verified billing's certificate: billing may not troubleshoot,
+    // whatever the header says.
+    let denied = authorize_raw(
+        &sidecar,
+        &request("spiffe://example.org/ns/shop/sa/billing"),
+    );
+    assert_eq!(status_code(&denied), 7, "{denied}");
+    let headers = denied["deniedResponse"]["headers"].to_string();
+    assert!(headers.contains("billing"), "{headers}");
 }

@@ -14,60 +14,30 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use purposegate_tests::{Daemon, TempDir, repo_root};
+use purposegate_tests::{Daemon, Pki, TempDir, repo_root};
 use serde_json::Value;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     repo_root().join("tests/fixtures/admission").join(name)
 }
 
-/// A self-signed certificate for `127.0.0.1`, made with openssl.
-fn certificate(dir: &Path, cn: &str) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("tls.key.new"))
-        .arg("-out")
-        .arg(dir.join("tls.crt.new"))
-        .args([
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    // Swap both in at once, as a Secret update does.
-    std::fs::rename(dir.join("tls.key.new"), dir.join("tls.key")).unwrap();
-    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+/// The webhook's certificate for `127.0.0.1`, renewed in place with a new
+/// common name.
+fn certificate(pki: &Pki, common_name: &str) -> (String, String) {
+    pki.issue_named("webhook", common_name, "IP:127.0.0.1")
 }
 
 struct Webhook {
     daemon: Daemon,
-    dir: TempDir,
+    pki: Pki,
+    _dir: TempDir,
 }
 
 impl Webhook {
     fn start(failure_policy: &str) -> Self {
         let dir = TempDir::new("webhook");
-        certificate(dir.path(), "purposegate-webhook-1");
-        let cert = dir.path().join("tls.crt").display().to_string();
-        let key = dir.path().join("tls.key").display().to_string();
+        let pki = Pki::new(dir.path(), "webhook");
+        let (cert, key) = certificate(&pki, "purposegate-webhook-1");
         let daemon = Daemon::start(
             "purposegate-server",
             &[
@@ -93,15 +63,18 @@ impl Webhook {
             &[],
             &["addr", "webhook_addr"],
         );
-        Webhook { daemon, dir }
+        Webhook {
+            daemon,
+            pki,
+            _dir: dir,
+        }
     }
 
     /// POSTs `body` with curl; (HTTP status, body).
     fn post(&self, path: &str, body: &Path) -> (u16, String) {
         let url = format!("https://{}{path}", self.daemon.addr("webhook_addr"));
         let out = Command::new("curl")
-            .args(["-sS", "--cacert"])
-            .arg(self.dir.path().join("tls.crt"))
+            .args(["-sS", "--cacert", &self.pki.ca()])
             .args(["-H", "Content-Type: application/json", "--data-binary"])
             .arg(format!("@{}", body.display()))
             .args(["-w", "\n%{http_code}", &url])
@@ -289,8 +262,7 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     let webhook = Webhook::start("fail");
     let subject = |webhook: &Webhook| {
         let out = Command::new("curl")
-            .args(["-sv", "--cacert"])
-            .arg(webhook.dir.path().join("tls.crt"))
+            .args(["-sv", "--cacert", &webhook.pki.ca()])
             .arg(format!(
                 "https://{}/healthz",
                 webhook.daemon.addr("webhook_addr")
@@ -311,6 +283,6 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     assert!(subject(&webhook).contains("purposegate-webhook-1"));
     // File times have a 1 s grain on some file systems.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    certificate(webhook.dir.path(), "purposegate-webhook-2");
+    certificate(&webhook.pki, "purposegate-webhook-2");
     assert!(subject(&webhook).contains("purposegate-webhook-2"));
 }

@@ -1,0 +1,319 @@
+//! TLS from PEM files (rustls, ring), read again when the files change.
+//!
+//! Used on every TLS face of the project: the server's gRPC port
+//! (`--tls-cert/--tls-key/--tls-client-ca`), the sidecar's proxy port and
+//! its connection to the server, and the injection webhook. A certificate
+//! rotated on disk (cert-manager, a renewed Secret, a ConfigMap symlink
+//! swap) is picked up on the next handshake; a set of files that fails to
+//! load leaves the last good configuration in use and is logged.
+
+pub mod x509;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::{info, warn};
+
+/// The PEM files of one TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA bundle that peers' certificates must chain to. On a server: the
+    /// client certificates, which are then required. On a client: the
+    /// server's certificate.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// From the three flags, which must come as cert and key together.
+    pub fn from_flags(
+        cert: Option<&PathBuf>,
+        key: Option<&PathBuf>,
+        ca: Option<&PathBuf>,
+    ) -> Result<Option<TlsFiles>, String> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.cloned(),
+            })),
+            (None, None) if ca.is_none() => Ok(None),
+            (None, None) => Err("--tls-client-ca needs --tls-cert and --tls-key".to_string()),
+            (Some(_), None) => Err("--tls-cert needs --tls-key".to_string()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert".to_string()),
+        }
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        [Some(&self.cert), Some(&self.key), self.ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+    }
+
+    /// What the files look like now, to notice a change.
+    fn stamp(&self) -> Stamp {
+        self.paths()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect()
+    }
+
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        let chain = read_certificates(&self.cert)?;
+        if chain.is_empty() {
+            return Err(format!("`{}` holds no certificate", self.cert.display()));
+        }
+        Ok(chain)
+    }
+
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
+        PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("`{}` is not a PEM private key: {e}", self.key.display()))
+    }
+
+    fn unusable_pair(&self, e: &rustls::Error) -> String {
+        format!(
+            "`{}` and `{}` are not a usable pair: {e}",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    fn roots(&self) -> Result<Option<Arc<RootCertStore>>, String> {
+        let Some(ca) = &self.ca else { return Ok(None) };
+        let mut roots = RootCertStore::empty();
+        for cert in read_certificates(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("`{}`: not a usable CA certificate: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("`{}` holds no CA certificate", ca.display()));
+        }
+        Ok(Some(Arc::new(roots)))
+    }
+}
+
+/// Modification time and length of each file (`None`: unreadable).
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{}` is not PEM certificates: {e}", path.display()))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls configuration built from [`TlsFiles`], rebuilt when they change.
+#[derive(Debug)]
+struct Reloading<C> {
+    files: TlsFiles,
+    alpn: Vec<Vec<u8>>,
+    build: fn(&TlsFiles, Vec<Vec<u8>>) -> Result<C, String>,
+    current: Mutex<(Stamp, Arc<C>)>,
+}
+
+impl<C> Reloading<C> {
+    /// Builds once, so bad files at startup are an error.
+    fn new(
+        files: TlsFiles,
+        alpn: &[&[u8]],
+        build: fn(&TlsFiles, Vec<Vec<u8>>) -> Result<C, String>,
+    ) -> Result<Self, String> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let stamp = files.stamp();
+        let config = build(&files, alpn.clone())?;
+        Ok(Reloading {
+            files,
+            alpn,
+            build,
+            current: Mutex::new((stamp, Arc::new(config))),
+        })
+    }
+
+    /// The configuration to use for the next handshake.
+    fn get(&self) -> Arc<C> {
+        let mut current = match self.current.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = self.files.stamp();
+        if now != current.0 {
+            match (self.build)(&self.files, self.alpn.clone()) {
+                Ok(config) => {
+                    info!(cert = %self.files.cert.display(), "TLS files changed; reloaded");
+                    current.1 = Arc::new(config);
+                }
+                Err(e) => {
+                    warn!(error = %e, "TLS files changed but cannot be loaded; keeping the last good ones");
+                }
+            }
+            current.0 = now;
+        }
+        current.1.clone()
+    }
+}
+
+/// The server side of TLS: a certificate, and with a CA bundle, client
+/// certificates required and verified against it.
+#[derive(Debug, Clone)]
+pub struct ServerTls(Arc<Reloading<rustls::ServerConfig>>);
+
+impl ServerTls {
+    /// `alpn`: the protocols offered, e.g. `h2` for gRPC.
+    pub fn new(files: TlsFiles, alpn: &[&[u8]]) -> Result<Self, String> {
+        Reloading::new(files, alpn, build_server).map(|r| ServerTls(Arc::new(r)))
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn verifies_clients(&self) -> bool {
+        self.0.files.ca.is_some()
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.0.get())
+    }
+}
+
+fn build_server(files: &TlsFiles, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match files.roots()? {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| format!("client CA bundle: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(files.chain()?, files.private_key()?)
+        .map_err(|e| files.unusable_pair(&e))?;
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// The client side of mutual TLS: presents a certificate and verifies the
+/// server's against the CA bundle (which is required).
+#[derive(Debug, Clone)]
+pub struct ClientTls(Arc<Reloading<rustls::ClientConfig>>);
+
+impl ClientTls {
+    pub fn new(files: TlsFiles, alpn: &[&[u8]]) -> Result<Self, String> {
+        if files.ca.is_none() {
+            return Err("a TLS client needs a CA bundle to verify the server".to_string());
+        }
+        Reloading::new(files, alpn, build_client).map(|r| ClientTls(Arc::new(r)))
+    }
+
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(self.0.get())
+    }
+}
+
+fn build_client(files: &TlsFiles, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientConfig, String> {
+    let roots = files
+        .roots()?
+        .ok_or_else(|| "a TLS client needs a CA bundle".to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(files.chain()?, files.private_key()?)
+        .map_err(|e| files.unusable_pair(&e))?;
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// The subject a verified client certificate names: its first URI subject
+/// alternative name (a SPIFFE ID), or empty when it has none. `None` when
+/// the peer presented no certificate.
+pub fn peer_subject(certificates: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let leaf = certificates?.first()?;
+    Some(
+        x509::uri_sans(leaf)
+            .ok()
+            .and_then(|uris| uris.into_iter().next())
+            .unwrap_or_default(),
+    )
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Completes the server side of a handshake within [`HANDSHAKE_TIMEOUT`];
+/// `None` (logged at debug) when the peer spoke plaintext, presented no or
+/// a wrong certificate, or stalled.
+pub async fn handshake(
+    tls: &ServerTls,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    what: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "{what}: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{what}: TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The connections of `listener` after their TLS handshakes, for
+/// `tonic`'s `serve_with_incoming`. Handshakes run off the accept loop, so
+/// a stalled client delays no one; plaintext and unverified clients never
+/// reach the stream. Accepting stops when the stream is dropped.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    tls: ServerTls,
+    what: &'static str,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!(error = %e, "{what}: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(stream) = handshake(&tls, stream, peer, what).await {
+                    let _ = tx.send(Ok(stream)).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

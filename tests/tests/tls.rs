@@ -1,0 +1,422 @@
+//! Mutual TLS with the real binaries and certificates made by the real
+//! openssl: the server refuses plaintext and strangers, and picks up
+//! rotated files; the sidecar talks to it over mTLS, refuses plaintext
+//! callers, and takes a caller's subject from its certificate's URI SAN.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use pb::customer_service_client::CustomerServiceClient;
+use purposegate_demo_service::pb;
+use purposegate_tests::{
+    DemoService, Pki, Run, ServerProcess, SidecarProcess, TempDir, eventually, grpcurl, repo_root,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const CHECK: &str =
+    r#"{"purpose":"provide","subject":{"id":"crm"},"resource":{"category":"customer-data"}}"#;
+
+/// `grpcurl` with the given TLS flags, calling `Check` on `addr`.
+fn check_over(addr: std::net::SocketAddr, tls: &[&str]) -> Run {
+    let target = addr.to_string();
+    let mut args = tls.to_vec();
+    // A refused client retries until its connect timeout.
+    args.extend_from_slice(&[
+        "-connect-timeout",
+        "2",
+        "-d",
+        CHECK,
+        &target,
+        "purposegate.v1.DecisionService/Check",
+    ]);
+    grpcurl(&args, None)
+}
+
+fn permitted(run: &Run) -> bool {
+    run.code == Some(0) && run.stdout.contains("\"decision\": \"PERMIT\"")
+}
+
+fn mtls_server(dir: &TempDir, trust: &Pki, extra: &[&str]) -> (ServerProcess, String) {
+    let (cert, key) = trust.issue("server", "IP:127.0.0.1,DNS:localhost");
+    // The client CA bundle is its own file, so the test can rotate it.
+    let clients_ca = dir.path().join("clients-ca.pem").display().to_string();
+    std::fs::copy(trust.ca(), &clients_ca).unwrap();
+    let mut args = vec![
+        "--decision-log",
+        "off",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &clients_ca,
+    ];
+    args.extend_from_slice(extra);
+    (ServerProcess::start(&args), clients_ca)
+}
+
+#[tokio::test]
+async fn the_server_refuses_plaintext_and_strangers_and_follows_rotated_files() {
+    let dir = TempDir::new("tls-server");
+    let trust = Pki::new(dir.path(), "trust");
+    let rogue = Pki::new(dir.path(), "rogue");
+    let (server, clients_ca) = mtls_server(&dir, &trust, &[]);
+    let (client_cert, client_key) =
+        trust.issue("client", "URI:spiffe://example.org/ns/shop/sa/sidecar");
+    let (rogue_cert, rogue_key) =
+        rogue.issue("client", "URI:spiffe://example.org/ns/shop/sa/sidecar");
+    let trusted = [
+        "-cacert",
+        &trust.ca(),
+        "-cert",
+        &client_cert,
+        "-key",
+        &client_key,
+    ];
+    let stranger = [
+        "-cacert",
+        &trust.ca(),
+        "-cert",
+        &rogue_cert,
+        "-key",
+        &rogue_key,
+    ];
+
+    let answer = check_over(server.addr, &trusted);
+    assert!(permitted(&answer), "{answer:?}");
+
+    let plaintext = check_over(server.addr, &["-plaintext"]);
+    assert_ne!(
+        plaintext.code,
+        Some(0),
+        "plaintext was served: {plaintext:?}"
+    );
+    let anonymous = check_over(server.addr, &["-cacert", &trust.ca()]);
+    assert_ne!(
+        anonymous.code,
+        Some(0),
+        "a client without a certificate was served: {anonymous:?}"
+    );
+    let refused = check_over(server.addr, &stranger);
+    assert_ne!(
+        refused.code,
+        Some(0),
+        "a certificate of another CA was accepted: {refused:?}"
+    );
+    // None of that hurt the server.
+    assert!(permitted(&check_over(server.addr, &trusted)));
+
+    // Rotate everything to the other CA, the way a Secret update swaps
+    // files: the next connection sees the new server certificate and the
+    // new client CA, without a restart.
+    rogue.issue("server", "IP:127.0.0.1,DNS:localhost");
+    let (new_cert, new_key) = (
+        dir.path().join("rogue-server.crt"),
+        dir.path().join("rogue-server.key"),
+    );
+    std::fs::copy(&new_key, dir.path().join("trust-server.key.swap")).unwrap();
+    std::fs::copy(&new_cert, dir.path().join("trust-server.crt.swap")).unwrap();
+    std::fs::rename(
+        dir.path().join("trust-server.key.swap"),
+        dir.path().join("trust-server.key"),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join("trust-server.crt.swap"),
+        dir.path().join("trust-server.crt"),
+    )
+    .unwrap();
+    std::fs::copy(rogue.ca(), format!("{clients_ca}.swap")).unwrap();
+    std::fs::rename(format!("{clients_ca}.swap"), &clients_ca).unwrap();
+    let rotated = [
+        "-cacert",
+        &rogue.ca(),
+        "-cert",
+        &rogue_cert,
+        "-key",
+        &rogue_key,
+    ];
+    eventually("the rotated certificate and client CA are used", || async {
+        permitted(&check_over(server.addr, &rotated)).then_some(())
+    })
+    .await;
+    let old = check_over(server.addr, &trusted);
+    assert_ne!(old.code, Some(0), "the old CA still verifies: {old:?}");
+
+    // A broken rewrite keeps the last good files in use.
+    std::fs::write(&clients_ca, "not a certificate").unwrap();
+    assert!(permitted(&check_over(server.addr, &rotated)));
+    assert!(
+        server.log().iter().any(|l| l.contains("cannot be loaded")),
+        "the broken files are logged"
+    );
+}
+
+#[tokio::test]
+async fn the_server_flags_say_what_is_missing() {
+    let run = purposegate_tests::server_cli(&["--tls-cert", "/nonexistent.pem"], None);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--tls-key"), "{}", run.stderr);
+
+    let dir = TempDir::new("tls-flags");
+    let junk = dir.write("junk.pem", "junk");
+    let run = purposegate_tests::server_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &junk,
+            "--tls-key",
+            &junk,
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("junk.pem"), "{}", run.stderr);
+}
+
+const CLAIMS_POLICY: &str = r#"
+version: 1
+name: mtls-claims
+purposes:
+  provide: Provide the service
+  troubleshoot: Troubleshoot
+dataCategories:
+  customer-data: Customer data
+  service-generated-data: Service-generated data
+rules:
+  - id: service
+    effect: permit
+    purposes: [provide, troubleshoot]
+    dataCategories: [customer-data, service-generated-data]
+claims:
+  - id: billing
+    subjects: ["spiffe://example.org/ns/shop/sa/billing"]
+    purposes: [provide]
+  - id: support
+    subjects: [mallory]
+    purposes: [provide, troubleshoot]
+"#;
+
+struct Stack {
+    _server: ServerProcess,
+    demo: DemoService,
+    sidecar: SidecarProcess,
+    trust: Pki,
+    _dir: TempDir,
+}
+
+fn mtls_stack() -> Stack {
+    let dir = TempDir::new("tls-sidecar");
+    let trust = Pki::new(dir.path(), "trust");
+    let policy = dir.write("policy.yaml", CLAIMS_POLICY);
+    let (server, _) = mtls_server(&dir, &trust, &["--policy", &policy]);
+    let demo = DemoService::start();
+    let (cert, key) = trust.issue(
+        "sidecar",
+        "IP:127.0.0.1,URI:spiffe://example.org/ns/shop/sa/purposegate-sidecar",
+    );
+    let upstream = format!("http://{}", demo.grpc_addr);
+    let routes = repo_root().join("examples/customer-service/routes.yaml");
+    let pdp = format!("https://{}", server.addr);
+    let sidecar = SidecarProcess::start(
+        &pdp,
+        &[
+            "--upstream",
+            &upstream,
+            "--routes",
+            &routes.display().to_string(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &trust.ca(),
+        ],
+        &[],
+    );
+    Stack {
+        _server: server,
+        demo,
+        sidecar,
+        trust,
+        _dir: dir,
+    }
+}
+
+async fn tls_client(stack: &Stack, leaf: &str, san: &str) -> CustomerServiceClient<Channel> {
+    let (cert, key) = stack.trust.issue(leaf, san);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(stack.trust.ca()).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    let channel = Channel::from_shared(format!("https://{}", stack.sidecar.proxy_addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    CustomerServiceClient::new(channel)
+}
+
+fn claiming(purpose: &str, subject: &str) -> tonic::Request<pb::GetCustomerRequest> {
+    let mut request = tonic::Request::new(pb::GetCustomerRequest { id: "c-3".into() });
+    request
+        .metadata_mut()
+        .insert("x-purpose", purpose.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-subject", subject.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
+    let stack = mtls_stack();
+    let mut billing = tls_client(
+        &stack,
+        "billing",
+        "URI:spiffe://example.org/ns/shop/sa/billing",
+    )
+    .await;
+
+    // billing may claim `provide`: the call goes through mTLS to the PDP
+    // and on to the app.
+    let customer = billing
+        .get_customer(claiming("provide", "mallory"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(customer.name, "Alan Turing");
+
+    // Saying `x-subject: mallory` (who may troubleshoot) does not help:
+    // the certificate says billing, and billing may not.
+    let denied = billing
+        .get_customer(claiming("troubleshoot", "mallory"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("spiffe://example.org/ns/shop/sa/billing"),
+        "{}",
+        denied.message()
+    );
+    assert_eq!(
+        denied.metadata().get("x-purposegate-rule-ids").unwrap(),
+        "billing"
+    );
+
+    // A certificate with no URI SAN names no one: x-subject is still ignored.
+    let mut nameless = tls_client(&stack, "nameless", "DNS:nameless.example.org").await;
+    let denied = nameless
+        .get_customer(claiming("provide", "mallory"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("names no subject"),
+        "{}",
+        denied.message()
+    );
+    assert_eq!(stack.demo.received(), 1, "only the permitted call arrived");
+}
+
+#[tokio::test]
+async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
+    let stack = mtls_stack();
+    // Plaintext h2c.
+    let plaintext = grpcurl(
+        &[
+            "-plaintext",
+            "-connect-timeout",
+            "2",
+            "-H",
+            "x-purpose: provide",
+            &stack.sidecar.proxy_addr.to_string(),
+            "list",
+        ],
+        None,
+    );
+    assert_ne!(plaintext.code, Some(0), "{plaintext:?}");
+    // TLS without a client certificate.
+    let anonymous = grpcurl(
+        &[
+            "-cacert",
+            &stack.trust.ca(),
+            "-connect-timeout",
+            "2",
+            &stack.sidecar.proxy_addr.to_string(),
+            "list",
+        ],
+        None,
+    );
+    assert_ne!(anonymous.code, Some(0), "{anonymous:?}");
+    // The trusted path still works after both.
+    let mut billing = tls_client(
+        &stack,
+        "billing",
+        "URI:spiffe://example.org/ns/shop/sa/billing",
+    )
+    .await;
+    billing.get_customer(claiming("provide", "")).await.unwrap();
+    eventually("the app saw the one permitted call", || async {
+        (stack.demo.received() == 1).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn the_sidecar_refuses_a_plaintext_pdp_when_tls_is_configured() {
+    let dir = TempDir::new("tls-sidecar-flags");
+    let trust = Pki::new(dir.path(), "trust");
+    let (cert, key) = trust.issue("sidecar", "IP:127.0.0.1");
+    let sidecar = |args: &[&str]| {
+        let run = std::process::Command::new(purposegate_tests::binary("purposegate-sidecar"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            run.status.code(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = sidecar(&[
+        "--pdp",
+        "http://127.0.0.1:50051",
+        "--listen",
+        "127.0.0.1:0",
+        "--local-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &trust.ca(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("plaintext but TLS is configured"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = sidecar(&["--tls-cert", &cert]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+}
