@@ -1,0 +1,8 @@
+//! The URI SANs of a client certificate, read from any bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = purposegate_server::tls::x509::uri_sans(data);
+});
