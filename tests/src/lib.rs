@@ -823,3 +823,59 @@ fn openssl(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A loopback address with a port free right now, for a process that must
+/// come back on the same port after a restart.
+pub fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind a free port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local address: {e}"))
+}
+
+/// The demo app with a sidecar in front of its gRPC port, on the demo's
+/// routes file, asking `pdp_url`; `extra` flags and `env` go to the
+/// sidecar.
+pub fn demo_behind_sidecar(
+    pdp_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (DemoService, SidecarProcess) {
+    let demo = DemoService::start();
+    let upstream = format!("http://{}", demo.grpc_addr);
+    let routes = repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
+    args.extend_from_slice(extra);
+    let sidecar = SidecarProcess::start(pdp_url, &args, env);
+    (demo, sidecar)
+}
+
+/// A `GetCustomer` call for customer `c-3` stating `purpose` and, unless
+/// empty, `subject` in its headers.
+pub fn get_customer(
+    purpose: &str,
+    subject: &str,
+) -> tonic::Request<purposegate_demo_service::pb::GetCustomerRequest> {
+    let mut request =
+        tonic::Request::new(purposegate_demo_service::pb::GetCustomerRequest { id: "c-3".into() });
+    let headers = request.metadata_mut();
+    headers.insert(
+        "x-purpose",
+        purpose
+            .parse()
+            .unwrap_or_else(|e| panic!("purpose {purpose:?}: {e}")),
+    );
+    if !subject.is_empty() {
+        headers.insert(
+            "x-subject",
+            subject
+                .parse()
+                .unwrap_or_else(|e| panic!("subject {subject:?}: {e}")),
+        );
+    }
+    request
+}

@@ -11,7 +11,9 @@
 
 use pb::customer_service_client::CustomerServiceClient;
 use purposegate_demo_service::pb;
-use purposegate_tests::{DemoService, ServerProcess, SidecarProcess, channel, repo_root};
+use purposegate_tests::{
+    DemoService, ServerProcess, SidecarProcess, channel, demo_behind_sidecar, repo_root,
+};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -26,12 +28,7 @@ struct Stack {
 /// Server, demo app and a sidecar in front of the app's gRPC port.
 fn stack(extra: &[&str]) -> Stack {
     let server = ServerProcess::start(&["--decision-log", "off"]);
-    let demo = DemoService::start();
-    let upstream = format!("http://{}", demo.grpc_addr);
-    let routes = repo_root().join(ROUTES).display().to_string();
-    let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
-    args.extend_from_slice(extra);
-    let sidecar = SidecarProcess::start(&server.url(), &args, &[]);
+    let (demo, sidecar) = demo_behind_sidecar(&server.url(), extra, &[]);
     Stack {
         _server: server,
         demo,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
-    ServerProcess, SidecarProcess, TempDir, channel, eventually, metric, repo_root,
+    ServerProcess, SidecarProcess, TempDir, channel, eventually, free_addr, metric, repo_root,
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -285,10 +285,7 @@ async fn the_cache_stays_within_its_bound() {
 /// watch reconnects, learns the new revision and flushes what it cached.
 #[tokio::test]
 async fn the_policy_watch_reconnects_to_a_restarted_pdp() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port().to_string();
-    drop(free);
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_addr().to_string();
     let text =
         std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
             .unwrap();

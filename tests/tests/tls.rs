@@ -14,7 +14,8 @@
 use pb::customer_service_client::CustomerServiceClient;
 use purposegate_demo_service::pb;
 use purposegate_tests::{
-    DemoService, Pki, Run, ServerProcess, SidecarProcess, TempDir, eventually, grpcurl, repo_root,
+    DemoService, Pki, Run, ServerProcess, SidecarProcess, TempDir, demo_behind_sidecar, eventually,
+    get_customer, grpcurl,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -87,6 +88,10 @@ async fn the_server_refuses_plaintext_and_strangers_and_follows_rotated_files() 
         &rogue_key,
     ];
 
+    // Connections that never start their handshake hold up no one.
+    let _silent: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
     let answer = check_over(server.addr, &trusted);
     assert!(permitted(&answer), "{answer:?}");
 
@@ -218,21 +223,13 @@ fn mtls_stack() -> Stack {
     let trust = Pki::new(dir.path(), "trust");
     let policy = dir.write("policy.yaml", CLAIMS_POLICY);
     let (server, _) = mtls_server(&dir, &trust, &["--policy", &policy]);
-    let demo = DemoService::start();
     let (cert, key) = trust.issue(
         "sidecar",
         "IP:127.0.0.1,URI:spiffe://example.org/ns/shop/sa/purposegate-sidecar",
     );
-    let upstream = format!("http://{}", demo.grpc_addr);
-    let routes = repo_root().join("examples/customer-service/routes.yaml");
-    let pdp = format!("https://{}", server.addr);
-    let sidecar = SidecarProcess::start(
-        &pdp,
+    let (demo, sidecar) = demo_behind_sidecar(
+        &format!("https://{}", server.addr),
         &[
-            "--upstream",
-            &upstream,
-            "--routes",
-            &routes.display().to_string(),
             "--tls-cert",
             &cert,
             "--tls-key",
@@ -271,17 +268,6 @@ async fn tls_client(stack: &Stack, leaf: &str, san: &str) -> CustomerServiceClie
     CustomerServiceClient::new(channel)
 }
 
-fn claiming(purpose: &str, subject: &str) -> tonic::Request<pb::GetCustomerRequest> {
-    let mut request = tonic::Request::new(pb::GetCustomerRequest { id: "c-3".into() });
-    request
-        .metadata_mut()
-        .insert("x-purpose", purpose.parse().unwrap());
-    request
-        .metadata_mut()
-        .insert("x-subject", subject.parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     let stack = mtls_stack();
@@ -295,7 +281,7 @@ async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     // billing may claim `provide`: the call goes through mTLS to the PDP
     // and on to the app.
     let customer = billing
-        .get_customer(claiming("provide", "mallory"))
+        .get_customer(get_customer("provide", "mallory"))
         .await
         .unwrap()
         .into_inner();
@@ -304,7 +290,7 @@ async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     // Saying `x-subject: mallory` (who may troubleshoot) does not help:
     // the certificate says billing, and billing may not.
     let denied = billing
-        .get_customer(claiming("troubleshoot", "mallory"))
+        .get_customer(get_customer("troubleshoot", "mallory"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
@@ -323,7 +309,7 @@ async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     // A certificate with no URI SAN names no one: x-subject is still ignored.
     let mut nameless = tls_client(&stack, "nameless", "DNS:nameless.example.org").await;
     let denied = nameless
-        .get_customer(claiming("provide", "mallory"))
+        .get_customer(get_customer("provide", "mallory"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
@@ -372,7 +358,10 @@ async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
         "URI:spiffe://example.org/ns/shop/sa/billing",
     )
     .await;
-    billing.get_customer(claiming("provide", "")).await.unwrap();
+    billing
+        .get_customer(get_customer("provide", ""))
+        .await
+        .unwrap();
     eventually("the app saw the one permitted call", || async {
         (stack.demo.received() == 1).then_some(())
     })

@@ -13,8 +13,8 @@ use purposegate_demo_service::pb::{
 };
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
-    DemoService, OtlpReceiver, ServerProcess, SidecarProcess, channel, eventually, metric,
-    repo_root,
+    DemoService, OtlpReceiver, ServerProcess, SidecarProcess, channel, demo_behind_sidecar,
+    eventually, metric,
 };
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -165,15 +165,7 @@ impl TracedStack {
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ];
         let server = ServerProcess::start_with_env(&["--decision-log", "off"], &otel);
-        let demo = DemoService::start();
-        let upstream = format!("http://{}", demo.grpc_addr);
-        let routes = repo_root()
-            .join("examples/customer-service/routes.yaml")
-            .display()
-            .to_string();
-        let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
-        args.extend_from_slice(sidecar_args);
-        let sidecar = SidecarProcess::start(&server.url(), &args, &otel);
+        let (demo, sidecar) = demo_behind_sidecar(&server.url(), sidecar_args, &otel);
         TracedStack {
             receiver,
             _server: server,
