@@ -373,3 +373,57 @@ fn garbage_input_never_panics() {
         assert!(result.is_err(), "{text:?} loaded");
     }
 }
+
+/// The explorer's matrix of the default policy: the cells the issue names,
+/// and every cell agreeing with `evaluate` for its own requests.
+#[test]
+fn the_default_policy_matrix_agrees_with_evaluate() {
+    use purposegate_server::engine::{CellKind, Decision, DecisionRequest, Resource};
+    let policy = purposegate_server::engine::default_policy::load().unwrap();
+    let matrix = policy.matrix();
+    let cell = |p: &str, c: &str| {
+        let row = matrix.purposes.iter().position(|x| &**x == p).unwrap();
+        let col = matrix.categories.iter().position(|x| &**x == c).unwrap();
+        &matrix.cells[row][col]
+    };
+    assert_eq!(cell("advertising", "customer-data").kind, CellKind::Deny);
+    assert_eq!(cell("lbo", "diagnostic-data").kind, CellKind::Conditional);
+    assert_eq!(cell("provide", "customer-data").kind, CellKind::Permit);
+    let mut kinds = std::collections::BTreeMap::new();
+    for row in &matrix.cells {
+        for cell in row {
+            *kinds.entry(cell.kind.as_str()).or_insert(0) += 1;
+            let bare = DecisionRequest {
+                purpose: cell.purpose.to_string(),
+                resource: Resource {
+                    category: cell.category.to_string(),
+                    ..Resource::default()
+                },
+                ..DecisionRequest::default()
+            };
+            let answer = policy.evaluate(&bare);
+            assert_eq!(
+                answer.decision, cell.decision,
+                "{}/{}",
+                cell.purpose, cell.category
+            );
+            assert_eq!(answer.rule_ids, cell.rule_ids);
+            assert_eq!(answer.reason, cell.reason);
+            match cell.kind {
+                CellKind::Permit => assert_eq!(answer.decision, Decision::Permit),
+                CellKind::Deny => assert_eq!(answer.decision, Decision::Deny),
+                CellKind::NotApplicable => assert_eq!(answer.decision, Decision::NotApplicable),
+                CellKind::Conditional => {
+                    let yes = cell.permitted_example.as_ref().unwrap();
+                    let no = cell.refused_example.as_ref().unwrap();
+                    assert_eq!(policy.evaluate(yes).decision, Decision::Permit);
+                    assert_ne!(policy.evaluate(no).decision, Decision::Permit);
+                    assert!(!cell.conditions.is_empty());
+                }
+            }
+        }
+    }
+    for kind in ["permit", "deny", "conditional", "not-applicable"] {
+        assert!(kinds.contains_key(kind), "no {kind} cell: {kinds:?}");
+    }
+}

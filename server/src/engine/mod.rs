@@ -16,6 +16,7 @@ mod diagnostic;
 mod eval;
 mod glob;
 mod load;
+mod matrix;
 mod model;
 mod policy;
 mod request;
@@ -29,6 +30,7 @@ pub use decision::{Decision, Evaluation, MonitorOutcome};
 pub use diagnostic::{Diagnostic, Diagnostics, Span};
 pub use glob::glob;
 pub use load::{POLICY_VERSION, PolicySource};
+pub use matrix::{Cell, CellKind, CellRule, Matrix};
 pub use model::{
     Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
     Settings, StateTest, Taxonomy, TaxonomyNode,

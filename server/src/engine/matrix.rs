@@ -1,0 +1,438 @@
+//! The purposes × data categories matrix of the policy explorer, computed
+//! by evaluating requests, never by a second reading of the rules.
+//!
+//! For each cell the rules that could apply (the same index a decision
+//! uses) name the facts their conditions read: tenancy, de-identification,
+//! group size, origins, subject, roles, context and data attributes, the
+//! customer's instruction, supported obligations. The cell evaluates every
+//! combination of those facts (each with "not given" among its values) with
+//! [`Policy::evaluate`]'s own code, and is
+//! - **permit** when every combination is permitted,
+//! - **conditional** when some are and some are not (the permitting rules'
+//!   conditions say when, in words, with an example of each),
+//! - **deny** when none is and some rule denies,
+//! - **not applicable** when no rule speaks.
+//!
+//! `claims` (who may claim which purpose) are left out of the cells: they
+//! are about the caller, not the data, and are listed beside the matrix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::decision::Decision;
+use super::model::{Condition, Deidentification, Effect, Mode, NodeIdx, Rule};
+use super::policy::Policy;
+use super::request::{DecisionRequest, Resource};
+
+/// Most fact combinations evaluated for one cell; past it, each fact is
+/// varied on its own instead.
+const MAX_COMBINATIONS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellKind {
+    Permit,
+    Deny,
+    Conditional,
+    NotApplicable,
+}
+
+impl CellKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellKind::Permit => "permit",
+            CellKind::Deny => "deny",
+            CellKind::Conditional => "conditional",
+            CellKind::NotApplicable => "not-applicable",
+        }
+    }
+}
+
+/// A rule that speaks on a cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellRule {
+    pub id: Arc<str>,
+    pub effect: &'static str,
+    /// The rule in words.
+    pub text: String,
+}
+
+/// One purpose on one data category.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cell {
+    pub purpose: Arc<str>,
+    pub category: Arc<str>,
+    pub kind: CellKind,
+    /// What `Check` answers for a request naming only this purpose and
+    /// category.
+    pub decision: Decision,
+    pub rule_ids: Vec<Arc<str>>,
+    pub reason: String,
+    /// When the answer depends on the facts: each rule's condition in
+    /// words ("permitted when …", "denied when …").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
+    /// The enforced rules that could apply here.
+    pub rules: Vec<CellRule>,
+    /// For a conditional cell: a request that is permitted…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permitted_example: Option<DecisionRequest>,
+    /// …and one that is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_example: Option<DecisionRequest>,
+    /// Fact combinations evaluated.
+    pub evaluated: usize,
+}
+
+/// Rows are purposes, columns data categories, both in declaration order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub purposes: Vec<Arc<str>>,
+    pub categories: Vec<Arc<str>>,
+    /// `cells[p][c]`.
+    pub cells: Vec<Vec<Cell>>,
+}
+
+/// One way a request can differ: the values a fact takes, each a change
+/// to the bare request. The first value is always "not given".
+type Edit = Box<dyn Fn(&mut DecisionRequest)>;
+
+struct Dimension {
+    values: Vec<Edit>,
+}
+
+impl Policy {
+    /// The whole matrix. Deterministic for a revision: compute once per
+    /// revision.
+    pub fn matrix(&self) -> Matrix {
+        let purposes: Vec<(NodeIdx, Arc<str>)> = self
+            .purposes()
+            .nodes()
+            .map(|(i, n)| (i, n.id.clone()))
+            .collect();
+        let categories: Vec<(NodeIdx, Arc<str>)> = self
+            .categories()
+            .nodes()
+            .map(|(i, n)| (i, n.id.clone()))
+            .collect();
+        let cells = purposes
+            .iter()
+            .map(|(p, purpose)| {
+                categories
+                    .iter()
+                    .map(|(c, category)| self.cell(*p, purpose, *c, category))
+                    .collect()
+            })
+            .collect();
+        Matrix {
+            purposes: purposes.into_iter().map(|(_, id)| id).collect(),
+            categories: categories.into_iter().map(|(_, id)| id).collect(),
+            cells,
+        }
+    }
+
+    fn cell(&self, p: NodeIdx, purpose: &Arc<str>, c: NodeIdx, category: &Arc<str>) -> Cell {
+        let rules: Vec<&Rule> = self
+            .candidates(p, c)
+            .filter_map(|r| self.rule(r))
+            .filter(|r| r.mode == Mode::Enforce)
+            .collect();
+        let bare = DecisionRequest {
+            purpose: purpose.to_string(),
+            resource: Resource {
+                category: category.to_string(),
+                ..Resource::default()
+            },
+            ..DecisionRequest::default()
+        };
+        let dimensions = self.dimensions(&rules, c);
+        let mut permitted_example = None;
+        let mut refused_example = None;
+        let mut decisions = BTreeSet::new();
+        let mut evaluated = 0;
+        for_each_request(&bare, &dimensions, |req| {
+            evaluated += 1;
+            let decision = self.evaluate_rules(req).decision;
+            decisions.insert(decision.as_str());
+            if decision == Decision::Permit {
+                permitted_example.get_or_insert_with(|| req.clone());
+            } else {
+                refused_example.get_or_insert_with(|| req.clone());
+            }
+        });
+        let kind = match (permitted_example.is_some(), refused_example.is_some()) {
+            (true, false) => CellKind::Permit,
+            (true, true) => CellKind::Conditional,
+            _ if decisions.contains(Decision::Deny.as_str()) => CellKind::Deny,
+            _ => CellKind::NotApplicable,
+        };
+        let answer = self.evaluate_rules(&bare);
+        let conditional = kind == CellKind::Conditional;
+        Cell {
+            purpose: purpose.clone(),
+            category: category.clone(),
+            kind,
+            decision: answer.decision,
+            rule_ids: answer.rule_ids,
+            reason: answer.reason,
+            conditions: if conditional {
+                rules.iter().map(|r| when_in_words(r)).collect()
+            } else {
+                Vec::new()
+            },
+            rules: rules
+                .iter()
+                .map(|r| CellRule {
+                    id: r.id.clone(),
+                    effect: r.effect.as_str(),
+                    text: r.describe(),
+                })
+                .collect(),
+            permitted_example: permitted_example.filter(|_| conditional),
+            refused_example: refused_example.filter(|_| conditional),
+            evaluated,
+        }
+    }
+
+    /// The facts the rules' conditions read, and the values worth trying.
+    fn dimensions(&self, rules: &[&Rule], category: NodeIdx) -> Vec<Dimension> {
+        let mut facts = Facts::default();
+        for rule in rules {
+            for condition in rule.when.iter().chain(&rule.unless) {
+                facts.collect(condition);
+            }
+            if rule.effect == Effect::Permit {
+                facts
+                    .obligations
+                    .extend(rule.obligations.iter().map(|o| o.id.to_string()));
+            }
+        }
+        facts.into_dimensions(self, category)
+    }
+}
+
+/// Everything the conditions of a cell's rules read.
+#[derive(Default)]
+struct Facts {
+    tenancy: bool,
+    deidentification: bool,
+    group_sizes: BTreeSet<u64>,
+    origins: BTreeSet<Arc<str>>,
+    subjects: BTreeSet<String>,
+    roles: BTreeSet<String>,
+    context: BTreeMap<String, BTreeSet<String>>,
+    attributes: BTreeMap<String, BTreeSet<String>>,
+    instruction: bool,
+    obligations: BTreeSet<String>,
+}
+
+impl Facts {
+    fn collect(&mut self, condition: &Condition) {
+        match condition {
+            Condition::SameTenant(_) => self.tenancy = true,
+            Condition::Deidentification(_) => self.deidentification = true,
+            Condition::GroupSizeAtLeast { min, .. } => {
+                self.group_sizes.insert(*min);
+                self.group_sizes.insert(min.saturating_sub(1));
+            }
+            Condition::OriginWithin { categories, .. } => {
+                self.origins.extend(categories.iter().cloned());
+            }
+            Condition::SubjectId(ids) => self.subjects.extend(ids.iter().cloned()),
+            Condition::SubjectRole(roles) => self.roles.extend(roles.iter().cloned()),
+            Condition::Context { key, values } => self
+                .context
+                .entry(key.clone())
+                .or_default()
+                .extend(values.iter().cloned()),
+            Condition::Resource { key, values } => self
+                .attributes
+                .entry(key.clone())
+                .or_default()
+                .extend(values.iter().cloned()),
+            Condition::CustomerInstruction(_) => self.instruction = true,
+            Condition::All(parts) | Condition::Any(parts) => {
+                parts.iter().for_each(|p| self.collect(p));
+            }
+            Condition::Not(inner) => self.collect(inner),
+        }
+    }
+
+    fn into_dimensions(self, policy: &Policy, category: NodeIdx) -> Vec<Dimension> {
+        let mut dims = Vec::new();
+        let none = || -> Edit { Box::new(|_: &mut DecisionRequest| {}) };
+        if self.tenancy {
+            dims.push(Dimension {
+                values: vec![
+                    none(),
+                    Box::new(|r: &mut DecisionRequest| {
+                        r.subject.tenant = "tenant-a".into();
+                        r.resource.owner_tenant = "tenant-a".into();
+                    }),
+                    Box::new(|r: &mut DecisionRequest| {
+                        r.subject.tenant = "tenant-a".into();
+                        r.resource.owner_tenant = "tenant-b".into();
+                    }),
+                ],
+            });
+        }
+        if self.deidentification {
+            let mut values = vec![none()];
+            for state in Deidentification::ALL {
+                values.push(Box::new(move |r: &mut DecisionRequest| {
+                    r.resource.deidentification = Some(state);
+                }));
+            }
+            dims.push(Dimension { values });
+        }
+        if !self.group_sizes.is_empty() {
+            let mut values = vec![none()];
+            for k in self.group_sizes.into_iter().filter(|&k| k > 0) {
+                values.push(Box::new(move |r: &mut DecisionRequest| {
+                    r.resource.group_size = Some(k);
+                }));
+            }
+            dims.push(Dimension { values });
+        }
+        if !self.origins.is_empty() {
+            let mut values = vec![none()];
+            // A category outside every list, to see the condition fail.
+            let outside = policy
+                .categories()
+                .nodes()
+                .map(|(i, n)| (i, n.id.clone()))
+                .find(|(i, id)| *i != category && !self.origins.contains(id));
+            for origin in self.origins.into_iter().chain(outside.map(|(_, id)| id)) {
+                values.push(Box::new(move |r: &mut DecisionRequest| {
+                    r.resource.origin = vec![origin.to_string()];
+                }));
+            }
+            dims.push(Dimension { values });
+        }
+        dims.extend(text_dimension(self.subjects, |r, v| r.subject.id = v));
+        dims.extend(text_dimension(self.roles, |r, v| r.subject.roles = vec![v]));
+        for (key, values) in self.context {
+            dims.extend(text_dimension(values, move |r, v| {
+                r.context.attributes.insert(key.clone(), v);
+            }));
+        }
+        for (key, values) in self.attributes {
+            dims.extend(text_dimension(values, move |r, v| {
+                r.resource.attributes.insert(key.clone(), v);
+            }));
+        }
+        if self.instruction {
+            dims.push(Dimension {
+                values: vec![
+                    none(),
+                    Box::new(|r: &mut DecisionRequest| {
+                        r.context.customer_instruction = "documented instruction".into();
+                    }),
+                ],
+            });
+        }
+        if !self.obligations.is_empty() {
+            let all: Vec<String> = self.obligations.into_iter().collect();
+            dims.push(Dimension {
+                values: vec![
+                    none(),
+                    Box::new(move |r: &mut DecisionRequest| {
+                        r.supported_obligations.clone_from(&all);
+                    }),
+                ],
+            });
+        }
+        dims
+    }
+}
+
+/// Not given, each value a condition names, and one it does not.
+fn text_dimension(
+    values: BTreeSet<String>,
+    set: impl Fn(&mut DecisionRequest, String) + Clone + 'static,
+) -> Option<Dimension> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut edits: Vec<Edit> = vec![Box::new(|_: &mut DecisionRequest| {})];
+    for value in values.into_iter().chain(["something-else".to_string()]) {
+        let set = set.clone();
+        edits.push(Box::new(move |r: &mut DecisionRequest| {
+            set(r, value.clone())
+        }));
+    }
+    Some(Dimension { values: edits })
+}
+
+/// Calls `visit` with every combination of the dimensions' values applied
+/// to `bare` (the bare request first), or, past [`MAX_COMBINATIONS`], with
+/// each value of each dimension on its own.
+fn for_each_request(
+    bare: &DecisionRequest,
+    dimensions: &[Dimension],
+    mut visit: impl FnMut(&DecisionRequest),
+) {
+    let total = dimensions
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(d.values.len()))
+        .filter(|&n| n <= MAX_COMBINATIONS);
+    match total {
+        Some(total) => {
+            for mut n in 0..total {
+                let mut req = bare.clone();
+                for dim in dimensions {
+                    let len = dim.values.len().max(1);
+                    if let Some(edit) = dim.values.get(n % len) {
+                        edit(&mut req);
+                    }
+                    n /= len;
+                }
+                visit(&req);
+            }
+        }
+        None => {
+            visit(bare);
+            for dim in dimensions {
+                for edit in dim.values.iter().skip(1) {
+                    let mut req = bare.clone();
+                    edit(&mut req);
+                    visit(&req);
+                }
+            }
+        }
+    }
+}
+
+/// "permitted when …" / "denied unless …" for one rule.
+fn when_in_words(rule: &Rule) -> String {
+    let verb = match rule.effect {
+        Effect::Permit => "permitted",
+        Effect::Deny => "denied",
+    };
+    let mut out = format!("{verb} by `{}`", rule.id);
+    match (&rule.when, &rule.unless) {
+        (None, None) => out.push_str(" always"),
+        (when, unless) => {
+            if let Some(when) = when {
+                out.push_str(" when ");
+                out.push_str(&when.describe());
+            }
+            if let Some(unless) = unless {
+                out.push_str(" unless ");
+                out.push_str(&unless.describe());
+            }
+        }
+    }
+    if rule.effect == Effect::Permit && !rule.obligations.is_empty() {
+        let ids: Vec<String> = rule
+            .obligations
+            .iter()
+            .map(|o| format!("`{}`", o.id))
+            .collect();
+        out.push_str(&format!(", if the caller fulfils {}", ids.join(", ")));
+    }
+    out
+}
