@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod engine;
+pub mod explorer;
 pub mod grpc;
 pub mod metrics;
 pub mod policy_files;

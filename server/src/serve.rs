@@ -45,6 +45,10 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:9090"
     )]
     pub metrics_listen: SocketAddr,
+    /// Address of the policy explorer (a web page for privacy officers and
+    /// its JSON API), or `off`. Keep it off the public network.
+    #[arg(long, env = "PURPOSEGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9091", value_parser = parse_listen)]
+    pub admin_listen: Listen,
     /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT.
     #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
@@ -115,6 +119,19 @@ pub struct ServeArgs {
     /// Log format of the server's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A listening address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|addr| Listen(Some(addr)))
+        .map_err(|e| format!("`{s}` is neither an address like 127.0.0.1:9091 nor `off`: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,6 +216,11 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     crate::metrics::serve(args.metrics_listen, metrics.registry())
         .await
         .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
+    if let Listen(Some(addr)) = args.admin_listen {
+        crate::explorer::serve(addr, store.clone())
+            .await
+            .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
+    }
     // Keep the watcher alive for as long as the server runs.
     let _reloader = match &args.policy {
         Some(path) => Some(

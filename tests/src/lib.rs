@@ -269,6 +269,8 @@ pub struct ServerProcess {
     pub addr: std::net::SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_addr: std::net::SocketAddr,
+    /// Where the policy explorer is served, unless `--admin-listen off`.
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::ops::Deref for ServerProcess {
@@ -293,16 +295,25 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with environment variables set.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         // A free port unless the test names one.
-        let mut all = if args.contains(&"--listen") {
-            vec!["--metrics-listen", "127.0.0.1:0"]
-        } else {
-            vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
-        };
+        let mut all = vec!["--metrics-listen", "127.0.0.1:0"];
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--admin-listen") {
+            all.extend(["--admin-listen", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
-        let daemon = Daemon::start("purposegate-server", &all, env, &["addr", "metrics_addr"]);
+        let mut keys = vec!["addr", "metrics_addr"];
+        if !all.windows(2).any(|w| w == ["--admin-listen", "off"]) {
+            keys.push("admin_addr");
+        }
+        let daemon = Daemon::start("purposegate-server", &all, env, &keys);
         ServerProcess {
             addr: daemon.addr("addr"),
             metrics_addr: daemon.addr("metrics_addr"),
+            admin_addr: keys
+                .contains(&"admin_addr")
+                .then(|| daemon.addr("admin_addr")),
             daemon,
         }
     }
@@ -878,4 +889,38 @@ pub fn get_customer(
         );
     }
     request
+}
+
+/// What `curl` got: status, response headers (lower-cased) and body.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// Runs the real `curl` with `args` (the URL among them), at most 10 s.
+pub fn curl(args: &[&str]) -> Fetched {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Fetched {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        headers: head.to_lowercase(),
+        body: body.to_string(),
+    }
 }

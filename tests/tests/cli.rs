@@ -244,6 +244,7 @@ fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
         ("--listen", "PURPOSEGATE_LISTEN"),
         ("--policy", "PURPOSEGATE_POLICY"),
         ("--metrics-listen", "PURPOSEGATE_METRICS_LISTEN"),
+        ("--admin-listen", "PURPOSEGATE_ADMIN_LISTEN"),
         ("--max-batch", "PURPOSEGATE_MAX_BATCH"),
         ("--drain-seconds", "PURPOSEGATE_DRAIN_SECONDS"),
         ("--decision-log", "PURPOSEGATE_DECISION_LOG"),

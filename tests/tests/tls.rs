@@ -176,6 +176,8 @@ async fn the_server_flags_say_what_is_missing() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "off",
             "--tls-cert",
             &junk,
             "--tls-key",

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use purposegate_tests::{Daemon, Pki, TempDir, repo_root};
+use purposegate_tests::{Daemon, Pki, TempDir, curl, repo_root};
 use serde_json::Value;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -45,6 +45,8 @@ impl Webhook {
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--decision-log",
                 "off",
                 "--webhook-listen",
@@ -73,21 +75,17 @@ impl Webhook {
     /// POSTs `body` with curl; (HTTP status, body).
     fn post(&self, path: &str, body: &Path) -> (u16, String) {
         let url = format!("https://{}{path}", self.daemon.addr("webhook_addr"));
-        let out = Command::new("curl")
-            .args(["-sS", "--cacert", &self.pki.ca()])
-            .args(["-H", "Content-Type: application/json", "--data-binary"])
-            .arg(format!("@{}", body.display()))
-            .args(["-w", "\n%{http_code}", &url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.parse().unwrap(), body.to_string())
+        let data = format!("@{}", body.display());
+        let got = curl(&[
+            "--cacert",
+            &self.pki.ca(),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &data,
+            &url,
+        ]);
+        (got.status, got.body)
     }
 
     /// The `response` of the review for a fixture.

@@ -1,0 +1,362 @@
+//! The policy explorer on `--admin-listen` (default `127.0.0.1:9091`, off
+//! the public port): a page for privacy officers and auditors showing what
+//! the serving policy allows, and the JSON behind it.
+//!
+//! - `GET /`: the page, rendered here from the policy and its matrix
+//!   (readable without JavaScript; `explorer.js` only reloads it when the
+//!   revision changes). With the try form's fields in the query, the page
+//!   carries the decision for that request.
+//! - `GET /api/policy`: name, revision, trees, rules, claims, the matrix and
+//!   the last reload error, as JSON; its `ETag` is the revision (and the
+//!   reload error), so polling with `If-None-Match` costs a 304.
+//! - `POST /api/check`: a `CheckRequest` in its JSON form (as the CLI's
+//!   `check` reads it); the answer `Check` gives, in its JSON form.
+//!
+//! Everything is embedded in the binary; nothing is fetched at run time.
+
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tracing::{debug, info};
+
+use crate::engine::{self, DecisionRequest, Matrix, Policy, Taxonomy};
+use crate::store::PolicyStore;
+use view::{Form, Page, Tried};
+
+const PAGE_CSS: &str = include_str!("explorer.css");
+const PAGE_JS: &str = include_str!("explorer.js");
+/// Requests to `/api/check` larger than this are refused.
+const MAX_CHECK_BYTES: usize = 64 * 1024;
+
+/// The explorer's state: the store, and the matrix of the serving
+/// revision, computed once per revision.
+#[derive(Debug)]
+pub struct Explorer {
+    store: Arc<PolicyStore>,
+    matrix: Mutex<Option<(Arc<str>, Arc<Matrix>)>>,
+}
+
+impl Explorer {
+    pub fn new(store: Arc<PolicyStore>) -> Self {
+        Explorer {
+            store,
+            matrix: Mutex::new(None),
+        }
+    }
+
+    /// The serving policy and its matrix.
+    fn current(&self) -> (Arc<Policy>, Arc<Matrix>) {
+        let policy = self.store.current();
+        let mut cached = match self.matrix.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((revision, matrix)) = &*cached {
+            if revision == policy.revision() {
+                return (policy, matrix.clone());
+            }
+        }
+        let matrix = Arc::new(policy.matrix());
+        *cached = Some((policy.revision().clone(), matrix.clone()));
+        (policy, matrix)
+    }
+
+    /// The validator of what `/` and `/api/policy` show.
+    fn etag(&self, policy: &Policy) -> String {
+        let error = self.store.last_reload_error();
+        if error.is_empty() {
+            format!("\"{}\"", policy.revision())
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            error.hash(&mut hasher);
+            format!("\"{}-e{:x}\"", policy.revision(), hasher.finish())
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/") => self.page(req.uri().query().unwrap_or("")),
+            (Method::GET, "/explorer.css") => asset("text/css; charset=utf-8", PAGE_CSS),
+            (Method::GET, "/explorer.js") => asset("text/javascript; charset=utf-8", PAGE_JS),
+            (Method::GET, "/api/policy") => self.policy_json(&req),
+            // Browsers ask; there is none.
+            (Method::GET, "/favicon.ico") => {
+                reply(StatusCode::NO_CONTENT, "image/x-icon", Bytes::new())
+            }
+            (Method::POST, "/api/check") => self.check(req).await,
+            (_, "/" | "/explorer.css" | "/explorer.js" | "/api/policy" | "/api/check") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, &format!("no page at `{path}`")),
+        }
+    }
+
+    fn page(&self, query: &str) -> Response<Full<Bytes>> {
+        let (policy, matrix) = self.current();
+        let form = Form {
+            fields: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
+                .collect(),
+        };
+        let tried = (!form.get("purpose").is_empty()).then(|| match form_request(&form) {
+            Ok(request) => match request.validate() {
+                Ok(()) => Tried::Answer(policy.evaluate(&request)),
+                Err(invalid) => Tried::Invalid(invalid.to_string()),
+            },
+            Err(problem) => Tried::Invalid(problem),
+        });
+        let error = self.store.last_reload_error();
+        let html = Page {
+            policy: &policy,
+            matrix: &matrix,
+            last_reload_error: &error,
+            form: &form,
+            tried: tried.as_ref(),
+        }
+        .render();
+        let mut response = reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; img-src 'self'",
+            ),
+        );
+        response
+    }
+
+    fn policy_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let (policy, matrix) = self.current();
+        let etag = self.etag(&policy);
+        let unchanged = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == etag);
+        let mut response = if unchanged {
+            reply(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
+        } else {
+            let body = policy_document(&policy, &matrix, &self.store.last_reload_error());
+            reply(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(body.to_string()),
+            )
+        };
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        response
+    }
+
+    async fn check(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = match Limited::new(req.into_body(), MAX_CHECK_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request is over {MAX_CHECK_BYTES} bytes"),
+                );
+            }
+        };
+        let value: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not JSON: {e}"),
+                );
+            }
+        };
+        let request = match engine::request_from_json("request", value) {
+            Ok(r) => r,
+            Err(diagnostics) => return error(StatusCode::BAD_REQUEST, &diagnostics.to_string()),
+        };
+        if let Err(invalid) = request.validate() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {invalid}"),
+            );
+        }
+        let evaluation = self.store.current().evaluate(&request);
+        match serde_json::to_vec(&evaluation) {
+            Ok(body) => reply(StatusCode::OK, "application/json", Bytes::from(body)),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot encode the answer: {e}"),
+            ),
+        }
+    }
+}
+
+/// The try form's fields as a request, in the API's terms.
+fn form_request(form: &Form) -> Result<DecisionRequest, String> {
+    let list = |name: &str| -> Vec<String> {
+        form.get(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let deidentification = match form.get("deidentification") {
+        "" => None,
+        name => Some(
+            engine::Deidentification::parse(name)
+                .ok_or_else(|| format!("`resource.deidentification`: unknown state `{name}`"))?,
+        ),
+    };
+    let group_size = match form.get("group_size") {
+        "" => None,
+        k => Some(
+            k.parse::<u64>()
+                .map_err(|_| format!("`resource.group_size`: `{k}` is not a whole number"))?,
+        )
+        .filter(|&k| k > 0),
+    };
+    Ok(DecisionRequest {
+        subject: engine::Subject {
+            id: form.get("subject").to_string(),
+            tenant: form.get("tenant").to_string(),
+            roles: Vec::new(),
+        },
+        resource: engine::Resource {
+            category: form.get("category").to_string(),
+            owner_tenant: form.get("owner_tenant").to_string(),
+            deidentification,
+            group_size,
+            origin: list("origin"),
+            attributes: Default::default(),
+        },
+        purpose: form.get("purpose").to_string(),
+        action: String::new(),
+        context: engine::Context {
+            customer_instruction: form.get("instruction").to_string(),
+            attributes: Default::default(),
+        },
+        supported_obligations: list("obligations"),
+        request_id: String::new(),
+    })
+}
+
+fn tree(taxonomy: &Taxonomy) -> Value {
+    Value::Array(
+        taxonomy
+            .nodes()
+            .map(|(_, n)| {
+                json!({
+                    "id": n.id,
+                    "description": n.description,
+                    "parent": n.parent.and_then(|p| taxonomy.node(p)).map(|p| p.id.clone()),
+                    "children": n.children.iter().filter_map(|&c| taxonomy.node(c)).map(|c| c.id.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The JSON of `/api/policy` (documented in the README).
+fn policy_document(policy: &Policy, matrix: &Matrix, last_reload_error: &str) -> Value {
+    let rules: Vec<Value> = policy
+        .rules()
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "description": r.description,
+                "effect": r.effect.as_str(),
+                "mode": r.mode.as_str(),
+                "purposes": r.purposes,
+                "dataCategories": r.data_categories,
+                "when": r.when.as_ref().map(engine::Condition::describe),
+                "unless": r.unless.as_ref().map(engine::Condition::describe),
+                "obligations": r.obligations,
+                "text": r.describe(),
+            })
+        })
+        .collect();
+    json!({
+        "name": policy.name(),
+        "description": policy.description(),
+        "revision": policy.revision(),
+        "lastReloadError": last_reload_error,
+        "purposes": tree(policy.purposes()),
+        "dataCategories": tree(policy.categories()),
+        "rules": rules,
+        "claims": policy.claims(),
+        "matrix": matrix,
+    })
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(body.as_bytes()),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        "application/json",
+        Bytes::from(json!({ "error": message }).to_string()),
+    )
+}
+
+/// Serves the explorer on `addr` until the process ends; the bound address.
+pub async fn serve(addr: SocketAddr, store: Arc<PolicyStore>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
+    let explorer = Arc::new(Explorer::new(store));
+    crate::serve::accept_loop(listener, "explorer", move |stream, peer| {
+        let explorer = explorer.clone();
+        async move {
+            let service = hyper::service::service_fn(move |req| {
+                let explorer = explorer.clone();
+                async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, %peer, "explorer connection ended");
+            }
+        }
+    });
+    Ok(bound)
+}

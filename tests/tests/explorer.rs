@@ -1,0 +1,362 @@
+//! The policy explorer on the server's admin port: driven in real headless
+//! Chromium, its JSON checked cell by cell against `Check` over gRPC.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{ServerProcess, TempDir, channel, curl, repo_root};
+use serde_json::Value;
+
+/// One HTTP/1.1 request to the explorer with curl: (status, headers, body).
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let url = format!("http://{addr}{path}");
+    let mut args = vec!["-X", method];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    if let Some(body) = body {
+        args.extend(["--data-binary", body]);
+    }
+    args.push(&url);
+    let got = curl(&args);
+    (got.status, got.headers, got.body)
+}
+
+fn policy_json(server: &ServerProcess) -> Value {
+    let (status, _, body) = http(server.admin_addr.unwrap(), "GET", "/api/policy", &[], None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A request in its JSON form (the explorer's examples, the CLI's input)
+/// as the protobuf message, for `Check` over gRPC.
+fn to_proto(json: &Value) -> pb::CheckRequest {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default()
+    };
+    let map = |v: &Value| -> std::collections::HashMap<String, String> {
+        v.as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+            .unwrap_or_default()
+    };
+    let resource = &json["resource"];
+    let deidentification = match resource["deidentification"].as_str() {
+        None => pb::Deidentification::Unspecified,
+        Some(name) => pb::Deidentification::from_str_name(&name.to_uppercase().replace('-', "_"))
+            .unwrap_or_else(|| panic!("no state {name}")),
+    };
+    pb::CheckRequest {
+        subject: Some(pb::Subject {
+            id: text(&json["subject"]["id"]),
+            tenant: text(&json["subject"]["tenant"]),
+            roles: list(&json["subject"]["roles"]),
+        }),
+        resource: Some(pb::Resource {
+            category: text(&resource["category"]),
+            owner_tenant: text(&resource["ownerTenant"]),
+            deidentification: deidentification.into(),
+            group_size: resource["groupSize"].as_u64().unwrap_or(0),
+            origin: list(&resource["origin"]),
+            attributes: map(&resource["attributes"]),
+        }),
+        purpose: text(&json["purpose"]),
+        action: String::new(),
+        context: Some(pb::Context {
+            customer_instruction: text(&json["context"]["customerInstruction"]),
+            attributes: map(&json["context"]["attributes"]),
+        }),
+        supported_obligations: list(&json["supportedObligations"]),
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn every_matrix_cell_agrees_with_check() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+    let doc = policy_json(&server);
+    assert_eq!(doc["name"], "online-services-dpa");
+    let mut cells = 0;
+    let mut kinds = std::collections::BTreeMap::new();
+    for row in doc["matrix"]["cells"].as_array().unwrap() {
+        for cell in row.as_array().unwrap() {
+            cells += 1;
+            let kind = cell["kind"].as_str().unwrap();
+            *kinds.entry(kind.to_string()).or_insert(0) += 1;
+            let bare = serde_json::json!({
+                "purpose": cell["purpose"],
+                "resource": {"category": cell["category"]},
+            });
+            let answer = client.check(to_proto(&bare)).await.unwrap().into_inner();
+            let what = format!("{} on {}", cell["purpose"], cell["category"]);
+            assert_eq!(
+                answer
+                    .decision()
+                    .as_str_name()
+                    .trim_start_matches("DECISION_"),
+                cell["decision"],
+                "{what}"
+            );
+            assert_eq!(
+                serde_json::to_value(&answer.rule_ids).unwrap(),
+                cell.get("ruleIds")
+                    .cloned()
+                    .unwrap_or(Value::Array(Vec::new())),
+                "{what}"
+            );
+            assert_eq!(answer.reason, cell["reason"].as_str().unwrap(), "{what}");
+            let permit = answer.decision() == pb::Decision::Permit;
+            match kind {
+                "permit" => assert!(permit, "{what}"),
+                "deny" | "not-applicable" => assert!(!permit, "{what}"),
+                "conditional" => {
+                    let yes = client
+                        .check(to_proto(&cell["permittedExample"]))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(
+                        yes.decision(),
+                        pb::Decision::Permit,
+                        "{what}: {}",
+                        cell["permittedExample"]
+                    );
+                    let no = client
+                        .check(to_proto(&cell["refusedExample"]))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_ne!(
+                        no.decision(),
+                        pb::Decision::Permit,
+                        "{what}: {}",
+                        cell["refusedExample"]
+                    );
+                    assert!(!cell["conditions"].as_array().unwrap().is_empty(), "{what}");
+                }
+                other => panic!("{what}: unknown kind {other}"),
+            }
+        }
+    }
+    let purposes = doc["purposes"].as_array().unwrap().len();
+    let categories = doc["dataCategories"].as_array().unwrap().len();
+    assert_eq!(cells, purposes * categories);
+    for kind in ["permit", "deny", "conditional", "not-applicable"] {
+        assert!(kinds.contains_key(kind), "no {kind} cell in {kinds:?}");
+    }
+}
+
+#[test]
+fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let admin = server.admin_addr.unwrap();
+
+    let (status, head, body) = http(
+        admin,
+        "POST",
+        "/api/check",
+        &["Content-Type: application/json"],
+        Some(
+            r#"{"purpose":"advertising","subject":{"id":"ads"},"resource":{"category":"customer-data"}}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("content-type: application/json"));
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["decision"], "DENY");
+    assert_eq!(answer["ruleIds"], serde_json::json!(["no-prohibited-uses"]));
+
+    for (body, status, says) in [
+        ("not json", 400, "not JSON"),
+        (
+            r#"{"purpose":"provide","resource":{"categry":"customer-data"}}"#,
+            400,
+            "did you mean `category`",
+        ),
+        (r#"{"purpose":"provide"}"#, 400, "resource.category"),
+    ] {
+        let (got, _, text) = http(admin, "POST", "/api/check", &[], Some(body));
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    let big = format!(r#"{{"purpose":"{}"}}"#, "x".repeat(100_000));
+    assert_eq!(http(admin, "POST", "/api/check", &[], Some(&big)).0, 413);
+    assert_eq!(http(admin, "GET", "/nothing", &[], None).0, 404);
+    assert_eq!(http(admin, "DELETE", "/api/policy", &[], None).0, 405);
+
+    // The policy document's ETag makes polling cheap.
+    let (status, head, _) = http(admin, "GET", "/api/policy", &[], None);
+    assert_eq!(status, 200);
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, _, _) = http(
+        admin,
+        "GET",
+        "/api/policy",
+        &[&format!("If-None-Match: {etag}")],
+        None,
+    );
+    assert_eq!(status, 304);
+
+    // The page itself, and its assets, from the binary.
+    let (status, head, page) = http(admin, "GET", "/", &[], None);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-security-policy"), "{head}");
+    assert!(
+        page.contains(
+            r#"data-purpose="advertising" data-category="customer-data" data-kind="deny""#
+        )
+    );
+    assert_eq!(http(admin, "GET", "/explorer.css", &[], None).0, 200);
+    assert_eq!(http(admin, "GET", "/explorer.js", &[], None).0, 200);
+    // Still serving after all that.
+    assert_eq!(http(admin, "GET", "/api/policy", &[], None).0, 200);
+}
+
+#[test]
+fn the_page_shows_the_last_reload_error() {
+    let dir = TempDir::new("explorer-reload-error");
+    let text =
+        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
+            .unwrap();
+    let path = dir.write("policy.yaml", &text);
+    let server = ServerProcess::start(&["--decision-log", "off", "--policy", &path]);
+    let admin = server.admin_addr.unwrap();
+    std::fs::write(
+        &path,
+        "version: 1\nname: broken\nrules: [{id: r, effect: permit, purposes: [nope]}]\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, _, page) = http(admin, "GET", "/", &[], None);
+        if page.contains(r#"id="reload-error""#) {
+            assert!(page.contains("unknown purpose"), "the error is shown");
+            assert!(
+                page.contains("online-services-dpa"),
+                "the good revision still serves"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload error on the page"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The page in real Chromium (Debian's, driven by playwright-core from npm;
+/// `.ci/test` installs both), checked by axe-core for WCAG 2.1 AA too.
+#[test]
+fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
+    let dir = TempDir::new("explorer-browser");
+    let text =
+        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
+            .unwrap();
+    let policy = dir.write("policy.yaml", &text);
+    // The replacement lifts the prohibition: advertising on customer data
+    // is then not applicable rather than denied.
+    let cut = text.find("  - id: no-prohibited-uses").unwrap();
+    let replacement = dir.write("replacement.yaml", &text[..cut]);
+    let server = ServerProcess::start(&["--decision-log", "off", "--policy", &policy]);
+    let out_dir = repo_root().join("target/explorer-test");
+    let url = format!("http://{}/", server.admin_addr.unwrap());
+    let run = std::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/explorer.mjs"))
+        .args([
+            url.as_str(),
+            &out_dir.display().to_string(),
+            &policy,
+            &replacement,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("node: {e}"));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        seen["advertisingCustomerData"]
+            .as_str()
+            .unwrap()
+            .contains("deny"),
+        "{seen}"
+    );
+    assert!(
+        seen["lboDiagnosticData"]
+            .as_str()
+            .unwrap()
+            .contains("conditional"),
+        "{seen}"
+    );
+    assert!(
+        seen["lboDiagnosticTitle"]
+            .as_str()
+            .unwrap()
+            .contains("anonymized"),
+        "{seen}"
+    );
+    assert!(
+        seen["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("lbo-anonymized-diagnostic"),
+        "{seen}"
+    );
+    assert_eq!(seen["tried"]["decision"], "PERMIT", "{seen}");
+    assert!(
+        seen["tried"]["rules"]
+            .as_str()
+            .unwrap()
+            .contains("lbo-anonymized-diagnostic"),
+        "{seen}"
+    );
+    assert_ne!(seen["revisionAfter"], seen["revision"], "{seen}");
+    assert!(
+        seen["advertisingCustomerDataAfter"]
+            .as_str()
+            .unwrap()
+            .contains("not applicable"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["problems"],
+        serde_json::json!([]),
+        "console errors: {seen}"
+    );
+    assert_eq!(
+        seen["accessibility"],
+        serde_json::json!([]),
+        "axe-core finds WCAG 2.1 AA violations: {seen}"
+    );
+    let screenshot = out_dir.join("explorer.png");
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "{}",
+        screenshot.display()
+    );
+}
