@@ -4,7 +4,9 @@
 //! the proxy judges a call: its path picks the route, its headers say the
 //! purpose and the rest. When Envoy terminated mutual TLS, the peer's
 //! principal (`attributes.source.principal`, its certificate's URI SAN) is
-//! the subject and `x-subject` is ignored, as on the proxy.
+//! the subject and `x-subject` is ignored, as on the proxy; with the
+//! sidecar's own TLS configured, a check without a principal names no
+//! subject.
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpStatusCode, OkHttpResponse,
@@ -27,11 +29,18 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub struct ExtAuthz {
     gate: Gate,
     routes: Routes,
+    /// With TLS configured the subject comes only from the principal Envoy
+    /// verified; a call without one names no subject.
+    require_principal: bool,
 }
 
 impl ExtAuthz {
-    pub fn new(gate: Gate, routes: Routes) -> Self {
-        ExtAuthz { gate, routes }
+    pub fn new(gate: Gate, routes: Routes, require_principal: bool) -> Self {
+        ExtAuthz {
+            gate,
+            routes,
+            require_principal,
+        }
     }
 }
 
@@ -69,24 +78,26 @@ impl Authorization for ExtAuthz {
             })));
         };
         // The caller's certified identity, when Envoy terminated mutual TLS:
-        // the URI SAN of its certificate. It replaces `x-subject`, which the
-        // caller could write.
+        // the principal of its certificate. It replaces `x-subject`, which
+        // the caller could write; with the sidecar's own TLS configured,
+        // only a principal names a subject.
         let principal = check
             .attributes
             .as_ref()
             .and_then(|a| a.source.as_ref())
             .map(|peer| peer.principal.trim())
             .filter(|p| !p.is_empty());
+        let certified_subject = match principal {
+            Some(principal) => Some(principal),
+            None if self.require_principal => Some(""),
+            None => None,
+        };
         // Envoy sends header names lower-cased.
         let header = |name: &str| -> String {
-            match (name, principal) {
-                ("x-subject", Some(principal)) => principal.to_string(),
-                _ => http
-                    .headers
-                    .get(name)
-                    .map(|v| v.trim().to_string())
-                    .unwrap_or_default(),
-            }
+            http.headers
+                .get(name)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
         };
         let path = http.path.split('?').next().unwrap_or("");
         let call = Call {
@@ -94,6 +105,7 @@ impl Authorization for ExtAuthz {
             path,
             method: &http.method,
             header: &header,
+            certified_subject,
         };
         let mut trace_headers = tonic::codegen::http::HeaderMap::new();
         for name in ["traceparent", "tracestate"] {

@@ -22,6 +22,10 @@ pub struct Call<'a> {
     pub method: &'a str,
     /// A request header's value, trimmed; empty when absent.
     pub header: &'a (dyn Fn(&str) -> String + Sync),
+    /// The caller's subject as its verified certificate names it (empty
+    /// if it names none), when the call came over mutual TLS: then
+    /// `x-subject` is not believed.
+    pub certified_subject: Option<&'a str>,
 }
 
 /// Why a call is not let through, before or after asking.
@@ -142,7 +146,10 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
     };
     Ok(pb::CheckRequest {
         subject: Some(pb::Subject {
-            id: header("x-subject"),
+            id: match call.certified_subject {
+                Some(certified) => certified.to_string(),
+                None => header("x-subject"),
+            },
             tenant: header("x-tenant"),
             roles: list(header("x-subject-roles")),
         }),

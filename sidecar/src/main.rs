@@ -163,6 +163,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    let tls_configured = tls.is_some();
     let (pdp_tls, proxy_tls) = match tls {
         Some(files) => (
             Some(purposegate_server::tls::ClientTls::new(
@@ -238,7 +239,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             shutdown.clone(),
         )))
         .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
-            extauthz::ExtAuthz::new(gate.clone(), routes),
+            extauthz::ExtAuthz::new(gate.clone(), routes, tls_configured),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(local), {
             let health = health.clone();

@@ -139,6 +139,7 @@ impl Proxy {
             path: req.uri().path(),
             method: req.method().as_str(),
             header: &header,
+            certified_subject: subject,
         };
         let parent = parent_context(headers);
         match judge(&self.inner.gate, &self.inner.routes, &call, &parent).await {

@@ -150,16 +150,34 @@ async fn the_server_refuses_plaintext_and_strangers_and_follows_rotated_files() 
         permitted(&check_over(server.addr, &rotated)).then_some(())
     })
     .await;
-    let old = check_over(server.addr, &trusted);
-    assert_ne!(old.code, Some(0), "the old CA still verifies: {old:?}");
-
-    // A broken rewrite keeps the last good files in use.
-    std::fs::write(&clients_ca, "not a certificate").unwrap();
-    assert!(permitted(&check_over(server.addr, &rotated)));
-    assert!(
-        server.log().iter().any(|l| l.contains("cannot be loaded")),
-        "the broken files are logged"
+    // The client CA was rotated too: the old CA's client certificate, with
+    // the server's new CA trusted, is refused.
+    let old_client = [
+        "-cacert",
+        &rogue.ca(),
+        "-cert",
+        &client_cert,
+        "-key",
+        &client_key,
+    ];
+    let old = check_over(server.addr, &old_client);
+    assert_ne!(
+        old.code,
+        Some(0),
+        "the old client CA still verifies: {old:?}"
     );
+
+    // A broken rewrite keeps the last good files in use, and says so.
+    std::fs::write(&clients_ca, "not a certificate").unwrap();
+    eventually(
+        "the broken client CA is noticed, logged and not used",
+        || async {
+            (permitted(&check_over(server.addr, &rotated))
+                && server.log().iter().any(|l| l.contains("cannot be loaded")))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -220,17 +238,12 @@ struct Stack {
     _dir: TempDir,
 }
 
-fn mtls_stack() -> Stack {
-    let dir = TempDir::new("tls-sidecar");
-    let trust = Pki::new(dir.path(), "trust");
-    let policy = dir.write("policy.yaml", CLAIMS_POLICY);
-    let (server, _) = mtls_server(&dir, &trust, &["--policy", &policy]);
-    let (cert, key) = trust.issue(
-        "sidecar",
-        "IP:127.0.0.1,URI:spiffe://example.org/ns/shop/sa/purposegate-sidecar",
-    );
-    let (demo, sidecar) = demo_behind_sidecar(
-        &format!("https://{}", server.addr),
+/// The demo app behind a sidecar with its own certificate from `trust`,
+/// asking the server at `pdp` over mutual TLS.
+fn tls_sidecar(pdp: std::net::SocketAddr, trust: &Pki, san: &str) -> (DemoService, SidecarProcess) {
+    let (cert, key) = trust.issue("sidecar", san);
+    demo_behind_sidecar(
+        &format!("https://{pdp}"),
         &[
             "--tls-cert",
             &cert,
@@ -240,6 +253,44 @@ fn mtls_stack() -> Stack {
             &trust.ca(),
         ],
         &[],
+    )
+}
+
+/// A channel to `addr` over TLS trusting `ca`, presenting `identity`
+/// (certificate and key files) if given; at most 3 s to connect.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+}
+
+fn mtls_stack() -> Stack {
+    let dir = TempDir::new("tls-sidecar");
+    let trust = Pki::new(dir.path(), "trust");
+    let policy = dir.write("policy.yaml", CLAIMS_POLICY);
+    let (server, _) = mtls_server(&dir, &trust, &["--policy", &policy]);
+    let (demo, sidecar) = tls_sidecar(
+        server.addr,
+        &trust,
+        "IP:127.0.0.1,URI:spiffe://example.org/ns/shop/sa/purposegate-sidecar",
     );
     Stack {
         _server: server,
@@ -251,23 +302,12 @@ fn mtls_stack() -> Stack {
 }
 
 async fn tls_client(stack: &Stack, leaf: &str, san: &str) -> CustomerServiceClient<Channel> {
-    let (cert, key) = stack.trust.issue(leaf, san);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(stack.trust.ca()).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ));
-    let channel = Channel::from_shared(format!("https://{}", stack.sidecar.proxy_addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CustomerServiceClient::new(channel)
+    let identity = stack.trust.issue(leaf, san);
+    CustomerServiceClient::new(
+        tls_channel(stack.sidecar.proxy_addr, &stack.trust.ca(), Some(identity))
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -323,37 +363,45 @@ async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     assert_eq!(stack.demo.received(), 1, "only the permitted call arrived");
 }
 
+/// A routed, permitted call that fails before the sidecar judges it: a
+/// transport error, never PERMISSION_DENIED, and nothing reaches the app.
+async fn refused_at_the_door(channel: Result<Channel, tonic::transport::Error>) -> String {
+    let Ok(channel) = channel else {
+        return "no connection".to_string();
+    };
+    let status = CustomerServiceClient::new(channel)
+        .get_customer(get_customer("provide", "crm"))
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_ne!(status.code(), tonic::Code::Ok);
+    format!("{:?}", status.code())
+}
+
 #[tokio::test]
 async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
     let stack = mtls_stack();
-    // Plaintext h2c.
-    let plaintext = grpcurl(
-        &[
-            "-plaintext",
-            "-connect-timeout",
-            "2",
-            "-H",
-            "x-purpose: provide",
-            &stack.sidecar.proxy_addr.to_string(),
-            "list",
-        ],
-        None,
-    );
-    assert_ne!(plaintext.code, Some(0), "{plaintext:?}");
+    let timeout = std::time::Duration::from_secs(3);
+    // Plaintext h2c, on a call the routes permit.
+    let plaintext = Channel::from_shared(stack.sidecar.proxy_url())
+        .unwrap()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await;
+    refused_at_the_door(plaintext).await;
     // TLS without a client certificate.
-    let anonymous = grpcurl(
-        &[
-            "-cacert",
-            &stack.trust.ca(),
-            "-connect-timeout",
-            "2",
-            &stack.sidecar.proxy_addr.to_string(),
-            "list",
-        ],
-        None,
-    );
-    assert_ne!(anonymous.code, Some(0), "{anonymous:?}");
-    // The trusted path still works after both.
+    let anonymous = tls_channel(stack.sidecar.proxy_addr, &stack.trust.ca(), None).await;
+    refused_at_the_door(anonymous).await;
+    // A certificate from another CA.
+    let dir = TempDir::new("tls-stranger");
+    let rogue = Pki::new(dir.path(), "rogue");
+    let identity = rogue.issue("billing", "URI:spiffe://example.org/ns/shop/sa/billing");
+    let stranger = tls_channel(stack.sidecar.proxy_addr, &stack.trust.ca(), Some(identity)).await;
+    refused_at_the_door(stranger).await;
+    assert_eq!(stack.demo.received(), 0, "a refused caller reached the app");
+
+    // The trusted path still works after all three.
     let mut billing = tls_client(
         &stack,
         "billing",
@@ -364,10 +412,75 @@ async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
         .get_customer(get_customer("provide", ""))
         .await
         .unwrap();
-    eventually("the app saw the one permitted call", || async {
-        (stack.demo.received() == 1).then_some(())
-    })
-    .await;
+    assert_eq!(stack.demo.received(), 1);
+}
+
+/// Envoy checks on the local port of a TLS sidecar: without a verified
+/// principal, `x-subject` names no one.
+#[test]
+fn ext_authz_without_a_principal_names_no_subject_when_tls_is_on() {
+    let stack = mtls_stack();
+    let request = serde_json::json!({"attributes": {
+        "request": {"http": {"method": "GET", "path": "/customers/c-1",
+            "headers": {"x-purpose": "troubleshoot", "x-subject": "mallory"}}}
+    }});
+    let run = grpcurl(
+        &[
+            "-plaintext",
+            "-d",
+            &request.to_string(),
+            &stack.sidecar.local_addr.to_string(),
+            "envoy.service.auth.v3.Authorization/Check",
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("names no subject"), "{}", run.stdout);
+}
+
+/// The sidecar checks whom it asks: a decision server whose certificate is
+/// from another CA, or for another name, gets no question, and every call
+/// is denied (fail closed), never let through.
+#[tokio::test]
+async fn the_sidecar_refuses_a_pdp_it_cannot_verify() {
+    for (case, ca, san) in [
+        ("another CA", "rogue", "IP:127.0.0.1,DNS:localhost"),
+        ("another name", "trust", "DNS:someone-else.example.org"),
+    ] {
+        let dir = TempDir::new("tls-wrong-pdp");
+        let trust = Pki::new(dir.path(), "trust");
+        let rogue = Pki::new(dir.path(), "rogue");
+        let issuer = if ca == "rogue" { &rogue } else { &trust };
+        let (server_cert, server_key) = issuer.issue("server", san);
+        let server = ServerProcess::start(&[
+            "--decision-log",
+            "off",
+            "--tls-cert",
+            &server_cert,
+            "--tls-key",
+            &server_key,
+        ]);
+        let (demo, sidecar) = tls_sidecar(server.addr, &trust, "IP:127.0.0.1");
+        let identity = trust.issue("caller", "URI:spiffe://example.org/ns/shop/sa/crm");
+        let channel = tls_channel(sidecar.proxy_addr, &trust.ca(), Some(identity))
+            .await
+            .unwrap();
+        let denied = CustomerServiceClient::new(channel)
+            .get_customer(get_customer("provide", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denied.code(),
+            tonic::Code::PermissionDenied,
+            "{case}: {denied:?}"
+        );
+        assert!(
+            denied.message().contains("could not answer"),
+            "{case}: {}",
+            denied.message()
+        );
+        assert_eq!(demo.received(), 0, "{case}: a call went through");
+    }
 }
 
 #[test]

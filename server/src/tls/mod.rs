@@ -11,7 +11,9 @@ pub mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -79,7 +81,9 @@ impl TlsFiles {
     }
 
     fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
-        PrivateKeyDer::from_pem_file(&self.key)
+        let pem = std::fs::read(&self.key)
+            .map_err(|e| format!("cannot read `{}`: {e}", self.key.display()))?;
+        PrivateKeyDer::from_pem_slice(&pem)
             .map_err(|e| format!("`{}` is not a PEM private key: {e}", self.key.display()))
     }
 
@@ -120,13 +124,30 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// How often the files are looked at, at most.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed load it is tried again, changed or not (a key
+/// made readable by `chmod` changes neither time nor length).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// A rustls configuration built from [`TlsFiles`], rebuilt when they change.
 #[derive(Debug)]
 struct Reloading<C> {
     files: TlsFiles,
     alpn: Vec<Vec<u8>>,
     build: fn(&TlsFiles, Vec<Vec<u8>>) -> Result<C, String>,
-    current: Mutex<(Stamp, Arc<C>)>,
+    /// Read lock-free by every handshake.
+    current: ArcSwap<C>,
+    /// Taken by one handshake at a time to look at the files; the others
+    /// meanwhile use `current`.
+    check: Mutex<Check>,
+}
+
+#[derive(Debug)]
+struct Check {
+    at: Instant,
+    stamp: Stamp,
+    retry: Option<Instant>,
 }
 
 impl<C> Reloading<C> {
@@ -143,51 +164,72 @@ impl<C> Reloading<C> {
             files,
             alpn,
             build,
-            current: Mutex::new((stamp, Arc::new(config))),
+            current: ArcSwap::from_pointee(config),
+            check: Mutex::new(Check {
+                at: Instant::now(),
+                stamp,
+                retry: None,
+            }),
         })
     }
 
-    /// The configuration to use for the next handshake.
+    /// The configuration to use for the next handshake: the files are
+    /// looked at no more than once a second, by one caller at a time.
     fn get(&self) -> Arc<C> {
-        let mut current = match self.current.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = self.files.stamp();
-        if now != current.0 {
-            match (self.build)(&self.files, self.alpn.clone()) {
-                Ok(config) => {
-                    info!(cert = %self.files.cert.display(), "TLS files changed; reloaded");
-                    current.1 = Arc::new(config);
-                }
-                Err(e) => {
-                    warn!(error = %e, "TLS files changed but cannot be loaded; keeping the last good ones");
+        if let Ok(mut check) = self.check.try_lock() {
+            let now = Instant::now();
+            if now.duration_since(check.at) >= CHECK_EVERY {
+                check.at = now;
+                let stamp = self.files.stamp();
+                let retry_due = check.retry.is_some_and(|at| now >= at);
+                if stamp != check.stamp || retry_due {
+                    check.stamp = stamp;
+                    match (self.build)(&self.files, self.alpn.clone()) {
+                        Ok(config) => {
+                            info!(cert = %self.files.cert.display(), "TLS files changed; reloaded");
+                            self.current.store(Arc::new(config));
+                            check.retry = None;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, retry_in_seconds = RETRY_AFTER.as_secs(), "TLS files changed but cannot be loaded; keeping the last good ones");
+                            check.retry = Some(now + RETRY_AFTER);
+                        }
+                    }
                 }
             }
-            current.0 = now;
         }
-        current.1.clone()
+        self.current.load_full()
     }
 }
+
+/// Most TLS handshakes in progress on one listener; past it new
+/// connections are closed at once, so idle sockets cannot pile up.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The server side of TLS: a certificate, and with a CA bundle, client
 /// certificates required and verified against it.
 #[derive(Debug, Clone)]
-pub struct ServerTls(Arc<Reloading<rustls::ServerConfig>>);
+pub struct ServerTls {
+    config: Arc<Reloading<rustls::ServerConfig>>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+}
 
 impl ServerTls {
     /// `alpn`: the protocols offered, e.g. `h2` for gRPC.
     pub fn new(files: TlsFiles, alpn: &[&[u8]]) -> Result<Self, String> {
-        Reloading::new(files, alpn, build_server).map(|r| ServerTls(Arc::new(r)))
+        Ok(ServerTls {
+            config: Arc::new(Reloading::new(files, alpn, build_server)?),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+        })
     }
 
     /// Whether clients must present a certificate.
     pub fn verifies_clients(&self) -> bool {
-        self.0.files.ca.is_some()
+        self.config.files.ca.is_some()
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.0.get())
+        tokio_rustls::TlsAcceptor::from(self.config.get())
     }
 }
 
@@ -243,21 +285,28 @@ fn build_client(files: &TlsFiles, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientCo
     Ok(config)
 }
 
-/// The subject a verified client certificate names: its first URI subject
-/// alternative name (a SPIFFE ID), or empty when it has none. `None` when
-/// the peer presented no certificate.
+/// The subject a verified client certificate names: its one URI subject
+/// alternative name (a SPIFFE ID, which has exactly one). Empty when it has
+/// none, several, or cannot be read (logged): such a caller names no one.
+/// `None` when the peer presented no certificate.
 pub fn peer_subject(certificates: Option<&[CertificateDer<'_>]>) -> Option<String> {
     let leaf = certificates?.first()?;
-    Some(
-        x509::uri_sans(leaf)
-            .ok()
-            .and_then(|uris| uris.into_iter().next())
-            .unwrap_or_default(),
-    )
+    Some(match x509::uri_sans(leaf) {
+        Ok(uris) if uris.len() == 1 => uris.into_iter().next().unwrap_or_default(),
+        Ok(uris) if uris.is_empty() => String::new(),
+        Ok(uris) => {
+            warn!(uris = ?uris, "a client certificate has several URI SANs; it names no subject");
+            String::new()
+        }
+        Err(e) => {
+            warn!(error = %e, "a client certificate's SANs cannot be read; it names no subject");
+            String::new()
+        }
+    })
 }
 
 /// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Completes the server side of a handshake within [`HANDSHAKE_TIMEOUT`];
 /// `None` (logged at debug) when the peer spoke plaintext, presented no or
@@ -268,6 +317,10 @@ pub async fn handshake(
     peer: std::net::SocketAddr,
     what: &'static str,
 ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let Ok(_permit) = tls.handshakes.try_acquire() else {
+        tracing::debug!(%peer, "{what}: {MAX_HANDSHAKES} TLS handshakes in progress; connection closed");
+        return None;
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
