@@ -1,5 +1,6 @@
 //! One decision on the embedded default policy: a permit, a deny and a
-//! not-applicable. Run: `cargo bench -p purposegate-server --bench decision`.
+//! not-applicable; and the policy explorer's whole matrix, computed once
+//! per revision. Run: `cargo bench -p purposegate-server --bench decision`.
 
 use std::hint::black_box;
 
@@ -50,5 +51,14 @@ fn decision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decision);
+fn matrix(c: &mut Criterion) {
+    let Ok(policy) = default_policy::load() else {
+        return;
+    };
+    c.bench_function("matrix/default_policy", |b| {
+        b.iter(|| black_box(&policy).matrix())
+    });
+}
+
+criterion_group!(benches, decision, matrix);
 criterion_main!(benches);

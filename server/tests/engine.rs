@@ -427,3 +427,35 @@ fn the_default_policy_matrix_agrees_with_evaluate() {
         assert!(kinds.contains_key(kind), "no {kind} cell: {kinds:?}");
     }
 }
+
+/// With `claims`, the matrix asks as a subject that may claim the purpose,
+/// so its answers are what `evaluate` (and `Check`) give that subject.
+#[test]
+fn a_claims_policy_matrix_asks_as_a_permitted_claimant() {
+    use purposegate_server::engine::{CellKind, Decision, Policy};
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/semantics/12-claims.yaml"),
+    )
+    .unwrap();
+    let policy = Policy::parse("12-claims.yaml", &text).unwrap();
+    let matrix = policy.matrix();
+    let kind = |p: &str| {
+        let row = matrix.purposes.iter().position(|x| &**x == p).unwrap();
+        matrix.cells[row][0].kind
+    };
+    // crm may claim provide, support-* troubleshoot; nobody may claim lbo.
+    assert_eq!(kind("provide"), CellKind::Permit);
+    assert_eq!(kind("troubleshoot"), CellKind::Permit);
+    assert_eq!(kind("lbo"), CellKind::Deny);
+    let row = matrix.purposes.iter().position(|x| &**x == "lbo").unwrap();
+    assert!(
+        matrix.cells[row][0].reason.contains("claim"),
+        "{}",
+        matrix.cells[row][0].reason
+    );
+    for cell in matrix.cells.iter().flatten() {
+        if cell.kind == CellKind::Permit {
+            assert_eq!(cell.decision, Decision::Permit, "{}", cell.purpose);
+        }
+    }
+}

@@ -14,6 +14,8 @@ use purposegate_proto::v1 as pb;
 use purposegate_tests::{ServerProcess, TempDir, channel, curl, repo_root};
 use serde_json::Value;
 
+const JSON: &[&str] = &["Content-Type: application/json"];
+
 /// One HTTP/1.1 request to the explorer with curl: (status, headers, body).
 fn http(
     addr: std::net::SocketAddr,
@@ -23,7 +25,12 @@ fn http(
     body: Option<&str>,
 ) -> (u16, String, String) {
     let url = format!("http://{addr}{path}");
-    let mut args = vec!["-X", method];
+    // curl's own HEAD (-I) knows no body follows.
+    let mut args = if method == "HEAD" {
+        vec!["-I"]
+    } else {
+        vec!["-X", method]
+    };
     for h in headers {
         args.extend(["-H", h]);
     }
@@ -86,6 +93,54 @@ fn to_proto(json: &Value) -> pb::CheckRequest {
     }
 }
 
+/// The test's own grid of facts for a cell, independent of how the
+/// explorer picks them: every de-identification state, group sizes around
+/// the default policy's minimum, tenancy and the customer's instruction. A
+/// cell is about data of its own category: data derived from others brings
+/// them into play too (semantic 4), each its own cell.
+fn grid(purpose: &str, category: &str) -> Vec<pb::CheckRequest> {
+    let mut out = Vec::new();
+    let states = [
+        "",
+        "identified",
+        "pseudonymized",
+        "unlinked-pseudonymized",
+        "anonymized",
+        "aggregated",
+    ];
+    let origins: Vec<Option<&str>> = vec![None, Some(category)];
+    for state in states {
+        for k in [0u64, 49, 50] {
+            for tenancy in [None, Some(("t1", "t1")), Some(("t1", "t2"))] {
+                for instruction in ["", "documented"] {
+                    for origin in &origins {
+                        let mut json = serde_json::json!({
+                            "purpose": purpose,
+                            "resource": {"category": category},
+                            "context": {"customerInstruction": instruction},
+                        });
+                        if !state.is_empty() {
+                            json["resource"]["deidentification"] = state.into();
+                        }
+                        if k > 0 {
+                            json["resource"]["groupSize"] = k.into();
+                        }
+                        if let Some((subject, owner)) = tenancy {
+                            json["subject"] = serde_json::json!({"tenant": subject});
+                            json["resource"]["ownerTenant"] = owner.into();
+                        }
+                        if let Some(origin) = origin {
+                            json["resource"]["origin"] = serde_json::json!([origin]);
+                        }
+                        out.push(to_proto(&json));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn every_matrix_cell_agrees_with_check() {
     let server = ServerProcess::start(&["--decision-log", "off"]);
@@ -122,6 +177,31 @@ async fn every_matrix_cell_agrees_with_check() {
             );
             assert_eq!(answer.reason, cell["reason"].as_str().unwrap(), "{what}");
             let permit = answer.decision() == pb::Decision::Permit;
+            // The cell's colour against the server's answers to a grid of
+            // requests the test chose itself.
+            let batch = grid(
+                cell["purpose"].as_str().unwrap(),
+                cell["category"].as_str().unwrap(),
+            );
+            let answers = client
+                .check_batch(pb::CheckBatchRequest { requests: batch })
+                .await
+                .unwrap()
+                .into_inner()
+                .responses;
+            let permitted = answers
+                .iter()
+                .filter(|a| a.decision() == pb::Decision::Permit)
+                .count();
+            match kind {
+                "permit" => assert_eq!(permitted, answers.len(), "{what}: not all permitted"),
+                "deny" | "not-applicable" => assert_eq!(permitted, 0, "{what}: some permitted"),
+                _ => assert!(
+                    permitted > 0 && permitted < answers.len(),
+                    "{what}: conditional, but {permitted} of {} permitted",
+                    answers.len()
+                ),
+            }
             match kind {
                 "permit" => assert!(permit, "{what}"),
                 "deny" | "not-applicable" => assert!(!permit, "{what}"),
@@ -191,14 +271,34 @@ fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
         ),
         (r#"{"purpose":"provide"}"#, 400, "resource.category"),
     ] {
-        let (got, _, text) = http(admin, "POST", "/api/check", &[], Some(body));
+        let (got, _, text) = http(admin, "POST", "/api/check", JSON, Some(body));
         assert_eq!(got, status, "{body}: {text}");
         assert!(text.contains(says), "{body}: {text}");
     }
     let big = format!(r#"{{"purpose":"{}"}}"#, "x".repeat(100_000));
-    assert_eq!(http(admin, "POST", "/api/check", &[], Some(&big)).0, 413);
+    assert_eq!(http(admin, "POST", "/api/check", JSON, Some(&big)).0, 413);
     assert_eq!(http(admin, "GET", "/nothing", &[], None).0, 404);
-    assert_eq!(http(admin, "DELETE", "/api/policy", &[], None).0, 405);
+    let (status, head, _) = http(admin, "DELETE", "/api/policy", &[], None);
+    assert_eq!(status, 405);
+    assert!(head.contains("allow: get, head"), "{head}");
+    // A form post from another page is not JSON: refused.
+    let (status, _, text) = http(
+        admin,
+        "POST",
+        "/api/check",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        Some(r#"{"purpose":"provide","resource":{"category":"customer-data"}}"#),
+    );
+    assert_eq!(status, 415, "{text}");
+    // A name that is not this machine's (DNS rebinding) is refused.
+    let (status, _, text) = http(admin, "GET", "/api/policy", &["Host: evil.example"], None);
+    assert_eq!(status, 421, "{text}");
+    assert_eq!(
+        http(admin, "GET", "/", &["Host: localhost:9091"], None).0,
+        200
+    );
+    let (status, _, body) = http(admin, "HEAD", "/", &[], None);
+    assert_eq!((status, body.trim()), (200, ""));
 
     // The policy document's ETag makes polling cheap.
     let (status, head, _) = http(admin, "GET", "/api/policy", &[], None);

@@ -125,16 +125,6 @@ impl Policy {
     /// Decides one request. Never fails: an invalid request is
     /// `INDETERMINATE` with the reason (the gRPC edge rejects it before).
     pub fn evaluate(&self, req: &DecisionRequest) -> Evaluation {
-        self.evaluate_with(req, true)
-    }
-
-    /// [`Policy::evaluate`] for a subject who may claim any purpose: what
-    /// the rules alone decide (the policy explorer's matrix).
-    pub(crate) fn evaluate_rules(&self, req: &DecisionRequest) -> Evaluation {
-        self.evaluate_with(req, false)
-    }
-
-    fn evaluate_with(&self, req: &DecisionRequest, claims: bool) -> Evaluation {
         if let Err(invalid) = req.validate() {
             return self.answer(
                 req,
@@ -155,7 +145,7 @@ impl Policy {
         };
         // Purposes bound to identity: a claim outside the policy's `claims`
         // is denied before any rule is looked at.
-        if let Some(claims) = self.claims().filter(|_| claims) {
+        if let Some(claims) = self.claims() {
             if let Err((rule_ids, reason)) = self.may_claim(claims, purpose, req) {
                 return self.answer(req, Decision::Deny, rule_ids, reason);
             }

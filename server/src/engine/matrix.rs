@@ -6,15 +6,20 @@
 //! group size, origins, subject, roles, context and data attributes, the
 //! customer's instruction, supported obligations. The cell evaluates every
 //! combination of those facts (each with "not given" among its values) with
-//! [`Policy::evaluate`]'s own code, and is
+//! [`Policy::evaluate`] itself, and is
 //! - **permit** when every combination is permitted,
-//! - **conditional** when some are and some are not (the permitting rules'
-//!   conditions say when, in words, with an example of each),
-//! - **deny** when none is and some rule denies,
+//! - **conditional** when some are and some are not (the rules' conditions
+//!   say when, in words, with an example of each),
+//! - **deny** when none is although rules speak,
 //! - **not applicable** when no rule speaks.
 //!
-//! `claims` (who may claim which purpose) are left out of the cells: they
-//! are about the caller, not the data, and are listed beside the matrix.
+//! With `claims`, every request names a subject that may claim the purpose
+//! (the first one the claims allow, its globs filled in), so the cell shows
+//! what the rules allow such a caller and `Check` answers the same; a
+//! purpose nobody may claim is denied everywhere. Past
+//! [`MAX_COMBINATIONS`] a cell varies each fact on its own and says so
+//! (`exhaustive: false`): a permit needing two facts at once may then be
+//! missed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,11 +29,11 @@ use serde::Serialize;
 use super::decision::Decision;
 use super::model::{Condition, Deidentification, Effect, Mode, NodeIdx, Rule};
 use super::policy::Policy;
-use super::request::{DecisionRequest, Resource};
+use super::request::{DecisionRequest, Resource, Subject};
 
 /// Most fact combinations evaluated for one cell; past it, each fact is
 /// varied on its own instead.
-const MAX_COMBINATIONS: usize = 4096;
+pub const MAX_COMBINATIONS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -85,6 +90,8 @@ pub struct Cell {
     pub refused_example: Option<DecisionRequest>,
     /// Fact combinations evaluated.
     pub evaluated: usize,
+    /// Whether every combination was evaluated (see [`MAX_COMBINATIONS`]).
+    pub exhaustive: bool,
 }
 
 /// Rows are purposes, columns data categories, both in declaration order.
@@ -142,6 +149,10 @@ impl Policy {
             .collect();
         let bare = DecisionRequest {
             purpose: purpose.to_string(),
+            subject: Subject {
+                id: self.claimant(p).unwrap_or_default(),
+                ..Subject::default()
+            },
             resource: Resource {
                 category: category.to_string(),
                 ..Resource::default()
@@ -153,9 +164,9 @@ impl Policy {
         let mut refused_example = None;
         let mut decisions = BTreeSet::new();
         let mut evaluated = 0;
-        for_each_request(&bare, &dimensions, |req| {
+        let exhaustive = for_each_request(&bare, &dimensions, |req| {
             evaluated += 1;
-            let decision = self.evaluate_rules(req).decision;
+            let decision = self.evaluate(req).decision;
             decisions.insert(decision.as_str());
             if decision == Decision::Permit {
                 permitted_example.get_or_insert_with(|| req.clone());
@@ -166,10 +177,12 @@ impl Policy {
         let kind = match (permitted_example.is_some(), refused_example.is_some()) {
             (true, false) => CellKind::Permit,
             (true, true) => CellKind::Conditional,
-            _ if decisions.contains(Decision::Deny.as_str()) => CellKind::Deny,
-            _ => CellKind::NotApplicable,
+            _ if rules.is_empty() && !decisions.contains(Decision::Deny.as_str()) => {
+                CellKind::NotApplicable
+            }
+            _ => CellKind::Deny,
         };
-        let answer = self.evaluate_rules(&bare);
+        let answer = self.evaluate(&bare);
         let conditional = kind == CellKind::Conditional;
         Cell {
             purpose: purpose.clone(),
@@ -194,7 +207,23 @@ impl Policy {
             permitted_example: permitted_example.filter(|_| conditional),
             refused_example: refused_example.filter(|_| conditional),
             evaluated,
+            exhaustive,
         }
+    }
+
+    /// With `claims`, a subject that may claim `purpose`: the first subject
+    /// pattern of the first claim covering it, globs filled in.
+    fn claimant(&self, purpose: NodeIdx) -> Option<String> {
+        self.claims()?
+            .iter()
+            .filter(|c| {
+                c.purpose_idx
+                    .iter()
+                    .any(|&listed| self.purposes().covers(listed, purpose))
+            })
+            .flat_map(|c| c.subjects.iter())
+            .map(|pattern| pattern.replace(['*', '?'], "x"))
+            .find(|subject| !subject.is_empty())
     }
 
     /// The facts the rules' conditions read, and the values worth trying.
@@ -313,7 +342,22 @@ impl Facts {
             dims.push(Dimension { values });
         }
         dims.extend(text_dimension(self.subjects, |r, v| r.subject.id = v));
-        dims.extend(text_dimension(self.roles, |r, v| r.subject.roles = vec![v]));
+        if !self.roles.is_empty() {
+            // Each role alone, and all of them (a condition may need two).
+            let all: Vec<String> = self.roles.iter().cloned().collect();
+            let mut values: Vec<Edit> = vec![none()];
+            for role in self.roles.into_iter().chain(["something-else".to_string()]) {
+                values.push(Box::new(move |r: &mut DecisionRequest| {
+                    r.subject.roles = vec![role.clone()];
+                }));
+            }
+            if all.len() > 1 {
+                values.push(Box::new(move |r: &mut DecisionRequest| {
+                    r.subject.roles.clone_from(&all);
+                }));
+            }
+            dims.push(Dimension { values });
+        }
         for (key, values) in self.context {
             dims.extend(text_dimension(values, move |r, v| {
                 r.context.attributes.insert(key.clone(), v);
@@ -369,12 +413,12 @@ fn text_dimension(
 
 /// Calls `visit` with every combination of the dimensions' values applied
 /// to `bare` (the bare request first), or, past [`MAX_COMBINATIONS`], with
-/// each value of each dimension on its own.
+/// each value of each dimension on its own; whether it was every one.
 fn for_each_request(
     bare: &DecisionRequest,
     dimensions: &[Dimension],
     mut visit: impl FnMut(&DecisionRequest),
-) {
+) -> bool {
     let total = dimensions
         .iter()
         .try_fold(1usize, |n, d| n.checked_mul(d.values.len()))
@@ -392,6 +436,7 @@ fn for_each_request(
                 }
                 visit(&req);
             }
+            true
         }
         None => {
             visit(bare);
@@ -402,6 +447,7 @@ fn for_each_request(
                     visit(&req);
                 }
             }
+            false
         }
     }
 }

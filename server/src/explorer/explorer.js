@@ -1,33 +1,29 @@
 // purposegate policy explorer: the page is complete without this script.
 // It only keeps the page current: every 2 s it asks /api/policy whether
-// the revision (or the last reload error) changed, and reloads the page
-// when it did, keeping the try form's request.
+// the revision or the last reload error changed since the page was served
+// (its ETag, in data-etag), and reloads the page when they did, keeping
+// the try form's request.
 "use strict";
 (function () {
-  let etag = null;
+  const etag = document.body.dataset.etag;
   const live = document.getElementById("live");
+  const say = (text) => { if (live && live.textContent !== text) live.textContent = text; };
   async function poll() {
     try {
-      const headers = etag ? { "If-None-Match": etag } : {};
-      const response = await fetch("/api/policy", { headers, cache: "no-store" });
-      if (response.status === 200) {
-        const fresh = response.headers.get("ETag");
-        const body = await response.json();
-        if (etag !== null && fresh !== etag) {
-          if (live) live.textContent = " — policy changed to revision " + body.revision + "; reloading";
-          window.location.reload();
-          return;
-        }
-        etag = fresh;
-        if (body.revision !== document.body.dataset.revision) {
-          window.location.reload();
-          return;
-        }
+      const response = await fetch("/api/policy", {
+        headers: { "If-None-Match": etag },
+        cache: "no-store",
+      });
+      if (response.status === 200 && response.headers.get("ETag") !== etag) {
+        say(" — the policy changed; reloading");
+        window.setTimeout(() => window.location.reload(), 300);
+        return;
       }
+      say("");
     } catch (e) {
-      if (live) live.textContent = " — the server cannot be reached";
+      say(" — the server cannot be reached; showing the last revision seen");
     }
     window.setTimeout(poll, 2000);
   }
-  poll();
+  window.setTimeout(poll, 2000);
 })();

@@ -17,7 +17,7 @@
 mod view;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -42,32 +42,36 @@ const MAX_CHECK_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Explorer {
     store: Arc<PolicyStore>,
-    matrix: Mutex<Option<(Arc<str>, Arc<Matrix>)>>,
+    /// Held across the computation, so concurrent page loads after a reload
+    /// wait for one computation instead of each starting their own; an
+    /// async lock, so the waiting holds no runtime thread.
+    matrix: tokio::sync::Mutex<Option<(Arc<str>, Arc<Matrix>)>>,
 }
 
 impl Explorer {
     pub fn new(store: Arc<PolicyStore>) -> Self {
         Explorer {
             store,
-            matrix: Mutex::new(None),
+            matrix: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The serving policy and its matrix.
-    fn current(&self) -> (Arc<Policy>, Arc<Matrix>) {
+    /// The serving policy and its matrix. A new revision's matrix is
+    /// computed on the blocking pool, off the threads that answer `Check`.
+    async fn current(&self) -> Result<(Arc<Policy>, Arc<Matrix>), String> {
         let policy = self.store.current();
-        let mut cached = match self.matrix.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut cached = self.matrix.lock().await;
         if let Some((revision, matrix)) = &*cached {
             if revision == policy.revision() {
-                return (policy, matrix.clone());
+                return Ok((policy, matrix.clone()));
             }
         }
-        let matrix = Arc::new(policy.matrix());
+        let computing = policy.clone();
+        let matrix = tokio::task::spawn_blocking(move || Arc::new(computing.matrix()))
+            .await
+            .map_err(|e| format!("the matrix could not be computed: {e}"))?;
         *cached = Some((policy.revision().clone(), matrix.clone()));
-        (policy, matrix)
+        Ok((policy, matrix))
     }
 
     /// The validator of what `/` and `/api/policy` show.
@@ -84,26 +88,48 @@ impl Explorer {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !local_host(&req) {
+            // A page on another site that rebinds its own name to this
+            // address would otherwise read the policy (DNS rebinding).
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "the explorer answers only to an IP address or `localhost` in the Host header",
+            );
+        }
         let path = req.uri().path().to_string();
-        match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/") => self.page(req.uri().query().unwrap_or("")),
+        let head = req.method() == Method::HEAD;
+        let method = if head {
+            Method::GET
+        } else {
+            req.method().clone()
+        };
+        let mut response = match (method, path.as_str()) {
+            (Method::GET, "/") => self.page(req.uri().query().unwrap_or("")).await,
             (Method::GET, "/explorer.css") => asset("text/css; charset=utf-8", PAGE_CSS),
             (Method::GET, "/explorer.js") => asset("text/javascript; charset=utf-8", PAGE_JS),
-            (Method::GET, "/api/policy") => self.policy_json(&req),
+            (Method::GET, "/api/policy") => self.policy_json(&req).await,
             // Browsers ask; there is none.
             (Method::GET, "/favicon.ico") => {
                 reply(StatusCode::NO_CONTENT, "image/x-icon", Bytes::new())
             }
             (Method::POST, "/api/check") => self.check(req).await,
-            (_, "/" | "/explorer.css" | "/explorer.js" | "/api/policy" | "/api/check") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            (_, "/api/check") => not_allowed("POST"),
+            (_, "/" | "/explorer.css" | "/explorer.js" | "/api/policy" | "/favicon.ico") => {
+                not_allowed("GET, HEAD")
             }
             _ => error(StatusCode::NOT_FOUND, &format!("no page at `{path}`")),
+        };
+        if head {
+            *response.body_mut() = Full::new(Bytes::new());
         }
+        response
     }
 
-    fn page(&self, query: &str) -> Response<Full<Bytes>> {
-        let (policy, matrix) = self.current();
+    async fn page(&self, query: &str) -> Response<Full<Bytes>> {
+        let (policy, matrix) = match self.current().await {
+            Ok(current) => current,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
         let form = Form {
             fields: form_urlencoded::parse(query.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
@@ -116,11 +142,13 @@ impl Explorer {
             },
             Err(problem) => Tried::Invalid(problem),
         });
-        let error = self.store.last_reload_error();
+        let reload_error = self.store.last_reload_error();
+        let etag = self.etag(&policy);
         let html = Page {
             policy: &policy,
             matrix: &matrix,
-            last_reload_error: &error,
+            etag: &etag,
+            last_reload_error: &reload_error,
             form: &form,
             tried: tried.as_ref(),
         }
@@ -139,9 +167,8 @@ impl Explorer {
         response
     }
 
-    fn policy_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let (policy, matrix) = self.current();
-        let etag = self.etag(&policy);
+    async fn policy_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let etag = self.etag(&self.store.current());
         let unchanged = req
             .headers()
             .get(header::IF_NONE_MATCH)
@@ -150,6 +177,10 @@ impl Explorer {
         let mut response = if unchanged {
             reply(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
         } else {
+            let (policy, matrix) = match self.current().await {
+                Ok(current) => current,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
             let body = policy_document(&policy, &matrix, &self.store.last_reload_error());
             reply(
                 StatusCode::OK,
@@ -164,15 +195,35 @@ impl Explorer {
     }
 
     async fn check(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // JSON only: a page on another site cannot send it without asking
+        // first (CORS preflight), which this server never grants.
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the request as `Content-Type: application/json`",
+            );
+        }
         let body = match Limited::new(req.into_body(), MAX_CHECK_BYTES)
             .collect()
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => {
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("the request is over {MAX_CHECK_BYTES} bytes"),
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the request body could not be read: {e}"),
                 );
             }
         };
@@ -216,6 +267,17 @@ fn form_request(form: &Form) -> Result<DecisionRequest, String> {
             .map(str::to_string)
             .collect()
     };
+    let pairs = |name: &str| -> Result<std::collections::BTreeMap<String, String>, String> {
+        list(name)
+            .into_iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(format!("`{name}`: `{pair}` is not key=value")),
+            })
+            .collect()
+    };
     let deidentification = match form.get("deidentification") {
         "" => None,
         name => Some(
@@ -235,7 +297,7 @@ fn form_request(form: &Form) -> Result<DecisionRequest, String> {
         subject: engine::Subject {
             id: form.get("subject").to_string(),
             tenant: form.get("tenant").to_string(),
-            roles: Vec::new(),
+            roles: list("roles"),
         },
         resource: engine::Resource {
             category: form.get("category").to_string(),
@@ -243,13 +305,13 @@ fn form_request(form: &Form) -> Result<DecisionRequest, String> {
             deidentification,
             group_size,
             origin: list("origin"),
-            attributes: Default::default(),
+            attributes: pairs("data_attributes")?,
         },
         purpose: form.get("purpose").to_string(),
-        action: String::new(),
+        action: form.get("action").to_string(),
         context: engine::Context {
             customer_instruction: form.get("instruction").to_string(),
-            attributes: Default::default(),
+            attributes: pairs("context")?,
         },
         supported_obligations: list("obligations"),
         request_id: String::new(),
@@ -327,6 +389,32 @@ fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Whether the Host header names this machine by address or `localhost`
+/// (absent: an HTTP/1.0 client on a socket, allowed).
+fn local_host(req: &Request<Incoming>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return req.headers().get(header::HOST).is_none();
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

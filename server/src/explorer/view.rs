@@ -53,8 +53,9 @@ fn label(kind: CellKind) -> &'static str {
     }
 }
 
-fn anchor(cell: &Cell) -> String {
-    format!("cell-{}--{}", cell.purpose, cell.category)
+/// By position: ids may hold any of the characters a separator could.
+fn anchor(row: usize, column: usize) -> String {
+    format!("cell-{row}-{column}")
 }
 
 /// What the try form was given, echoed back into it.
@@ -82,6 +83,9 @@ pub enum Tried {
 pub struct Page<'a> {
     pub policy: &'a Policy,
     pub matrix: &'a Matrix,
+    /// What `/api/policy` calls this revision and reload error, for the
+    /// script to notice a change from the page it was served with.
+    pub etag: &'a str,
     pub last_reload_error: &'a str,
     pub form: &'a Form,
     pub tried: Option<&'a Tried>,
@@ -110,7 +114,7 @@ impl Page<'_> {
 <link rel="stylesheet" href="/explorer.css">
 <script src="/explorer.js" defer></script>
 </head>
-<body data-revision="{revision}">
+<body data-revision="{revision}" data-etag="{etag}">
 <a class="skip" href="#matrix">Skip to the matrix</a>
 <header>
 <h1>Policy explorer</h1>
@@ -118,6 +122,7 @@ impl Page<'_> {
 "##,
             name = esc(p.name()),
             revision = esc(p.revision()),
+            etag = esc(self.etag),
         );
         if !p.description().is_empty() {
             let _ = writeln!(h, "<p>{}</p>", prose(p.description()));
@@ -158,7 +163,7 @@ impl Page<'_> {
 <ul class="legend" aria-label="Legend">
 <li><span class="cell permit">✓ permit</span> always permitted</li>
 <li><span class="cell conditional">◐ conditional</span> permitted only when its conditions hold</li>
-<li><span class="cell deny">✗ deny</span> never permitted; a rule denies</li>
+<li><span class="cell deny">✗ deny</span> never permitted</li>
 <li><span class="cell not-applicable">– not applicable</span> no rule speaks: not permitted</li>
 </ul>
 <div class="scroll"><table class="matrix">
@@ -169,7 +174,13 @@ impl Page<'_> {
             let _ = write!(h, r#"<th scope="col"><span>{}</span></th>"#, esc(category));
         }
         h.push_str("</tr></thead>\n<tbody>\n");
-        for (purpose, row) in self.matrix.purposes.iter().zip(&self.matrix.cells) {
+        for (r, (purpose, row)) in self
+            .matrix
+            .purposes
+            .iter()
+            .zip(&self.matrix.cells)
+            .enumerate()
+        {
             let depth = purpose.matches('.').count();
             let _ = write!(
                 h,
@@ -177,7 +188,7 @@ impl Page<'_> {
                 depth.min(4),
                 esc(purpose)
             );
-            for cell in row {
+            for (c, cell) in row.iter().enumerate() {
                 let tip = match cell.kind {
                     CellKind::Conditional => cell.conditions.join("; "),
                     _ => cell.reason.clone(),
@@ -188,7 +199,7 @@ impl Page<'_> {
                     kind = cell.kind.as_str(),
                     p = esc(&cell.purpose),
                     c = esc(&cell.category),
-                    anchor = esc(&anchor(cell)),
+                    anchor = anchor(r, c),
                     tip = esc(&tip.replace('`', "")),
                     symbol = symbol(cell.kind),
                     label = label(cell.kind),
@@ -197,54 +208,12 @@ impl Page<'_> {
             h.push_str("</tr>\n");
         }
         h.push_str("</tbody></table></div>\n<div class=\"explanations\">\n");
-        for cell in self.matrix.cells.iter().flatten() {
-            self.explanation(h, cell);
+        for (r, row) in self.matrix.cells.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                explanation(h, cell, &anchor(r, c));
+            }
         }
         h.push_str("</div>\n</section>\n");
-    }
-
-    fn explanation(&self, h: &mut String, cell: &Cell) {
-        let _ = write!(
-            h,
-            r#"<section class="explanation" id="{anchor}" tabindex="-1" aria-label="{p} on {c}">
-<h3><code>{p}</code> on <code>{c}</code>: <span class="cell {kind}">{symbol} {label}</span></h3>
-<p>A request naming only this purpose and category gets <strong>{decision}</strong>: {reason}</p>
-"#,
-            anchor = esc(&anchor(cell)),
-            p = esc(&cell.purpose),
-            c = esc(&cell.category),
-            kind = cell.kind.as_str(),
-            symbol = symbol(cell.kind),
-            label = label(cell.kind),
-            decision = cell.decision.as_str(),
-            reason = prose(&cell.reason),
-        );
-        if !cell.conditions.is_empty() {
-            h.push_str("<p>It depends on the facts:</p><ul>");
-            for condition in &cell.conditions {
-                let _ = write!(h, "<li>{}</li>", prose(condition));
-            }
-            h.push_str("</ul>");
-        }
-        if cell.rules.is_empty() {
-            h.push_str("<p>No rule speaks on this cell.</p>");
-        } else {
-            h.push_str("<p>Rules that speak here:</p><ul>");
-            for rule in &cell.rules {
-                let _ = write!(
-                    h,
-                    r##"<li><a href="#rule-{id}"><code>{id}</code></a>: {text}</li>"##,
-                    id = esc(&rule.id),
-                    text = prose(&rule.text)
-                );
-            }
-            h.push_str("</ul>");
-        }
-        let _ = writeln!(
-            h,
-            r##"<p class="evaluated">{} fact combinations evaluated. <a href="#matrix">Back to the matrix</a></p></section>"##,
-            cell.evaluated
-        );
     }
 
     fn try_section(&self, h: &mut String) {
@@ -432,6 +401,55 @@ impl Page<'_> {
         }
         h.push_str("</section>\n");
     }
+}
+
+fn explanation(h: &mut String, cell: &Cell, anchor: &str) {
+    let _ = write!(
+        h,
+        r#"<section class="explanation" id="{anchor}" tabindex="-1" aria-label="{p} on {c}">
+<h3><code>{p}</code> on <code>{c}</code>: <span class="cell {kind}">{symbol} {label}</span></h3>
+<p>A request naming only this purpose and category gets <strong>{decision}</strong>: {reason}</p>
+"#,
+        anchor = anchor,
+        p = esc(&cell.purpose),
+        c = esc(&cell.category),
+        kind = cell.kind.as_str(),
+        symbol = symbol(cell.kind),
+        label = label(cell.kind),
+        decision = cell.decision.as_str(),
+        reason = prose(&cell.reason),
+    );
+    if !cell.conditions.is_empty() {
+        h.push_str("<p>It depends on the facts:</p><ul>");
+        for condition in &cell.conditions {
+            let _ = write!(h, "<li>{}</li>", prose(condition));
+        }
+        h.push_str("</ul>");
+    }
+    if cell.rules.is_empty() {
+        h.push_str("<p>No rule speaks on this cell.</p>");
+    } else {
+        h.push_str("<p>Rules that speak here:</p><ul>");
+        for rule in &cell.rules {
+            let _ = write!(
+                h,
+                r##"<li><a href="#rule-{id}"><code>{id}</code></a>: {text}</li>"##,
+                id = esc(&rule.id),
+                text = prose(&rule.text)
+            );
+        }
+        h.push_str("</ul>");
+    }
+    let _ = writeln!(
+        h,
+        r##"<p class="evaluated">{} fact combinations evaluated{}. <a href="#matrix">Back to the matrix</a></p></section>"##,
+        cell.evaluated,
+        if cell.exhaustive {
+            ""
+        } else {
+            " (too many to try together: each fact was varied on its own, so a permit needing two facts at once may be missed)"
+        }
+    );
 }
 
 fn select(h: &mut String, name: &str, title: &str, tree: &Taxonomy, chosen: &str) {
