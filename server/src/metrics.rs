@@ -53,6 +53,7 @@ pub struct Metrics {
     pub decision_log_dropped: Counter,
     pub decision_log_write_errors: Counter,
     pub spans_dropped: Counter,
+    pub tls_handshake_failures: Counter,
     policy: Family<PolicyLabels, Gauge>,
 }
 
@@ -117,6 +118,12 @@ impl Metrics {
             "Trace spans dropped because the export queue was full",
             spans_dropped.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Connections to the gRPC port that never completed a TLS handshake (plaintext, no or an untrusted certificate, a stall)",
+            tls_handshake_failures.clone(),
+        );
         let policy: Family<PolicyLabels, Gauge> = Family::default();
         registry.register(
             "policy_info",
@@ -133,6 +140,7 @@ impl Metrics {
             decision_log_dropped,
             decision_log_write_errors,
             spans_dropped,
+            tls_handshake_failures,
             policy,
         }
     }

@@ -256,6 +256,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     )
     .await
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
+    let tls_failures = metrics.tls_handshake_failures.clone();
     let decisions = DecisionServer::new(
         store.clone(),
         args.max_batch,
@@ -296,7 +297,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         args.tls_key.as_ref(),
         args.tls_client_ca.as_ref(),
     )?
-    .map(|files| crate::tls::ServerTls::new(files, &[b"h2"]))
+    .map(|files| {
+        crate::tls::ServerTls::new(files, &[b"h2"]).map(|tls| tls.counting_failures(tls_failures))
+    })
     .transpose()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

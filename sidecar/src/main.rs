@@ -170,10 +170,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 files.clone(),
                 &[b"h2"],
             )?),
-            Some(purposegate_server::tls::ServerTls::new(
-                files,
-                &[b"h2", b"http/1.1"],
-            )?),
+            Some(
+                purposegate_server::tls::ServerTls::new(files, &[b"h2", b"http/1.1"])?
+                    .counting_failures(metrics.tls_handshake_failures.clone()),
+            ),
         ),
         None => (None, None),
     };

@@ -26,6 +26,8 @@ pub struct SidecarMetrics {
     pub cache: CacheMetrics,
     /// Spans a full export queue turned away.
     pub spans_dropped: Counter,
+    /// Callers of the proxy that never completed a TLS handshake.
+    pub tls_handshake_failures: Counter,
 }
 
 impl SidecarMetrics {
@@ -73,10 +75,17 @@ impl SidecarMetrics {
             "Decision spans dropped because the export queue was full",
             spans_dropped.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Connections to the proxy that never completed a TLS handshake (plaintext, no or an untrusted certificate, a stall)",
+            tls_handshake_failures.clone(),
+        );
         SidecarMetrics {
             registry: Arc::new(registry),
             cache,
             spans_dropped,
+            tls_handshake_failures,
         }
     }
 }

@@ -15,7 +15,7 @@ use pb::customer_service_client::CustomerServiceClient;
 use purposegate_demo_service::pb;
 use purposegate_tests::{
     DemoService, Pki, Run, ServerProcess, SidecarProcess, TempDir, demo_behind_sidecar, eventually,
-    get_customer, grpcurl,
+    get_customer, grpcurl, metric,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -113,8 +113,14 @@ async fn the_server_refuses_plaintext_and_strangers_and_follows_rotated_files() 
         Some(0),
         "a certificate of another CA was accepted: {refused:?}"
     );
-    // None of that hurt the server.
+    // None of that hurt the server, and each was counted.
     assert!(permitted(&check_over(server.addr, &trusted)));
+    let failures = metric(
+        &server.metrics(),
+        "purposegate_tls_handshake_failures_total",
+    )
+    .unwrap();
+    assert!(failures >= 3.0, "{failures} failed handshakes counted");
 
     // Rotate everything to the other CA, the way a Secret update swaps
     // files: the next connection sees the new server certificate and the
@@ -400,6 +406,12 @@ async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
     let stranger = tls_channel(stack.sidecar.proxy_addr, &stack.trust.ca(), Some(identity)).await;
     refused_at_the_door(stranger).await;
     assert_eq!(stack.demo.received(), 0, "a refused caller reached the app");
+    let failures = metric(
+        &stack.sidecar.metrics(),
+        "purposegate_sidecar_tls_handshake_failures_total",
+    )
+    .unwrap();
+    assert!(failures >= 2.0, "{failures} failed handshakes counted");
 
     // The trusted path still works after all three.
     let mut billing = tls_client(

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -212,6 +213,9 @@ const MAX_HANDSHAKES: usize = 1024;
 pub struct ServerTls {
     config: Arc<Reloading<rustls::ServerConfig>>,
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// Connections that never completed a handshake: plaintext, no or an
+    /// untrusted certificate, a stall, or no room.
+    failures: Counter,
 }
 
 impl ServerTls {
@@ -220,7 +224,14 @@ impl ServerTls {
         Ok(ServerTls {
             config: Arc::new(Reloading::new(files, alpn, build_server)?),
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            failures: Counter::default(),
         })
+    }
+
+    /// Counts failed handshakes in `counter` (a metric).
+    pub fn counting_failures(mut self, counter: Counter) -> Self {
+        self.failures = counter;
+        self
     }
 
     /// Whether clients must present a certificate.
@@ -318,16 +329,19 @@ pub async fn handshake(
     what: &'static str,
 ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
     let Ok(_permit) = tls.handshakes.try_acquire() else {
+        tls.failures.inc();
         tracing::debug!(%peer, "{what}: {MAX_HANDSHAKES} TLS handshakes in progress; connection closed");
         return None;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
+            tls.failures.inc();
             tracing::debug!(error = %e, %peer, "{what}: TLS handshake failed");
             None
         }
         Err(_) => {
+            tls.failures.inc();
             tracing::debug!(%peer, "{what}: TLS handshake timed out");
             None
         }
