@@ -46,13 +46,17 @@ pub struct Explorer {
     /// wait for one computation instead of each starting their own; an
     /// async lock, so the waiting holds no runtime thread.
     matrix: tokio::sync::Mutex<Option<(Arc<str>, Arc<Matrix>)>>,
+    /// On a loopback address, only requests naming this machine by address
+    /// or `localhost` are answered; bound elsewhere on purpose, any name.
+    loopback_only: bool,
 }
 
 impl Explorer {
-    pub fn new(store: Arc<PolicyStore>) -> Self {
+    pub fn new(store: Arc<PolicyStore>, loopback_only: bool) -> Self {
         Explorer {
             store,
             matrix: tokio::sync::Mutex::new(None),
+            loopback_only,
         }
     }
 
@@ -88,7 +92,7 @@ impl Explorer {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if !local_host(&req) {
+        if self.loopback_only && !local_host(&req) {
             // A page on another site that rebinds its own name to this
             // address would otherwise read the policy (DNS rebinding).
             return error(
@@ -430,7 +434,7 @@ pub async fn serve(addr: SocketAddr, store: Arc<PolicyStore>) -> std::io::Result
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
-    let explorer = Arc::new(Explorer::new(store));
+    let explorer = Arc::new(Explorer::new(store, bound.ip().is_loopback()));
     crate::serve::accept_loop(listener, "explorer", move |stream, peer| {
         let explorer = explorer.clone();
         async move {
