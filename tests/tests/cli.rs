@@ -245,6 +245,9 @@ fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
         ("--policy", "PURPOSEGATE_POLICY"),
         ("--metrics-listen", "PURPOSEGATE_METRICS_LISTEN"),
         ("--admin-listen", "PURPOSEGATE_ADMIN_LISTEN"),
+        ("--tls-cert", "PURPOSEGATE_TLS_CERT"),
+        ("--tls-key", "PURPOSEGATE_TLS_KEY"),
+        ("--tls-client-ca", "PURPOSEGATE_TLS_CLIENT_CA"),
         ("--max-batch", "PURPOSEGATE_MAX_BATCH"),
         ("--drain-seconds", "PURPOSEGATE_DRAIN_SECONDS"),
         ("--decision-log", "PURPOSEGATE_DECISION_LOG"),
@@ -284,6 +287,9 @@ fn every_sidecar_flag_reads_an_environment_variable() {
         "PURPOSEGATE_CACHE_MAX_ENTRIES",
         "PURPOSEGATE_DRY_RUN",
         "PURPOSEGATE_DRAIN",
+        "PURPOSEGATE_TLS_CERT",
+        "PURPOSEGATE_TLS_KEY",
+        "PURPOSEGATE_TLS_CLIENT_CA",
     ] {
         assert!(
             run.stdout.contains(&format!("[env: {var}=")),
