@@ -43,7 +43,10 @@ impl std::str::FromStr for Target {
 /// One decision, as logged.
 #[derive(Debug, Serialize)]
 struct Record {
-    time: String,
+    /// Taken when the decision is made, written out as RFC 3339 by the
+    /// writer, off the request path.
+    #[serde(serialize_with = "as_rfc3339")]
+    time: SystemTime,
     request_id: String,
     subject: String,
     tenant: String,
@@ -110,7 +113,7 @@ impl DecisionLog {
     pub fn record(&self, request: DecisionRequest, answer: &Evaluation, latency: Duration) {
         let Some(queue) = &self.queue else { return };
         let record = Record {
-            time: rfc3339(SystemTime::now()),
+            time: SystemTime::now(),
             request_id: request.request_id,
             subject: request.subject.id,
             tenant: request.subject.tenant,
@@ -160,6 +163,10 @@ async fn write_loop(
         }
     }
     let _ = out.flush().await;
+}
+
+fn as_rfc3339<S: serde::Serializer>(time: &SystemTime, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(&rfc3339(*time))
 }
 
 /// `2026-11-29T08:15:02.123456Z`

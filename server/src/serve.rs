@@ -234,19 +234,12 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let health = tonic_health::server::HealthReporter::new();
     let health_service =
         crate::grpc::health::DrainingHealth::server(health.clone(), shutdown_rx.clone());
-    health
-        .set_serving::<DecisionServiceServer<DecisionServer>>()
-        .await;
-    health.set_service_status("", ServingStatus::Serving).await;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
+        &health,
+        ServingStatus::Serving,
+    )
+    .await;
+    let (reflection_v1, reflection_v1alpha) = crate::grpc::reflection(&[])?;
 
     let decision_log = crate::audit::DecisionLog::start(
         args.decision_log.clone(),
@@ -320,12 +313,11 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         async move {
             wait_for_signal().await;
             info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<DecisionServiceServer<DecisionServer>>()
-                .await;
+            crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
+                &health,
+                ServingStatus::NotServing,
+            )
+            .await;
             let _ = shutdown_tx.send(true);
         }
     };

@@ -94,12 +94,6 @@ impl Tracing {
             .start_with_context(&self.tracer, parent)
     }
 
-    /// Exports what is queued now (for tests and shutdown).
-    pub async fn flush(&self) {
-        let provider = self.provider.clone();
-        let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
-    }
-
     /// Exports what is buffered and stops; call once, when the server ends.
     pub async fn shutdown(self) {
         let provider = self.provider;
@@ -148,7 +142,13 @@ pub fn record_error(span: &mut Span, status: &tonic::Status) {
 /// The caller's trace context from HTTP headers or gRPC metadata (W3C
 /// `traceparent`/`tracestate`); empty when it sent none.
 pub fn parent_context(headers: &tonic::codegen::http::HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+    parent_context_of(&HeaderExtractor(headers))
+}
+
+/// The caller's trace context from any carrier of W3C headers (Envoy's
+/// ext_authz request hands them over as a map).
+pub fn parent_context_of(carrier: &dyn Extractor) -> Context {
+    TraceContextPropagator::new().extract(carrier)
 }
 
 /// The trace context of `cx` as W3C headers into `headers`, so the next hop

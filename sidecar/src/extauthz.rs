@@ -70,12 +70,9 @@ impl Authorization for ExtAuthz {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
         else {
-            return Ok(Response::new(denied(&Denial {
-                decision: "DENY",
-                reason: "the check describes no HTTP request (`attributes.request.http`)".into(),
-                rule_ids: Vec::new(),
-                revision: String::new(),
-            })));
+            return Ok(Response::new(denied(&Denial::refused(
+                "the check describes no HTTP request (`attributes.request.http`)".into(),
+            ))));
         };
         // The caller's certified identity, when Envoy terminated mutual TLS:
         // the principal of its certificate. It replaces `x-subject`, which
@@ -107,16 +104,9 @@ impl Authorization for ExtAuthz {
             header: &header,
             certified_subject,
         };
-        let mut trace_headers = tonic::codegen::http::HeaderMap::new();
-        for name in ["traceparent", "tracestate"] {
-            if let (Some(value), Ok(name)) = (
-                http.headers.get(name).and_then(|v| v.parse().ok()),
-                tonic::codegen::http::HeaderName::from_bytes(name.as_bytes()),
-            ) {
-                trace_headers.insert(name, value);
-            }
-        }
-        let parent = purposegate_server::telemetry::parent_context(&trace_headers);
+        let parent = self
+            .gate
+            .parent(|| purposegate_server::telemetry::parent_context_of(&http.headers));
         let response = match judge(&self.gate, &self.routes, &call, &parent).await {
             Judgement::LetThrough => {
                 let ok: OkHttpResponse = OkHttpResponseBuilder::new().build();

@@ -39,6 +39,16 @@ pub fn unanswered(status: &tonic::Status) -> String {
 }
 
 impl Gate {
+    /// The intercepted call's trace context, read only when decisions are
+    /// traced: `extract` reads it from the call's headers.
+    pub fn parent(&self, extract: impl FnOnce() -> Context) -> Context {
+        if self.tracing.is_some() {
+            extract()
+        } else {
+            Context::new()
+        }
+    }
+
     /// Decides `request` for a call whose trace context is `parent`.
     pub async fn decide(&self, request: pb::CheckRequest, parent: &Context) -> Verdict {
         let cx = self.start_span(parent);

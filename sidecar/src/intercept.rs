@@ -38,7 +38,8 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn refused(reason: String) -> Self {
+    /// Refused before any decision: no purpose, no route, a bad header.
+    pub fn refused(reason: String) -> Self {
         Denial {
             decision: "DENY",
             reason,
@@ -68,7 +69,7 @@ pub enum Judgement {
 /// through under `--dry-run`. Logs every call that is not permitted.
 pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Judgement {
     let denial = match check_request(routes, call) {
-        Ok(check) => denial_of(&gate.decide(check, parent).await),
+        Ok(check) => denial_of(gate.decide(check, parent).await),
         Err(denial) => {
             gate.refused(parent, &(call.header)("x-purpose"), &denial.reason);
             Some(denial)
@@ -119,7 +120,7 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
         None => match header("x-data-deidentification").as_str() {
             "" => 0,
             name => match purposegate_server::engine::Deidentification::parse(name) {
-                Some(state) => crate::routes::api_number(state),
+                Some(state) => purposegate_server::grpc::convert::deidentification_number(state),
                 None => {
                     return Err(refuse(format!(
                         "header `x-data-deidentification`: unknown state `{name}`"
@@ -184,20 +185,15 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
 }
 
 /// The denial a verdict amounts to, if it is not an enforced PERMIT.
-fn denial_of(verdict: &Verdict) -> Option<Denial> {
-    match &verdict.answer {
+fn denial_of(verdict: Verdict) -> Option<Denial> {
+    match verdict.answer {
         Ok(answer) if answer.decision() == pb::Decision::Permit => None,
         Ok(answer) => Some(Denial {
             decision: answer.decision().as_str_name(),
-            reason: answer.reason.clone(),
-            rule_ids: answer.rule_ids.clone(),
-            revision: answer.policy_revision.clone(),
+            reason: answer.reason,
+            rule_ids: answer.rule_ids,
+            revision: answer.policy_revision,
         }),
-        Err(status) => Some(Denial {
-            decision: "DENY",
-            reason: crate::gate::unanswered(status),
-            rule_ids: Vec::new(),
-            revision: String::new(),
-        }),
+        Err(status) => Some(Denial::refused(crate::gate::unanswered(&status))),
     }
 }

@@ -38,18 +38,22 @@ fn unavailable(status: &Status) -> Status {
     Status::unavailable(crate::gate::unanswered(status))
 }
 
+/// The server's own checks (`grpc::convert`), so the local API refuses
+/// exactly what the PDP would, without asking it.
 fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {
-    if req.purpose.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "field `{prefix}purpose` must not be empty"
-        )));
+    purposegate_server::grpc::convert::request(req.clone(), prefix)
+        .map(|_| ())
+        .map_err(|invalid| Status::invalid_argument(invalid.to_string()))
+}
+
+/// An answer the PDP could not give: an invalid request stays
+/// INVALID_ARGUMENT, anything else is UNAVAILABLE.
+fn not_answered(status: &Status) -> Status {
+    if status.code() == tonic::Code::InvalidArgument {
+        status.clone()
+    } else {
+        unavailable(status)
     }
-    if req.resource.as_ref().is_none_or(|r| r.category.is_empty()) {
-        return Err(Status::invalid_argument(format!(
-            "field `{prefix}resource.category` must not be empty"
-        )));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -58,7 +62,9 @@ impl DecisionService for LocalDecisions {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let parent = purposegate_server::telemetry::parent_context(request.metadata().as_ref());
+        let parent = self
+            .gate
+            .parent(|| purposegate_server::telemetry::parent_context(request.metadata().as_ref()));
         let req = request.into_inner();
         validate(&req, "")?;
         let verdict = self.gate.decide(req, &parent).await;
@@ -72,8 +78,7 @@ impl DecisionService for LocalDecisions {
                 );
                 Ok(response)
             }
-            Err(status) if status.code() == tonic::Code::InvalidArgument => Err(status),
-            Err(status) => Err(unavailable(&status)),
+            Err(status) => Err(not_answered(&status)),
         }
     }
 
@@ -81,7 +86,9 @@ impl DecisionService for LocalDecisions {
         &self,
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
-        let parent = purposegate_server::telemetry::parent_context(request.metadata().as_ref());
+        let parent = self
+            .gate
+            .parent(|| purposegate_server::telemetry::parent_context(request.metadata().as_ref()));
         let requests = request.into_inner().requests;
         for (i, r) in requests.iter().enumerate() {
             validate(r, &format!("requests[{i}]."))?;
@@ -90,7 +97,7 @@ impl DecisionService for LocalDecisions {
         for req in requests {
             match self.gate.decide(req, &parent).await.answer {
                 Ok(answer) => responses.push(answer),
-                Err(status) => return Err(unavailable(&status)),
+                Err(status) => return Err(not_answered(&status)),
             }
         }
         Ok(Response::new(pb::CheckBatchResponse { responses }))

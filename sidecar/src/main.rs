@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
+use purposegate_server::grpc::health::set_status;
 use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
 use tracing::info;
 
 use purposegate_sidecar::cache::DecisionCache;
@@ -211,17 +213,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let health = tonic_health::server::HealthReporter::new();
     let health_service =
         purposegate_server::grpc::health::DrainingHealth::server(health.clone(), shutdown.clone());
-    health
-        .set_serving::<DecisionServiceServer<LocalDecisions>>()
-        .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(extauthz::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    set_status::<DecisionServiceServer<LocalDecisions>>(&health, ServingStatus::Serving).await;
+    let (reflection_v1, reflection_v1alpha) =
+        purposegate_server::grpc::reflection(&[extauthz::FILE_DESCRIPTOR_SET])?;
 
     let local = tokio::net::TcpListener::bind(args.local_listen)
         .await
@@ -246,9 +240,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             async move {
                 wait_for_signal().await;
                 info!("shutting down: health NOT_SERVING, draining in-flight calls");
-                health
-                    .set_not_serving::<DecisionServiceServer<LocalDecisions>>()
-                    .await;
+                set_status::<DecisionServiceServer<LocalDecisions>>(
+                    &health,
+                    ServingStatus::NotServing,
+                )
+                .await;
                 let _ = shutdown_tx.send(true);
             }
         });

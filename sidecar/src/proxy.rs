@@ -105,10 +105,13 @@ impl Proxy {
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // The subject and its header value are the same for every call on
+        // the connection.
+        let certified = subject.map(|s| (header_text(&s), s));
         let service = hyper::service::service_fn(move |req| {
             let proxy = self.clone();
-            let subject = subject.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, subject.as_deref()).await) }
+            let certified = certified.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, certified.as_ref()).await) }
         });
         if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(io), service)
@@ -118,13 +121,18 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, subject: Option<&str>) -> Response<Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        certified: Option<&(HeaderValue, Arc<str>)>,
+    ) -> Response<Body> {
         let grpc = is_grpc(req.headers());
-        if let Some(subject) = subject {
+        if let Some((value, _)) = certified {
             // The certificate names the caller; what it says in `x-subject`
             // is not believed, and the app sees the certified subject.
-            req.headers_mut().insert("x-subject", header_text(subject));
+            req.headers_mut().insert("x-subject", value.clone());
         }
+        let subject = certified.map(|(_, s)| &**s);
         let headers = req.headers();
         let header = |name: &str| -> String {
             headers
@@ -141,7 +149,7 @@ impl Proxy {
             header: &header,
             certified_subject: subject,
         };
-        let parent = parent_context(headers);
+        let parent = self.inner.gate.parent(|| parent_context(headers));
         match judge(&self.inner.gate, &self.inner.routes, &call, &parent).await {
             Judgement::LetThrough => self.forward(req, grpc).await,
             Judgement::Deny(denial) => deny(grpc, &denial),
@@ -151,13 +159,14 @@ impl Proxy {
     /// Streams the call to the app and its answer back.
     async fn forward(&self, req: Request<Incoming>, grpc: bool) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         let mut uri = self.inner.upstream.clone().into_parts();
-        uri.path_and_query = path_and_query.parse().ok();
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        );
         parts.uri = match Uri::from_parts(uri) {
             Ok(u) => u,
             Err(_) => return upstream_error(grpc, "cannot build the upstream address"),
@@ -230,16 +239,7 @@ fn grpc_message(text: &str) -> HeaderValue {
 
 fn deny(grpc: bool, denial: &Denial) -> Response<Body> {
     let mut response = if grpc {
-        // A trailers-only gRPC response: status in the headers, no body.
-        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
-        let h = r.headers_mut();
-        h.insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static("7"));
-        h.insert("grpc-message", grpc_message(&denial.reason));
-        r
+        grpc_status("7", &denial.reason)
     } else {
         let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!(
             "{}: {}\n",
@@ -259,17 +259,22 @@ fn deny(grpc: bool, denial: &Denial) -> Response<Body> {
     response
 }
 
+/// A trailers-only gRPC response: the status in the headers, no body.
+fn grpc_status(code: &'static str, message: &str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    h.insert("grpc-message", grpc_message(message));
+    r
+}
+
 fn upstream_error(grpc: bool, reason: &str) -> Response<Body> {
     if grpc {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
-        let h = r.headers_mut();
-        h.insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static("14"));
-        h.insert("grpc-message", grpc_message(reason));
-        r
+        grpc_status("14", reason)
     } else {
         let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{reason}\n")))));
         *r.status_mut() = StatusCode::BAD_GATEWAY;

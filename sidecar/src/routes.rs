@@ -17,10 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use purposegate_proto::v1 as pb;
 use purposegate_server::engine::decode::Decoder;
 use purposegate_server::engine::yaml;
 use purposegate_server::engine::{Deidentification, Diagnostics, glob};
+use purposegate_server::grpc::convert::deidentification_number;
 
 /// What a route says about the data a call touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +176,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Rout
         if let Some(n) = r.get("deidentification") {
             let name = d.text(n, &format!("{what}: `resource.deidentification`"))?;
             match Deidentification::parse(&name) {
-                Some(state) => route.deidentification = Some(api_number(state)),
+                Some(state) => route.deidentification = Some(deidentification_number(state)),
                 None => {
                     d.error(
                         n.span,
@@ -194,18 +194,6 @@ fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Rout
         }
     }
     Some(route)
-}
-
-/// The protobuf number of a de-identification state.
-pub fn api_number(state: Deidentification) -> i32 {
-    let named = match state {
-        Deidentification::Identified => pb::Deidentification::Identified,
-        Deidentification::Pseudonymized => pb::Deidentification::Pseudonymized,
-        Deidentification::UnlinkedPseudonymized => pb::Deidentification::UnlinkedPseudonymized,
-        Deidentification::Anonymized => pb::Deidentification::Anonymized,
-        Deidentification::Aggregated => pb::Deidentification::Aggregated,
-    };
-    named.into()
 }
 
 #[cfg(test)]

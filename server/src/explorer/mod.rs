@@ -60,14 +60,13 @@ impl Explorer {
         }
     }
 
-    /// The serving policy and its matrix. A new revision's matrix is
-    /// computed on the blocking pool, off the threads that answer `Check`.
-    async fn current(&self) -> Result<(Arc<Policy>, Arc<Matrix>), String> {
-        let policy = self.store.current();
+    /// The matrix of `policy`, computed once per revision on the blocking
+    /// pool, off the threads that answer `Check`.
+    async fn matrix_of(&self, policy: &Arc<Policy>) -> Result<Arc<Matrix>, String> {
         let mut cached = self.matrix.lock().await;
         if let Some((revision, matrix)) = &*cached {
             if revision == policy.revision() {
-                return Ok((policy, matrix.clone()));
+                return Ok(matrix.clone());
             }
         }
         let computing = policy.clone();
@@ -75,20 +74,7 @@ impl Explorer {
             .await
             .map_err(|e| format!("the matrix could not be computed: {e}"))?;
         *cached = Some((policy.revision().clone(), matrix.clone()));
-        Ok((policy, matrix))
-    }
-
-    /// The validator of what `/` and `/api/policy` show.
-    fn etag(&self, policy: &Policy) -> String {
-        let error = self.store.last_reload_error();
-        if error.is_empty() {
-            format!("\"{}\"", policy.revision())
-        } else {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::hash::DefaultHasher::new();
-            error.hash(&mut hasher);
-            format!("\"{}-e{:x}\"", policy.revision(), hasher.finish())
-        }
+        Ok(matrix)
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -130,8 +116,12 @@ impl Explorer {
     }
 
     async fn page(&self, query: &str) -> Response<Full<Bytes>> {
-        let (policy, matrix) = match self.current().await {
-            Ok(current) => current,
+        // One read of the store: the ETag, the body and the reload error
+        // all describe the same moment.
+        let policy = self.store.current();
+        let reload_error = self.store.last_reload_error();
+        let matrix = match self.matrix_of(&policy).await {
+            Ok(matrix) => matrix,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
         let form = Form {
@@ -146,8 +136,7 @@ impl Explorer {
             },
             Err(problem) => Tried::Invalid(problem),
         });
-        let reload_error = self.store.last_reload_error();
-        let etag = self.etag(&policy);
+        let etag = etag(&policy, &reload_error);
         let html = Page {
             policy: &policy,
             matrix: &matrix,
@@ -172,7 +161,9 @@ impl Explorer {
     }
 
     async fn policy_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let etag = self.etag(&self.store.current());
+        let policy = self.store.current();
+        let reload_error = self.store.last_reload_error();
+        let etag = etag(&policy, &reload_error);
         let unchanged = req
             .headers()
             .get(header::IF_NONE_MATCH)
@@ -181,11 +172,11 @@ impl Explorer {
         let mut response = if unchanged {
             reply(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
         } else {
-            let (policy, matrix) = match self.current().await {
-                Ok(current) => current,
+            let matrix = match self.matrix_of(&policy).await {
+                Ok(matrix) => matrix,
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             };
-            let body = policy_document(&policy, &matrix, &self.store.last_reload_error());
+            let body = policy_document(&policy, &matrix, &reload_error);
             reply(
                 StatusCode::OK,
                 "application/json",
@@ -258,6 +249,19 @@ impl Explorer {
                 &format!("cannot encode the answer: {e}"),
             ),
         }
+    }
+}
+
+/// The validator of what `/` and `/api/policy` show: the revision, and the
+/// reload error if there is one.
+fn etag(policy: &Policy, reload_error: &str) -> String {
+    if reload_error.is_empty() {
+        format!("\"{}\"", policy.revision())
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        reload_error.hash(&mut hasher);
+        format!("\"{}-e{:x}\"", policy.revision(), hasher.finish())
     }
 }
 

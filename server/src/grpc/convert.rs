@@ -51,6 +51,19 @@ pub fn request(
     Ok(request)
 }
 
+/// The protobuf number of a de-identification state (the inverse of
+/// [`deidentification`]).
+pub fn deidentification_number(state: Deidentification) -> i32 {
+    let named = match state {
+        Deidentification::Identified => pb::Deidentification::Identified,
+        Deidentification::Pseudonymized => pb::Deidentification::Pseudonymized,
+        Deidentification::UnlinkedPseudonymized => pb::Deidentification::UnlinkedPseudonymized,
+        Deidentification::Anonymized => pb::Deidentification::Anonymized,
+        Deidentification::Aggregated => pb::Deidentification::Aggregated,
+    };
+    named.into()
+}
+
 /// `Some(None)` for unspecified, `None` for a number no state has.
 fn deidentification(value: i32) -> Option<Option<Deidentification>> {
     match pb::Deidentification::try_from(value).ok()? {

@@ -59,3 +59,14 @@ impl Health for DrainingHealth {
         ))))
     }
 }
+
+/// Sets the status of the whole server (`""`, what a Kubernetes gRPC probe
+/// asks by default) and of the service `S` together, so the two never
+/// disagree: SERVING at start, NOT_SERVING when the drain begins.
+pub async fn set_status<S: tonic::server::NamedService>(
+    reporter: &HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(S::NAME, status).await;
+}

@@ -133,7 +133,13 @@ impl DecisionService for DecisionServer {
         let converted = requests
             .into_iter()
             .enumerate()
-            .map(|(i, r)| convert::request(r, &format!("requests[{i}].")))
+            .map(|(i, r)| {
+                // The prefix is written only for the one that is invalid.
+                convert::request(r, "").map_err(|mut e| {
+                    e.field = format!("requests[{i}].{}", e.field);
+                    e
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(e, span.as_mut()))?;
         // One policy for the whole batch: every answer has the same revision.
@@ -207,4 +213,31 @@ where
             Item::Last(t) => t,
             Item::Stop => None,
         })
+}
+
+/// Server reflection, v1 and v1alpha (grpcurl asks either), describing the
+/// purposegate API, health and `extra` encoded descriptor sets.
+pub fn reflection(
+    extra: &[&'static [u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in extra {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        b
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
