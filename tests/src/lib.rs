@@ -924,3 +924,45 @@ pub fn curl(args: &[&str]) -> Fetched {
         body: body.to_string(),
     }
 }
+
+/// The default policy's text, as shipped in `server/policies/`.
+pub fn default_policy_text() -> String {
+    let path = repo_root().join("server/policies/online-services-dpa.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The default policy without its last rule, `no-prohibited-uses`:
+/// advertising on customer data is then not applicable instead of denied.
+/// The policy change the reload tests make.
+pub fn default_policy_without_prohibition() -> String {
+    let text = default_policy_text();
+    let cut = text
+        .find("  - id: no-prohibited-uses")
+        .unwrap_or_else(|| panic!("the default policy has no `no-prohibited-uses` rule"));
+    text.get(..cut).unwrap_or_default().to_string()
+}
+
+/// Writes `text` to `path` the way editors and ConfigMaps do: a new file
+/// renamed over the old one.
+pub fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A `CheckRequest` from subject `crm` for `purpose` on `category`.
+pub fn check_request(purpose: &str, category: &str) -> purposegate_proto::v1::CheckRequest {
+    use purposegate_proto::v1 as pb;
+    pb::CheckRequest {
+        subject: Some(pb::Subject {
+            id: "crm".into(),
+            ..Default::default()
+        }),
+        resource: Some(pb::Resource {
+            category: category.into(),
+            ..Default::default()
+        }),
+        purpose: purpose.into(),
+        ..Default::default()
+    }
+}

@@ -11,7 +11,10 @@
 
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, TempDir, channel, curl, repo_root};
+use purposegate_tests::{
+    ServerProcess, TempDir, channel, curl, default_policy_text, default_policy_without_prohibition,
+    repo_root,
+};
 use serde_json::Value;
 
 const JSON: &[&str] = &["Content-Type: application/json"];
@@ -242,8 +245,23 @@ async fn every_matrix_cell_agrees_with_check() {
     }
 }
 
-#[test]
-fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
+/// What gRPC `Check` answers for a request in its JSON form: decision,
+/// rule ids and reason.
+async fn check_over_grpc(server: &ServerProcess, request: &Value) -> (String, Vec<String>, String) {
+    let answer = DecisionServiceClient::new(channel(&server.url()).await)
+        .check(to_proto(request))
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        answer.decision().as_str_name().to_string(),
+        answer.rule_ids.clone(),
+        answer.reason,
+    )
+}
+
+#[tokio::test]
+async fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
     let server = ServerProcess::start(&["--decision-log", "off"]);
     let admin = server.admin_addr.unwrap();
 
@@ -261,6 +279,11 @@ fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["decision"], "DENY");
     assert_eq!(answer["ruleIds"], serde_json::json!(["no-prohibited-uses"]));
+    let request = serde_json::json!({"purpose":"advertising","subject":{"id":"ads"},"resource":{"category":"customer-data"}});
+    let (decision, rule_ids, reason) = check_over_grpc(&server, &request).await;
+    assert_eq!(answer["decision"], decision.as_str());
+    assert_eq!(answer["ruleIds"], serde_json::json!(rule_ids));
+    assert_eq!(answer["reason"], reason.as_str());
 
     for (body, status, says) in [
         ("not json", 400, "not JSON"),
@@ -336,10 +359,7 @@ fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
 #[test]
 fn the_page_shows_the_last_reload_error() {
     let dir = TempDir::new("explorer-reload-error");
-    let text =
-        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
-            .unwrap();
-    let path = dir.write("policy.yaml", &text);
+    let path = dir.write("policy.yaml", &default_policy_text());
     let server = ServerProcess::start(&["--decision-log", "off", "--policy", &path]);
     let admin = server.admin_addr.unwrap();
     std::fs::write(
@@ -368,17 +388,11 @@ fn the_page_shows_the_last_reload_error() {
 
 /// The page in real Chromium (Debian's, driven by playwright-core from npm;
 /// `.ci/test` installs both), checked by axe-core for WCAG 2.1 AA too.
-#[test]
-fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
+#[tokio::test]
+async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
     let dir = TempDir::new("explorer-browser");
-    let text =
-        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
-            .unwrap();
-    let policy = dir.write("policy.yaml", &text);
-    // The replacement lifts the prohibition: advertising on customer data
-    // is then not applicable rather than denied.
-    let cut = text.find("  - id: no-prohibited-uses").unwrap();
-    let replacement = dir.write("replacement.yaml", &text[..cut]);
+    let policy = dir.write("policy.yaml", &default_policy_text());
+    let replacement = dir.write("replacement.yaml", &default_policy_without_prohibition());
     let server = ServerProcess::start(&["--decision-log", "off", "--policy", &policy]);
     let out_dir = repo_root().join("target/explorer-test");
     let url = format!("http://{}/", server.admin_addr.unwrap());
@@ -433,6 +447,25 @@ fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
             .as_str()
             .unwrap()
             .contains("lbo-anonymized-diagnostic"),
+        "{seen}"
+    );
+    // Exactly what Check answers for the request the form sent (the page
+    // shows backquoted ids as code).
+    let tried = serde_json::json!({
+        "purpose": "lbo",
+        "subject": {"id": "analytics"},
+        "resource": {"category": "diagnostic-data", "deidentification": "anonymized"},
+    });
+    let (decision, rule_ids, reason) = check_over_grpc(&server, &tried).await;
+    assert_eq!(seen["tried"]["decision"], decision.as_str(), "{seen}");
+    assert_eq!(
+        seen["tried"]["rules"],
+        rule_ids.join(", ").as_str(),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["tried"]["reason"],
+        reason.replace('`', "").as_str(),
         "{seen}"
     );
     assert_ne!(seen["revisionAfter"], seen["revision"], "{seen}");

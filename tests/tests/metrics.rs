@@ -11,17 +11,10 @@ use std::time::Duration;
 
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, channel, eventually, http_get, metric};
+use purposegate_tests::{ServerProcess, channel, check_request, eventually, http_get, metric};
 
 fn check(purpose: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        purpose: purpose.into(),
-        resource: Some(pb::Resource {
-            category: "customer-data".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    check_request(purpose, "customer-data")
 }
 
 #[tokio::test]

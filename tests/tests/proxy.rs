@@ -151,21 +151,27 @@ async fn a_denied_call_gets_permission_denied_and_never_reaches_the_app() {
     assert_eq!(header("x-purposegate-revision").len(), 16);
     assert!(header("x-purposegate-reason").contains("denies `advertising`"));
 
-    // Not applicable blocks too: the PEP is deny-biased.
-    let err = client
-        .get_customer(with_purpose(
-            pb::GetCustomerRequest { id: "c-1".into() },
-            "lbo.billing",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert_eq!(
-        err.metadata()
-            .get("x-purposegate-decision")
-            .and_then(|v| v.to_str().ok()),
-        Some("INDETERMINATE")
-    );
+    // Indeterminate and not applicable block too: the PEP is deny-biased.
+    for (purpose, decision) in [
+        ("lbo.billing", "INDETERMINATE"),
+        ("astrology", "NOT_APPLICABLE"),
+    ] {
+        let err = client
+            .get_customer(with_purpose(
+                pb::GetCustomerRequest { id: "c-1".into() },
+                purpose,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{purpose}");
+        assert_eq!(
+            err.metadata()
+                .get("x-purposegate-decision")
+                .and_then(|v| v.to_str().ok()),
+            Some(decision),
+            "{purpose}"
+        );
+    }
     assert_eq!(stack.demo.received(), 0, "the app saw a denied call");
 }
 

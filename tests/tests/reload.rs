@@ -10,30 +10,14 @@ use std::time::Duration;
 
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, TempDir, channel, eventually, get_policy, repo_root};
+use purposegate_tests::{
+    ServerProcess, TempDir, channel, check_request, default_policy_text,
+    default_policy_without_prohibition, eventually, get_policy, replace_file,
+};
 use tokio_stream::StreamExt;
 
-fn default_policy_text() -> String {
-    std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml")).unwrap()
-}
-
 fn advertising() -> pb::CheckRequest {
-    pb::CheckRequest {
-        purpose: "advertising".into(),
-        resource: Some(pb::Resource {
-            category: "customer-data".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Writes `text` to `path` the way editors and ConfigMaps do: a new file
-/// renamed over the old one.
-fn replace_file(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    check_request("advertising", "customer-data")
 }
 
 /// Asks until the answer for advertising satisfies `want`; how long it took.
@@ -73,9 +57,7 @@ async fn a_valid_change_is_served_within_a_second_and_announced() {
 
     // Drop the prohibition: advertising on customer data is no longer denied
     // (and nothing permits it).
-    let text = default_policy_text();
-    let cut = text.find("  - id: no-prohibited-uses").unwrap();
-    replace_file(&path, &text[..cut]);
+    replace_file(&path, &default_policy_without_prohibition());
 
     let took = until(&client, |a| a.decision() == pb::Decision::NotApplicable).await;
     assert!(took < Duration::from_secs(1), "took {took:?}");
@@ -246,8 +228,7 @@ async fn checks_during_reloads_never_see_a_half_loaded_policy() {
     let dir = TempDir::new("reload-race");
     let path = dir.path().join("policy.yaml");
     let with_prohibition = default_policy_text();
-    let cut = with_prohibition.find("  - id: no-prohibited-uses").unwrap();
-    let without = with_prohibition[..cut].to_string();
+    let without = default_policy_without_prohibition();
     std::fs::write(&path, &with_prohibition).unwrap();
     let server = ServerProcess::start(&[
         "--policy",

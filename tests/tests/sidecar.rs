@@ -14,24 +14,14 @@ use std::time::{Duration, Instant};
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
-    ServerProcess, SidecarProcess, TempDir, channel, eventually, free_addr, metric, repo_root,
+    ServerProcess, SidecarProcess, TempDir, channel, check_request, default_policy_text,
+    default_policy_without_prohibition, eventually, free_addr, metric, replace_file,
 };
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 fn check(purpose: &str, category: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        purpose: purpose.into(),
-        subject: Some(pb::Subject {
-            id: "crm".into(),
-            ..Default::default()
-        }),
-        resource: Some(pb::Resource {
-            category: category.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    check_request(purpose, category)
 }
 
 /// How many decisions the PDP has made.
@@ -132,7 +122,14 @@ async fn the_second_identical_call_is_served_from_the_cache() {
 #[tokio::test]
 async fn concurrent_identical_misses_make_one_pdp_call() {
     let server = ServerProcess::start(&["--decision-log", "off"]);
-    let sidecar = SidecarProcess::start(&server.url(), &[], &[]);
+    // A PDP that takes half a second, so every call arrives while the
+    // first one's question is still out: the others must wait on it.
+    let slow = purposegate_tests::SlowRelay::start(server.addr, Duration::from_millis(500)).await;
+    let sidecar = SidecarProcess::start(
+        &format!("http://{}", slow.addr),
+        &["--pdp-timeout", "3s"],
+        &[],
+    );
     let client = local_client(&sidecar).await;
     let calls: Vec<_> = (0..100)
         .map(|_| {
@@ -161,16 +158,17 @@ async fn concurrent_identical_misses_make_one_pdp_call() {
         99.0,
         "the others waited for it or found it: {text}"
     );
+    assert!(
+        coalesced >= 90.0,
+        "the others arrived during the PDP call and waited on it: {text}"
+    );
 }
 
 #[tokio::test]
 async fn a_policy_change_reaches_the_sidecar_and_changes_the_next_decision() {
     let dir = TempDir::new("sidecar-reload");
     let path = dir.path().join("policy.yaml");
-    let text =
-        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
-            .unwrap();
-    std::fs::write(&path, &text).unwrap();
+    std::fs::write(&path, default_policy_text()).unwrap();
     let server = ServerProcess::start(&[
         "--policy",
         &path.display().to_string(),
@@ -185,10 +183,7 @@ async fn a_policy_change_reaches_the_sidecar_and_changes_the_next_decision() {
     let (_, source) = ask(&mut client, advertising()).await.unwrap();
     assert_eq!(source, "hit");
 
-    let cut = text.find("  - id: no-prohibited-uses").unwrap();
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, &text[..cut]).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    replace_file(&path, &default_policy_without_prohibition());
 
     let (after, _) = eventually("the sidecar answers with the new policy", || {
         let mut client = client.clone();
@@ -206,10 +201,7 @@ async fn without_the_pdp_only_fresh_or_stale_window_answers_are_served() {
     // A policy whose decisions live 1 s, and a sidecar that may serve them
     // 2 s past that while the PDP is away.
     let dir = TempDir::new("sidecar-stale");
-    let text =
-        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
-            .unwrap()
-            .replace("decisionTtlSeconds: 300", "decisionTtlSeconds: 1");
+    let text = default_policy_text().replace("decisionTtlSeconds: 300", "decisionTtlSeconds: 1");
     let path = dir.write("policy.yaml", &text);
     let server = ServerProcess::start(&["--policy", &path, "--decision-log", "off"]);
     let sidecar = SidecarProcess::start(
@@ -286,12 +278,8 @@ async fn the_cache_stays_within_its_bound() {
 #[tokio::test]
 async fn the_policy_watch_reconnects_to_a_restarted_pdp() {
     let listen = free_addr().to_string();
-    let text =
-        std::fs::read_to_string(repo_root().join("server/policies/online-services-dpa.yaml"))
-            .unwrap();
-    let cut = text.find("  - id: no-prohibited-uses").unwrap();
     let dir = TempDir::new("sidecar-restart");
-    let without = dir.write("without.yaml", &text[..cut]);
+    let without = dir.write("without.yaml", &default_policy_without_prohibition());
 
     let first = ServerProcess::start(&["--listen", &listen, "--decision-log", "off"]);
     let sidecar = SidecarProcess::start(&first.url(), &["--pdp-timeout", "500ms"], &[]);
