@@ -102,6 +102,18 @@ async fn invalid_requests_are_invalid_argument_naming_the_field() {
         "{err:?}"
     );
 
+    // Each origin is an evaluation of its own: a bounded number.
+    let mut many_origins = check("provide", "customer-data");
+    if let Some(r) = many_origins.resource.as_mut() {
+        r.origin = (0..65).map(|i| format!("category-{i}")).collect();
+    }
+    let err = client.check(many_origins).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "field `resource.origin` lists 65 categories; at most 64 are accepted"
+    );
+
     // Unknown ids are answers, not errors.
     let answer = client
         .check(check("lbo.biling", "diagnostic-data"))
@@ -551,4 +563,18 @@ async fn oversized_and_malformed_messages_are_refused_and_the_server_keeps_servi
         .unwrap()
         .into_inner();
     assert_eq!(answer.decision(), pb::Decision::Permit);
+}
+
+/// Ctrl-C in a terminal is SIGINT: the same drain, exit 0.
+#[test]
+fn sigint_stops_the_server_with_exit_0() {
+    let mut server = ServerProcess::start(&["--decision-log", "off"]);
+    server.signal("INT");
+    assert_eq!(
+        server.wait_exit(std::time::Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        server.log().join("\n")
+    );
+    assert!(server.log().iter().any(|l| l.contains("shutting down")));
 }

@@ -366,6 +366,23 @@ async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
         "{}",
         denied.message()
     );
+    // Several URI SANs are no SPIFFE ID: no subject either.
+    let mut twofold = tls_client(
+        &stack,
+        "twofold",
+        "URI:spiffe://example.org/ns/shop/sa/billing,URI:spiffe://example.org/ns/shop/sa/other",
+    )
+    .await;
+    let denied = twofold
+        .get_customer(get_customer("provide", "mallory"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("names no subject"),
+        "{}",
+        denied.message()
+    );
     assert_eq!(stack.demo.received(), 1, "only the permitted call arrived");
 }
 
