@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use purposegate_proto::v1 as pb;
-use purposegate_sidecar::cache::DecisionCache;
+use purposegate_sidecar::cache::{CacheLimits, DecisionCache};
 use purposegate_sidecar::metrics::CacheMetrics;
 
 use purposegate_bench::timing::Sample;
@@ -13,7 +13,15 @@ pub fn run() -> Result<Sample, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| e.to_string())?;
-    let cache = DecisionCache::new(100_000, Duration::ZERO, CacheMetrics::default());
+    let cache = DecisionCache::new(
+        CacheLimits {
+            max_entries: 100_000,
+            max_bytes: 64 << 20,
+            stale_window: Duration::ZERO,
+            deny_ttl: Duration::from_secs(5),
+        },
+        CacheMetrics::default(),
+    );
     cache.set_revision("r1");
     let requests: Vec<pb::CheckRequest> = (0..200)
         .map(|i| crate::net::check_request_from(&format!("workload-{i}")))

@@ -5,6 +5,8 @@ pub mod audit;
 pub mod engine;
 pub mod explorer;
 pub mod grpc;
+pub mod listen;
+pub mod log;
 pub mod metrics;
 pub mod policy_files;
 pub mod reload;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::engine::{Decision, Policy};
 
@@ -199,26 +198,31 @@ pub fn encode(registry: &Registry) -> String {
     out
 }
 
-/// Serves `registry` as `/metrics` on `addr` until the process ends; the
+/// Serves `registry` as `/metrics` on `addr` until the process ends,
+/// within `limits` (`refused` counts connections closed at a cap); the
 /// sidecar serves its own registry with it too.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    limits: crate::listen::Limits,
+    refused: Counter,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(metrics_addr = %bound, "serving metrics on /metrics");
-    crate::serve::accept_loop(listener, "metrics", move |stream, peer| {
+    let face = crate::listen::Face {
+        name: "metrics",
+        limits,
+        protocols: crate::listen::Protocols::Http1,
+        tls: None,
+        refused,
+    };
+    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
         let registry = registry.clone();
-        async move {
-            let service = hyper::service::service_fn(move |req| {
-                let registry = registry.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, %peer, "metrics connection ended");
-            }
-        }
+        hyper::service::service_fn(move |req| {
+            let registry = registry.clone();
+            async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
+        })
     });
     Ok(bound)
 }

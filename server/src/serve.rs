@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use prometheus_client::metrics::counter::Counter;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -141,12 +142,13 @@ pub enum LogFormat {
 }
 
 /// The process log on stderr, as text or JSON lines; `RUST_LOG` filters it.
+/// Lines are queued and written by a thread of their own ([`crate::log`]).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::log::QueuedStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (in tests) is harmless: keep the first.
     let _ = match format {
@@ -169,6 +171,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             error!(error = %e, "cannot load the policy");
+            crate::log::flush(Duration::from_secs(1));
             return ExitCode::FAILURE;
         }
     };
@@ -189,16 +192,19 @@ where
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
+            crate::log::flush(Duration::from_secs(1));
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(service) {
+    let code = match runtime.block_on(service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "{what} stopped");
             ExitCode::FAILURE
         }
-    }
+    };
+    crate::log::flush(Duration::from_secs(1));
+    code
 }
 
 async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error::Error>> {
@@ -213,9 +219,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let tracing =
         crate::telemetry::Tracing::from_env("purposegate-server", metrics.spans_dropped.clone())?;
     metrics.follow(store.subscribe());
-    crate::metrics::serve(args.metrics_listen, metrics.registry())
-        .await
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
+    crate::metrics::serve(
+        args.metrics_listen,
+        metrics.registry(),
+        crate::listen::Limits::default(),
+        Counter::default(),
+    )
+    .await
+    .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
     if let Listen(Some(addr)) = args.admin_listen {
         crate::explorer::serve(addr, store.clone())
             .await

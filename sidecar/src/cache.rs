@@ -4,20 +4,30 @@
 //!   sidecar knows, so a new revision never serves an old answer.
 //! - Concurrent identical misses make one PDP call: the first caller asks,
 //!   the others wait for its answer.
-//! - Bounded: at the limit, expired entries go first, then arbitrary ones.
+//! - Bounded in entries and in bytes (each entry's keys and answer are
+//!   counted, with a fixed overhead): at a bound the oldest entries go
+//!   first. Every field is within the request limits, so no one entry is
+//!   large.
+//! - Denials (every answer but PERMIT) are kept only briefly
+//!   (`--cache-deny-ttl`): a caller cycling through questions that are all
+//!   refused fills nothing for long.
+//! - Expired entries are swept every second, oldest first, without walking
+//!   the map.
 //! - Flushed when `WatchPolicy` reports a new revision.
 //! - With a stale window, an expired answer may be served while the PDP
 //!   cannot be reached, and only then; nothing else is ever permitted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use purposegate_proto::v1 as pb;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::metrics::CacheMetrics;
 
@@ -64,6 +74,60 @@ impl DecisionKey {
             supported_obligations: req.supported_obligations.clone(),
         }
     }
+
+    /// The bytes its strings and lists take on the heap.
+    fn heap_bytes(&self) -> usize {
+        let list = |l: &[String]| l.iter().map(|s| s.len() + STRING).sum::<usize>();
+        let map = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
+                .sum::<usize>()
+        };
+        self.purpose.len()
+            + self.subject_id.len()
+            + self.tenant.len()
+            + list(&self.roles)
+            + self.category.len()
+            + self.owner_tenant.len()
+            + list(&self.origin)
+            + map(&self.resource_attributes)
+            + self.customer_instruction.len()
+            + map(&self.context_attributes)
+            + list(&self.supported_obligations)
+    }
+}
+
+/// Size of a `String` (or `Vec`) header, and a share of a `BTreeMap` node.
+const STRING: usize = 24;
+const MAP_NODE: usize = 16;
+/// What an entry costs besides its strings: the key and value structs, the
+/// map's slot, the queue's slot, the allocator's rounding.
+const ENTRY_OVERHEAD: usize = 640;
+
+/// The bytes an answer takes on the heap.
+fn answer_bytes(answer: &pb::CheckResponse) -> usize {
+    answer.reason.len()
+        + answer.policy_revision.len()
+        + answer
+            .rule_ids
+            .iter()
+            .map(|r| r.len() + STRING)
+            .sum::<usize>()
+        + answer
+            .obligations
+            .iter()
+            .map(|o| {
+                o.id.len()
+                    + STRING
+                    + o.params
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+        + answer.monitor.as_ref().map_or(0, |m| {
+            m.rule_ids.iter().map(|r| r.len() + STRING).sum::<usize>()
+        })
 }
 
 /// Where an answer came from.
@@ -90,29 +154,65 @@ impl Source {
 struct Cached {
     answer: pb::CheckResponse,
     expires: Instant,
+    /// Which store this is, to tell it from a later one of the same key.
+    serial: u64,
+    bytes: usize,
+}
+
+/// An entry's place in a queue, oldest first.
+#[derive(Debug)]
+struct Slot {
+    key: Arc<DecisionKey>,
+    serial: u64,
+    /// When it may be dropped: past its TTL and the stale window.
+    dead_at: Instant,
 }
 
 type Pending = Arc<OnceCell<Result<pb::CheckResponse, tonic::Status>>>;
 
+/// How the cache is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    /// How long a past its TTL a cached answer may serve while the PDP
+    /// cannot be reached.
+    pub stale_window: Duration,
+    /// Longest time an answer other than PERMIT is kept.
+    pub deny_ttl: Duration,
+}
+
 #[derive(Debug)]
 pub struct DecisionCache {
-    entries: DashMap<DecisionKey, Cached>,
+    entries: DashMap<Arc<DecisionKey>, Cached>,
     in_flight: DashMap<DecisionKey, Pending>,
+    /// Insertion order of the entries, one queue per kind of TTL (permits,
+    /// denials), so each is also in order of expiry.
+    queues: Mutex<[VecDeque<Slot>; 2]>,
+    bytes: AtomicUsize,
+    /// Entries held (`DashMap::len` would lock every shard).
+    count: AtomicUsize,
+    serial: AtomicU64,
     /// The revision the PDP announced last; empty until the first one.
     revision: ArcSwap<String>,
-    max_entries: usize,
-    stale_window: Duration,
+    limits: CacheLimits,
     metrics: CacheMetrics,
 }
 
 impl DecisionCache {
-    pub fn new(max_entries: usize, stale_window: Duration, metrics: CacheMetrics) -> Self {
+    pub fn new(limits: CacheLimits, metrics: CacheMetrics) -> Self {
         DecisionCache {
             entries: DashMap::new(),
             in_flight: DashMap::new(),
+            queues: Mutex::new([VecDeque::new(), VecDeque::new()]),
+            bytes: AtomicUsize::new(0),
+            count: AtomicUsize::new(0),
+            serial: AtomicU64::new(0),
             revision: ArcSwap::from_pointee(String::new()),
-            max_entries: max_entries.max(1),
-            stale_window,
+            limits: CacheLimits {
+                max_entries: limits.max_entries.max(1),
+                ..limits
+            },
             metrics,
         }
     }
@@ -127,7 +227,19 @@ impl DecisionCache {
             return false;
         }
         self.revision.store(Arc::new(revision.to_string()));
-        self.entries.clear();
+        let (mut freed, mut gone) = (0, 0);
+        self.entries.retain(|_, cached| {
+            freed += cached.bytes;
+            gone += 1;
+            false
+        });
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.count.fetch_sub(gone, Ordering::Relaxed);
+        if let Ok(mut queues) = self.queues.lock() {
+            for queue in queues.iter_mut() {
+                queue.clear();
+            }
+        }
         self.count_entries();
         true
     }
@@ -171,7 +283,7 @@ impl DecisionCache {
                 // answer here instead of asking again.
                 if let Some(answer) = self.fresh(&key) {
                     self.metrics.hits.inc();
-                    found_cached.store(true, std::sync::atomic::Ordering::Relaxed);
+                    found_cached.store(true, Ordering::Relaxed);
                     return Ok(answer);
                 }
                 self.metrics.misses.inc();
@@ -187,9 +299,7 @@ impl DecisionCache {
             .await
             .clone();
         match result {
-            Ok(answer) if found_cached.load(std::sync::atomic::Ordering::Relaxed) => {
-                Ok((answer, Source::Hit))
-            }
+            Ok(answer) if found_cached.load(Ordering::Relaxed) => Ok((answer, Source::Hit)),
             Ok(answer) => Ok((answer, Source::Miss)),
             Err(status) => match self.stale(&key) {
                 Some(answer) => {
@@ -207,11 +317,11 @@ impl DecisionCache {
     }
 
     fn stale(&self, key: &DecisionKey) -> Option<pb::CheckResponse> {
-        if self.stale_window.is_zero() {
+        if self.limits.stale_window.is_zero() {
             return None;
         }
         let entry = self.entries.get(key)?;
-        (entry.expires + self.stale_window > Instant::now()).then(|| entry.answer.clone())
+        (entry.expires + self.limits.stale_window > Instant::now()).then(|| entry.answer.clone())
     }
 
     fn store(&self, key: &DecisionKey, answer: &pb::CheckResponse) {
@@ -220,44 +330,167 @@ impl DecisionCache {
         if answer.ttl_seconds == 0 || *key.revision != answer.policy_revision {
             return;
         }
-        if self.entries.len() >= self.max_entries && !self.entries.contains_key(key) {
-            self.evict();
+        let permit = answer.decision() == pb::Decision::Permit;
+        let mut ttl = Duration::from_secs(u64::from(answer.ttl_seconds));
+        if !permit {
+            ttl = ttl.min(self.limits.deny_ttl);
         }
-        let expires = Instant::now() + Duration::from_secs(u64::from(answer.ttl_seconds));
+        if ttl.is_zero() {
+            return;
+        }
         let mut answer = answer.clone();
         answer.request_id.clear();
-        self.entries.insert(key.clone(), Cached { answer, expires });
+        let bytes = ENTRY_OVERHEAD + key.heap_bytes() + answer_bytes(&answer);
+        if bytes > self.limits.max_bytes {
+            return;
+        }
+        let now = Instant::now();
+        let expires = now + ttl;
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let key = Arc::new(key.clone());
+        let Ok(mut queues) = self.queues.lock() else {
+            return;
+        };
+        // Room first, oldest first: never past either bound.
+        self.sweep_locked(&mut queues, now);
+        while self.bytes.load(Ordering::Relaxed) + bytes > self.limits.max_bytes
+            || self.len() >= self.limits.max_entries
+        {
+            if !self.evict_oldest(&mut queues) {
+                break;
+            }
+        }
+        if let Some(queue) = queues.get_mut(usize::from(!permit)) {
+            queue.push_back(Slot {
+                key: key.clone(),
+                serial,
+                dead_at: expires + self.limits.stale_window,
+            });
+        }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let replaced = self.entries.insert(
+            key,
+            Cached {
+                answer,
+                expires,
+                serial,
+                bytes,
+            },
+        );
+        drop(queues);
+        match replaced {
+            Some(old) => {
+                self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+            }
+            None => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.count_entries();
+    }
+
+    /// Drops the entry of the oldest slot of either queue; false when both
+    /// are empty.
+    fn evict_oldest(&self, queues: &mut [VecDeque<Slot>; 2]) -> bool {
+        let [permits, denials] = queues;
+        let queue = match (permits.front(), denials.front()) {
+            (Some(p), Some(d)) => {
+                if p.serial < d.serial {
+                    permits
+                } else {
+                    denials
+                }
+            }
+            (Some(_), None) => permits,
+            (None, Some(_)) => denials,
+            (None, None) => return false,
+        };
+        if let Some(slot) = queue.pop_front() {
+            if self.remove(&slot) {
+                self.metrics.evictions.inc();
+            }
+        }
+        true
+    }
+
+    /// Removes the entry a slot stands for, unless a later store replaced
+    /// it. True if an entry went.
+    fn remove(&self, slot: &Slot) -> bool {
+        match self
+            .entries
+            .remove_if(&*slot.key, |_, cached| cached.serial == slot.serial)
+        {
+            Some((_, cached)) => {
+                self.bytes.fetch_sub(cached.bytes, Ordering::Relaxed);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops entries past their TTL and the stale window, oldest first.
+    fn sweep_locked(&self, queues: &mut [VecDeque<Slot>; 2], now: Instant) -> usize {
+        let mut swept = 0;
+        for queue in queues.iter_mut() {
+            while queue.front().is_some_and(|slot| slot.dead_at <= now) {
+                if let Some(slot) = queue.pop_front() {
+                    if self.remove(&slot) {
+                        swept += 1;
+                    }
+                }
+            }
+        }
+        swept
+    }
+
+    /// Drops what has expired; called every second by [`DecisionCache::sweep_every`].
+    pub fn sweep(&self) -> usize {
+        let swept = match self.queues.lock() {
+            Ok(mut queues) => self.sweep_locked(&mut queues, Instant::now()),
+            Err(_) => 0,
+        };
+        if swept > 0 {
+            self.count_entries();
+        }
+        swept
+    }
+
+    /// Sweeps expired entries every `period` for as long as the cache lives.
+    pub fn sweep_every(self: &Arc<Self>, period: Duration) {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(cache) = cache.upgrade() else { return };
+                cache.sweep();
+            }
+        });
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held now, as counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn count_entries(&self) {
         self.metrics
             .entries
-            .set(i64::try_from(self.entries.len()).unwrap_or(i64::MAX));
-    }
-
-    /// Makes room: expired entries first, then about 1% of the others.
-    fn evict(&self) {
-        let now = Instant::now();
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, v| v.expires + self.stale_window > now);
-        let mut removed = before.saturating_sub(self.entries.len());
-        if self.entries.len() >= self.max_entries {
-            let target = (self.max_entries / 100).max(1);
-            let victims: Vec<DecisionKey> = self
-                .entries
-                .iter()
-                .take(target)
-                .map(|e| e.key().clone())
-                .collect();
-            for key in victims {
-                if self.entries.remove(&key).is_some() {
-                    removed += 1;
-                }
-            }
-        }
-        self.metrics.evictions.inc_by(removed as u64);
+            .set(i64::try_from(self.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .bytes
+            .set(i64::try_from(self.bytes()).unwrap_or(i64::MAX));
     }
 }
 
@@ -273,5 +506,102 @@ impl Drop for Landed<'_> {
     fn drop(&mut self) {
         self.in_flight
             .remove_if(self.key, |_, flight| Arc::ptr_eq(flight, self.cell));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_entries: usize, max_bytes: usize) -> CacheLimits {
+        CacheLimits {
+            max_entries,
+            max_bytes,
+            stale_window: Duration::ZERO,
+            deny_ttl: Duration::from_secs(5),
+        }
+    }
+
+    fn request(subject: &str) -> pb::CheckRequest {
+        pb::CheckRequest {
+            subject: Some(pb::Subject {
+                id: subject.into(),
+                ..Default::default()
+            }),
+            resource: Some(pb::Resource {
+                category: "customer-data".into(),
+                ..Default::default()
+            }),
+            purpose: "provide".into(),
+            ..Default::default()
+        }
+    }
+
+    fn answer(decision: pb::Decision, ttl: u32) -> pb::CheckResponse {
+        pb::CheckResponse {
+            decision: decision.into(),
+            reason: "because".into(),
+            policy_revision: "r1".into(),
+            ttl_seconds: ttl,
+            ..Default::default()
+        }
+    }
+
+    async fn ask(cache: &DecisionCache, subject: &str, decision: pb::Decision) -> Source {
+        let (_, source) = cache
+            .decide(&request(subject), || async { Ok(answer(decision, 300)) })
+            .await
+            .unwrap();
+        source
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_stays_within_its_bytes_oldest_first() {
+        let cache = DecisionCache::new(limits(1_000_000, 10 * 1024), CacheMetrics::default());
+        cache.set_revision("r1");
+        for i in 0..100 {
+            ask(&cache, &format!("s{i}"), pb::Decision::Permit).await;
+            assert!(cache.bytes() <= 10 * 1024, "{} bytes", cache.bytes());
+        }
+        assert!(cache.len() < 100 && cache.len() > 5, "{}", cache.len());
+        // The newest is kept, the oldest went.
+        assert_eq!(ask(&cache, "s99", pb::Decision::Permit).await, Source::Hit);
+        assert_eq!(ask(&cache, "s0", pb::Decision::Permit).await, Source::Miss);
+        // A flush gives every byte back.
+        cache.set_revision("r2");
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn denials_are_kept_briefly_and_expired_entries_are_swept() {
+        let cache = DecisionCache::new(limits(1000, 1 << 20), CacheMetrics::default());
+        cache.set_revision("r1");
+        ask(&cache, "denied", pb::Decision::Deny).await;
+        ask(&cache, "permitted", pb::Decision::Permit).await;
+        assert_eq!(ask(&cache, "denied", pb::Decision::Deny).await, Source::Hit);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(cache.sweep(), 1, "the denial expired after 5 s");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            ask(&cache, "permitted", pb::Decision::Permit).await,
+            Source::Hit
+        );
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storing_a_key_again_counts_its_bytes_once() {
+        let cache = DecisionCache::new(limits(1000, 1 << 20), CacheMetrics::default());
+        cache.set_revision("r1");
+        ask(&cache, "a", pb::Decision::Deny).await;
+        let once = cache.bytes();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        ask(&cache, "a", pb::Decision::Deny).await;
+        assert_eq!(cache.bytes(), once);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        cache.sweep();
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 }

@@ -9,15 +9,19 @@
 //! subject.
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpStatusCode, OkHttpResponse,
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
+use crate::canonical;
 use crate::gate::Gate;
-use crate::intercept::{Call, Denial, Judgement, judge};
+use crate::headers::{self, Stated};
+use crate::intercept::{Call, Denial, Judgement, Permit, judge, refused_before_asking};
 use crate::routes::Routes;
 
 /// The encoded descriptors of `envoy/service/auth/v3/external_auth.proto`
@@ -57,6 +61,131 @@ fn denied(denial: &Denial) -> CheckResponse {
     response
 }
 
+/// The request headers Envoy describes: the raw list when Envoy sends one
+/// (`encode_raw_headers`, which keeps repeated headers apart), else its
+/// map (where Envoy has joined repeated headers with commas).
+fn described_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
+    match &http.header_map {
+        Some(map) => map
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.raw_value.is_empty() {
+                    h.value.as_bytes()
+                } else {
+                    h.raw_value.as_slice()
+                };
+                (h.key.as_str(), value)
+            })
+            .collect(),
+        None => http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect(),
+    }
+}
+
+/// Judges the request Envoy describes, as the proxy would judge it.
+async fn judge_described(
+    authz: &ExtAuthz,
+    http: &HttpRequest,
+    certified_subject: Option<&str>,
+    parent: &opentelemetry::Context,
+) -> (Judgement, Vec<String>) {
+    let headers = described_headers(http);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+    };
+    // Spellings of decided headers (and forged `x-purposegate-*`) Envoy
+    // must remove before the app sees them.
+    let reserved: Vec<String> = headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .filter(|n| headers::is_reserved(n))
+        .collect();
+    let raw_path = http.path.split('?').next().unwrap_or("");
+    let refused = |reason: String| {
+        refused_before_asking(
+            &authz.gate,
+            parent,
+            header(headers::PURPOSE),
+            raw_path,
+            Denial::refused(reason),
+        )
+    };
+    // Envoy forwards the path it has, not ours: only a path that is
+    // already canonical can be judged as the one the app will get.
+    let path = match canonical::path(raw_path) {
+        Err(ambiguous) => return (refused(ambiguous.to_string()), reserved),
+        Ok(path) if path != raw_path => {
+            return (
+                refused(format!(
+                    "the request path `{raw_path}` is not in canonical form (`{path}`); configure Envoy with normalize_path, merge_slashes and path_with_escaped_slashes_action: REJECT_REQUEST"
+                )),
+                reserved,
+            );
+        }
+        Ok(path) => path,
+    };
+    let stated = match Stated::read(headers.iter().copied()) {
+        Ok(stated) => stated,
+        Err(unreadable) => return (refused(unreadable.to_string()), reserved),
+    };
+    let table = authz.routes.table(
+        &path,
+        http.protocol.eq_ignore_ascii_case("HTTP/2"),
+        header("content-type").starts_with("application/grpc"),
+    );
+    let call = Call {
+        table,
+        path: &path,
+        method: &http.method,
+        stated: &stated,
+        certified_subject,
+    };
+    (
+        judge(&authz.gate, &authz.routes, &call, parent).await,
+        reserved,
+    )
+}
+
+/// Envoy's answer for a call that goes through: the decided values set,
+/// every other spelling of them removed.
+fn let_through(permit: &Permit, reserved: Vec<String>) -> CheckResponse {
+    let decided = permit.decided_headers();
+    let mut ok = OkHttpResponseBuilder::new();
+    for (name, value) in &decided {
+        ok.add_header(
+            *name,
+            value.clone(),
+            Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+            false,
+        );
+    }
+    let mut remove: Vec<String> = Vec::new();
+    for name in reserved {
+        // Only what is not set again: Envoy may remove after it sets.
+        let decided_now = decided.iter().any(|(n, _)| *n == name);
+        let forged = headers::is_own(&name);
+        let keep_as_stated = permit.request.is_none() && !forged;
+        if !decided_now && !keep_as_stated && !remove.contains(&name) {
+            remove.push(name);
+        }
+    }
+    for name in remove {
+        ok.remove_header(name);
+    }
+    let ok: OkHttpResponse = ok.build();
+    let mut response = CheckResponse::with_status(Status::ok(""));
+    response.set_http_response(ok);
+    response
+}
+
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(
@@ -89,31 +218,12 @@ impl Authorization for ExtAuthz {
             None if self.require_principal => Some(""),
             None => None,
         };
-        // Envoy sends header names lower-cased.
-        let header = |name: &str| -> String {
-            http.headers
-                .get(name)
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        let path = http.path.split('?').next().unwrap_or("");
-        let call = Call {
-            grpc: header("content-type").starts_with("application/grpc"),
-            path,
-            method: &http.method,
-            header: &header,
-            certified_subject,
-        };
         let parent = self
             .gate
             .parent(|| purposegate_server::telemetry::parent_context_of(&http.headers));
-        let response = match judge(&self.gate, &self.routes, &call, &parent).await {
-            Judgement::LetThrough => {
-                let ok: OkHttpResponse = OkHttpResponseBuilder::new().build();
-                let mut response = CheckResponse::with_status(Status::ok(""));
-                response.set_http_response(ok);
-                response
-            }
+        let (judgement, reserved) = judge_described(self, http, certified_subject, &parent).await;
+        let response = match judgement {
+            Judgement::LetThrough(permit) => let_through(&permit, reserved),
             Judgement::Deny(denial) => denied(&denial),
         };
         Ok(Response::new(response))

@@ -1,27 +1,25 @@
 //! From an intercepted call to a judgement, the same for the proxy and for
 //! Envoy's ext_authz: match the call to a route, build the `CheckRequest`
-//! from the route and the `x-*` headers, ask the gate, and decide whether
-//! the call goes through. Only an enforced PERMIT does, unless `--dry-run`.
+//! from the route, the sidecar's obligations and the decided headers, ask
+//! the gate, and decide whether the call goes through. Only an enforced
+//! PERMIT does, unless `--dry-run`.
 
 use opentelemetry::Context;
 use purposegate_proto::v1 as pb;
 use tracing::info;
 
 use crate::gate::{Gate, Verdict};
-use crate::routes::Routes;
+use crate::headers::{self, Stated};
+use crate::routes::{Routes, Table};
 
 /// What the sidecar knows of an intercepted call.
-#[allow(
-    missing_debug_implementations,
-    reason = "holds a header lookup closure, which has nothing to show"
-)]
+#[derive(Debug)]
 pub struct Call<'a> {
-    pub grpc: bool,
-    /// Without the query.
+    pub table: Table,
+    /// The canonical path, without the query.
     pub path: &'a str,
     pub method: &'a str,
-    /// A request header's value, trimmed; empty when absent.
-    pub header: &'a (dyn Fn(&str) -> String + Sync),
+    pub stated: &'a Stated,
     /// The caller's subject as its verified certificate names it (empty
     /// if it names none), when the call came over mutual TLS: then
     /// `x-subject` is not believed.
@@ -59,57 +57,124 @@ impl Denial {
     }
 }
 
+/// A call that goes through.
+#[derive(Debug, Clone, Default)]
+pub struct Permit {
+    /// The question asked; `None` when the call was refused before asking
+    /// and goes through only because of `--dry-run`.
+    pub request: Option<pb::CheckRequest>,
+    /// The enforced PERMIT; `None` under `--dry-run` for a call that was
+    /// not permitted.
+    pub answer: Option<pb::CheckResponse>,
+}
+
+impl Permit {
+    /// The decided headers the app receives (see [`headers::decided`]).
+    pub fn decided_headers(&self) -> Vec<(&'static str, String)> {
+        match &self.request {
+            Some(request) => headers::decided(
+                request,
+                self.answer
+                    .as_ref()
+                    .map_or(&[][..], |a| a.obligations.as_slice()),
+            ),
+            None => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Judgement {
-    LetThrough,
+    LetThrough(Box<Permit>),
     Deny(Denial),
 }
 
 /// Judges one call: refused before asking, denied, permitted, or let
 /// through under `--dry-run`. Logs every call that is not permitted.
 pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Judgement {
-    let denial = match check_request(routes, call) {
-        Ok(check) => denial_of(gate.decide(check, parent).await),
-        Err(denial) => {
-            gate.refused(parent, &(call.header)("x-purpose"), &denial.reason);
-            Some(denial)
+    match check_request(routes, call) {
+        Ok(check) => {
+            let verdict = gate.decide(check.clone(), parent).await;
+            enforce(gate, call.path, Some(check), permitted(verdict))
         }
-    };
-    match denial {
-        None => Judgement::LetThrough,
-        Some(denial) if gate.dry_run => {
+        Err(denial) => refused_before_asking(
+            gate,
+            parent,
+            call.stated.get(headers::PURPOSE),
+            call.path,
+            denial,
+        ),
+    }
+}
+
+/// A call refused before any question could be asked (an ambiguous path,
+/// unreadable headers, no route, no purpose): recorded like a decision,
+/// and let through only under `--dry-run`.
+pub fn refused_before_asking(
+    gate: &Gate,
+    parent: &Context,
+    purpose: &str,
+    path: &str,
+    denial: Denial,
+) -> Judgement {
+    gate.refused(parent, purpose, &denial.reason);
+    enforce(gate, path, None, Err(denial))
+}
+
+fn enforce(
+    gate: &Gate,
+    path: &str,
+    request: Option<pb::CheckRequest>,
+    outcome: Result<pb::CheckResponse, Denial>,
+) -> Judgement {
+    match outcome {
+        Ok(answer) => Judgement::LetThrough(Box::new(Permit {
+            request,
+            answer: Some(answer),
+        })),
+        Err(denial) if gate.dry_run => {
             info!(
-                path = call.path,
+                path,
                 decision = denial.decision,
                 reason = %denial.reason,
                 enforced = false,
                 "dry run: a call that would be denied goes through"
             );
-            Judgement::LetThrough
+            Judgement::LetThrough(Box::new(Permit {
+                request,
+                answer: None,
+            }))
         }
-        Some(denial) => {
-            info!(path = call.path, decision = denial.decision, reason = %denial.reason, "denied");
+        Err(denial) => {
+            info!(path, decision = denial.decision, reason = %denial.reason, "denied");
             Judgement::Deny(denial)
         }
     }
 }
 
+/// Asks again for a call that is open: the denial, if `request` is no
+/// longer permitted (or cannot be decided).
+pub async fn judge_again(
+    gate: &Gate,
+    request: &pb::CheckRequest,
+) -> Result<pb::CheckResponse, Denial> {
+    permitted(gate.decide(request.clone(), &Context::new()).await)
+}
+
 /// The question the call asks, from its route and headers.
 fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, Denial> {
-    let (grpc, path, method, header) = (call.grpc, call.path, call.method, call.header);
+    let (path, method, stated) = (call.path, call.method, call.stated);
     let refuse = Denial::refused;
-    let route = if grpc {
-        routes.grpc(path)
-    } else {
-        routes.http(method, path)
-    };
-    let Some(route) = route else {
+    let Some(route) = routes.route(call.table, method, path) else {
         return Err(refuse(format!(
             "no route covers {} `{path}`; calls on no route are denied",
-            if grpc { "gRPC method" } else { method }
+            match call.table {
+                Table::Grpc => "gRPC method",
+                Table::Http => method,
+            }
         )));
     };
-    let purpose = header("x-purpose");
+    let purpose = stated.get(headers::PURPOSE);
     if purpose.is_empty() {
         return Err(refuse(
             "the call states no purpose (header `x-purpose`); it is denied".to_string(),
@@ -117,7 +182,7 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
     }
     let deidentification = match route.deidentification {
         Some(fixed) => fixed,
-        None => match header("x-data-deidentification").as_str() {
+        None => match stated.get(headers::DEIDENTIFICATION) {
             "" => 0,
             name => match purposegate_server::engine::Deidentification::parse(name) {
                 Some(state) => purposegate_server::grpc::convert::deidentification_number(state),
@@ -129,7 +194,7 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
             },
         },
     };
-    let group_size = match header("x-data-group-size").as_str() {
+    let group_size = match stated.get(headers::GROUP_SIZE) {
         "" => 0,
         k => k.parse::<u64>().map_err(|_| {
             refuse(format!(
@@ -137,63 +202,56 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
             ))
         })?,
     };
-    let list = |value: String| -> Vec<String> {
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
     Ok(pb::CheckRequest {
         subject: Some(pb::Subject {
             id: match call.certified_subject {
                 Some(certified) => certified.to_string(),
-                None => header("x-subject"),
+                None => stated.get(headers::SUBJECT).to_string(),
             },
-            tenant: header("x-tenant"),
-            roles: list(header("x-subject-roles")),
+            tenant: stated.get(headers::TENANT).to_string(),
+            roles: stated.list(headers::ROLES),
         }),
         resource: Some(pb::Resource {
             category: route.category.clone(),
             owner_tenant: route
                 .owner_tenant
                 .clone()
-                .unwrap_or_else(|| header("x-data-tenant")),
+                .unwrap_or_else(|| stated.get(headers::DATA_TENANT).to_string()),
             deidentification,
             group_size,
-            origin: list(header("x-data-origin")),
+            origin: stated.list(headers::ORIGIN),
             attributes: route
                 .attributes
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         }),
-        purpose,
-        action: if grpc {
-            path.rsplit('/').next().unwrap_or("").to_string()
-        } else {
-            method.to_string()
+        purpose: purpose.to_string(),
+        action: match call.table {
+            Table::Grpc => path.rsplit('/').next().unwrap_or("").to_string(),
+            Table::Http => method.to_string(),
         },
         context: Some(pb::Context {
-            customer_instruction: header("x-customer-instruction"),
+            customer_instruction: stated.get(headers::CUSTOMER_INSTRUCTION).to_string(),
             attributes: Default::default(),
         }),
-        supported_obligations: list(header("x-supported-obligations")),
-        request_id: header("x-request-id"),
+        // What the app fulfils is the sidecar's configuration, never the
+        // caller's claim.
+        supported_obligations: route.obligations.clone(),
+        request_id: stated.get(headers::REQUEST_ID).to_string(),
     })
 }
 
-/// The denial a verdict amounts to, if it is not an enforced PERMIT.
-fn denial_of(verdict: Verdict) -> Option<Denial> {
+/// The enforced PERMIT a verdict amounts to, or the denial.
+fn permitted(verdict: Verdict) -> Result<pb::CheckResponse, Denial> {
     match verdict.answer {
-        Ok(answer) if answer.decision() == pb::Decision::Permit => None,
-        Ok(answer) => Some(Denial {
+        Ok(answer) if answer.decision() == pb::Decision::Permit => Ok(answer),
+        Ok(answer) => Err(Denial {
             decision: answer.decision().as_str_name(),
             reason: answer.reason,
             rule_ids: answer.rule_ids,
             revision: answer.policy_revision,
         }),
-        Err(status) => Some(Denial::refused(crate::gate::unanswered(&status))),
+        Err(status) => Err(Denial::refused(crate::gate::unanswered(&status))),
     }
 }

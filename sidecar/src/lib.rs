@@ -4,11 +4,14 @@
 //! data through. A library so the benchmark can time its parts in process.
 
 pub mod cache;
+pub mod canonical;
 pub mod extauthz;
 pub mod gate;
+pub mod headers;
 pub mod intercept;
 pub mod local;
 pub mod metrics;
 pub mod pdp;
 pub mod proxy;
 pub mod routes;
+pub mod supervise;

@@ -11,6 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::gate::Gate;
 
+/// Items of one batch decided at once.
+const BATCH_CONCURRENCY: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct LocalDecisions {
     gate: Gate,
@@ -89,13 +92,22 @@ impl DecisionService for LocalDecisions {
         let parent = self
             .gate
             .parent(|| purposegate_server::telemetry::parent_context(request.metadata().as_ref()));
+        // The count was checked before decoding (`BatchLimit`); each item
+        // goes through the cache, a few at a time, answered in order.
         let requests = request.into_inner().requests;
         for (i, r) in requests.iter().enumerate() {
             validate(r, &format!("requests[{i}]."))?;
         }
-        let mut responses = Vec::with_capacity(requests.len());
-        for req in requests {
-            match self.gate.decide(req, &parent).await.answer {
+        let parent = &parent;
+        let answers: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(requests)
+                .map(|req| async move { self.gate.decide(req, parent).await.answer }),
+            BATCH_CONCURRENCY,
+        ))
+        .await;
+        let mut responses = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer {
                 Ok(answer) => responses.push(answer),
                 Err(status) => return Err(not_answered(&status)),
             }

@@ -8,18 +8,21 @@ use std::time::Duration;
 
 use clap::Parser;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
+use purposegate_server::grpc::BatchLimit;
 use purposegate_server::grpc::health::set_status;
+use purposegate_server::listen::{Face, Limits, Protocols};
 use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tracing::info;
 
-use purposegate_sidecar::cache::DecisionCache;
+use purposegate_sidecar::cache::{CacheLimits, DecisionCache};
 use purposegate_sidecar::gate::Gate;
 use purposegate_sidecar::local::LocalDecisions;
 use purposegate_sidecar::metrics::SidecarMetrics;
 use purposegate_sidecar::pdp::Pdp;
+use purposegate_sidecar::proxy::UpstreamProtocol;
+use purposegate_sidecar::supervise::Supervisor;
 use purposegate_sidecar::{extauthz, proxy, routes};
 
 /// purposegate sidecar: enforces purpose decisions on the calls to the data
@@ -28,74 +31,163 @@ use purposegate_sidecar::{extauthz, proxy, routes};
 #[command(name = "purposegate-sidecar", version, about, long_about = None)]
 struct Args {
     /// Address of the proxy in front of the app (HTTP/2 gRPC and HTTP/1.1).
-    #[arg(long, env = "PURPOSEGATE_LISTEN", default_value = "0.0.0.0:15001")]
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_LISTEN",
+        default_value = "0.0.0.0:15001"
+    )]
     listen: SocketAddr,
     /// The app the proxy forwards permitted calls to.
     #[arg(
         long,
-        env = "PURPOSEGATE_UPSTREAM",
+        env = "PURPOSEGATE_SIDECAR_UPSTREAM",
         default_value = "http://127.0.0.1:8080"
     )]
     upstream: hyper::Uri,
+    /// The protocol the app speaks: `auto` forwards gRPC calls over HTTP/2
+    /// and the rest over HTTP/1.1, whatever the caller used.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_UPSTREAM_PROTOCOL", value_enum, default_value_t = UpstreamProtocol::Auto)]
+    upstream_protocol: UpstreamProtocol,
     /// Routes file: which gRPC methods and HTTP paths touch which data
     /// category. Calls on no route are denied.
-    #[arg(long, env = "PURPOSEGATE_ROUTES")]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_ROUTES")]
     routes: Option<std::path::PathBuf>,
+    /// Obligations the app fulfils on every route (comma-separated ids; a
+    /// route may add its own). A permit whose obligations are not all here
+    /// is denied; callers cannot claim any.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_OBLIGATIONS", value_delimiter = ',')]
+    obligations: Vec<String>,
     /// Compute, log and trace every decision but let every call through
     /// (rolling out a policy log-only).
-    #[arg(long, env = "PURPOSEGATE_DRY_RUN")]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_DRY_RUN")]
     dry_run: bool,
     /// The decision server (PDP).
     #[arg(
         long,
-        env = "PURPOSEGATE_PDP",
+        env = "PURPOSEGATE_SIDECAR_PDP",
         default_value = "http://127.0.0.1:50051"
     )]
     pdp: String,
     /// PEM certificate chain of the sidecar's identity: presented to the PDP
     /// as its client certificate, and served on the proxy port, which then
     /// refuses plaintext. Reloaded when the file changes.
-    #[arg(long, env = "PURPOSEGATE_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
     tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of --tls-cert. Reloaded when the file changes.
-    #[arg(long, env = "PURPOSEGATE_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
     /// PEM CA bundle (the trust anchors): verifies the PDP's certificate,
     /// and the client certificates callers of the proxy must present; the
     /// URI SAN of a caller's certificate is its subject and `x-subject` is
     /// ignored. Reloaded when the file changes.
-    #[arg(long, env = "PURPOSEGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
     /// Address of the local decision API (purposegate.v1.DecisionService).
     #[arg(
         long,
-        env = "PURPOSEGATE_LOCAL_LISTEN",
+        env = "PURPOSEGATE_SIDECAR_LOCAL_LISTEN",
         default_value = "127.0.0.1:15002"
     )]
     local_listen: SocketAddr,
     /// Address to serve Prometheus metrics on, at /metrics.
     #[arg(
         long,
-        env = "PURPOSEGATE_METRICS_LISTEN",
+        env = "PURPOSEGATE_SIDECAR_METRICS_LISTEN",
         default_value = "0.0.0.0:15090"
     )]
     metrics_listen: SocketAddr,
     /// How long to wait for the PDP before denying (e.g. 200ms, 1s).
-    #[arg(long, env = "PURPOSEGATE_PDP_TIMEOUT", default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_PDP_TIMEOUT", default_value = "200ms", value_parser = parse_duration)]
     pdp_timeout: Duration,
     /// How long past its TTL a cached decision may be served while the PDP
     /// cannot be reached (e.g. 30s); 0s serves nothing stale.
-    #[arg(long, env = "PURPOSEGATE_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration)]
     stale_if_error: Duration,
     /// Most decisions kept in the cache.
-    #[arg(long, env = "PURPOSEGATE_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_CACHE_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
     cache_max_entries: usize,
+    /// Most bytes the cached decisions may take (e.g. 16Mi, 512Ki); the
+    /// oldest go first.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_CACHE_MAX_BYTES", default_value = "16Mi", value_parser = parse_bytes)]
+    cache_max_bytes: usize,
+    /// Longest time an answer other than PERMIT is cached.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_CACHE_DENY_TTL", default_value = "5s", value_parser = parse_duration)]
+    cache_deny_ttl: Duration,
+    /// Longest time an open call goes without being judged again (a new
+    /// revision re-judges every open call at once); a call no longer
+    /// permitted is ended.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE", default_value = "60s", value_parser = parse_duration)]
+    max_stream_age: Duration,
+    /// Largest CheckBatch the local decision API accepts, checked before
+    /// the batch is decoded.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_BATCH", default_value_t = 1000)]
+    max_batch: usize,
+    /// Connections each listener holds at once; more are closed at once.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Connections one peer address may hold on each listener.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CONNECTIONS_PER_PEER", default_value_t = Limits::default().max_connections_per_peer)]
+    max_connections_per_peer: usize,
+    /// How long a request head may take to arrive (HTTP/1.1); a new
+    /// connection that sends nothing is closed after 5 s.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a connection may stay open with no call in progress.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Largest request head or HTTP/2 header list (e.g. 32Ki).
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_HEADER_BYTES", default_value = "32Ki", value_parser = parse_bytes)]
+    max_header_bytes: usize,
+    /// Calls open at once on one HTTP/2 connection.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams)]
+    max_concurrent_streams: u32,
     /// How long in-flight calls may take to finish after SIGTERM (e.g. 10s).
-    #[arg(long, env = "PURPOSEGATE_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_DRAIN", default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
     /// Log format of the sidecar's own log (stderr).
-    #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+impl Args {
+    /// The limits every listener of the sidecar applies.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            ..Limits::default()
+        }
+    }
+}
+
+/// `16Mi`, `512Ki`, `1Gi`, or a number of bytes.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, ""),
+    };
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 16Mi, 512Ki or 1048576"))?;
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return Err(format!("`{s}`: the unit must be Ki, Mi or Gi")),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// `200ms`, `2s`, `1.5s`, `1m`, or `0`.
@@ -134,6 +226,24 @@ fn load_routes(path: Option<&std::path::Path>) -> Result<routes::Routes, String>
     routes::Routes::parse(&path.display().to_string(), &text).map_err(|d| d.to_string())
 }
 
+/// An `--upstream` that is one of the sidecar's own ports on this host
+/// would send every permitted call back into the sidecar.
+fn upstream_is_self(args: &Args) -> Option<SocketAddr> {
+    let host = args
+        .upstream
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = args.upstream.port_u16().unwrap_or(80);
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    [args.listen, args.local_listen, args.metrics_listen]
+        .into_iter()
+        .find(|own| own.port() == port && (local || own.ip().to_string() == host))
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.upstream.scheme_str() != Some("http") || args.upstream.authority().is_none() {
         return Err(format!(
@@ -142,17 +252,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let routes = load_routes(args.routes.as_deref())?;
+    if let Some(own) = upstream_is_self(&args) {
+        return Err(format!(
+            "--upstream `{}` is the sidecar's own {own}: permitted calls would come back to it",
+            args.upstream
+        )
+        .into());
+    }
+    let routes = load_routes(args.routes.as_deref())?.fulfilling(&args.obligations);
+    let limits = args.limits();
     let metrics = SidecarMetrics::new();
-    purposegate_server::metrics::serve(args.metrics_listen, metrics.registry.clone())
-        .await
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
+    purposegate_server::metrics::serve(
+        args.metrics_listen,
+        metrics.registry.clone(),
+        limits,
+        metrics.connections_refused("metrics"),
+    )
+    .await
+    .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
 
     let cache = Arc::new(DecisionCache::new(
-        args.cache_max_entries,
-        args.stale_if_error,
+        CacheLimits {
+            max_entries: args.cache_max_entries,
+            max_bytes: args.cache_max_bytes,
+            stale_window: args.stale_if_error,
+            deny_ttl: args.cache_deny_ttl,
+        },
         metrics.cache.clone(),
     ));
+    cache.sweep_every(Duration::from_secs(1));
     let tls = purposegate_server::tls::TlsFiles::from_flags(
         args.tls_cert.as_ref(),
         args.tls_key.as_ref(),
@@ -193,6 +321,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         dry_run: args.dry_run,
     };
 
+    // Shutdown: health turns NOT_SERVING, the listeners stop accepting,
+    // open connections close gracefully and watch streams end, bounded by
+    // the drain time.
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
     let proxy_listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -204,12 +337,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tls = if proxy_tls.is_some() { "mutual" } else { "off" },
         "proxying to the app"
     );
-    proxy::Proxy::new(gate.clone(), routes.clone(), args.upstream.clone())
-        .serve(proxy_listener, proxy_tls);
+    let supervisor = Supervisor::new(gate.clone(), revisions.clone(), args.max_stream_age);
+    let proxy = proxy::Proxy::new(
+        gate.clone(),
+        routes.clone(),
+        args.upstream.clone(),
+        args.upstream_protocol,
+        supervisor,
+    )
+    .serve(
+        proxy_listener,
+        proxy_tls,
+        limits,
+        shutdown.clone(),
+        metrics.connections_refused("proxy"),
+    );
 
-    // Shutdown: health turns NOT_SERVING, open watch streams end, in-flight
-    // calls finish, bounded by the drain time.
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let health = tonic_health::server::HealthReporter::new();
     let health_service =
         purposegate_server::grpc::health::DrainingHealth::server(health.clone(), shutdown.clone());
@@ -217,14 +360,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (reflection_v1, reflection_v1alpha) =
         purposegate_server::grpc::reflection(&[extauthz::FILE_DESCRIPTOR_SET])?;
 
-    let local = tokio::net::TcpListener::bind(args.local_listen)
+    let local_listener = tokio::net::TcpListener::bind(args.local_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.local_listen))?;
-    let local_addr = local.local_addr()?;
+    let local_addr = local_listener.local_addr()?;
     info!(local_addr = %local_addr, pdp = %args.pdp, "serving the local decision API and Envoy ext_authz");
-
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(DecisionServiceServer::new(LocalDecisions::new(
@@ -235,28 +376,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
             extauthz::ExtAuthz::new(gate.clone(), routes, tls_configured),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(local), {
-            let health = health.clone();
-            async move {
-                wait_for_signal().await;
-                info!("shutting down: health NOT_SERVING, draining in-flight calls");
-                set_status::<DecisionServiceServer<LocalDecisions>>(
-                    &health,
-                    ServingStatus::NotServing,
-                )
-                .await;
-                let _ = shutdown_tx.send(true);
-            }
-        });
-    let drain = args.drain;
-    let mut down = shutdown;
-    let deadline = async move {
-        let _ = down.wait_for(|&d| d).await;
-        tokio::time::sleep(drain).await;
+        .prepare();
+    let grpc = BatchLimit::new(
+        grpc,
+        "/purposegate.v1.DecisionService/CheckBatch",
+        args.max_batch,
+    );
+    let face = Face {
+        name: "local",
+        limits,
+        protocols: Protocols::Http2,
+        tls: None,
+        refused: metrics.connections_refused("local"),
     };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(seconds = drain.as_secs(), "drain time over; exiting with calls still open"),
+    let local =
+        purposegate_server::listen::serve(local_listener, face, shutdown.clone(), move |_peer| {
+            hyper_util::service::TowerToHyperService::new(grpc.clone())
+        });
+
+    wait_for_signal().await;
+    info!("shutting down: health NOT_SERVING, draining in-flight calls");
+    set_status::<DecisionServiceServer<LocalDecisions>>(&health, ServingStatus::NotServing).await;
+    let _ = shutdown_tx.send(true);
+    let drained = async {
+        proxy.drained().await;
+        local.drained().await;
+    };
+    if tokio::time::timeout(args.drain, drained).await.is_err() {
+        tracing::warn!(
+            seconds = args.drain.as_secs(),
+            open = proxy.open_connections() + local.open_connections(),
+            "drain time over; exiting with calls still open"
+        );
     }
     if let Some(tracing) = tracing {
         tracing.shutdown().await;
@@ -279,5 +430,16 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_like_the_flags_document() {
+        assert_eq!(parse_bytes("16Mi"), Ok(16 << 20));
+        assert_eq!(parse_bytes("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("16M").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999999999Gi").is_err());
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -17,6 +18,8 @@ pub struct CacheMetrics {
     pub pdp_errors: Counter,
     /// Decisions held now.
     pub entries: Gauge,
+    /// Bytes they take, as the cache counts them.
+    pub bytes: Gauge,
 }
 
 /// Every metric of the sidecar.
@@ -28,6 +31,8 @@ pub struct SidecarMetrics {
     pub spans_dropped: Counter,
     /// Callers of the proxy that never completed a TLS handshake.
     pub tls_handshake_failures: Counter,
+    /// Connections closed at a listener's cap, by listener.
+    connections_refused: Family<Vec<(String, String)>, Counter>,
 }
 
 impl SidecarMetrics {
@@ -53,7 +58,7 @@ impl SidecarMetrics {
             ),
             (
                 "cache_evictions",
-                "Decisions evicted to keep the cache within --cache-max-entries",
+                "Decisions evicted to keep the cache within --cache-max-entries and --cache-max-bytes",
                 &cache.evictions,
             ),
             (
@@ -69,6 +74,11 @@ impl SidecarMetrics {
             "Decisions held in the cache",
             cache.entries.clone(),
         );
+        registry.register(
+            "cache_bytes",
+            "Bytes the cached decisions take, as the cache counts them (bounded by --cache-max-bytes)",
+            cache.bytes.clone(),
+        );
         let spans_dropped = Counter::default();
         registry.register(
             "spans_dropped",
@@ -81,12 +91,33 @@ impl SidecarMetrics {
             "Connections to the proxy that never completed a TLS handshake (plaintext, no or an untrusted certificate, a stall)",
             tls_handshake_failures.clone(),
         );
+        let connections_refused = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because a listener or its peer was at its connection cap",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr could not take them fast enough",
+            purposegate_server::log::dropped_lines(),
+        );
         SidecarMetrics {
             registry: Arc::new(registry),
             cache,
             spans_dropped,
             tls_handshake_failures,
+            connections_refused,
         }
+    }
+}
+
+impl SidecarMetrics {
+    /// The counter of connections `listener` closed at a cap.
+    pub fn connections_refused(&self, listener: &str) -> Counter {
+        self.connections_refused
+            .get_or_create(&vec![("listener".to_string(), listener.to_string())])
+            .clone()
     }
 }
 

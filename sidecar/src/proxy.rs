@@ -1,36 +1,71 @@
 //! The proxy in front of the app: HTTP/2 (gRPC, h2c) and HTTP/1.1 on
 //! `--listen`, forwarded to `--upstream` only on an enforced PERMIT.
 //!
-//! The request path, in order:
-//! 1. match the call to a route (gRPC method or HTTP path and method);
-//! 2. build the `CheckRequest` from the route and the `x-*` headers;
-//! 3. ask the gate (cache, then PDP);
-//! 4. on PERMIT (or `--dry-run`) stream the call to the app over a pooled
-//!    connection, bodies and trailers untouched; otherwise answer
-//!    `PERMISSION_DENIED` (gRPC) or 403 (HTTP) with the reason, rule ids and
-//!    revision in `x-purposegate-*` headers. The app never sees it.
+//! The request path, in order (each step refuses what it cannot read as
+//! one thing, so what is judged is what the app gets):
+//! 1. the listener's limits (`purposegate_server::listen`): connections,
+//!    timeouts, header size, streams;
+//! 2. a request that came back through this very sidecar is refused (a
+//!    loop would exhaust it);
+//! 3. the path is made canonical ([`crate::canonical`]); ambiguous paths
+//!    are refused;
+//! 4. the decided headers are read once ([`crate::headers`]): repeated or
+//!    unreadable ones are refused;
+//! 5. the route table is chosen by transport and shape, the route by the
+//!    canonical path ([`crate::routes`]);
+//! 6. the gate decides (cache, then PDP);
+//! 7. on PERMIT (or `--dry-run`) the call is streamed to the app over a
+//!    pooled connection in the upstream's own protocol, with the canonical
+//!    path, the decided header values and the permit's obligations; bodies
+//!    and trailers untouched. A supervisor ends it if a new revision (or
+//!    the next look after `--max-stream-age`) no longer permits it.
+//!    Otherwise the caller gets `PERMISSION_DENIED` (gRPC) or 403 (HTTP)
+//!    with the reason, rule ids and revision in `x-purposegate-*` headers;
+//!    the app never sees the call.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tracing::{debug, warn};
+use hyper_util::rt::TokioExecutor;
+use tracing::warn;
 
+use purposegate_server::listen::{Face, Limits, Protocols, Served};
 use purposegate_server::telemetry::parent_context;
 use purposegate_server::tls::ServerTls;
 
+use crate::canonical;
 use crate::gate::Gate;
-use crate::intercept::{Call, Denial, Judgement, judge};
-use crate::routes::Routes;
+use crate::headers::{self, Stated};
+use crate::intercept::{Call, Denial, Judgement, Permit, judge, refused_before_asking};
+use crate::routes::{Routes, Table};
+use crate::supervise::{Supervised, Supervisor};
 
-type Body = Either<Incoming, Full<Bytes>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The header that marks a request this sidecar forwarded, so it knows
+/// the request if it comes back (an upstream that points at the proxy).
+const VIA: &str = "x-purposegate-via";
+
+/// Which protocol the app speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamProtocol {
+    /// gRPC calls over HTTP/2 (prior knowledge), the rest over HTTP/1.1.
+    Auto,
+    /// Everything over HTTP/1.1.
+    Http1,
+    /// Everything over HTTP/2 (prior knowledge).
+    Http2,
+}
 
 /// Everything the proxy needs per call. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -43,14 +78,25 @@ struct Inner {
     gate: Gate,
     routes: Routes,
     upstream: Uri,
+    protocol: UpstreamProtocol,
+    supervisor: Supervisor,
+    /// This process's mark in [`VIA`].
+    via: HeaderValue,
     http1: Client<HttpConnector, Incoming>,
     http2: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
-    pub fn new(gate: Gate, routes: Routes, upstream: Uri) -> Self {
+    pub fn new(
+        gate: Gate,
+        routes: Routes,
+        upstream: Uri,
+        protocol: UpstreamProtocol,
+        supervisor: Supervisor,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
         let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -60,146 +106,327 @@ impl Proxy {
                 gate,
                 routes,
                 upstream,
+                protocol,
+                supervisor,
+                via: HeaderValue::from_str(&instance_mark())
+                    .unwrap_or_else(|_| HeaderValue::from_static("purposegate")),
                 http1,
                 http2,
             }),
         }
     }
 
-    /// Accepts connections on `listener` until the process ends. With
-    /// `tls`, only TLS connections are served (plaintext fails the
-    /// handshake); a caller's verified client certificate names its subject.
-    pub fn serve(self, listener: tokio::net::TcpListener, tls: Option<ServerTls>) {
-        purposegate_server::serve::accept_loop(listener, "proxy", move |stream, peer| {
+    /// Serves `listener` within `limits` until `shutdown`; with `tls`
+    /// only TLS connections are served, and a caller's verified client
+    /// certificate names its subject.
+    pub fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<ServerTls>,
+        limits: Limits,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Served {
+        let face = Face {
+            name: "proxy",
+            limits,
+            protocols: Protocols::Both,
+            tls,
+            refused,
+        };
+        purposegate_server::listen::serve(listener, face, shutdown, move |peer| {
             let proxy = self.clone();
-            let tls = tls.clone();
-            async move {
-                let _ = stream.set_nodelay(true);
-                match tls {
-                    None => proxy.serve_connection(stream, None, peer).await,
-                    Some(tls) => {
-                        let Some(stream) =
-                            purposegate_server::tls::handshake(&tls, stream, peer, "proxy").await
-                        else {
-                            return;
-                        };
-                        let subject = purposegate_server::tls::peer_subject(
-                            stream.get_ref().1.peer_certificates(),
-                        );
-                        proxy
-                            .serve_connection(stream, subject.map(Arc::from), peer)
-                            .await;
+            let subject = peer.subject.clone();
+            hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                let subject = subject.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, subject.as_deref()).await) }
+            })
+        })
+    }
+
+    /// One call: judged, then forwarded or refused. `certified` is the
+    /// subject of the caller's verified certificate, on a TLS proxy.
+    pub async fn handle(&self, req: Request<Incoming>, certified: Option<&str>) -> ProxyResponse {
+        let reply_grpc = is_grpc_content_type(req.headers());
+        let gate = &self.inner.gate;
+        let parent = gate.parent(|| parent_context(req.headers()));
+        let purpose = || {
+            req.headers()
+                .get(headers::PURPOSE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let raw_path = req.uri().path().to_string();
+        let refused = |reason: String| {
+            refused_before_asking(gate, &parent, purpose(), &raw_path, Denial::refused(reason))
+        };
+        let judgement = if req
+            .headers()
+            .get_all(VIA)
+            .iter()
+            .any(|v| v == self.inner.via)
+        {
+            // Never under --dry-run either: the loop would go on.
+            return deny(
+                reply_grpc,
+                &Denial::refused(
+                    "the call came back through this sidecar: its upstream points at itself"
+                        .to_string(),
+                ),
+            );
+        } else if req.method() == Method::CONNECT {
+            refused("CONNECT is not proxied".to_string())
+        } else {
+            match (
+                canonical::path(&raw_path),
+                Stated::read(
+                    req.headers()
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_bytes())),
+                ),
+            ) {
+                (Err(ambiguous), _) => refused(ambiguous.to_string()),
+                (_, Err(unreadable)) => refused(unreadable.to_string()),
+                (Ok(path), Ok(stated)) => {
+                    let http2 = req.version() == hyper::Version::HTTP_2;
+                    let table = self.inner.routes.table(&path, http2, reply_grpc);
+                    let call = Call {
+                        table,
+                        path: &path,
+                        method: req.method().as_str(),
+                        stated: &stated,
+                        certified_subject: certified,
+                    };
+                    match judge(gate, &self.inner.routes, &call, &parent).await {
+                        Judgement::LetThrough(permit) => {
+                            return self.forward(req, Some((&path, table)), permit).await;
+                        }
+                        denied => denied,
                     }
                 }
             }
-        });
-    }
-
-    /// Serves the calls of one connection; `subject` is the caller's
-    /// certified identity, when it presented a client certificate.
-    async fn serve_connection<IO>(
-        self,
-        io: IO,
-        subject: Option<Arc<str>>,
-        peer: std::net::SocketAddr,
-    ) where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        // The subject and its header value are the same for every call on
-        // the connection.
-        let certified = subject.map(|s| (header_text(&s), s));
-        let service = hyper::service::service_fn(move |req| {
-            let proxy = self.clone();
-            let certified = certified.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, certified.as_ref()).await) }
-        });
-        if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(io), service)
-            .await
-        {
-            debug!(error = %e, %peer, "proxy connection ended");
+        };
+        match judgement {
+            // Under --dry-run a call refused before asking goes on as it came.
+            Judgement::LetThrough(permit) => self.forward(req, None, permit).await,
+            Judgement::Deny(denial) => deny(reply_grpc, &denial),
         }
     }
 
-    async fn handle(
+    /// Streams the call to the app and its answer back. `canonical` is the
+    /// path judged and its table (`None` only for a call refused before
+    /// asking that `--dry-run` lets through as it came).
+    async fn forward(
         &self,
-        mut req: Request<Incoming>,
-        certified: Option<&(HeaderValue, Arc<str>)>,
-    ) -> Response<Body> {
-        let grpc = is_grpc(req.headers());
-        if let Some((value, _)) = certified {
-            // The certificate names the caller; what it says in `x-subject`
-            // is not believed, and the app sees the certified subject.
-            req.headers_mut().insert("x-subject", value.clone());
-        }
-        let subject = certified.map(|(_, s)| &**s);
-        let headers = req.headers();
-        let header = |name: &str| -> String {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
-        let call = Call {
-            grpc,
-            path: req.uri().path(),
-            method: req.method().as_str(),
-            header: &header,
-            certified_subject: subject,
-        };
-        let parent = self.inner.gate.parent(|| parent_context(headers));
-        match judge(&self.inner.gate, &self.inner.routes, &call, &parent).await {
-            Judgement::LetThrough => self.forward(req, grpc).await,
-            Judgement::Deny(denial) => deny(grpc, &denial),
-        }
-    }
-
-    /// Streams the call to the app and its answer back.
-    async fn forward(&self, req: Request<Incoming>, grpc: bool) -> Response<Body> {
+        req: Request<Incoming>,
+        canonical: Option<(&str, Table)>,
+        permit: Box<Permit>,
+    ) -> ProxyResponse {
+        let reply_grpc = is_grpc_content_type(req.headers());
         let (mut parts, body) = req.into_parts();
-        let mut uri = self.inner.upstream.clone().into_parts();
-        uri.path_and_query = Some(
-            parts
+        let path_and_query = match canonical {
+            Some((path, _)) => canonical::request_target(path, parts.uri.query()),
+            None => parts
                 .uri
                 .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-        );
+                .map_or_else(|| "/".to_string(), ToString::to_string),
+        };
+        let mut uri = self.inner.upstream.clone().into_parts();
+        uri.path_and_query = path_and_query.parse().ok();
         parts.uri = match Uri::from_parts(uri) {
             Ok(u) => u,
-            Err(_) => return upstream_error(grpc, "cannot build the upstream address"),
+            Err(_) => return upstream_error(reply_grpc, "cannot build the upstream address"),
         };
+        let grpc = canonical.map_or(reply_grpc, |(_, table)| table == Table::Grpc);
         strip_hop_by_hop(&mut parts.headers, grpc);
-        let http2 = parts.version == hyper::Version::HTTP_2;
+        // What the app reads as the question is what was decided: every
+        // spelling of a decided header goes, the decided values come back.
+        // (A call let through by --dry-run without a question keeps what
+        // it stated; only the sidecar's own headers never pass.)
+        let reserved_name: fn(&str) -> bool = if permit.request.is_some() {
+            headers::is_reserved
+        } else {
+            headers::is_own
+        };
+        let reserved: Vec<HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| reserved_name(name.as_str()))
+            .cloned()
+            .collect();
+        for name in reserved {
+            parts.headers.remove(name);
+        }
+        for (name, value) in permit.decided_headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                parts.headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        parts.headers.append(VIA, self.inner.via.clone());
         // The client sets the version and authority of its own connection.
         parts.version = hyper::Version::HTTP_11;
         parts.headers.remove(hyper::header::HOST);
         let outgoing = Request::from_parts(parts, body);
-        let client = if http2 || grpc {
+        let http2 = match self.inner.protocol {
+            UpstreamProtocol::Auto => grpc,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+        };
+        let client = if http2 {
             &self.inner.http2
         } else {
             &self.inner.http1
         };
-        match client.request(outgoing).await {
-            Ok(response) => response.map(Either::Left),
+        let mut supervised = match (&permit.request, &permit.answer) {
+            (Some(request), Some(answer)) if !self.inner.gate.dry_run => {
+                Some(self.inner.supervisor.watch(request.clone(), answer))
+            }
+            _ => None,
+        };
+        let response = match supervised.as_mut() {
+            Some(ended) => tokio::select! {
+                response = client.request(outgoing) => response,
+                denial = ended => return deny(reply_grpc, &denial),
+            },
+            None => client.request(outgoing).await,
+        };
+        match response {
+            Ok(response) => {
+                let grpc_reply = reply_grpc || is_grpc_content_type(response.headers());
+                response.map(|body| ProxyBody::Upstream {
+                    body,
+                    supervised,
+                    grpc: grpc_reply,
+                })
+            }
             Err(e) => {
                 warn!(error = %e, upstream = %self.inner.upstream, "the app cannot be reached");
-                upstream_error(grpc, "the app behind the sidecar cannot be reached")
+                upstream_error(reply_grpc, "the app behind the sidecar cannot be reached")
             }
         }
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+/// A mark of this process, different for each run.
+fn instance_mark() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+pub type ProxyResponse = Response<ProxyBody>;
+
+/// A response the proxy sends: the app's, streamed and supervised, or its
+/// own.
+#[derive(Debug)]
+pub enum ProxyBody {
+    Upstream {
+        body: Incoming,
+        /// Ends the call when its permit no longer holds.
+        supervised: Option<Supervised>,
+        grpc: bool,
+    },
+    Own(Full<Bytes>),
+    /// Nothing more: the call was ended.
+    Ended,
+}
+
+/// Why a call ended before its app was done.
+#[derive(Debug)]
+struct Revoked(String);
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the call is no longer permitted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Revoked {}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            ProxyBody::Upstream {
+                body,
+                supervised,
+                grpc,
+            } => {
+                if let Some(ended) = supervised.as_mut() {
+                    if let Poll::Ready(denial) = Pin::new(ended).poll(cx) {
+                        let grpc = *grpc;
+                        // Dropping the app's body resets its stream.
+                        *self = ProxyBody::Ended;
+                        return Poll::Ready(Some(if grpc {
+                            Ok(Frame::trailers(denial_trailers(&denial)))
+                        } else {
+                            // HTTP has no way to say it mid-body: the
+                            // stream (HTTP/2) or connection (HTTP/1.1) is
+                            // reset.
+                            Err(Box::new(Revoked(denial.reason)))
+                        }));
+                    }
+                }
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(None) => {
+                        *self = ProxyBody::Ended;
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ProxyBody::Own(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+            ProxyBody::Ended => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Own(full) => full.is_end_stream(),
+            ProxyBody::Ended => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Own(full) => full.size_hint(),
+            ProxyBody::Ended => SizeHint::with_exact(0),
+        }
+    }
+}
+
+fn is_grpc_content_type(headers: &HeaderMap) -> bool {
     headers
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// Removes the headers that belong to one connection, including those the
+/// caller names in `connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
+    }
     for name in [
         "connection",
         "keep-alive",
@@ -237,46 +464,59 @@ fn grpc_message(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("denied"))
 }
 
-fn deny(grpc: bool, denial: &Denial) -> Response<Body> {
-    let mut response = if grpc {
-        grpc_status("7", &denial.reason)
-    } else {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!(
-            "{}: {}\n",
-            denial.decision, denial.reason
-        )))));
-        *r.status_mut() = StatusCode::FORBIDDEN;
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
-    };
-    let h = response.headers_mut();
+/// `grpc-status: 7` and the denial's `x-purposegate-*` headers.
+fn denial_trailers(denial: &Denial) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from_static("7"));
+    h.insert("grpc-message", grpc_message(&denial.reason));
     for (name, value) in denial.headers() {
         h.insert(HeaderName::from_static(name), header_text(&value));
     }
-    response
+    h
 }
 
-/// A trailers-only gRPC response: the status in the headers, no body.
-fn grpc_status(code: &'static str, message: &str) -> Response<Body> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+fn deny(grpc: bool, denial: &Denial) -> ProxyResponse {
+    if grpc {
+        // Trailers-only: the status in the headers, no body.
+        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        r.headers_mut().extend(denial_trailers(denial));
+        return r;
+    }
+    let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
+        "{}: {}\n",
+        denial.decision, denial.reason
+    )))));
+    *r.status_mut() = StatusCode::FORBIDDEN;
     let h = r.headers_mut();
     h.insert(
         hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert("grpc-status", HeaderValue::from_static(code));
-    h.insert("grpc-message", grpc_message(message));
+    for (name, value) in denial.headers() {
+        h.insert(HeaderName::from_static(name), header_text(&value));
+    }
     r
 }
 
-fn upstream_error(grpc: bool, reason: &str) -> Response<Body> {
+fn upstream_error(grpc: bool, reason: &str) -> ProxyResponse {
     if grpc {
-        grpc_status("14", reason)
+        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from_static("14"));
+        h.insert("grpc-message", grpc_message(reason));
+        r
     } else {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{reason}\n")))));
+        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
+            "{reason}\n"
+        )))));
         *r.status_mut() = StatusCode::BAD_GATEWAY;
         r
     }
@@ -290,5 +530,20 @@ mod tests {
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(grpc_message("a b"), "a b");
         assert_eq!(grpc_message("100% über"), "100%25 %C3%BCber");
+    }
+
+    #[test]
+    fn headers_a_caller_names_in_connection_are_not_passed_on() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
     }
 }

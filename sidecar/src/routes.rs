@@ -7,20 +7,31 @@
 //!     resource:                                      # optional, fixed
 //!       deidentification: IDENTIFIED
 //!       attributes: { system: crm }
+//!     obligations: [log-access]                      # what the app fulfils here
 //!   - http: /customers/                              # path prefix
 //!     methods: [GET]                                 # optional; any if absent
 //!     dataCategory: customer-data
 //! ```
 //!
-//! The first matching route wins. A call on no route is denied. Fixed
-//! resource fields of a route win over what the caller's headers say.
+//! Routes match the canonical path ([`crate::canonical`]). The first
+//! matching route of the call's table wins; a call on no route is denied.
+//! Fixed resource fields of a route win over what the caller's headers say.
+//!
+//! Two tables, chosen by the call's transport and shape, never by a header
+//! alone ([`Routes::table`]): a path a gRPC route covers is judged by the
+//! gRPC routes whatever the call claims to be. A gRPC pattern's `*` and `?`
+//! stay inside one path segment. An HTTP prefix matches whole segments:
+//! `/echo` covers `/echo` and `/echo/x`, not `/echoes`; a prefix ending in
+//! `/` covers what lies below it.
 
 use std::collections::BTreeMap;
 
 use purposegate_server::engine::decode::Decoder;
 use purposegate_server::engine::yaml;
-use purposegate_server::engine::{Deidentification, Diagnostics, glob};
+use purposegate_server::engine::{Deidentification, Diagnostics, glob_slice};
 use purposegate_server::grpc::convert::deidentification_number;
+
+use crate::canonical;
 
 /// What a route says about the data a call touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +42,9 @@ pub struct Route {
     pub deidentification: Option<i32>,
     pub owner_tenant: Option<String>,
     pub attributes: BTreeMap<String, String>,
+    /// Obligations the app fulfils on this route (besides the sidecar's
+    /// `--obligations`).
+    pub obligations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +54,13 @@ enum Matcher {
         prefix: String,
         methods: Vec<String>,
     },
+}
+
+/// Which routes judge a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Grpc,
+    Http,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,24 +97,65 @@ impl Routes {
         }
     }
 
-    /// The route of a gRPC call to `path` (`/pkg.Service/Method`).
+    /// Adds `obligations` (the sidecar's `--obligations`: what the app
+    /// fulfils everywhere) to every route.
+    pub fn fulfilling(mut self, obligations: &[String]) -> Self {
+        for route in &mut self.routes {
+            for id in obligations
+                .iter()
+                .map(|o| o.trim())
+                .filter(|o| !o.is_empty())
+            {
+                if !route.obligations.iter().any(|o| o == id) {
+                    route.obligations.push(id.to_string());
+                }
+            }
+        }
+        self
+    }
+
+    /// The table that judges a call to the canonical `path`: gRPC when a
+    /// gRPC route covers the path, when the call says it is gRPC
+    /// (`content-type: application/grpc…`), or when it came over HTTP/2
+    /// with the shape of a gRPC method; HTTP otherwise. So a gRPC method
+    /// sent with another content type is still judged as the method it is.
+    pub fn table(&self, path: &str, http2: bool, grpc_content_type: bool) -> Table {
+        if grpc_content_type
+            || (http2 && canonical::is_grpc_method(path))
+            || self.grpc(path).is_some()
+        {
+            Table::Grpc
+        } else {
+            Table::Http
+        }
+    }
+
+    /// The route of a gRPC call to the canonical `path` (`/pkg.Service/Method`).
     pub fn grpc(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| match &r.matcher {
-            Matcher::Grpc(pattern) => glob(pattern, path),
+            Matcher::Grpc(pattern) => method_glob(pattern, path),
             Matcher::Http { .. } => false,
         })
     }
 
-    /// The route of an HTTP request.
+    /// The route of an HTTP request to the canonical `path`.
     pub fn http(&self, method: &str, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| match &r.matcher {
             Matcher::Http { prefix, methods } => {
-                path.starts_with(prefix.as_str())
+                covers(prefix, path)
                     && (methods.is_empty()
                         || methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
             }
             Matcher::Grpc(_) => false,
         })
+    }
+
+    /// The route of a call judged by `table`.
+    pub fn route(&self, table: Table, method: &str, path: &str) -> Option<&Route> {
+        match table {
+            Table::Grpc => self.grpc(path),
+            Table::Http => self.http(method, path),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -105,17 +167,57 @@ impl Routes {
     }
 }
 
+/// Whether the HTTP route `prefix` covers `path`, segment by segment.
+fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+/// Glob of a gRPC method: `*` matches a run and `?` one byte, both inside
+/// one segment; `/` only matches `/`. No allocation.
+pub fn method_glob(pattern: &str, path: &str) -> bool {
+    let mut patterns = pattern.split('/');
+    let mut segments = path.split('/');
+    loop {
+        match (patterns.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if segment_glob(p.as_bytes(), s.as_bytes()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Glob within one segment (no `/` on either side), byte by byte.
+fn segment_glob(p: &[u8], t: &[u8]) -> bool {
+    glob_slice(p, t, b'*', b'?')
+}
+
 fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Route> {
     let what = format!("route #{}", i + 1);
     let f = d.fields(
         node,
         &what,
-        &["grpc", "http", "methods", "dataCategory", "resource"],
+        &[
+            "grpc",
+            "http",
+            "methods",
+            "dataCategory",
+            "resource",
+            "obligations",
+        ],
     )?;
     let matcher = match (f.get("grpc"), f.get("http")) {
         (Some(g), None) => {
             let pattern = d.text(g, &format!("{what}: `grpc`"))?;
-            if !pattern.starts_with('/') {
+            let shape = pattern
+                .strip_prefix('/')
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(service, method)| {
+                    !service.is_empty() && !method.is_empty() && !method.contains('/')
+                });
+            if shape.is_none() || pattern.contains(['%', '\\']) {
                 d.error(
                     g.span,
                     format!("{what}: `grpc` is a method path like `/pkg.Service/Method`"),
@@ -139,6 +241,22 @@ fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Rout
                 );
                 return None;
             }
+            match canonical::path(&prefix) {
+                Ok(canonical) if canonical == prefix => {}
+                Ok(canonical) => {
+                    d.error(
+                        h.span,
+                        format!(
+                            "{what}: `http` must be a canonical path; write `{canonical}` (calls are matched after normalisation)"
+                        ),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    d.error(h.span, format!("{what}: `http`: {e}"));
+                    return None;
+                }
+            }
             let methods = match f.get("methods") {
                 Some(m) => d.strings(m, &format!("{what}: `methods`"))?,
                 None => Vec::new(),
@@ -160,12 +278,21 @@ fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Rout
             return None;
         }
     };
+    let obligations = match f.get("obligations") {
+        Some(n) => d
+            .id_list(n, &format!("{what}: `obligations`"))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+        None => Vec::new(),
+    };
     let mut route = Route {
         matcher,
         category,
         deidentification: None,
         owner_tenant: None,
         attributes: BTreeMap::new(),
+        obligations,
     };
     if let Some(r) = f.get("resource") {
         let r = d.fields(
@@ -202,12 +329,13 @@ mod tests {
 
     #[test]
     fn routes_load_strictly_and_match_in_order() {
-        let text = "routes:\n  - grpc: /demo.v1.CustomerService/GetCustomer\n    dataCategory: customer-data\n    resource: { deidentification: PSEUDONYMIZED }\n  - grpc: /demo.v1.CustomerService/*\n    dataCategory: service-generated-data\n  - http: /customers/\n    methods: [GET]\n    dataCategory: customer-data\n";
+        let text = "routes:\n  - grpc: /demo.v1.CustomerService/GetCustomer\n    dataCategory: customer-data\n    resource: { deidentification: PSEUDONYMIZED }\n    obligations: [log-access]\n  - grpc: /demo.v1.CustomerService/*\n    dataCategory: service-generated-data\n  - http: /customers/\n    methods: [GET]\n    dataCategory: customer-data\n";
         let routes = Routes::parse("routes.yaml", text).unwrap();
         assert_eq!(routes.len(), 3);
         let get = routes.grpc("/demo.v1.CustomerService/GetCustomer").unwrap();
         assert_eq!(get.category, "customer-data");
         assert_eq!(get.deidentification, Some(2));
+        assert_eq!(get.obligations, ["log-access"]);
         assert_eq!(
             routes
                 .grpc("/demo.v1.CustomerService/Echo")
@@ -222,10 +350,63 @@ mod tests {
     }
 
     #[test]
+    fn http_prefixes_match_whole_segments() {
+        assert!(covers("/echo", "/echo"));
+        assert!(covers("/echo", "/echo/"));
+        assert!(covers("/echo", "/echo/x"));
+        assert!(!covers("/echo", "/echoes"));
+        assert!(!covers("/echo", "/ech"));
+        assert!(covers("/customers/", "/customers/c-1"));
+        assert!(!covers("/customers/", "/customers"));
+        assert!(covers("/", "/anything/at/all"));
+    }
+
+    #[test]
+    fn grpc_globs_stay_inside_a_segment() {
+        assert!(method_glob("/demo.v1.S/*", "/demo.v1.S/Get"));
+        assert!(!method_glob("/demo.v1.S/*", "/demo.v1.S/Get/x"));
+        assert!(!method_glob("/demo.*", "/demo.v1.S/Get"));
+        assert!(method_glob("/demo.*/*", "/demo.v1.S/Get"));
+        assert!(method_glob("/*/Get", "/a.B/Get"));
+        assert!(!method_glob("/*/Get", "/a/b/Get"));
+        assert!(method_glob("/a.B/Ge?", "/a.B/Get"));
+        assert!(!method_glob("/a.B/Ge?", "/a.B/Ge/"));
+        assert!(!method_glob("/a.B/Get", "/a.B/Gets"));
+        assert!(method_glob("/a.B/*et*", "/a.B/GetCustomer"));
+    }
+
+    #[test]
+    fn the_table_follows_transport_and_shape_not_the_content_type_alone() {
+        let routes = Routes::parse(
+            "r.yaml",
+            "routes:\n  - grpc: /demo.v1.CustomerService/ExportCustomers\n    dataCategory: customer-data\n  - http: /\n    dataCategory: service-generated-data\n",
+        )
+        .unwrap();
+        let export = "/demo.v1.CustomerService/ExportCustomers";
+        // Covered by a gRPC route: gRPC, whatever the call says.
+        assert_eq!(routes.table(export, true, false), Table::Grpc);
+        assert_eq!(routes.table(export, false, false), Table::Grpc);
+        // An uncovered method over HTTP/2 is still a method: no HTTP route.
+        assert_eq!(
+            routes.table("/demo.v1.CustomerService/Echo", true, false),
+            Table::Grpc
+        );
+        assert_eq!(
+            routes.table("/demo.v1.CustomerService/Echo", false, true),
+            Table::Grpc
+        );
+        assert_eq!(routes.table("/customers/c-1", true, false), Table::Http);
+        assert_eq!(
+            routes.table("/demo.v1.CustomerService/Echo", false, false),
+            Table::Http
+        );
+    }
+
+    #[test]
     fn bad_routes_name_the_place() {
         let err = Routes::parse(
             "r.yaml",
-            "routes:\n  - grpc: demo/Get\n    dataCategory: c\n  - dataCategory: c\n  - http: /x\n    dataCategory: c\n    colour: red\n",
+            "routes:\n  - grpc: demo/Get\n    dataCategory: c\n  - dataCategory: c\n  - http: /x\n    dataCategory: c\n    colour: red\n  - http: /a/../b\n    dataCategory: c\n  - http: /a%2fb\n    dataCategory: c\n  - grpc: /a.B/Get/x\n    dataCategory: c\n",
         )
         .unwrap_err()
         .to_string();
@@ -241,5 +422,14 @@ mod tests {
             err.contains("r.yaml:7:5: route #3: unknown key `colour`"),
             "{err}"
         );
+        assert!(
+            err.contains("route #4: `http` must be a canonical path; write `/b`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("route #5: `http`: the request path has an encoded `/`"),
+            "{err}"
+        );
+        assert!(err.contains("route #6: `grpc` is a method path"), "{err}");
     }
 }

@@ -11,6 +11,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+pub mod app;
+pub mod attacks;
+
 /// The directory the test executable was built into (`target/<profile>`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
@@ -244,14 +247,24 @@ impl Daemon {
 
     /// Resident memory in KiB (Linux `VmRSS`).
     pub fn resident_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the process has had, in KiB (Linux
+    /// `VmHWM`, the high-water mark).
+    pub fn peak_resident_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .unwrap_or_else(|e| panic!("read /proc status: {e}"));
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 }
 
@@ -356,16 +369,13 @@ impl std::ops::DerefMut for SidecarProcess {
 impl SidecarProcess {
     /// Starts the sidecar asking `pdp_url`, with `args` added.
     pub fn start(pdp_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut all = vec![
-            "--pdp",
-            pdp_url,
-            "--listen",
-            "127.0.0.1:0",
-            "--local-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ];
+        // A free port unless the test names one.
+        let mut all = vec!["--pdp", pdp_url];
+        for flag in ["--listen", "--local-listen", "--metrics-listen"] {
+            if !args.contains(&flag) {
+                all.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         all.extend_from_slice(args);
         let daemon = Daemon::start(
             "purposegate-sidecar",
@@ -863,6 +873,59 @@ pub fn demo_behind_sidecar(
     args.extend_from_slice(extra);
     let sidecar = SidecarProcess::start(pdp_url, &args, env);
     (demo, sidecar)
+}
+
+/// A server reading its policy from a file in `dir` (written with
+/// `text`), so a test can change it; the file's path.
+pub fn server_on_policy_file(dir: &TempDir, text: &str) -> (ServerProcess, PathBuf) {
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let server = ServerProcess::start(&[
+        "--decision-log",
+        "off",
+        "--policy",
+        &path.display().to_string(),
+    ]);
+    (server, path)
+}
+
+/// The server, [`app::FrameworkApp`] and a sidecar in front of it.
+#[derive(Debug)]
+pub struct AppStack {
+    pub server: ServerProcess,
+    pub app: app::FrameworkApp,
+    pub sidecar: SidecarProcess,
+    /// The server's policy file, when it has one.
+    pub policy: Option<PathBuf>,
+    pub dir: TempDir,
+}
+
+impl AppStack {
+    /// The server on `policy` (a file with that text; the embedded default
+    /// when `None`), the app, and a sidecar on `routes` with `extra` flags.
+    pub fn start(policy: Option<&str>, routes: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new("app-stack");
+        let (server, policy) = match policy {
+            Some(text) => {
+                let (server, path) = server_on_policy_file(&dir, text);
+                (server, Some(path))
+            }
+            None => (ServerProcess::start(&["--decision-log", "off"]), None),
+        };
+        let app = app::FrameworkApp::start();
+        let routes = dir.write("routes.yaml", routes);
+        let upstream = app.url();
+        let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
+        args.extend_from_slice(extra);
+        let sidecar = SidecarProcess::start(&server.url(), &args, &[]);
+        AppStack {
+            server,
+            app,
+            sidecar,
+            policy,
+            dir,
+        }
+    }
 }
 
 /// A `GetCustomer` call for customer `c-3` stating `purpose` and, unless

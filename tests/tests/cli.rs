@@ -276,20 +276,33 @@ fn every_sidecar_flag_reads_an_environment_variable() {
             .into();
     assert_eq!(run.code, Some(0), "{run:?}");
     for var in [
-        "PURPOSEGATE_PDP",
-        "PURPOSEGATE_LISTEN",
-        "PURPOSEGATE_UPSTREAM",
-        "PURPOSEGATE_ROUTES",
-        "PURPOSEGATE_LOCAL_LISTEN",
-        "PURPOSEGATE_METRICS_LISTEN",
-        "PURPOSEGATE_PDP_TIMEOUT",
-        "PURPOSEGATE_STALE_IF_ERROR",
-        "PURPOSEGATE_CACHE_MAX_ENTRIES",
-        "PURPOSEGATE_DRY_RUN",
-        "PURPOSEGATE_DRAIN",
-        "PURPOSEGATE_TLS_CERT",
-        "PURPOSEGATE_TLS_KEY",
-        "PURPOSEGATE_TLS_CLIENT_CA",
+        "PURPOSEGATE_SIDECAR_PDP",
+        "PURPOSEGATE_SIDECAR_LISTEN",
+        "PURPOSEGATE_SIDECAR_UPSTREAM",
+        "PURPOSEGATE_SIDECAR_UPSTREAM_PROTOCOL",
+        "PURPOSEGATE_SIDECAR_ROUTES",
+        "PURPOSEGATE_SIDECAR_OBLIGATIONS",
+        "PURPOSEGATE_SIDECAR_LOCAL_LISTEN",
+        "PURPOSEGATE_SIDECAR_METRICS_LISTEN",
+        "PURPOSEGATE_SIDECAR_PDP_TIMEOUT",
+        "PURPOSEGATE_SIDECAR_STALE_IF_ERROR",
+        "PURPOSEGATE_SIDECAR_CACHE_MAX_ENTRIES",
+        "PURPOSEGATE_SIDECAR_CACHE_MAX_BYTES",
+        "PURPOSEGATE_SIDECAR_CACHE_DENY_TTL",
+        "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE",
+        "PURPOSEGATE_SIDECAR_MAX_BATCH",
+        "PURPOSEGATE_SIDECAR_MAX_CONNECTIONS",
+        "PURPOSEGATE_SIDECAR_MAX_CONNECTIONS_PER_PEER",
+        "PURPOSEGATE_SIDECAR_HEADER_READ_TIMEOUT",
+        "PURPOSEGATE_SIDECAR_IDLE_TIMEOUT",
+        "PURPOSEGATE_SIDECAR_MAX_HEADER_BYTES",
+        "PURPOSEGATE_SIDECAR_MAX_CONCURRENT_STREAMS",
+        "PURPOSEGATE_SIDECAR_DRY_RUN",
+        "PURPOSEGATE_SIDECAR_DRAIN",
+        "PURPOSEGATE_SIDECAR_LOG_FORMAT",
+        "PURPOSEGATE_SIDECAR_TLS_CERT",
+        "PURPOSEGATE_SIDECAR_TLS_KEY",
+        "PURPOSEGATE_SIDECAR_TLS_CLIENT_CA",
     ] {
         assert!(
             run.stdout.contains(&format!("[env: {var}=")),
@@ -297,4 +310,11 @@ fn every_sidecar_flag_reads_an_environment_variable() {
             run.stdout
         );
     }
+    // No variable of the server's: exporting one for the server must not
+    // change the sidecar beside it.
+    assert!(
+        !run.stdout.contains("[env: PURPOSEGATE_LISTEN"),
+        "{}",
+        run.stdout
+    );
 }

@@ -84,9 +84,22 @@ impl pb::customer_service_server::CustomerService for CustomerService {
         &self,
         request: tonic::Request<pb::ExportCustomersRequest>,
     ) -> Result<tonic::Response<Self::ExportCustomersStream>, Status> {
-        let fail_after = request.into_inner().fail_after as usize;
-        info!(method = "ExportCustomers", fail_after, "received");
+        let request = request.into_inner();
+        let fail_after = request.fail_after as usize;
+        info!(
+            method = "ExportCustomers",
+            fail_after,
+            follow = request.follow,
+            "received"
+        );
         let all = customers();
+        if request.follow {
+            let feed = tokio_stream::StreamExt::throttle(
+                tokio_stream::iter(all.into_iter().cycle().map(Ok)),
+                std::time::Duration::from_millis(100),
+            );
+            return Ok(tonic::Response::new(Box::pin(feed)));
+        }
         let items: Vec<Result<pb::Customer, Status>> = if fail_after > 0 {
             let mut items: Vec<_> = all.into_iter().take(fail_after).map(Ok).collect();
             let mut status = Status::aborted(format!("export stopped after {fail_after} records"));

@@ -4,31 +4,36 @@
 pub fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    // Iterative matching with backtracking to the last `*`: linear-ish, no
-    // recursion, so a hostile path cannot blow the stack.
+    glob_slice(&p, &t, '*', '?')
+}
+
+/// [`glob`] over any items: `star` matches any run, `any` one item.
+/// Iterative matching with backtracking to the last `star`: linear-ish,
+/// no recursion, so a hostile text cannot blow the stack.
+pub fn glob_slice<T: PartialEq + Copy>(p: &[T], t: &[T], star: T, any: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
+    let mut last_star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
+            Some(&c) if c == star => {
+                last_star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || Some(&c) == t.get(ti) => {
+            Some(&c) if c == any || Some(&c) == t.get(ti) => {
                 pi += 1;
                 ti += 1;
             }
-            _ => match star {
+            _ => match last_star {
                 Some((sp, st)) => {
                     pi = sp + 1;
                     ti = st + 1;
-                    star = Some((sp, st + 1));
+                    last_star = Some((sp, st + 1));
                 }
                 None => return false,
             },
         }
     }
-    p.get(pi..).unwrap_or(&[]).iter().all(|&c| c == '*')
+    p.get(pi..).unwrap_or(&[]).iter().all(|&c| c == star)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub mod default_policy;
 pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorOutcome};
 pub use diagnostic::{Diagnostic, Diagnostics, Span};
-pub use glob::glob;
+pub use glob::{glob, glob_slice};
 pub use load::{POLICY_VERSION, PolicySource};
 pub use matrix::{Cell, CellKind, CellRule, Matrix};
 pub use model::{
@@ -36,7 +36,10 @@ pub use model::{
     Settings, StateTest, Taxonomy, TaxonomyNode,
 };
 pub use policy::{Policy, RuleIdx};
-pub use request::{Context, DecisionRequest, InvalidRequest, MAX_ORIGINS, Resource, Subject};
+pub use request::{
+    Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,
+    MAX_SUBJECT_ID_BYTES, MAX_TEXT_BYTES, Resource, Subject,
+};
 
 impl Policy {
     /// Loads one or more files that together form one policy.

@@ -14,6 +14,15 @@ use super::yaml::{Node, Value};
 
 /// At most this many origin categories: each is a separate evaluation.
 pub const MAX_ORIGINS: usize = 64;
+/// Longest id: purpose, category, tenant, role, origin, obligation, action,
+/// request id, attribute key.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest subject id (a SPIFFE ID may take 2,048 bytes).
+pub const MAX_SUBJECT_ID_BYTES: usize = 2048;
+/// Longest free text: the customer instruction, an attribute value.
+pub const MAX_TEXT_BYTES: usize = 1024;
+/// At most this many roles, obligations, or entries of one attributes map.
+pub const MAX_LIST_ENTRIES: usize = 32;
 
 /// May `subject` process `resource` for `purpose`?
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
@@ -115,7 +124,76 @@ impl DecisionRequest {
                 "must not be empty".into(),
             ));
         }
-        Ok(())
+        self.check_sizes()
+            .map_err(|(field, problem)| invalid(&field, problem))
+    }
+
+    /// Every field within its documented limit, so no caller can make a
+    /// decision (or its cache entry, log line or reason) large.
+    fn check_sizes(&self) -> Result<(), (String, String)> {
+        let text = |field: &str, value: &str, max: usize| -> Result<(), (String, String)> {
+            if value.len() > max {
+                return Err((
+                    field.to_string(),
+                    format!("is {} bytes long; at most {max} are accepted", value.len()),
+                ));
+            }
+            Ok(())
+        };
+        let list = |field: &str, values: &[String], max: usize| -> Result<(), (String, String)> {
+            if values.len() > max {
+                return Err((
+                    field.to_string(),
+                    format!("lists {} entries; at most {max} are accepted", values.len()),
+                ));
+            }
+            for (i, v) in values.iter().enumerate() {
+                text(&format!("{field}[{i}]"), v, MAX_ID_BYTES)?;
+            }
+            Ok(())
+        };
+        let map =
+            |field: &str, values: &BTreeMap<String, String>| -> Result<(), (String, String)> {
+                if values.len() > MAX_LIST_ENTRIES {
+                    return Err((
+                        field.to_string(),
+                        format!(
+                            "has {} entries; at most {MAX_LIST_ENTRIES} are accepted",
+                            values.len()
+                        ),
+                    ));
+                }
+                for (k, v) in values {
+                    text(&format!("{field} key"), k, MAX_ID_BYTES)?;
+                    text(&format!("{field}[{k}]"), v, MAX_TEXT_BYTES)?;
+                }
+                Ok(())
+            };
+        text("purpose", &self.purpose, MAX_ID_BYTES)?;
+        text("action", &self.action, MAX_ID_BYTES)?;
+        text("request_id", &self.request_id, MAX_ID_BYTES)?;
+        text("subject.id", &self.subject.id, MAX_SUBJECT_ID_BYTES)?;
+        text("subject.tenant", &self.subject.tenant, MAX_ID_BYTES)?;
+        list("subject.roles", &self.subject.roles, MAX_LIST_ENTRIES)?;
+        text("resource.category", &self.resource.category, MAX_ID_BYTES)?;
+        text(
+            "resource.owner_tenant",
+            &self.resource.owner_tenant,
+            MAX_ID_BYTES,
+        )?;
+        list("resource.origin", &self.resource.origin, MAX_ORIGINS)?;
+        map("resource.attributes", &self.resource.attributes)?;
+        text(
+            "context.customer_instruction",
+            &self.context.customer_instruction,
+            MAX_TEXT_BYTES,
+        )?;
+        map("context.attributes", &self.context.attributes)?;
+        list(
+            "supported_obligations",
+            &self.supported_obligations,
+            MAX_LIST_ENTRIES,
+        )
     }
 }
 

@@ -3,8 +3,11 @@
 //! **Architecture Invariant:** generated types are converted to and from the
 //! engine's types in [`convert`] only.
 
+pub mod batch;
 pub mod convert;
 pub mod health;
+
+pub use batch::BatchLimit;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -7,7 +7,9 @@
 //!   `server/tests/semantics`, `server/tests/invalid`);
 //! - `request_text`: each case's request as JSON;
 //! - `check_request`: each case's request as protobuf bytes;
-//! - `uri_sans`: the PEM certificates under `fuzz/seeds/`, as DER.
+//! - `uri_sans`: the PEM certificates under `fuzz/seeds/`, as DER;
+//! - `request_path`: the attack paths of the edge tests, and gRPC globs
+//!   with a path to match (`pattern\npath`).
 
 use std::path::{Path, PathBuf};
 
@@ -129,6 +131,23 @@ fn run(root: &Path, corpus: &Path) -> Result<usize, String> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         write(&corpus.join("uri_sans"), &format!("{name}.der"), &der)?;
+        written += 1;
+    }
+    let globs = [
+        "/demo.v1.CustomerService/*\n/demo.v1.CustomerService/GetCustomer",
+        "/demo.*/*\n/demo.v1.S/Get/x",
+        "/*/Get?\n/a.B/Gets",
+    ];
+    let paths = purposegate_tests::attacks::PATHS_TO_SECRETS
+        .iter()
+        .map(|p| format!("{p}?q=1"))
+        .chain(globs.iter().map(ToString::to_string));
+    for (n, seed) in paths.enumerate() {
+        write(
+            &corpus.join("request_path"),
+            &format!("path-{n}.txt"),
+            seed.as_bytes(),
+        )?;
         written += 1;
     }
     Ok(written)

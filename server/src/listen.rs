@@ -1,0 +1,595 @@
+//! Every HTTP listener's limits, set once, in one accept path.
+//!
+//! A caller controls when it connects, how fast it sends, how long it
+//! stays and how large its headers are; left alone, one caller holds
+//! sockets, memory and handshake slots until real callers are locked out.
+//! [`serve`] bounds each of those for every connection of a listener, in
+//! the order a connection meets them:
+//!
+//! 1. **connection cap**, then a **cap per peer address**: past either, the
+//!    connection is closed at once (and counted), so one peer cannot take
+//!    every slot;
+//! 2. **first-byte timeout**: a socket that sends nothing is closed before
+//!    it costs a TLS handshake or a parser;
+//! 3. TLS, when configured (its own handshake timeout and cap);
+//! 4. the HTTP parsers: **header-read timeout** and **header size** on
+//!    HTTP/1.1 (hyper needs a timer for its timeout to run at all), header
+//!    list size, **streams per connection**, flow-control windows and
+//!    keep-alive pings on HTTP/2;
+//! 5. **idle timeout**: a connection with no call open for that long is
+//!    closed gracefully, whatever it sends (a preface alone, pings, half a
+//!    request head).
+//!
+//! On shutdown the listener stops accepting, every connection is asked to
+//! close gracefully (HTTP/2 GOAWAY, HTTP/1.1 `connection: close` after the
+//! call in flight), and [`Served::drained`] resolves when the last one is
+//! gone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::tls::ServerTls;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The limits of one listener. Each bounds what one caller can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
+    /// How long a new connection may stay silent before its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long an HTTP/1.1 request head may take to arrive (also the
+    /// longest wait for the next request on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no call in progress.
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// Calls open at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_connections_per_peer: 128,
+            first_byte_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// HTTP/2 flow-control windows: what a caller may send that no one has
+/// read yet, per stream and per connection. Small, so that bodies waiting
+/// for a decision (or for a slow app) cannot pile up in memory.
+const STREAM_WINDOW: u32 = 64 * 1024;
+const CONNECTION_WINDOW: u32 = 256 * 1024;
+/// HTTP/2 pings find peers that vanished without closing.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection closed for idleness may take to say goodbye
+/// (HTTP/2: GOAWAY and a ping the peer may never answer).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Most header fields in one HTTP/1.1 request head.
+const MAX_HEADERS: usize = 128;
+
+/// Which HTTP versions a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC).
+    Http2,
+    /// Both, told apart by the HTTP/2 preface.
+    Both,
+}
+
+/// A connection, as the services of a listener see it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// With mutual TLS: the subject the caller's verified certificate
+    /// names (empty if it names none).
+    pub subject: Option<Arc<str>>,
+}
+
+/// One listener's shared state.
+#[derive(Debug)]
+struct Shared {
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    refused: Counter,
+}
+
+/// What a connection holds while it is open: its slot, and its place in
+/// its peer's count.
+#[derive(Debug)]
+struct Admission {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut per_peer) = self.shared.per_peer.lock() {
+            if let Some(count) = per_peer.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_peer.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// A place for a connection from `ip`, unless the listener or the peer
+    /// is at its cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let mut per_peer = self.per_peer.lock().ok()?;
+        let count = per_peer.entry(ip).or_insert(0);
+        if *count >= self.limits.max_connections_per_peer {
+            return None;
+        }
+        *count += 1;
+        drop(per_peer);
+        Some(Admission {
+            _slot: slot,
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A listener being served; [`Served::drained`] waits for its connections
+/// to end after shutdown.
+#[derive(Debug, Clone)]
+pub struct Served {
+    shared: Arc<Shared>,
+}
+
+impl Served {
+    /// Resolves once no connection is open (call it after shutdown began).
+    pub async fn drained(&self) {
+        let all = u32::try_from(self.shared.limits.max_connections).unwrap_or(u32::MAX);
+        let _ = self.shared.slots.acquire_many(all).await;
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.limits.max_connections - self.shared.slots.available_permits()
+    }
+}
+
+/// One face of a binary: what it is called in logs, its limits, its
+/// protocols, its TLS, and the counter of connections it closed at a cap.
+#[derive(Debug, Clone)]
+pub struct Face {
+    pub name: &'static str,
+    pub limits: Limits,
+    pub protocols: Protocols,
+    pub tls: Option<ServerTls>,
+    pub refused: Counter,
+}
+
+/// Serves `listener` as `face` until `shutdown` turns true: each
+/// connection (TLS first, when the face has it) gets the service `make`
+/// builds for it.
+pub fn serve<M, S, B>(
+    listener: tokio::net::TcpListener,
+    face: Face,
+    mut shutdown: watch::Receiver<bool>,
+    make: M,
+) -> Served
+where
+    M: Fn(&Peer) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let Face {
+        name: what,
+        limits,
+        protocols,
+        tls,
+        refused,
+    } = face;
+    let max = limits.max_connections.max(1);
+    let limits = Limits {
+        max_connections: max,
+        ..limits
+    };
+    let shared = Arc::new(Shared {
+        limits,
+        slots: Arc::new(Semaphore::new(max)),
+        per_peer: Mutex::new(HashMap::new()),
+        refused,
+    });
+    let served = Served {
+        shared: shared.clone(),
+    };
+    let make = Arc::new(make);
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, say: never fatal, and
+                        // no busy loop while it lasts.
+                        warn!(error = %e, "{what}: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = until_down(&mut shutdown) => return,
+            };
+            let Some(admission) = shared.admit(addr.ip()) else {
+                shared.refused.inc();
+                debug!(peer = %addr, "{what}: at the connection cap; connection closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (tls, make, shutdown) = (tls.clone(), make.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let _admission = admission;
+                connection(stream, addr, tls, protocols, limits, shutdown, &*make, what).await;
+            });
+        }
+    });
+    served
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's whole setting, passed down from `serve`"
+)]
+async fn connection<M, S, B>(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    tls: Option<ServerTls>,
+    protocols: Protocols,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    make: &M,
+    what: &'static str,
+) where
+    M: Fn(&Peer) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => {
+            debug!(peer = %addr, "{what}: nothing sent in time; connection closed");
+            return;
+        }
+    }
+    match tls {
+        None => {
+            let service = make(&Peer {
+                addr,
+                subject: None,
+            });
+            http(stream, service, protocols, limits, shutdown, addr, what).await;
+        }
+        Some(tls) => {
+            let Some(stream) = crate::tls::handshake(&tls, stream, addr, what).await else {
+                return;
+            };
+            let subject = crate::tls::peer_subject(stream.get_ref().1.peer_certificates());
+            let service = make(&Peer {
+                addr,
+                subject: subject.map(Arc::from),
+            });
+            http(stream, service, protocols, limits, shutdown, addr, what).await;
+        }
+    }
+}
+
+/// Serves the calls of one connection until it ends, it idles, or
+/// shutdown asks it to close.
+async fn http<I, S, B>(
+    io: I,
+    service: S,
+    protocols: Protocols,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    addr: SocketAddr,
+    what: &'static str,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let activity = Arc::new(Activity::new());
+    let service = Tracked {
+        inner: Arc::new(service),
+        activity: activity.clone(),
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let builder = match protocols {
+        Protocols::Http1 => builder.http1_only(),
+        Protocols::Http2 => builder.http2_only(),
+        Protocols::Both => builder,
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(error = %e, peer = %addr, "{what}: connection ended");
+                }
+                return;
+            }
+            () = activity.idle_for(limits.idle_timeout), if !closing => {
+                debug!(peer = %addr, "{what}: idle; closing the connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                deadline = Some(Instant::now() + CLOSE_GRACE);
+            }
+            () = until_down(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = sleep_until_some(deadline) => return,
+        }
+    }
+}
+
+/// Resolves when `shutdown` turns true; never, if no one can turn it.
+async fn until_down(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|&down| down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A shutdown signal that never comes, for listeners that serve until the
+/// process ends.
+pub fn never() -> watch::Receiver<bool> {
+    watch::channel(false).1
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How many calls a connection has open, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn start(self: &Arc<Self>) -> CallOpen {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        CallOpen(self.clone())
+    }
+
+    /// Resolves once no call has been open for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let idle_since = self
+                .idle_since
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|_| Instant::now());
+            let busy = self.open.load(Ordering::SeqCst) > 0;
+            let now = Instant::now();
+            if !busy && now >= idle_since + timeout {
+                return;
+            }
+            let next = if busy {
+                now + timeout
+            } else {
+                idle_since + timeout
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// A call in progress; dropped when its response is done (or abandoned).
+#[derive(Debug)]
+struct CallOpen(Arc<Activity>);
+
+impl Drop for CallOpen {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(mut since) = self.0.idle_since.lock() {
+                *since = Instant::now();
+            }
+        }
+    }
+}
+
+/// A service whose calls count as activity until their responses end.
+#[derive(Debug)]
+struct Tracked<S> {
+    inner: Arc<S>,
+    activity: Arc<Activity>,
+}
+
+impl<S> Clone for Tracked<S> {
+    fn clone(&self) -> Self {
+        Tracked {
+            inner: self.inner.clone(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    B: Body,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let open = self.activity.start();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|body| TrackedBody { body, _open: open }))
+        })
+    }
+}
+
+/// A response body that keeps its call counted as open until it is done.
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    body: B,
+    _open: CallOpen,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_after_its_last_call_ends() {
+        let activity = Arc::new(Activity::new());
+        let timeout = Duration::from_secs(60);
+        let start = Instant::now();
+        // No call at all: idle after the timeout.
+        activity.idle_for(timeout).await;
+        assert_eq!(start.elapsed(), timeout);
+
+        // A call open for 200 s keeps the connection busy; idleness counts
+        // from when it ends.
+        let call = activity.start();
+        let held = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            drop(call);
+        });
+        let start = Instant::now();
+        activity.idle_for(timeout).await;
+        held.await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_secs(260),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(330),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_peer_gets_at_most_its_share_of_connections() {
+        let shared = Arc::new(Shared {
+            limits: Limits {
+                max_connections: 5,
+                max_connections_per_peer: 2,
+                ..Limits::default()
+            },
+            slots: Arc::new(Semaphore::new(5)),
+            per_peer: Mutex::new(HashMap::new()),
+            refused: Counter::default(),
+        });
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 3].into();
+        let first = shared.admit(a).unwrap();
+        let _second = shared.admit(a).unwrap();
+        assert!(shared.admit(a).is_none(), "a third from one peer");
+        let others: Vec<_> = (0..3).map(|_| shared.admit(b)).collect();
+        assert_eq!(others.iter().filter(|o| o.is_some()).count(), 2);
+        drop(first);
+        let _again = shared.admit(a).expect("a place freed is a place again");
+        let _fifth = shared.admit([127, 0, 0, 4].into()).unwrap();
+        assert!(
+            shared.admit([127, 0, 0, 5].into()).is_none(),
+            "the listener is full"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The headers a call states its question in, read so that there is one
+//! reading only.
+//!
+//! A decided header (`x-purpose`, `x-subject`, ...) may appear once: with
+//! two, the sidecar and the app could each believe a different one, so the
+//! call is refused. Its value is visible ASCII within the limit of its
+//! field. Headers that only look different (`x_purpose`, which CGI and WSGI
+//! servers merge with `x-purpose`) never reach the app, nor do the
+//! sidecar's own `x-purposegate-*` headers from a caller. After the
+//! decision the app receives exactly the values that were decided
+//! ([`decided`]).
+
+use purposegate_proto::v1 as pb;
+use purposegate_server::engine::{
+    Deidentification, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS, MAX_SUBJECT_ID_BYTES,
+    MAX_TEXT_BYTES,
+};
+
+pub const PURPOSE: &str = "x-purpose";
+pub const SUBJECT: &str = "x-subject";
+pub const TENANT: &str = "x-tenant";
+pub const ROLES: &str = "x-subject-roles";
+pub const DATA_TENANT: &str = "x-data-tenant";
+pub const DEIDENTIFICATION: &str = "x-data-deidentification";
+pub const GROUP_SIZE: &str = "x-data-group-size";
+pub const ORIGIN: &str = "x-data-origin";
+pub const CUSTOMER_INSTRUCTION: &str = "x-customer-instruction";
+pub const REQUEST_ID: &str = "x-request-id";
+/// The obligations of a permit, for the app to fulfil (JSON).
+pub const OBLIGATIONS: &str = "x-purposegate-obligations";
+
+/// The headers the sidecar decides on, and how long each may be.
+pub const DECIDED: [(&str, Limit); 10] = [
+    (PURPOSE, Limit::One(MAX_ID_BYTES)),
+    (SUBJECT, Limit::One(MAX_SUBJECT_ID_BYTES)),
+    (TENANT, Limit::One(MAX_ID_BYTES)),
+    (ROLES, Limit::List(MAX_LIST_ENTRIES)),
+    (DATA_TENANT, Limit::One(MAX_ID_BYTES)),
+    (DEIDENTIFICATION, Limit::One(32)),
+    (GROUP_SIZE, Limit::One(20)),
+    (ORIGIN, Limit::List(MAX_ORIGINS)),
+    (CUSTOMER_INSTRUCTION, Limit::Text(MAX_TEXT_BYTES)),
+    (REQUEST_ID, Limit::Text(MAX_ID_BYTES)),
+];
+
+/// What a decided header may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// One id of at most this many bytes; a comma (how proxies merge
+    /// repeated headers) is refused.
+    One(usize),
+    /// Free text of at most this many bytes.
+    Text(usize),
+    /// A comma-separated list of at most this many ids.
+    List(usize),
+}
+
+/// What the caller's decided headers say, each trimmed; empty when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stated {
+    values: [String; 10],
+}
+
+/// Why a call's headers cannot be read as one question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableHeaders(pub String);
+
+impl std::fmt::Display for UnreadableHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Stated {
+    /// Reads `headers` (name, value) as a call carries them. Names are
+    /// compared case-insensitively.
+    pub fn read<'h>(
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    ) -> Result<Stated, UnreadableHeaders> {
+        let mut stated = Stated::default();
+        let mut seen = [false; 10];
+        for (name, value) in headers {
+            let Some(i) = DECIDED
+                .iter()
+                .position(|(decided, _)| decided.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let (decided, limit) = DECIDED.get(i).copied().unwrap_or((PURPOSE, Limit::One(0)));
+            let (Some(flag), Some(slot)) = (seen.get_mut(i), stated.values.get_mut(i)) else {
+                continue;
+            };
+            if std::mem::replace(flag, true) {
+                return Err(UnreadableHeaders(format!(
+                    "header `{decided}` appears more than once; a decided header may appear once"
+                )));
+            }
+            *slot = read_value(decided, limit, value)?;
+        }
+        Ok(stated)
+    }
+
+    /// The trimmed value of decided header `name`; empty when absent.
+    pub fn get(&self, name: &str) -> &str {
+        DECIDED
+            .iter()
+            .position(|(decided, _)| *decided == name)
+            .and_then(|i| self.values.get(i))
+            .map_or("", String::as_str)
+    }
+
+    /// A list header's entries.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        split_list(self.get(name))
+    }
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn read_value(name: &str, limit: Limit, value: &[u8]) -> Result<String, UnreadableHeaders> {
+    let bad = |problem: String| UnreadableHeaders(format!("header `{name}` {problem}"));
+    if value
+        .iter()
+        .any(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)))
+    {
+        return Err(bad(
+            "holds bytes other than visible ASCII; it is refused".to_string()
+        ));
+    }
+    let text = std::str::from_utf8(value)
+        .map_err(|_| bad("is not text".to_string()))?
+        .trim();
+    match limit {
+        Limit::One(max) | Limit::Text(max) if text.len() > max => Err(bad(format!(
+            "is {} bytes long; at most {max} are accepted",
+            text.len()
+        ))),
+        Limit::One(_) if text.contains(',') => Err(bad(
+            "holds a list; it takes one value (repeated headers are refused)".to_string(),
+        )),
+        Limit::List(max) => {
+            let entries = split_list(text);
+            if entries.len() > max {
+                return Err(bad(format!(
+                    "lists {} entries; at most {max} are accepted",
+                    entries.len()
+                )));
+            }
+            if let Some(long) = entries.iter().find(|e| e.len() > MAX_ID_BYTES) {
+                return Err(bad(format!(
+                    "has an entry {} bytes long; at most {MAX_ID_BYTES} are accepted",
+                    long.len()
+                )));
+            }
+            Ok(text.to_string())
+        }
+        _ => Ok(text.to_string()),
+    }
+}
+
+/// Whether a request header must not reach the app: a decided header or
+/// one of the sidecar's own `x-purposegate-*` headers, in any spelling
+/// that folds to it (`_` for `-`, any case). The decided values are put
+/// back by [`decided`].
+pub fn is_reserved(name: &str) -> bool {
+    let folds_to = |reserved: &str| {
+        name.len() == reserved.len()
+            && name
+                .bytes()
+                .zip(reserved.bytes())
+                .all(|(a, b)| fold(a) == b)
+    };
+    DECIDED.iter().any(|(decided, _)| folds_to(decided)) || is_own(name)
+}
+
+/// Whether a request header is one of the sidecar's own `x-purposegate-*`
+/// headers (in any spelling), which no caller may send to the app.
+pub fn is_own(name: &str) -> bool {
+    const OWN: &str = "x-purposegate-";
+    name.len() > OWN.len() && name.bytes().zip(OWN.bytes()).all(|(a, b)| fold(a) == b)
+}
+
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// The decided headers the app receives for `request` (a question the
+/// sidecar asked), with `obligations` of the permit: exactly the values
+/// decided, none empty.
+pub fn decided(
+    request: &pb::CheckRequest,
+    obligations: &[pb::Obligation],
+) -> Vec<(&'static str, String)> {
+    let subject = request.subject.clone().unwrap_or_default();
+    let resource = request.resource.clone().unwrap_or_default();
+    let context = request.context.clone().unwrap_or_default();
+    let deidentification = pb::Deidentification::try_from(resource.deidentification)
+        .ok()
+        .and_then(|d| Deidentification::parse(d.as_str_name()))
+        .map(|d| d.as_str().to_string())
+        .unwrap_or_default();
+    let group_size = if resource.group_size == 0 {
+        String::new()
+    } else {
+        resource.group_size.to_string()
+    };
+    let mut out = vec![
+        (PURPOSE, request.purpose.clone()),
+        (SUBJECT, subject.id),
+        (TENANT, subject.tenant),
+        (ROLES, subject.roles.join(",")),
+        (DATA_TENANT, resource.owner_tenant),
+        (DEIDENTIFICATION, deidentification),
+        (GROUP_SIZE, group_size),
+        (ORIGIN, resource.origin.join(",")),
+        (CUSTOMER_INSTRUCTION, context.customer_instruction),
+        (REQUEST_ID, request.request_id.clone()),
+    ];
+    if !obligations.is_empty() {
+        out.push((OBLIGATIONS, obligations_json(obligations)));
+    }
+    out.retain(|(_, v)| !v.is_empty());
+    out
+}
+
+/// `[{"id":"log-access","params":{"retention":"30d"}}]`, in ASCII (other
+/// characters as `\u` escapes) so it fits a header.
+pub fn obligations_json(obligations: &[pb::Obligation]) -> String {
+    let list: Vec<serde_json::Value> = obligations
+        .iter()
+        .map(|o| {
+            let params: std::collections::BTreeMap<&String, &String> = o.params.iter().collect();
+            serde_json::json!({ "id": o.id, "params": params })
+        })
+        .collect();
+    let text = serde_json::Value::Array(list).to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(headers: &[(&str, &str)]) -> Result<Stated, UnreadableHeaders> {
+        Stated::read(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    #[test]
+    fn each_decided_header_is_read_once() {
+        let stated = read(&[
+            ("X-Purpose", " provide "),
+            ("x-subject-roles", "a, b,,c"),
+            ("other", "x"),
+            ("other", "y"),
+        ])
+        .unwrap();
+        assert_eq!(stated.get(PURPOSE), "provide");
+        assert_eq!(stated.list(ROLES), ["a", "b", "c"]);
+        assert_eq!(stated.get(SUBJECT), "");
+        let twice = read(&[("x-purpose", "provide"), ("x-purpose", "advertising")]);
+        assert!(
+            twice
+                .unwrap_err()
+                .0
+                .contains("`x-purpose` appears more than once")
+        );
+        let case = read(&[("x-subject", "a"), ("X-Subject", "b")]);
+        assert!(case.is_err());
+    }
+
+    #[test]
+    fn values_are_refused_when_ambiguous_or_too_long() {
+        assert!(read(&[("x-purpose", "provide,advertising")]).is_err());
+        assert!(read(&[("x-purpose", &"p".repeat(MAX_ID_BYTES + 1))]).is_err());
+        assert!(read(&[("x-data-origin", &vec!["c"; MAX_ORIGINS + 1].join(","))]).is_err());
+        assert!(
+            Stated::read([("x-subject", &b"caf\xe9"[..])])
+                .unwrap_err()
+                .0
+                .contains("visible ASCII")
+        );
+        assert!(read(&[("x-customer-instruction", "contract 7, annex B")]).is_ok());
+    }
+
+    #[test]
+    fn look_alike_headers_are_reserved() {
+        for name in [
+            "x_purpose",
+            "X_Subject",
+            "x-data_tenant",
+            "x-purposegate-obligations",
+            "x_purposegate_obligations",
+            "x-purpose",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["x-purposes", "x-purposegate-", "content-type", "x_other"] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn obligations_travel_as_ascii_json() {
+        let json = obligations_json(&[pb::Obligation {
+            id: "notify".into(),
+            params: [("to".to_string(), "dpo@ex\u{e4}mple".to_string())].into(),
+        }]);
+        assert_eq!(
+            json,
+            r#"[{"id":"notify","params":{"to":"dpo@ex\u00e4mple"}}]"#
+        );
+        assert!(json.is_ascii());
+    }
+}

@@ -1,0 +1,265 @@
+//! A revocation reaches what is open: calls the new revision no longer
+//! permits end, within 5 s of the sidecar learning the revision; with the
+//! server gone, `--max-stream-age` ends them once their answer expires.
+//! Calls the change does not touch go on. SIGTERM drains open calls.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::{Duration, Instant};
+
+use pb::customer_service_client::CustomerServiceClient;
+use purposegate_demo_service::pb;
+use purposegate_tests::app::FrameworkApp;
+use purposegate_tests::attacks::http1_get;
+use purposegate_tests::{
+    AppStack, ServerProcess, SidecarProcess, TempDir, channel, default_policy_text,
+    demo_behind_sidecar, replace_file, server_on_policy_file,
+};
+use tokio_stream::StreamExt;
+
+/// The default policy without `provide` among the purposes customer data
+/// may serve.
+fn without_provide() -> String {
+    let text = default_policy_text();
+    let from = "    purposes: [provide, troubleshoot, improve]\n\n  - id: professional-services";
+    assert!(text.contains(from), "the default policy changed shape");
+    text.replace(
+        from,
+        "    purposes: [troubleshoot, improve]\n\n  - id: professional-services",
+    )
+}
+
+/// The default policy with `ttl` seconds for each decision.
+fn with_ttl(ttl: u32) -> String {
+    default_policy_text().replace(
+        "decisionTtlSeconds: 300",
+        &format!("decisionTtlSeconds: {ttl}"),
+    )
+}
+
+fn follow(purpose: &str) -> tonic::Request<pb::ExportCustomersRequest> {
+    let mut request = tonic::Request::new(pb::ExportCustomersRequest {
+        fail_after: 0,
+        follow: true,
+    });
+    request
+        .metadata_mut()
+        .insert("x-purpose", purpose.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-subject", "crm".parse().unwrap());
+    request
+}
+
+/// Reads `n` records of an open feed.
+async fn read(stream: &mut tonic::Streaming<pb::Customer>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a record within 5 s")
+            .expect("the feed is open")
+            .expect("a record, not an error");
+    }
+}
+
+/// Reads the feed until it ends (at most `limit`); the status it ended
+/// with and when.
+async fn until_end(
+    stream: &mut tonic::Streaming<pb::Customer>,
+    limit: Duration,
+) -> (tonic::Status, Instant) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Err(_) => panic!("the feed was still open after {limit:?}"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(status))) => return (status, Instant::now()),
+            Ok(None) => return (tonic::Status::ok("ended"), Instant::now()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_purpose_ends_an_open_grpc_stream_and_others_go_on() {
+    let dir = TempDir::new("revoke");
+    let (server, policy) = server_on_policy_file(&dir, &default_policy_text());
+    let (_demo, sidecar) = demo_behind_sidecar(&server.url(), &[], &[]);
+    let mut client = CustomerServiceClient::new(channel(&sidecar.proxy_url()).await);
+    let mut provide = client
+        .export_customers(follow("provide"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut troubleshoot = client
+        .export_customers(follow("troubleshoot"))
+        .await
+        .unwrap()
+        .into_inner();
+    read(&mut provide, 3).await;
+    read(&mut troubleshoot, 3).await;
+
+    let written = Instant::now();
+    replace_file(&policy, &without_provide());
+    let (status, ended) = until_end(&mut provide, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("provide"),
+        "the reason names what is no longer permitted: {status:?}"
+    );
+    let took = ended - written;
+    assert!(
+        took < Duration::from_secs(5),
+        "the revoked stream ended {took:?} after the policy was written"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-purposegate-decision")
+            .and_then(|v| v.to_str().ok()),
+        Some("NOT_APPLICABLE")
+    );
+    // The other purpose is untouched by the change: its feed goes on.
+    read(&mut troubleshoot, 5).await;
+    // And a new call for the revoked purpose is denied from the start.
+    let again = client.export_customers(follow("provide")).await;
+    let status = match again {
+        Err(status) => status,
+        Ok(response) => response.into_inner().next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_revoked_purpose_closes_an_open_http_feed() {
+    let stack = AppStack::start(
+        Some(&default_policy_text()),
+        "routes:\n  - http: /stream\n    dataCategory: customer-data\n",
+        &[],
+    );
+    let (sidecar, policy) = (&stack.sidecar, stack.policy.clone().unwrap());
+    let proxy = sidecar.proxy_addr;
+    let written = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /stream HTTP/1.1\r\nHost: x\r\nx-purpose: provide\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut ticks = 0;
+        while ticks < 3 {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.starts_with("tick") {
+                ticks += 1;
+            }
+        }
+        let written = Instant::now();
+        replace_file(&policy, &without_provide());
+        // The connection closes: reading ends (EOF or reset), it does not
+        // time out.
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(
+                    written.elapsed() < Duration::from_secs(8),
+                    "still reading the feed"
+                ),
+            }
+        }
+        written.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        written < Duration::from_secs(5),
+        "the feed closed {written:?} after the policy was written"
+    );
+    // A new request is refused.
+    let answer = http1_get(proxy, "/stream", &[("x-purpose", "provide")]);
+    assert_eq!(answer.status, 403, "{answer:?}");
+}
+
+#[tokio::test]
+async fn without_the_server_an_open_stream_ends_once_its_answer_expires() {
+    let dir = TempDir::new("stream-age");
+    let (mut server, _) = server_on_policy_file(&dir, &with_ttl(1));
+    let (_demo, sidecar) = demo_behind_sidecar(&server.url(), &["--max-stream-age", "1s"], &[]);
+    let mut client = CustomerServiceClient::new(channel(&sidecar.proxy_url()).await);
+    let mut feed = client
+        .export_customers(follow("provide"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Re-judged every second, from the cache or the server: still open.
+    read(&mut feed, 25).await;
+
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5));
+    let killed = Instant::now();
+    let (status, ended) = until_end(&mut feed, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("could not answer"), "{status:?}");
+    // TTL 1 s + stream age 1 s + the PDP timeout, with room for a busy
+    // machine.
+    assert!(
+        ended - killed < Duration::from_secs(5),
+        "ended {:?} after the server died",
+        ended - killed
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_call_in_flight_and_refuses_new_ones() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let app = FrameworkApp::start();
+    let dir = TempDir::new("drain");
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /slow\n    dataCategory: customer-data\n",
+    );
+    let mut sidecar = SidecarProcess::start(
+        &server.url(),
+        &[
+            "--upstream",
+            &app.url(),
+            "--routes",
+            &routes,
+            "--drain",
+            "5s",
+        ],
+        &[],
+    );
+    let proxy = sidecar.proxy_addr;
+    let slow = std::thread::spawn(move || http1_get(proxy, "/slow", &[("x-purpose", "provide")]));
+    // The call is in flight at the app (which takes 1 s) when SIGTERM comes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the slow call never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sidecar.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = std::net::TcpStream::connect_timeout(&proxy, Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "the proxy still accepts connections while draining"
+    );
+    let answer = slow.join().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, "slow done\n");
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(10)), Some(0));
+}
