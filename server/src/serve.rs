@@ -91,35 +91,111 @@ pub struct ServeArgs {
     #[arg(long, env = "PURPOSEGATE_WEBHOOK_FAILURE_POLICY", value_enum, default_value_t = crate::webhook::inject::FailurePolicy::Fail)]
     pub webhook_failure_policy: crate::webhook::inject::FailurePolicy,
     /// Image of the injected sidecar.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_IMAGE", default_value = concat!("purposegate/purposegate:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_SIDECAR_IMAGE", default_value = concat!("purposegate/purposegate:", env!("CARGO_PKG_VERSION")))]
     pub sidecar_image: String,
     /// The decision server as injected sidecars reach it.
     #[arg(
         long,
-        env = "PURPOSEGATE_SIDECAR_PDP",
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_PDP",
         default_value = "http://purposegate.purposegate.svc:50051"
     )]
     pub sidecar_pdp: String,
     /// CPU request of injected sidecars.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    #[arg(
+        long,
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_CPU_REQUEST",
+        default_value = "50m"
+    )]
     pub sidecar_cpu_request: String,
     /// Memory request of injected sidecars.
     #[arg(
         long,
-        env = "PURPOSEGATE_SIDECAR_MEMORY_REQUEST",
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_MEMORY_REQUEST",
         default_value = "32Mi"
     )]
     pub sidecar_memory_request: String,
     /// Memory limit of injected sidecars.
     #[arg(
         long,
-        env = "PURPOSEGATE_SIDECAR_MEMORY_LIMIT",
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_MEMORY_LIMIT",
         default_value = "128Mi"
     )]
     pub sidecar_memory_limit: String,
+    /// Mutual TLS of injected sidecars with the server: `off`,
+    /// `spiffe-csi` (each pod's certificate from a CSI driver such as
+    /// cert-manager's csi-driver-spiffe) or `secret` (a Secret in the pod's
+    /// namespace, --sidecar-tls-secret). Each source holds tls.crt, tls.key
+    /// and ca.crt; --sidecar-pdp must then be https://.
+    #[arg(long, env = "PURPOSEGATE_WEBHOOK_SIDECAR_TLS", value_enum, default_value_t = SidecarTlsSource::Off)]
+    pub sidecar_tls: SidecarTlsSource,
+    /// The Secret injected sidecars take their certificate from, with
+    /// `--sidecar-tls secret`.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_TLS_SECRET",
+        default_value = "purposegate-sidecar-tls"
+    )]
+    pub sidecar_tls_secret: String,
+    /// The CSI driver injected sidecars take their certificate from, with
+    /// `--sidecar-tls spiffe-csi`.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_WEBHOOK_SIDECAR_TLS_CSI_DRIVER",
+        default_value = "spiffe.csi.cert-manager.io"
+    )]
+    pub sidecar_tls_csi_driver: String,
     /// Log format of the server's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where injected sidecars get their TLS identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SidecarTlsSource {
+    Off,
+    SpiffeCsi,
+    Secret,
+}
+
+impl ServeArgs {
+    /// How injected sidecars are configured, checked for consistency.
+    fn sidecar_template(&self) -> Result<crate::webhook::inject::SidecarTemplate, String> {
+        use crate::webhook::inject::SidecarTls;
+        let tls = match self.sidecar_tls {
+            SidecarTlsSource::Off => SidecarTls::Off,
+            SidecarTlsSource::SpiffeCsi => SidecarTls::Csi {
+                driver: self.sidecar_tls_csi_driver.clone(),
+            },
+            SidecarTlsSource::Secret => SidecarTls::Secret {
+                name: self.sidecar_tls_secret.clone(),
+            },
+        };
+        let https = self.sidecar_pdp.starts_with("https://");
+        match (&tls, https) {
+            (SidecarTls::Off, true) => {
+                return Err(format!(
+                    "--sidecar-pdp `{}` is https but --sidecar-tls is off: injected sidecars would have no certificate",
+                    self.sidecar_pdp
+                ));
+            }
+            (SidecarTls::Csi { .. } | SidecarTls::Secret { .. }, false) => {
+                return Err(format!(
+                    "--sidecar-pdp `{}` must be https:// with --sidecar-tls",
+                    self.sidecar_pdp
+                ));
+            }
+            _ => {}
+        }
+        Ok(crate::webhook::inject::SidecarTemplate {
+            image: self.sidecar_image.clone(),
+            pdp: self.sidecar_pdp.clone(),
+            cpu_request: self.sidecar_cpu_request.clone(),
+            memory_request: self.sidecar_memory_request.clone(),
+            memory_limit: self.sidecar_memory_limit.clone(),
+            failure_policy: self.webhook_failure_policy,
+            tls,
+        })
+    }
 }
 
 /// A listening address, or `off`.
@@ -208,6 +284,11 @@ where
 }
 
 async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error::Error>> {
+    // Settings that contradict each other fail before anything listens.
+    let template = match args.webhook_listen {
+        Some(_) => Some(args.sidecar_template()?),
+        None => None,
+    };
     info!(
         policy = %policy.name(),
         revision = %policy.revision(),
@@ -270,9 +351,12 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         tracing.clone(),
     );
 
-    if let (Some(addr), Some(cert), Some(key)) =
-        (args.webhook_listen, &args.webhook_cert, &args.webhook_key)
-    {
+    if let (Some(addr), Some(cert), Some(key), Some(template)) = (
+        args.webhook_listen,
+        &args.webhook_cert,
+        &args.webhook_key,
+        template,
+    ) {
         let tls = crate::tls::ServerTls::new(
             crate::tls::TlsFiles {
                 cert: cert.clone(),
@@ -281,14 +365,6 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             },
             &[b"http/1.1"],
         )?;
-        let template = crate::webhook::inject::SidecarTemplate {
-            image: args.sidecar_image.clone(),
-            pdp: args.sidecar_pdp.clone(),
-            cpu_request: args.sidecar_cpu_request.clone(),
-            memory_request: args.sidecar_memory_request.clone(),
-            memory_limit: args.sidecar_memory_limit.clone(),
-            failure_policy: args.webhook_failure_policy,
-        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

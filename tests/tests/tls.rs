@@ -316,6 +316,21 @@ async fn tls_client(stack: &Stack, leaf: &str, san: &str) -> CustomerServiceClie
     )
 }
 
+/// A caller with a trusted certificate (billing, who may provide) gets
+/// its call through.
+async fn billing_is_served(stack: &Stack) {
+    let mut billing = tls_client(
+        stack,
+        "billing",
+        "URI:spiffe://example.org/ns/shop/sa/billing",
+    )
+    .await;
+    billing
+        .get_customer(get_customer("provide", ""))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_sidecar_names_the_caller_by_its_certificate_not_its_headers() {
     let stack = mtls_stack();
@@ -431,16 +446,7 @@ async fn the_sidecar_refuses_callers_without_a_trusted_certificate() {
     assert!(failures >= 2.0, "{failures} failed handshakes counted");
 
     // The trusted path still works after all three.
-    let mut billing = tls_client(
-        &stack,
-        "billing",
-        "URI:spiffe://example.org/ns/shop/sa/billing",
-    )
-    .await;
-    billing
-        .get_customer(get_customer("provide", ""))
-        .await
-        .unwrap();
+    billing_is_served(&stack).await;
     assert_eq!(stack.demo.received(), 1);
 }
 
@@ -564,4 +570,97 @@ fn the_sidecar_refuses_a_plaintext_pdp_when_tls_is_configured() {
     let (code, stderr) = sidecar(&["--tls-cert", &cert]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--tls-key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn idle_sockets_of_one_peer_cannot_take_every_handshake_slot() {
+    let stack = mtls_stack();
+    // 1,100 TCP connections from one address that never say a word.
+    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut idle = Vec::new();
+    let start = std::time::Instant::now();
+    for _ in 0..1100 {
+        if let Ok(socket) =
+            purposegate_tests::attacks::connect_from(attacker, stack.sidecar.proxy_addr).await
+        {
+            idle.push(socket);
+        }
+    }
+    // A real caller with a certificate is served meanwhile.
+    billing_is_served(&stack).await;
+    let refused = metric(
+        &stack.sidecar.metrics(),
+        r#"purposegate_sidecar_connections_refused_total{listener="proxy"}"#,
+    )
+    .unwrap();
+    // The peer holds at most 128 at once; silent ones are closed after 5 s,
+    // which frees places for later ones if connecting took that long.
+    let rounds = 1 + start.elapsed().as_secs() / 5;
+    let admitted_at_most = 128 * rounds;
+    assert!(
+        refused >= (1100 - admitted_at_most.min(1100)) as f64,
+        "{refused} refused at the peer's cap in {rounds} rounds"
+    );
+    let peak = stack.sidecar.peak_resident_kib();
+    assert!(peak < 64 * 1024, "{peak} KiB");
+    drop(idle);
+}
+
+#[test]
+fn with_mutual_tls_the_app_sees_only_the_certified_subject() {
+    let dir = TempDir::new("tls-app");
+    let trust = Pki::new(dir.path(), "trust");
+    let policy = dir.write("policy.yaml", CLAIMS_POLICY);
+    let (server, _) = mtls_server(&dir, &trust, &["--policy", &policy]);
+    let app = purposegate_tests::app::FrameworkApp::start();
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /records/\n    dataCategory: customer-data\n",
+    );
+    let (cert, key) = trust.issue(
+        "sidecar",
+        "IP:127.0.0.1,URI:spiffe://example.org/ns/shop/sa/sc",
+    );
+    let sidecar = SidecarProcess::start(
+        &format!("https://{}", server.addr),
+        &[
+            "--upstream",
+            &app.url(),
+            "--routes",
+            &routes,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &trust.ca(),
+        ],
+        &[],
+    );
+    let (client_cert, client_key) =
+        trust.issue("billing", "URI:spiffe://example.org/ns/shop/sa/billing");
+    let got = purposegate_tests::curl(&[
+        "--cacert",
+        &trust.ca(),
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+        "-H",
+        "x-purpose: provide",
+        "-H",
+        "x-subject: mallory",
+        "-H",
+        "x_subject: root",
+        "-H",
+        "X_SUBJECT: admin",
+        &format!("https://{}/records/1", sidecar.proxy_addr),
+    ]);
+    assert_eq!(got.status, 200, "{got:?}");
+    let seen = app.seen().pop().unwrap();
+    assert_eq!(
+        seen.cgi_all("x-subject"),
+        ["spiffe://example.org/ns/shop/sa/billing"],
+        "{seen:?}"
+    );
 }

@@ -35,36 +35,38 @@ struct Webhook {
 
 impl Webhook {
     fn start(failure_policy: &str) -> Self {
+        Self::start_with(
+            failure_policy,
+            &["--sidecar-pdp", "http://purposegate.purposegate.svc:50051"],
+        )
+    }
+
+    fn start_with(failure_policy: &str, extra: &[&str]) -> Self {
         let dir = TempDir::new("webhook");
         let pki = Pki::new(dir.path(), "webhook");
         let (cert, key) = certificate(&pki, "purposegate-webhook-1");
-        let daemon = Daemon::start(
-            "purposegate-server",
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--decision-log",
-                "off",
-                "--webhook-listen",
-                "127.0.0.1:0",
-                "--webhook-cert",
-                &cert,
-                "--webhook-key",
-                &key,
-                "--webhook-failure-policy",
-                failure_policy,
-                "--sidecar-image",
-                "registry.example/purposegate:test",
-                "--sidecar-pdp",
-                "http://purposegate.purposegate.svc:50051",
-            ],
-            &[],
-            &["addr", "webhook_addr"],
-        );
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--decision-log",
+            "off",
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--webhook-cert",
+            &cert,
+            "--webhook-key",
+            &key,
+            "--webhook-failure-policy",
+            failure_policy,
+            "--sidecar-image",
+            "registry.example/purposegate:test",
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start("purposegate-server", &args, &[], &["addr", "webhook_addr"]);
         Webhook {
             daemon,
             pki,
@@ -157,9 +159,13 @@ fn a_labelled_pod_gets_the_sidecar_and_validates_against_the_kubernetes_schema()
     assert_eq!(volumes.len(), 2, "the pod's own volume stays");
     assert_eq!(volumes[1]["configMap"]["name"], "customers-routes");
 
-    // The patched pod is a valid Pod for Kubernetes 1.30.
+    assert_valid_pod(&pod);
+}
+
+/// The patched pod is a valid Pod for Kubernetes 1.30.
+fn assert_valid_pod(pod: &Value) {
     let dir = TempDir::new("patched-pod");
-    let path = dir.write("pod.json", &serde_json::to_string_pretty(&pod).unwrap());
+    let path = dir.write("pod.json", &serde_json::to_string_pretty(pod).unwrap());
     let check = Command::new("kubernetes-validate")
         .args(["-k", "1.30.0", "--strict", &path])
         .output()
@@ -170,6 +176,69 @@ fn a_labelled_pod_gets_the_sidecar_and_validates_against_the_kubernetes_schema()
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[test]
+fn with_mutual_tls_a_sidecar_gets_its_certificate_from_the_csi_driver() {
+    let webhook = Webhook::start_with(
+        "fail",
+        &[
+            "--sidecar-pdp",
+            "https://purposegate.purposegate.svc:50051",
+            "--sidecar-tls",
+            "spiffe-csi",
+        ],
+    );
+    let response = webhook.review("/inject", "labelled.json");
+    let mut pod = pod_of("labelled.json");
+    json_patch::patch(&mut pod, &decoded_patch(&response)).unwrap();
+    let sidecar = &pod["spec"]["containers"][1];
+    let args = sidecar["args"].to_string();
+    assert!(
+        args.contains("\"--tls-cert\",\"/etc/purposegate/tls/tls.crt\""),
+        "{args}"
+    );
+    assert!(args.contains("https://purposegate.purposegate.svc:50051"));
+    let tls_volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "purposegate-tls")
+        .unwrap();
+    assert_eq!(tls_volume["csi"]["driver"], "spiffe.csi.cert-manager.io");
+    assert_valid_pod(&pod);
+}
+
+#[test]
+fn the_sidecars_tls_and_its_pdp_address_must_agree() {
+    for (pdp, tls) in [
+        ("https://purposegate.purposegate.svc:50051", "off"),
+        ("http://purposegate.purposegate.svc:50051", "secret"),
+    ] {
+        let run = purposegate_tests::server_cli(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "off",
+                "--webhook-listen",
+                "127.0.0.1:0",
+                "--webhook-cert",
+                "/nonexistent.crt",
+                "--webhook-key",
+                "/nonexistent.key",
+                "--sidecar-pdp",
+                pdp,
+                "--sidecar-tls",
+                tls,
+            ],
+            None,
+        );
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(run.stderr.contains("--sidecar-pdp"), "{}", run.stderr);
+    }
 }
 
 #[test]
@@ -186,6 +255,17 @@ fn unlabelled_disabled_and_already_injected_pods_are_left_alone() {
         assert_eq!(response["uid"], request_uid(name), "{name}");
         assert_eq!(response["allowed"], true, "{name}");
         assert!(response.get("patch").is_none(), "{path} {name}: {response}");
+        // A container of the sidecar's name that this webhook did not
+        // make: the pod is admitted unenforced, and the user is told.
+        if name == "already-injected.json" {
+            assert!(
+                response["warnings"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("not this sidecar"),
+                "{response}"
+            );
+        }
     }
 }
 

@@ -57,3 +57,14 @@ app.kubernetes.io/component: decision-server
 {{- printf "%s-policy" (include "purposegate.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret with the server's TLS pair and the sidecars' CA (tls.enabled). */}}
+{{- define "purposegate.tlsSecretName" -}}
+{{- if .Values.tls.certManager.enabled }}
+{{- printf "%s-tls" (include "purposegate.fullname" .) }}
+{{- else if .Values.tls.secretName }}
+{{- .Values.tls.secretName }}
+{{- else }}
+{{- fail "tls.enabled needs tls.secretName or tls.certManager.enabled: the server's certificate and the CA of the sidecars' certificates" }}
+{{- end }}
+{{- end }}

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Pod, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    CSIVolumeSource, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    Pod, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,8 +28,17 @@ pub const UPSTREAM_PORT_ANNOTATION: &str = "purposegate.io/upstream-port";
 pub const ROUTES_ANNOTATION: &str = "purposegate.io/routes";
 /// The name of the injected container.
 pub const SIDECAR_NAME: &str = "purposegate-sidecar";
+/// The sidecar's ports in the pod: proxy, local decision API, metrics. An
+/// app on one of them would have the sidecar forward calls to itself.
+pub const SIDECAR_PORTS: [u16; 3] = [PROXY_PORT, LOCAL_PORT, METRICS_PORT];
+const PROXY_PORT: u16 = 15001;
+const LOCAL_PORT: u16 = 15002;
+const METRICS_PORT: u16 = 15090;
+const SIDECAR_COMMAND: &str = "/usr/local/bin/purposegate-sidecar";
 const ROUTES_VOLUME: &str = "purposegate-routes";
 const ROUTES_DIR: &str = "/etc/purposegate/routes";
+const TLS_VOLUME: &str = "purposegate-tls";
+const TLS_DIR: &str = "/etc/purposegate/tls";
 
 /// What to do when a review cannot be acted on (the webhook's
 /// `failurePolicy`): let the pod in with a warning, or refuse it.
@@ -47,6 +57,20 @@ pub struct SidecarTemplate {
     pub memory_request: String,
     pub memory_limit: String,
     pub failure_policy: FailurePolicy,
+    pub tls: SidecarTls,
+}
+
+/// Where an injected sidecar's certificate (`tls.crt`, `tls.key`) and CA
+/// bundle (`ca.crt`) come from, for mutual TLS with the decision server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SidecarTls {
+    /// Plaintext to the decision server.
+    Off,
+    /// A CSI driver that issues each pod its own certificate (cert-manager's
+    /// csi-driver-spiffe: `spiffe.csi.cert-manager.io`).
+    Csi { driver: String },
+    /// A Secret of that name in the pod's namespace.
+    Secret { name: String },
 }
 
 /// How the pod came to the webhook.
@@ -115,12 +139,32 @@ fn respond(
         (_, Selection::PodLabel) => false,
     };
     let spec = pod.spec.clone().unwrap_or_default();
-    if !selected || spec.containers.iter().any(|c| c.name == SIDECAR_NAME) {
+    if !selected {
         return allowed;
+    }
+    if let Some(existing) = spec.containers.iter().find(|c| c.name == SIDECAR_NAME) {
+        let ours = existing.image.as_deref() == Some(template.image.as_str())
+            && existing.command.as_deref() == Some(&[SIDECAR_COMMAND.to_string()][..]);
+        return if ours {
+            allowed
+        } else {
+            with_warning(
+                allowed,
+                format!(
+                    "purposegate: the pod already has a container named `{SIDECAR_NAME}` that is not this sidecar; nothing injected, so its calls are not enforced (rename that container)"
+                ),
+            )
+        };
     }
     let upstream_port = match annotations.get(UPSTREAM_PORT_ANNOTATION) {
         None => 8080,
         Some(text) => match text.trim().parse::<u16>() {
+            Ok(port) if SIDECAR_PORTS.contains(&port) => {
+                return cannot(format!(
+                    "annotation `{UPSTREAM_PORT_ANNOTATION}` is `{port}`, one of the sidecar's own ports ({}): the sidecar would forward calls to itself",
+                    SIDECAR_PORTS.map(|p| p.to_string()).join(", ")
+                ));
+            }
             Ok(port) if port > 0 => port,
             _ => {
                 return cannot(format!(
@@ -143,6 +187,7 @@ fn respond(
         &spec,
         &sidecar(template, upstream_port, routes.is_some()),
         routes.as_deref(),
+        &template.tls,
     );
     match allowed.with_patch(patch) {
         Ok(response) => response,
@@ -183,11 +228,11 @@ fn sidecar(template: &SidecarTemplate, upstream_port: u16, routes: bool) -> Cont
         "--pdp".to_string(),
         template.pdp.clone(),
         "--listen".to_string(),
-        "0.0.0.0:15001".to_string(),
+        format!("0.0.0.0:{PROXY_PORT}"),
         "--local-listen".to_string(),
-        "127.0.0.1:15002".to_string(),
+        format!("127.0.0.1:{LOCAL_PORT}"),
         "--metrics-listen".to_string(),
-        "0.0.0.0:15090".to_string(),
+        format!("0.0.0.0:{METRICS_PORT}"),
         "--upstream".to_string(),
         format!("http://127.0.0.1:{upstream_port}"),
         "--log-format".to_string(),
@@ -197,30 +242,58 @@ fn sidecar(template: &SidecarTemplate, upstream_port: u16, routes: bool) -> Cont
         args.push("--routes".to_string());
         args.push(format!("{ROUTES_DIR}/routes.yaml"));
     }
+    let tls = template.tls != SidecarTls::Off;
+    if tls {
+        for (flag, file) in [
+            ("--tls-cert", "tls.crt"),
+            ("--tls-key", "tls.key"),
+            ("--tls-client-ca", "ca.crt"),
+        ] {
+            args.push(flag.to_string());
+            args.push(format!("{TLS_DIR}/{file}"));
+        }
+    }
+    let mut mounts = Vec::new();
+    if routes {
+        mounts.push(VolumeMount {
+            name: ROUTES_VOLUME.into(),
+            mount_path: ROUTES_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    if tls {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     let quantity = |q: &str| Quantity(q.to_string());
     Container {
         name: SIDECAR_NAME.to_string(),
         image: Some(template.image.clone()),
         // The image holds both binaries; its entrypoint is the server.
-        command: Some(vec!["/usr/local/bin/purposegate-sidecar".to_string()]),
+        command: Some(vec![SIDECAR_COMMAND.to_string()]),
         args: Some(args),
         ports: Some(vec![
             ContainerPort {
                 name: Some("pg-proxy".into()),
-                container_port: 15001,
+                container_port: PROXY_PORT.into(),
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
             ContainerPort {
                 name: Some("pg-metrics".into()),
-                container_port: 15090,
+                container_port: METRICS_PORT.into(),
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
         ]),
         liveness_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(15001),
+                port: IntOrString::Int(PROXY_PORT.into()),
                 ..TCPSocketAction::default()
             }),
             period_seconds: Some(10),
@@ -229,7 +302,7 @@ fn sidecar(template: &SidecarTemplate, upstream_port: u16, routes: bool) -> Cont
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/metrics".into()),
-                port: IntOrString::Int(15090),
+                port: IntOrString::Int(METRICS_PORT.into()),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(5),
@@ -261,14 +334,7 @@ fn sidecar(template: &SidecarTemplate, upstream_port: u16, routes: bool) -> Cont
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: routes.then(|| {
-            vec![VolumeMount {
-                name: ROUTES_VOLUME.into(),
-                mount_path: ROUTES_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]
-        }),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         ..Container::default()
     }
 }
@@ -277,27 +343,184 @@ fn patch(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     sidecar: &Container,
     routes: Option<&str>,
+    tls: &SidecarTls,
 ) -> json_patch::Patch {
     let mut operations = vec![json!({
         "op": "add",
         "path": "/spec/containers/-",
         "value": sidecar,
     })];
+    let mut volumes = Vec::new();
     if let Some(config_map) = routes {
-        let volume = Volume {
+        volumes.push(Volume {
             name: ROUTES_VOLUME.into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: config_map.to_string(),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
-        };
-        operations.push(if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        });
+    }
+    match tls {
+        SidecarTls::Off => {}
+        SidecarTls::Csi { driver } => volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            csi: Some(CSIVolumeSource {
+                driver: driver.clone(),
+                read_only: Some(true),
+                ..CSIVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
+        SidecarTls::Secret { name } => volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
+    }
+    let mut has_volumes = spec.volumes.as_ref().is_some_and(|v| !v.is_empty());
+    for volume in volumes {
+        operations.push(if has_volumes {
             json!({"op": "add", "path": "/spec/volumes/-", "value": volume})
         } else {
             json!({"op": "add", "path": "/spec/volumes", "value": [volume]})
         });
+        has_volumes = true;
     }
     // These are well-formed operations by construction.
     serde_json::from_value(Value::Array(operations)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(tls: SidecarTls) -> SidecarTemplate {
+        SidecarTemplate {
+            image: "registry.example/purposegate:test".into(),
+            pdp: "https://purposegate.purposegate.svc:50051".into(),
+            cpu_request: "50m".into(),
+            memory_request: "32Mi".into(),
+            memory_limit: "128Mi".into(),
+            failure_policy: FailurePolicy::Fail,
+            tls,
+        }
+    }
+
+    /// The labelled pod of the test fixtures, changed by `edit`.
+    fn review_of(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let mut review: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/admission/labelled.json"
+        ))
+        .unwrap();
+        edit(&mut review["request"]["object"]);
+        serde_json::to_vec(&review).unwrap()
+    }
+
+    fn response(body: &[u8], template: &SidecarTemplate) -> Value {
+        let answer = review(body, template, Selection::PodLabel).unwrap();
+        serde_json::from_slice::<Value>(&answer).unwrap()["response"].clone()
+    }
+
+    fn patched(response: &Value) -> Value {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let mut pod: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/admission/labelled.json"
+        ))
+        .unwrap();
+        let mut pod = pod["request"]["object"].take();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        pod
+    }
+
+    #[test]
+    fn an_upstream_port_of_the_sidecar_itself_is_refused() {
+        for port in SIDECAR_PORTS {
+            let body = review_of(|pod| {
+                pod["metadata"]["annotations"][UPSTREAM_PORT_ANNOTATION] =
+                    Value::String(port.to_string());
+            });
+            let r = response(&body, &template(SidecarTls::Off));
+            assert_eq!(r["allowed"], false, "{port}: {r}");
+            assert!(
+                r["status"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("one of the sidecar's own ports"),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_container_of_the_sidecars_name_that_is_not_ours_is_warned_about() {
+        let stranger = review_of(|pod| {
+            pod["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": SIDECAR_NAME, "image": "evil/proxy:1"}));
+        });
+        let r = response(&stranger, &template(SidecarTls::Off));
+        assert_eq!(r["allowed"], true);
+        assert!(r.get("patch").is_none());
+        assert!(
+            r["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("not this sidecar"),
+            "{r}"
+        );
+
+        let ours = review_of(|pod| {
+            pod["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({
+                    "name": SIDECAR_NAME,
+                    "image": "registry.example/purposegate:test",
+                    "command": [SIDECAR_COMMAND],
+                }));
+        });
+        let r = response(&ours, &template(SidecarTls::Off));
+        assert_eq!(r["allowed"], true);
+        assert!(r.get("warnings").is_none(), "{r}");
+    }
+
+    #[test]
+    fn sidecars_get_their_certificate_from_a_csi_driver_or_a_secret() {
+        let body = review_of(|_| {});
+        let pod = patched(&response(
+            &body,
+            &template(SidecarTls::Csi {
+                driver: "spiffe.csi.cert-manager.io".into(),
+            }),
+        ));
+        let sidecar = &pod["spec"]["containers"][1];
+        let args = sidecar["args"].to_string();
+        for flag in ["--tls-cert", "--tls-key", "--tls-client-ca", "https://"] {
+            assert!(args.contains(flag), "{flag}: {args}");
+        }
+        assert!(sidecar["volumeMounts"].to_string().contains(TLS_DIR));
+        let volumes = pod["spec"]["volumes"].to_string();
+        assert!(volumes.contains("spiffe.csi.cert-manager.io"), "{volumes}");
+        assert!(volumes.contains("customers-routes"), "{volumes}");
+
+        let pod = patched(&response(
+            &body,
+            &template(SidecarTls::Secret {
+                name: "sidecar-tls".into(),
+            }),
+        ));
+        assert!(
+            pod["spec"]["volumes"]
+                .to_string()
+                .contains("\"secretName\":\"sidecar-tls\"")
+        );
+    }
 }
