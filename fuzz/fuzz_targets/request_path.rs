@@ -37,9 +37,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!path.contains("//") && !path.contains('\\'));
         assert!(path.split('/').all(|s| s != "." && s != ".."));
         if let Some(routes) = routes() {
-            for (http2, grpc) in [(false, false), (true, false), (true, true)] {
-                let table = routes.table(&path, http2, grpc);
-                if routes.route(table, "GET", &path).is_some() {
+            for grpc in [false, true] {
+                let table = routes.table(&path, grpc);
+                if let Ok(Some(_)) = routes.route(table, "GET", &path) {
                     let target = canonical::request_target(&path, query);
                     assert_eq!(target.split('?').next(), Some(path.as_str()));
                 }

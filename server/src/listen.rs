@@ -223,6 +223,7 @@ where
     let max = limits.max_connections.max(1);
     let limits = Limits {
         max_connections: max,
+        max_connections_per_peer: limits.max_connections_per_peer.max(1),
         ..limits
     };
     let shared = Arc::new(Shared {

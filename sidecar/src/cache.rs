@@ -101,8 +101,12 @@ impl DecisionKey {
 const STRING: usize = 24;
 const MAP_NODE: usize = 16;
 /// What an entry costs besides its strings: the key and value structs, the
-/// map's slot, the queue's slot, the allocator's rounding.
+/// map's slot, the allocator's rounding.
 const ENTRY_OVERHEAD: usize = 640;
+/// What one place in a queue costs. A key stored again (after its TTL, its
+/// old place not yet gone under a stale window) has two places; each is
+/// counted until it leaves its queue.
+const SLOT_BYTES: usize = 64;
 
 /// The bytes an answer takes on the heap.
 fn answer_bytes(answer: &pb::CheckResponse) -> usize {
@@ -227,18 +231,21 @@ impl DecisionCache {
             return false;
         }
         self.revision.store(Arc::new(revision.to_string()));
-        let (mut freed, mut gone) = (0, 0);
-        self.entries.retain(|_, cached| {
-            freed += cached.bytes;
-            gone += 1;
-            false
-        });
-        self.bytes.fetch_sub(freed, Ordering::Relaxed);
-        self.count.fetch_sub(gone, Ordering::Relaxed);
+        // Under the queues' lock, as every store is: no store can land
+        // between the map and its queues.
         if let Ok(mut queues) = self.queues.lock() {
+            let (mut freed, mut gone) = (0, 0);
+            self.entries.retain(|_, cached| {
+                freed += cached.bytes;
+                gone += 1;
+                false
+            });
             for queue in queues.iter_mut() {
+                freed += queue.len() * SLOT_BYTES;
                 queue.clear();
             }
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            self.count.fetch_sub(gone, Ordering::Relaxed);
         }
         self.count_entries();
         true
@@ -341,19 +348,23 @@ impl DecisionCache {
         let mut answer = answer.clone();
         answer.request_id.clear();
         let bytes = ENTRY_OVERHEAD + key.heap_bytes() + answer_bytes(&answer);
-        if bytes > self.limits.max_bytes {
+        if bytes + SLOT_BYTES > self.limits.max_bytes {
             return;
         }
         let now = Instant::now();
         let expires = now + ttl;
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let key = Arc::new(key.clone());
+        // Everything below under the queues' lock: the map, its queues and
+        // the counts change together.
         let Ok(mut queues) = self.queues.lock() else {
             return;
         };
+        // A key stored before keeps its one copy; a new store shares it.
+        let existing = self.entries.get(key).map(|e| e.key().clone());
+        let key = existing.unwrap_or_else(|| Arc::new(key.clone()));
         // Room first, oldest first: never past either bound.
         self.sweep_locked(&mut queues, now);
-        while self.bytes.load(Ordering::Relaxed) + bytes > self.limits.max_bytes
+        while self.bytes.load(Ordering::Relaxed) + bytes + SLOT_BYTES > self.limits.max_bytes
             || self.len() >= self.limits.max_entries
         {
             if !self.evict_oldest(&mut queues) {
@@ -367,7 +378,7 @@ impl DecisionCache {
                 dead_at: expires + self.limits.stale_window,
             });
         }
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes + SLOT_BYTES, Ordering::Relaxed);
         let replaced = self.entries.insert(
             key,
             Cached {
@@ -377,7 +388,6 @@ impl DecisionCache {
                 bytes,
             },
         );
-        drop(queues);
         match replaced {
             Some(old) => {
                 self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
@@ -386,6 +396,7 @@ impl DecisionCache {
                 self.count.fetch_add(1, Ordering::Relaxed);
             }
         }
+        drop(queues);
         self.count_entries();
     }
 
@@ -406,6 +417,7 @@ impl DecisionCache {
             (None, None) => return false,
         };
         if let Some(slot) = queue.pop_front() {
+            self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
             if self.remove(&slot) {
                 self.metrics.evictions.inc();
             }
@@ -435,6 +447,7 @@ impl DecisionCache {
         for queue in queues.iter_mut() {
             while queue.front().is_some_and(|slot| slot.dead_at <= now) {
                 if let Some(slot) = queue.pop_front() {
+                    self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
                     if self.remove(&slot) {
                         swept += 1;
                     }
@@ -588,6 +601,26 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(300)).await;
         assert_eq!(cache.sweep(), 1);
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_stored_again_and_again_under_a_stale_window_stays_within_the_bytes() {
+        let cache = DecisionCache::new(
+            CacheLimits {
+                stale_window: Duration::from_secs(600),
+                ..limits(1000, 8 * 1024)
+            },
+            CacheMetrics::default(),
+        );
+        cache.set_revision("r1");
+        for _ in 0..500 {
+            ask(&cache, "again", pb::Decision::Deny).await;
+            assert!(cache.bytes() <= 8 * 1024, "{} bytes", cache.bytes());
+            tokio::time::advance(Duration::from_secs(6)).await;
+        }
+        assert_eq!(cache.len(), 1);
+        cache.set_revision("r2");
         assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 

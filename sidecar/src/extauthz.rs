@@ -132,13 +132,25 @@ async fn judge_described(
         }
         Ok(path) => path,
     };
+    if http
+        .path
+        .split_once('?')
+        .is_some_and(|(_, query)| canonical::query_overrides_method(query))
+    {
+        return (
+            refused(
+                "the query names `_method`, which would make the app run another method than the one judged; it is refused"
+                    .to_string(),
+            ),
+            reserved,
+        );
+    }
     let stated = match Stated::read(headers.iter().copied()) {
         Ok(stated) => stated,
         Err(unreadable) => return (refused(unreadable.to_string()), reserved),
     };
     let table = authz.routes.table(
         &path,
-        http.protocol.eq_ignore_ascii_case("HTTP/2"),
         header("content-type").starts_with("application/grpc"),
     );
     let call = Call {

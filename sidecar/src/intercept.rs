@@ -165,7 +165,7 @@ pub async fn judge_again(
 fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, Denial> {
     let (path, method, stated) = (call.path, call.method, call.stated);
     let refuse = Denial::refused;
-    let Some(route) = routes.route(call.table, method, path) else {
+    let Some(route) = routes.route(call.table, method, path).map_err(refuse)? else {
         return Err(refuse(format!(
             "no route covers {} `{path}`; calls on no route are denied",
             match call.table {

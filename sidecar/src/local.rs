@@ -17,6 +17,8 @@ const BATCH_CONCURRENCY: usize = 32;
 #[derive(Debug, Clone)]
 pub struct LocalDecisions {
     gate: Gate,
+    /// Most requests in one batch (counted before decoding as well).
+    max_batch: usize,
     revisions: watch::Receiver<Option<pb::PolicyRevision>>,
     /// True once shutdown begins: open watch streams end then.
     shutdown: watch::Receiver<bool>,
@@ -25,11 +27,13 @@ pub struct LocalDecisions {
 impl LocalDecisions {
     pub fn new(
         gate: Gate,
+        max_batch: usize,
         revisions: watch::Receiver<Option<pb::PolicyRevision>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         LocalDecisions {
             gate,
+            max_batch,
             revisions,
             shutdown,
         }
@@ -95,6 +99,13 @@ impl DecisionService for LocalDecisions {
         // The count was checked before decoding (`BatchLimit`); each item
         // goes through the cache, a few at a time, answered in order.
         let requests = request.into_inner().requests;
+        if requests.len() > self.max_batch {
+            return Err(Status::invalid_argument(format!(
+                "field `requests` holds {} requests; at most {} are accepted (--max-batch)",
+                requests.len(),
+                self.max_batch
+            )));
+        }
         for (i, r) in requests.iter().enumerate() {
             validate(r, &format!("requests[{i}]."))?;
         }

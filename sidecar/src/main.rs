@@ -97,7 +97,7 @@ struct Args {
     )]
     metrics_listen: SocketAddr,
     /// How long to wait for the PDP before denying (e.g. 200ms, 1s).
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_PDP_TIMEOUT", default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_PDP_TIMEOUT", default_value = "200ms", value_parser = parse_timeout)]
     pdp_timeout: Duration,
     /// How long past its TTL a cached decision may be served while the PDP
     /// cannot be reached (e.g. 30s); 0s serves nothing stale.
@@ -120,7 +120,7 @@ struct Args {
     /// Longest time an open call goes without being judged again (a new
     /// revision re-judges every open call at once); a call no longer
     /// permitted is ended.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE", default_value = "60s", value_parser = parse_timeout)]
     max_stream_age: Duration,
     /// Largest CheckBatch the local decision API accepts, checked before
     /// the batch is decoded.
@@ -134,10 +134,10 @@ struct Args {
     max_connections_per_peer: usize,
     /// How long a request head may take to arrive (HTTP/1.1); a new
     /// connection that sends nothing is closed after 5 s.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     header_read_timeout: Duration,
     /// How long a connection may stay open with no call in progress.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     idle_timeout: Duration,
     /// Largest request head or HTTP/2 header list (e.g. 32Ki).
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_HEADER_BYTES", default_value = "32Ki", value_parser = parse_bytes)]
@@ -207,7 +207,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "" if value == 0.0 => 0.0,
         _ => return Err(format!("`{s}`: the unit must be ms, s or m")),
     };
+    if seconds > MAX_DURATION_SECONDS {
+        return Err(format!("`{s}`: at most a day (24h) is accepted"));
+    }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Longest duration a flag takes: time arithmetic stays far from overflow.
+const MAX_DURATION_SECONDS: f64 = 86_400.0;
+
+/// A duration that must not be zero (a timeout, an interval).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    if duration.is_zero() {
+        return Err(format!("`{s}`: must be more than 0"));
+    }
+    Ok(duration)
 }
 
 fn main() -> ExitCode {
@@ -370,6 +385,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(reflection_v1alpha)
         .add_service(DecisionServiceServer::new(LocalDecisions::new(
             gate.clone(),
+            args.max_batch,
             revisions,
             shutdown.clone(),
         )))
@@ -430,6 +446,9 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("1441m").is_err(), "more than a day");
+        assert!(parse_timeout("0s").is_err());
+        assert_eq!(parse_timeout("1s"), Ok(Duration::from_secs(1)));
     }
 
     #[test]

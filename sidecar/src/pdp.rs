@@ -25,7 +25,15 @@ use crate::cache::DecisionCache;
 pub struct Pdp {
     client: DecisionServiceClient<Channel>,
     url: String,
+    timeout: Duration,
+    /// Checks in flight to the PDP at once: a burst (every open call
+    /// re-judged at a new revision, many distinct first calls) waits its
+    /// turn, within the timeout, rather than flooding the PDP.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most checks in flight to the PDP from one sidecar.
+const MAX_CHECKS_IN_FLIGHT: usize = 256;
 
 impl Pdp {
     /// A client that connects on first use, so the sidecar starts (and
@@ -66,6 +74,8 @@ impl Pdp {
         Ok(Pdp {
             client: DecisionServiceClient::new(channel),
             url: url.to_string(),
+            timeout,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS_IN_FLIGHT)),
         })
     }
 
@@ -75,8 +85,21 @@ impl Pdp {
         &self,
         request: tonic::Request<pb::CheckRequest>,
     ) -> Result<pb::CheckResponse, tonic::Status> {
+        // One deadline for the wait and the call together.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
+        else {
+            return Err(tonic::Status::unavailable(format!(
+                "{MAX_CHECKS_IN_FLIGHT} checks already wait for the decision point"
+            )));
+        };
         let mut client = self.client.clone();
-        client.check(request).await.map(tonic::Response::into_inner)
+        match tokio::time::timeout_at(deadline, client.check(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "the decision point did not answer within --pdp-timeout",
+            )),
+        }
     }
 
     pub async fn get_policy(&self) -> Result<pb::PolicyInfo, tonic::Status> {

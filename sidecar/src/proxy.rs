@@ -24,7 +24,6 @@
 //!    the app never sees the call.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +38,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::warn;
 
-use purposegate_server::listen::{Face, Limits, Protocols, Served};
+use purposegate_server::listen::{Face, Limits, Peer, Protocols, Served};
 use purposegate_server::telemetry::parent_context;
 use purposegate_server::tls::ServerTls;
 
@@ -48,7 +47,7 @@ use crate::gate::Gate;
 use crate::headers::{self, Stated};
 use crate::intercept::{Call, Denial, Judgement, Permit, judge, refused_before_asking};
 use crate::routes::{Routes, Table};
-use crate::supervise::{Supervised, Supervisor};
+use crate::supervise::{GuardedRequest, Revoked, Supervised, Supervisor};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,9 +81,16 @@ struct Inner {
     supervisor: Supervisor,
     /// This process's mark in [`VIA`].
     via: HeaderValue,
-    http1: Client<HttpConnector, Incoming>,
-    http2: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, Outgoing>,
+    http2: Client<HttpConnector, Outgoing>,
 }
+
+/// A request body on its way to the app.
+type Outgoing = GuardedRequest<Incoming>;
+
+/// Idle connections to the app kept for reuse, and for how long.
+const POOL_IDLE_PER_HOST: usize = 64;
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Proxy {
     pub fn new(
@@ -97,8 +103,13 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .http2_only(true)
             .build(connector);
         Proxy {
@@ -136,18 +147,19 @@ impl Proxy {
         };
         purposegate_server::listen::serve(listener, face, shutdown, move |peer| {
             let proxy = self.clone();
-            let subject = peer.subject.clone();
+            let peer = Arc::new(peer.clone());
             hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
-                let subject = subject.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, subject.as_deref()).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
             })
         })
     }
 
-    /// One call: judged, then forwarded or refused. `certified` is the
-    /// subject of the caller's verified certificate, on a TLS proxy.
-    pub async fn handle(&self, req: Request<Incoming>, certified: Option<&str>) -> ProxyResponse {
+    /// One call from `peer`: judged, then forwarded or refused. On a TLS
+    /// proxy, the peer's verified certificate names its subject.
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> ProxyResponse {
+        let certified = peer.subject.as_deref();
         let reply_grpc = is_grpc_content_type(req.headers());
         let gate = &self.inner.gate;
         let parent = gate.parent(|| parent_context(req.headers()));
@@ -177,6 +189,15 @@ impl Proxy {
             );
         } else if req.method() == Method::CONNECT {
             refused("CONNECT is not proxied".to_string())
+        } else if req
+            .uri()
+            .query()
+            .is_some_and(canonical::query_overrides_method)
+        {
+            refused(
+                "the query names `_method`, which would make the app run another method than the one judged; it is refused"
+                    .to_string(),
+            )
         } else {
             match (
                 canonical::path(&raw_path),
@@ -189,8 +210,7 @@ impl Proxy {
                 (Err(ambiguous), _) => refused(ambiguous.to_string()),
                 (_, Err(unreadable)) => refused(unreadable.to_string()),
                 (Ok(path), Ok(stated)) => {
-                    let http2 = req.version() == hyper::Version::HTTP_2;
-                    let table = self.inner.routes.table(&path, http2, reply_grpc);
+                    let table = self.inner.routes.table(&path, reply_grpc);
                     let call = Call {
                         table,
                         path: &path,
@@ -200,7 +220,7 @@ impl Proxy {
                     };
                     match judge(gate, &self.inner.routes, &call, &parent).await {
                         Judgement::LetThrough(permit) => {
-                            return self.forward(req, Some((&path, table)), permit).await;
+                            return self.forward(req, peer, Some((&path, table)), permit).await;
                         }
                         denied => denied,
                     }
@@ -209,7 +229,7 @@ impl Proxy {
         };
         match judgement {
             // Under --dry-run a call refused before asking goes on as it came.
-            Judgement::LetThrough(permit) => self.forward(req, None, permit).await,
+            Judgement::LetThrough(permit) => self.forward(req, peer, None, permit).await,
             Judgement::Deny(denial) => deny(reply_grpc, &denial),
         }
     }
@@ -220,10 +240,14 @@ impl Proxy {
     async fn forward(
         &self,
         req: Request<Incoming>,
+        peer: &Peer,
         canonical: Option<(&str, Table)>,
         permit: Box<Permit>,
     ) -> ProxyResponse {
         let reply_grpc = is_grpc_content_type(req.headers());
+        // Only gRPC over HTTP/2 can be told in trailers that its call ended;
+        // HTTP/1.1 (and grpc-web) callers see it reset.
+        let caller_takes_trailers = req.version() == hyper::Version::HTTP_2;
         let (mut parts, body) = req.into_parts();
         let path_and_query = match canonical {
             Some((path, _)) => canonical::request_target(path, parts.uri.query()),
@@ -241,13 +265,14 @@ impl Proxy {
         let grpc = canonical.map_or(reply_grpc, |(_, table)| table == Table::Grpc);
         strip_hop_by_hop(&mut parts.headers, grpc);
         // What the app reads as the question is what was decided: every
-        // spelling of a decided header goes, the decided values come back.
+        // spelling of a decided header goes, the decided values come back;
+        // what a proxy would say about the call is the sidecar's to say.
         // (A call let through by --dry-run without a question keeps what
         // it stated; only the sidecar's own headers never pass.)
         let reserved_name: fn(&str) -> bool = if permit.request.is_some() {
-            headers::is_reserved
+            |name| headers::is_reserved(name) || headers::is_forwarding(name)
         } else {
-            headers::is_own
+            |name| headers::is_own(name) || headers::is_forwarding(name)
         };
         let reserved: Vec<HeaderName> = parts
             .headers
@@ -263,11 +288,29 @@ impl Proxy {
                 parts.headers.insert(HeaderName::from_static(name), value);
             }
         }
+        if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+            parts.headers.insert("x-forwarded-for", ip);
+        }
+        parts.headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if peer.subject.is_some() {
+                "https"
+            } else {
+                "http"
+            }),
+        );
+        announce_trailers_without_reserved(&mut parts.headers);
         parts.headers.append(VIA, self.inner.via.clone());
         // The client sets the version and authority of its own connection.
         parts.version = hyper::Version::HTTP_11;
         parts.headers.remove(hyper::header::HOST);
-        let outgoing = Request::from_parts(parts, body);
+        let mut supervised = match (&permit.request, &permit.answer) {
+            (Some(request), Some(answer)) if !self.inner.gate.dry_run => {
+                Some(self.inner.supervisor.watch(request.clone(), answer))
+            }
+            _ => None,
+        };
+        let outgoing = Request::from_parts(parts, GuardedRequest::new(body, supervised.clone()));
         let http2 = match self.inner.protocol {
             UpstreamProtocol::Auto => grpc,
             UpstreamProtocol::Http1 => false,
@@ -278,26 +321,28 @@ impl Proxy {
         } else {
             &self.inner.http1
         };
-        let mut supervised = match (&permit.request, &permit.answer) {
-            (Some(request), Some(answer)) if !self.inner.gate.dry_run => {
-                Some(self.inner.supervisor.watch(request.clone(), answer))
-            }
-            _ => None,
-        };
         let response = match supervised.as_mut() {
-            Some(ended) => tokio::select! {
+            Some(watch) => tokio::select! {
                 response = client.request(outgoing) => response,
-                denial = ended => return deny(reply_grpc, &denial),
+                denial = watch.ended() => return deny(reply_grpc, &denial),
             },
             None => client.request(outgoing).await,
         };
         match response {
             Ok(response) => {
-                let grpc_reply = reply_grpc || is_grpc_content_type(response.headers());
+                let trailers = caller_takes_trailers
+                    && response
+                        .headers()
+                        .get(hyper::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|ct| {
+                            ct.starts_with("application/grpc")
+                                && !ct.starts_with("application/grpc-web")
+                        });
                 response.map(|body| ProxyBody::Upstream {
                     body,
                     supervised,
-                    grpc: grpc_reply,
+                    grpc_trailers: trailers,
                 })
             }
             Err(e) => {
@@ -326,24 +371,14 @@ pub enum ProxyBody {
         body: Incoming,
         /// Ends the call when its permit no longer holds.
         supervised: Option<Supervised>,
-        grpc: bool,
+        /// Whether an ended call is told in gRPC trailers (gRPC over
+        /// HTTP/2), rather than by a reset.
+        grpc_trailers: bool,
     },
     Own(Full<Bytes>),
     /// Nothing more: the call was ended.
     Ended,
 }
-
-/// Why a call ended before its app was done.
-#[derive(Debug)]
-struct Revoked(String);
-
-impl std::fmt::Display for Revoked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the call is no longer permitted: {}", self.0)
-    }
-}
-
-impl std::error::Error for Revoked {}
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -357,11 +392,11 @@ impl Body for ProxyBody {
             ProxyBody::Upstream {
                 body,
                 supervised,
-                grpc,
+                grpc_trailers,
             } => {
-                if let Some(ended) = supervised.as_mut() {
-                    if let Poll::Ready(denial) = Pin::new(ended).poll(cx) {
-                        let grpc = *grpc;
+                if let Some(watch) = supervised.as_mut() {
+                    if let Poll::Ready(denial) = watch.poll_ended(cx) {
+                        let grpc = *grpc_trailers;
                         // Dropping the app's body resets its stream.
                         *self = ProxyBody::Ended;
                         return Poll::Ready(Some(if grpc {
@@ -412,6 +447,27 @@ fn is_grpc_content_type(headers: &HeaderMap) -> bool {
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// Keeps reserved names out of `trailer`, which announces the trailers a
+/// request will end with (the trailers themselves are filtered as they
+/// pass, by [`GuardedRequest`]).
+fn announce_trailers_without_reserved(headers: &mut HeaderMap) {
+    let announced: Vec<String> = headers
+        .get_all(hyper::header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !headers::is_reserved(name))
+        .map(str::to_string)
+        .collect();
+    headers.remove(hyper::header::TRAILER);
+    if let Ok(value) = HeaderValue::from_str(&announced.join(", ")) {
+        if !announced.is_empty() {
+            headers.insert(hyper::header::TRAILER, value);
+        }
+    }
 }
 
 /// Removes the headers that belong to one connection, including those the

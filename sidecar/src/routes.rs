@@ -116,14 +116,12 @@ impl Routes {
 
     /// The table that judges a call to the canonical `path`: gRPC when a
     /// gRPC route covers the path, when the call says it is gRPC
-    /// (`content-type: application/grpc…`), or when it came over HTTP/2
-    /// with the shape of a gRPC method; HTTP otherwise. So a gRPC method
-    /// sent with another content type is still judged as the method it is.
-    pub fn table(&self, path: &str, http2: bool, grpc_content_type: bool) -> Table {
-        if grpc_content_type
-            || (http2 && canonical::is_grpc_method(path))
-            || self.grpc(path).is_some()
-        {
+    /// (`content-type: application/grpc…`), or when the path has the shape
+    /// of a method (`/package.Service/Method`, which gRPC over HTTP/2 and
+    /// the Connect protocol over HTTP/1.1 both serve); HTTP otherwise. So a
+    /// method sent with another content type is still judged as a method.
+    pub fn table(&self, path: &str, grpc_content_type: bool) -> Table {
+        if grpc_content_type || canonical::is_grpc_method(path) || self.grpc(path).is_some() {
             Table::Grpc
         } else {
             Table::Http
@@ -138,23 +136,45 @@ impl Routes {
         })
     }
 
-    /// The route of an HTTP request to the canonical `path`.
+    /// The route of an HTTP request to the canonical `path`. `HEAD` is
+    /// served as `GET` by frameworks, so a route for `GET` covers it.
     pub fn http(&self, method: &str, path: &str) -> Option<&Route> {
+        let head = method.eq_ignore_ascii_case("HEAD");
         self.routes.iter().find(|r| match &r.matcher {
             Matcher::Http { prefix, methods } => {
                 covers(prefix, path)
                     && (methods.is_empty()
-                        || methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                        || methods.iter().any(|m| {
+                            m.eq_ignore_ascii_case(method)
+                                || (head && m.eq_ignore_ascii_case("GET"))
+                        }))
             }
             Matcher::Grpc(_) => false,
         })
     }
 
-    /// The route of a call judged by `table`.
-    pub fn route(&self, table: Table, method: &str, path: &str) -> Option<&Route> {
+    /// The route of a call judged by `table`; an error naming the reading
+    /// when the path, as many apps read it (without regard to case, with or
+    /// without a trailing slash), falls to another route: the call would be
+    /// judged by one route and served by another's handler.
+    pub fn route(&self, table: Table, method: &str, path: &str) -> Result<Option<&Route>, String> {
         match table {
-            Table::Grpc => self.grpc(path),
-            Table::Http => self.http(method, path),
+            Table::Grpc => Ok(self.grpc(path)),
+            Table::Http => {
+                let Some(route) = self.http(method, path) else {
+                    return Ok(None);
+                };
+                for reading in other_readings(path) {
+                    if let Some(other) = self.http(method, &reading) {
+                        if !std::ptr::eq(other, route) {
+                            return Err(format!(
+                                "the request path `{path}` may be read by the app as `{reading}`, which another route covers; it is refused"
+                            ));
+                        }
+                    }
+                }
+                Ok(Some(route))
+            }
         }
     }
 
@@ -165,6 +185,19 @@ impl Routes {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// How apps that ignore case or a trailing slash may read `path`.
+fn other_readings(path: &str) -> Vec<String> {
+    let toggle = |p: &str| match p.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_string(),
+        Some(_) => p.to_string(),
+        None => format!("{p}/"),
+    };
+    let lower = path.to_ascii_lowercase();
+    let mut readings = vec![toggle(path), toggle(&lower), lower];
+    readings.retain(|r| r != path);
+    readings
 }
 
 /// Whether the HTTP route `prefix` covers `path`, segment by segment.
@@ -384,21 +417,50 @@ mod tests {
         .unwrap();
         let export = "/demo.v1.CustomerService/ExportCustomers";
         // Covered by a gRPC route: gRPC, whatever the call says.
-        assert_eq!(routes.table(export, true, false), Table::Grpc);
-        assert_eq!(routes.table(export, false, false), Table::Grpc);
-        // An uncovered method over HTTP/2 is still a method: no HTTP route.
+        assert_eq!(routes.table(export, false), Table::Grpc);
+        assert_eq!(routes.table("/Export", false), Table::Http);
+        // An uncovered method is still a method: no HTTP route judges it.
         assert_eq!(
-            routes.table("/demo.v1.CustomerService/Echo", true, false),
+            routes.table("/demo.v1.CustomerService/Echo", false),
             Table::Grpc
         );
+        assert_eq!(routes.table("/customers/c-1", false), Table::Http);
+        assert_eq!(routes.table("/customers/c-1", true), Table::Grpc);
+    }
+
+    #[test]
+    fn a_path_another_route_covers_when_read_without_case_or_slash_is_refused() {
+        let routes = Routes::parse(
+            "r.yaml",
+            "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n  - http: /records\n    methods: [POST]\n    dataCategory: c2\n  - http: /\n    dataCategory: public\n",
+        )
+        .unwrap();
         assert_eq!(
-            routes.table("/demo.v1.CustomerService/Echo", false, true),
-            Table::Grpc
+            routes
+                .route(Table::Http, "GET", "/records/1")
+                .unwrap()
+                .unwrap()
+                .category,
+            "customer-data"
         );
-        assert_eq!(routes.table("/customers/c-1", true, false), Table::Http);
+        assert!(routes.route(Table::Http, "GET", "/RECORDS/1").is_err());
+        assert!(routes.route(Table::Http, "GET", "/Records/").is_err());
         assert_eq!(
-            routes.table("/demo.v1.CustomerService/Echo", false, false),
-            Table::Http
+            routes
+                .route(Table::Http, "GET", "/public/x")
+                .unwrap()
+                .unwrap()
+                .category,
+            "public"
+        );
+        // HEAD is GET to the app.
+        assert_eq!(
+            routes
+                .route(Table::Http, "HEAD", "/records/1")
+                .unwrap()
+                .unwrap()
+                .category,
+            "customer-data"
         );
     }
 

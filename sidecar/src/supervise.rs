@@ -6,23 +6,35 @@
 //! announces a new revision, and every `--max-stream-age` in any case (so
 //! a sidecar that cannot hear the server still re-judges, from its cache
 //! while the answer's TTL lasts and not after). A call the new answer does
-//! not permit is ended: the supervisor sends the denial and the proxy's
-//! response body ends the call (gRPC: `PERMISSION_DENIED` in trailers;
-//! HTTP: the stream or connection is reset).
+//! not permit (or permits with other obligations than the app was given)
+//! is ended, in both directions: the request body the proxy streams to the
+//! app fails, so the app's stream is reset (HTTP/1.1: its connection
+//! closed), and the response body the caller reads ends (gRPC over
+//! HTTP/2: `PERMISSION_DENIED` in trailers; otherwise the stream or
+//! connection is reset).
+//!
+//! The supervisor lives until both bodies are done. If it stops without a
+//! verdict, the call is ended too: nothing goes on unsupervised.
 //!
 //! Re-judging goes through the gate, so a thousand open calls asking the
 //! same question make one call to the decision server.
 
-use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use purposegate_proto::v1 as pb;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::gate::Gate;
 use crate::intercept::{Denial, judge_again};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What supervises open calls: the gate, the revisions the sidecar hears
 /// of, and how long a call may go without being judged again.
@@ -46,76 +58,110 @@ impl Supervisor {
         }
     }
 
-    /// Supervises a call permitted by `answer` to `request` until the
-    /// returned handle is dropped.
+    /// Supervises a call permitted by `answer` to `request` until every
+    /// [`Supervised`] handle of it is dropped.
     pub fn watch(&self, request: pb::CheckRequest, answer: &pb::CheckResponse) -> Supervised {
-        let (ended_tx, ended) = oneshot::channel();
+        let (verdict_tx, verdict) = watch::channel(None);
         let task = tokio::spawn(supervise(
             self.gate.clone(),
             request,
-            answer.policy_revision.clone(),
+            answer.clone(),
             self.revisions.clone(),
             self.max_age,
-            ended_tx,
+            verdict_tx,
         ));
         Supervised {
-            ended: Some(ended),
-            task: task.abort_handle(),
+            changes: WatchStream::from_changes(verdict.clone()),
+            verdict,
+            task: Arc::new(AbortOnDrop(task.abort_handle())),
+            ended: None,
         }
     }
 }
 
-/// One supervised call: resolves with the denial that ends it.
+/// Aborts the supervisor when the last handle of its call goes.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One direction's handle on a supervised call: ready with the denial once
+/// the call must end.
 #[derive(Debug)]
 pub struct Supervised {
-    ended: Option<oneshot::Receiver<Denial>>,
-    task: tokio::task::AbortHandle,
+    verdict: watch::Receiver<Option<Denial>>,
+    /// Wakes the body that polls it when the verdict changes.
+    changes: WatchStream<Option<Denial>>,
+    task: Arc<AbortOnDrop>,
+    /// The denial, once seen.
+    ended: Option<Denial>,
 }
 
-impl Future for Supervised {
-    type Output = Denial;
-
-    /// Ready with the denial once the call must end; pending for as long
-    /// as it may go on.
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Denial> {
-        let Some(ended) = self.ended.as_mut() else {
-            return Poll::Pending;
-        };
-        match Pin::new(ended).poll(cx) {
-            Poll::Ready(Ok(denial)) => {
-                self.ended = None;
-                Poll::Ready(denial)
-            }
-            Poll::Ready(Err(_)) => {
-                // The supervisor is gone without a denial: nothing more
-                // will come.
-                self.ended = None;
-                Poll::Pending
-            }
-            Poll::Pending => Poll::Pending,
+impl Clone for Supervised {
+    fn clone(&self) -> Self {
+        Supervised {
+            verdict: self.verdict.clone(),
+            changes: WatchStream::from_changes(self.verdict.clone()),
+            task: self.task.clone(),
+            ended: self.ended.clone(),
         }
     }
 }
 
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        self.task.abort();
+impl Supervised {
+    /// Ready with the denial that ends the call; pending while it may go on.
+    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Denial> {
+        if let Some(denial) = &self.ended {
+            return Poll::Ready(denial.clone());
+        }
+        // A verdict given before this handle first looked.
+        if let Some(denial) = self.verdict.borrow().clone() {
+            self.ended = Some(denial.clone());
+            return Poll::Ready(denial);
+        }
+        loop {
+            match Pin::new(&mut self.changes).poll_next(cx) {
+                Poll::Ready(Some(Some(denial))) => {
+                    self.ended = Some(denial.clone());
+                    return Poll::Ready(denial);
+                }
+                Poll::Ready(Some(None)) => continue,
+                // The supervisor stopped without a verdict: nothing goes on
+                // unsupervised.
+                Poll::Ready(None) => {
+                    let denial =
+                        Denial::refused("the call's supervision stopped; it is ended".to_string());
+                    self.ended = Some(denial.clone());
+                    return Poll::Ready(denial);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Waits for the denial that ends the call.
+    pub async fn ended(&mut self) -> Denial {
+        std::future::poll_fn(|cx| self.poll_ended(cx)).await
     }
 }
 
 async fn supervise(
     gate: Gate,
     request: pb::CheckRequest,
-    decided_under: String,
+    permit: pb::CheckResponse,
     mut revisions: watch::Receiver<Option<pb::PolicyRevision>>,
     max_age: Duration,
-    mut ended: oneshot::Sender<Denial>,
+    verdict: watch::Sender<Option<Denial>>,
 ) {
     // A revision announced since the decision was made: judge at once.
     let mut judge_now = revisions
         .borrow_and_update()
         .as_ref()
-        .is_some_and(|r| r.revision != decided_under);
+        .is_some_and(|r| r.revision != permit.policy_revision);
     let mut hearing = true;
     loop {
         if !judge_now {
@@ -128,19 +174,95 @@ async fn supervise(
                     }
                 }
                 () = tokio::time::sleep(max_age) => {}
-                () = ended.closed() => return,
+                () = verdict.closed() => return,
             }
         }
         judge_now = false;
-        if let Err(denial) = judge_again(&gate, &request).await {
-            tracing::info!(
-                purpose = %request.purpose,
-                decision = denial.decision,
-                reason = %denial.reason,
-                "an open call is no longer permitted; ending it"
-            );
-            let _ = ended.send(denial);
-            return;
+        let denial = match judge_again(&gate, &request).await {
+            Ok(answer) if answer.obligations == permit.obligations => continue,
+            Ok(_) => Denial::refused(
+                "the permit's obligations changed since the call began; call again to learn them"
+                    .to_string(),
+            ),
+            Err(denial) => denial,
+        };
+        tracing::info!(
+            purpose = %request.purpose,
+            decision = denial.decision,
+            reason = %denial.reason,
+            "an open call is no longer permitted; ending it"
+        );
+        verdict.send_replace(Some(denial));
+        // Stay until the call's bodies are gone, so they see the verdict
+        // rather than a stopped supervisor.
+        verdict.closed().await;
+        return;
+    }
+}
+
+/// Why a body ended before its end.
+#[derive(Debug)]
+pub struct Revoked(pub String);
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the call is no longer permitted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Revoked {}
+
+/// The caller's request body on its way to the app: fails once the call
+/// is ended (so the app's stream is reset), and drops reserved names from
+/// trailers (a caller must not slip `x-purpose` in after the decision).
+#[derive(Debug)]
+pub struct GuardedRequest<B> {
+    body: B,
+    supervised: Option<Supervised>,
+}
+
+impl<B> GuardedRequest<B> {
+    pub fn new(body: B, supervised: Option<Supervised>) -> Self {
+        GuardedRequest { body, supervised }
+    }
+}
+
+impl<B> Body for GuardedRequest<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(supervised) = self.supervised.as_mut() {
+            if let Poll::Ready(denial) = supervised.poll_ended(cx) {
+                return Poll::Ready(Some(Err(Box::new(Revoked(denial.reason)))));
+            }
         }
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    crate::headers::remove_reserved(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

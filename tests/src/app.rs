@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +88,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 pub struct FrameworkApp {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    sunk: Arc<AtomicU64>,
 }
 
 impl FrameworkApp {
@@ -103,7 +105,12 @@ impl FrameworkApp {
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let sunk = Arc::new(AtomicU64::new(0));
+        let app = FrameworkApp {
+            addr,
+            seen: seen.clone(),
+            sunk: sunk.clone(),
+        };
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -114,11 +121,11 @@ impl FrameworkApp {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .unwrap_or_else(|e| panic!("listener: {e}"));
                 while let Ok((stream, _)) = listener.accept().await {
-                    let log = log.clone();
+                    let app = app.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let log = log.clone();
-                            async move { Ok::<_, Infallible>(serve(req, &log).await) }
+                            let app = app.clone();
+                            async move { Ok::<_, Infallible>(serve(req, &app).await) }
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
@@ -127,7 +134,7 @@ impl FrameworkApp {
                 }
             });
         });
-        FrameworkApp { addr, seen }
+        FrameworkApp { addr, seen, sunk }
     }
 
     /// `http://127.0.0.1:PORT`, for the sidecar's `--upstream`.
@@ -140,6 +147,11 @@ impl FrameworkApp {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Bytes the app has read from request bodies sent to `/sink`.
+    pub fn sunk(&self) -> u64 {
+        self.sunk.load(Ordering::SeqCst)
+    }
+
     /// The calls whose resolved path starts with `prefix`.
     pub fn served_under(&self, prefix: &str) -> Vec<Seen> {
         self.seen()
@@ -149,7 +161,8 @@ impl FrameworkApp {
     }
 }
 
-async fn serve(req: Request<Incoming>, log: &Mutex<Vec<Seen>>) -> Response<Body> {
+async fn serve(req: Request<Incoming>, app: &FrameworkApp) -> Response<Body> {
+    let log = &app.seen;
     let path = resolve(req.uri().path());
     let seen = Seen {
         method: req.method().to_string(),
@@ -187,11 +200,44 @@ async fn serve(req: Request<Incoming>, log: &Mutex<Vec<Seen>>) -> Response<Body>
             Response::new(BodyExt::boxed(StreamBody::new(ticks)))
         }
         ["upload"] => {
-            let body = req.into_body().collect().await.map(|c| c.to_bytes());
-            text(
-                StatusCode::OK,
-                format!("received {} bytes\n", body.map_or(0, |b| b.len())),
-            )
+            // The whole body, and the trailers it ended with.
+            match req.into_body().collect().await {
+                Ok(collected) => {
+                    let trailers: Vec<String> = collected
+                        .trailers()
+                        .map(|t| {
+                            t.iter()
+                                .map(|(n, v)| {
+                                    format!("{n}={}", String::from_utf8_lossy(v.as_bytes()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    text(
+                        StatusCode::OK,
+                        format!(
+                            "received {} bytes; trailers: {}\n",
+                            collected.to_bytes().len(),
+                            trailers.join(",")
+                        ),
+                    )
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("body: {e}\n")),
+            }
+        }
+        ["sink"] => {
+            // Answers at once and goes on reading the body, counting it:
+            // an app whose response is done before its upload is.
+            let sunk = app.sunk.clone();
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Some(data) = frame.data_ref() {
+                        sunk.fetch_add(data.len() as u64, Ordering::SeqCst);
+                    }
+                }
+            });
+            text(StatusCode::OK, "sinking\n".to_string())
         }
         _ => text(StatusCode::OK, format!("ok {path}\n")),
     }

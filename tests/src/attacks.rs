@@ -47,12 +47,19 @@ pub struct Answer {
 
 /// Sends `head` (request line and headers, without the final blank line)
 /// byte for byte over HTTP/1.1 with `Connection: close`, and reads the
-/// whole answer (at most 10 s).
+/// whole answer (at most 10 s). A `head` with a blank line in it carries
+/// a body after it (chunked, ending with trailers, say), sent as given.
 pub fn http1_raw(addr: SocketAddr, head: &str) -> Answer {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    // A head that brings its own body (a chunked upload) ends with it.
+    let request = match head.split_once("\r\n\r\n") {
+        Some((head, body)) => {
+            format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n{body}\r\n\r\n")
+        }
+        None => format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    };
     stream
         .write_all(request.as_bytes())
         .unwrap_or_else(|e| panic!("write: {e}"));

@@ -137,6 +137,8 @@ pub struct Daemon {
     child: std::process::Child,
     addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set when the log's pipe has closed: every line has been read.
+    log_closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Daemon {
@@ -167,7 +169,10 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         let wanted = keys.to_vec();
+        let log_closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = log_closed.clone();
         std::thread::spawn(move || {
+            let _closed = SetOnDrop(closed);
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
@@ -202,7 +207,12 @@ impl Daemon {
                 }
             }
         }
-        Daemon { child, addrs, log }
+        Daemon {
+            child,
+            addrs,
+            log,
+            log_closed,
+        }
     }
 
     /// The address logged under `key`.
@@ -232,10 +242,17 @@ impl Daemon {
     }
 
     /// Waits at most `timeout` for the process to exit; its exit code.
+    /// Once it has exited, its whole log has been read (at most 2 s more).
     pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let read_by = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while !self.log_closed.load(std::sync::atomic::Ordering::SeqCst)
+                    && std::time::Instant::now() < read_by
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 return status.code();
             }
             if std::time::Instant::now() >= deadline {
@@ -265,6 +282,15 @@ impl Daemon {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+}
+
+/// Sets its flag when dropped: when a reader thread ends, however it ends.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

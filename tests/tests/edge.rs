@@ -484,3 +484,153 @@ fn the_shipped_routes_fix_raw_records_as_identified() {
     assert!(run.stderr.contains("PermissionDenied"), "{run:?}");
     assert_eq!(demo.received(), 0);
 }
+
+#[tokio::test]
+async fn an_http2_caller_reaches_an_http1_app() {
+    // The demo's HTTP API speaks only HTTP/1.1: the sidecar speaks the
+    // app's protocol, whatever the caller spoke.
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let demo = DemoService::start();
+    let routes = purposegate_tests::repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let sidecar = SidecarProcess::start(
+        &server.url(),
+        &[
+            "--upstream",
+            &format!("http://{}", demo.http_addr),
+            "--routes",
+            &routes,
+        ],
+        &[],
+    );
+    let (status, _, body, _) = h2_request(
+        sidecar.proxy_addr,
+        "GET",
+        "/customers/c-1",
+        &[("x-purpose", "provide")],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Ada Lovelace"));
+}
+
+/// Customer records under `/records/` (raw), and a catch-all for the
+/// app's anonymised diagnostics, which `lbo.billing` may use.
+const WITH_CATCH_ALL: &str = "routes:
+  - http: /records/
+    dataCategory: customer-data
+    resource: { deidentification: IDENTIFIED }
+  - http: /
+    dataCategory: diagnostic-data
+    resource: { deidentification: ANONYMIZED }
+";
+
+#[test]
+fn a_path_the_app_reads_as_another_routes_is_refused() {
+    let stack = app_stack(None, WITH_CATCH_ALL, &[]);
+    let proxy = stack.sidecar.proxy_addr;
+    let lbo = &[("x-purpose", "lbo.billing")];
+    // The catch-all permits lbo; the records route does not.
+    assert_eq!(http1_get(proxy, "/status", lbo).status, 200);
+    assert_eq!(http1_get(proxy, "/records/1", lbo).status, 403);
+    // Tomcat, Jetty and Spring drop `;params`; Express and ASP.NET ignore
+    // case; Express serves `/records` as `/records/`. Each of these would
+    // be judged by the catch-all and served as a record.
+    for path in [
+        "/records;x/1",
+        "/records;/2",
+        "/records/1;jsessionid=x",
+        "/RECORDS/1",
+        "/Records/2",
+        "/records",
+        "/RECORDS",
+    ] {
+        let answer = http1_get(proxy, path, lbo);
+        assert_eq!(answer.status, 403, "{path}: {answer:?}");
+    }
+    assert!(stack.app.served_under("/records").is_empty());
+    assert!(
+        stack
+            .app
+            .seen()
+            .iter()
+            .all(|s| !s.path.to_lowercase().starts_with("/records")),
+        "{:?}",
+        stack.app.seen()
+    );
+    // HEAD is GET to apps: a route for GET covers it.
+    let head = http1_raw(proxy, "HEAD /records/1 HTTP/1.1\r\nx-purpose: lbo.billing");
+    assert_eq!(head.status, 403, "{head:?}");
+}
+
+#[test]
+fn method_overrides_and_forwarding_headers_are_not_the_callers_to_set() {
+    let stack = app_stack(None, APP_ROUTES, &[]);
+    let proxy = stack.sidecar.proxy_addr;
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("X-HTTP-Method", "PUT"),
+        ("x_method_override", "DELETE"),
+    ] {
+        let answer = http1_get(
+            proxy,
+            "/records/1",
+            &[("x-purpose", "provide"), (name, value)],
+        );
+        assert_eq!(answer.status, 403, "{name}: {answer:?}");
+        assert!(answer.body.contains("another method"), "{answer:?}");
+    }
+    let query = http1_get(proxy, "/records/1?_method=DELETE", PROVIDE);
+    assert_eq!(query.status, 403, "{query:?}");
+    assert!(stack.app.seen().is_empty());
+
+    let ok = http1_get(
+        proxy,
+        "/records/1",
+        &[
+            ("x-purpose", "provide"),
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x_forwarded_for", "10.8.8.8"),
+            ("forwarded", "for=10.7.7.7"),
+            ("x-real-ip", "10.6.6.6"),
+            ("x-original-url", "/secrets/1"),
+            ("x-forwarded-prefix", "/secrets"),
+            ("x-forwarded-client-cert", "By=spiffe://evil"),
+        ],
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let seen = stack.app.seen().pop().unwrap();
+    assert_eq!(seen.cgi_all("x-forwarded-for"), ["127.0.0.1"], "{seen:?}");
+    assert_eq!(seen.cgi_all("x-forwarded-proto"), ["http"]);
+    for forged in [
+        "forwarded",
+        "x-real-ip",
+        "x-original-url",
+        "x-forwarded-prefix",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(seen.cgi_all(forged).is_empty(), "{forged}: {seen:?}");
+    }
+}
+
+#[test]
+fn trailers_cannot_carry_a_decided_header() {
+    let routes = "routes:\n  - http: /upload\n    dataCategory: customer-data\n";
+    let stack = app_stack(None, routes, &[]);
+    let answer = http1_raw(
+        stack.sidecar.proxy_addr,
+        "POST /upload HTTP/1.1\r\nx-purpose: provide\r\nx-subject: crm\r\ntransfer-encoding: chunked\r\ntrailer: x-purpose, x-subject, x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-purpose: advertising\r\nx_subject: admin\r\nx-checksum: abc",
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.contains("received 5 bytes"), "{answer:?}");
+    assert!(
+        !answer.body.contains("advertising") && !answer.body.contains("admin"),
+        "a decided header arrived in trailers: {answer:?}"
+    );
+    let seen = stack.app.seen().pop().unwrap();
+    assert_eq!(seen.cgi_all("trailer"), ["x-checksum"], "{seen:?}");
+}

@@ -95,6 +95,27 @@ async fn a_batch_is_counted_before_it_is_decoded() {
     );
     assert_within_memory(&stack.sidecar, "a 4 MB batch of empty requests");
 
+    // The same bomb with a second, empty frame behind it (which tonic would
+    // drain after decoding the first): refused as uncountable.
+    let mut two_frames = grpc_frame(&bomb);
+    two_frames.extend_from_slice(&grpc_frame(&[]));
+    let (status, head, _, trailers) = h2_request(
+        stack.sidecar.local_addr,
+        "POST",
+        "/purposegate.v1.DecisionService/CheckBatch",
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        two_frames,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let code = head
+        .get("grpc-status")
+        .or(trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .unwrap();
+    assert_eq!(code, "3");
+    assert_within_memory(&stack.sidecar, "a batch bomb with a second frame");
+
     // 100,000 distinct valid questions: refused the same way, no PDP call.
     let many = pb::CheckBatchRequest {
         requests: (0..100_000)

@@ -263,3 +263,119 @@ fn sigterm_finishes_the_call_in_flight_and_refuses_new_ones() {
     assert_eq!(answer.body, "slow done\n");
     assert_eq!(sidecar.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn a_revoked_call_sends_the_app_nothing_more() {
+    // An upload the app answers at once and goes on reading: the response
+    // is over, the request body is still flowing when the purpose is
+    // revoked. Nothing more may reach the app after that.
+    use bytes::Bytes;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    let stack = AppStack::start(
+        Some(&default_policy_text()),
+        "routes:\n  - http: /sink\n    dataCategory: customer-data\n",
+        &[],
+    );
+    let policy = stack.policy.clone().unwrap();
+    let stream = tokio::net::TcpStream::connect(stack.sidecar.proxy_addr)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (chunks, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let body = StreamBody::new(tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        |b| Ok::<_, std::convert::Infallible>(Frame::data(b)),
+    ));
+    let request = hyper::Request::post("http://sidecar/sink")
+        .header("x-purpose", "provide")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let chunk = Bytes::from(vec![b'x'; 1000]);
+    for _ in 0..10 {
+        chunks.send(chunk.clone()).await.unwrap();
+    }
+    let (_, _) = purposegate_tests::eventually("the app reads the upload", || {
+        let sunk = stack.app.sunk();
+        async move { (sunk >= 10_000).then_some(()) }
+    })
+    .await;
+
+    replace_file(&policy, &without_provide());
+    // Keep sending: the sidecar resets the stream, so the upload is cut
+    // off (its body is dropped and the channel closes) within 5 s.
+    let revoked = Instant::now();
+    let cut = loop {
+        if chunks.send(chunk.clone()).await.is_err() {
+            break revoked.elapsed();
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "the upload still flows 5 s after the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // And what the app read stops there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settled = stack.app.sunk();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.app.sunk(), settled, "the app went on reading");
+    let after = settled - 10_000;
+    assert!(
+        after <= 1000 * (cut.as_millis() as u64 / 20 + 2),
+        "{after} bytes reached the app after the revocation (cut after {cut:?})"
+    );
+}
+
+/// The default policy with obligations on customer data's permits.
+fn with_obligation(retention: &str) -> String {
+    let text = default_policy_text();
+    let from = "    purposes: [provide, troubleshoot, improve]\n\n  - id: professional-services";
+    assert!(text.contains(from), "the default policy changed shape");
+    text.replace(
+        from,
+        &format!(
+            "    purposes: [provide, troubleshoot, improve]\n    obligations:\n      - id: log-access\n        params: {{ retention: {retention} }}\n\n  - id: professional-services"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn changed_obligations_end_an_open_call() {
+    let dir = TempDir::new("obligations-change");
+    let (server, policy) = server_on_policy_file(&dir, &with_obligation("30d"));
+    let (_demo, sidecar) =
+        demo_behind_sidecar(&server.url(), &["--obligations", "log-access"], &[]);
+    let mut client = CustomerServiceClient::new(channel(&sidecar.proxy_url()).await);
+    let mut feed = client
+        .export_customers(follow("provide"))
+        .await
+        .unwrap()
+        .into_inner();
+    read(&mut feed, 3).await;
+    // Still permitted, but the app was told 30 days: the call ends, and a
+    // new one learns the new terms.
+    replace_file(&policy, &with_obligation("7d"));
+    let (status, _) = until_end(&mut feed, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("obligations changed"),
+        "{status:?}"
+    );
+    let mut again = client
+        .export_customers(follow("provide"))
+        .await
+        .unwrap()
+        .into_inner();
+    read(&mut again, 2).await;
+}

@@ -114,6 +114,29 @@ async fn invalid_requests_are_invalid_argument_naming_the_field() {
         "field `resource.origin` lists 65 categories; at most 64 are accepted"
     );
 
+    // Every field has a limit, named in the refusal.
+    let mut long_subject = check("provide", "customer-data");
+    if let Some(s) = long_subject.subject.as_mut() {
+        s.id = "s".repeat(3000);
+    }
+    let err = client.check(long_subject).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "field `subject.id` is 3000 bytes long; at most 2048 are accepted"
+    );
+    let mut many_attributes = check("provide", "customer-data");
+    if let Some(r) = many_attributes.resource.as_mut() {
+        r.attributes = (0..300_000)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+    }
+    let err = client.check(many_attributes).await.unwrap_err();
+    assert_eq!(
+        err.message(),
+        "field `resource.attributes` has 300000 entries; at most 32 are accepted"
+    );
+
     // Unknown ids are answers, not errors.
     let answer = client
         .check(check("lbo.biling", "diagnostic-data"))

@@ -5,7 +5,8 @@
 //! megabytes, before any handler could look at the count. [`BatchLimit`]
 //! reads the call's message (bounded by the message size limit), counts
 //! its `requests` field on the wire without decoding them, and refuses a
-//! batch over the limit with `INVALID_ARGUMENT`; only a batch within it
+//! batch over the limit, or one it cannot count (compressed, several
+//! frames, not protobuf), with `INVALID_ARGUMENT`; only a batch within it
 //! reaches the service.
 
 use std::task::{Context, Poll};
@@ -76,11 +77,21 @@ where
                     return Ok(status.into_http());
                 }
             };
-            if let Some(count) = count_requests(&bytes) {
-                if count > max {
+            // What cannot be counted is not decoded either: a second frame
+            // behind the first (which tonic would drain after decoding) or a
+            // compressed one could carry any number of requests.
+            match count_requests(&bytes) {
+                Some(count) if count > max => {
                     return Ok(Status::invalid_argument(format!(
                         "field `requests` holds {count} requests; at most {max} are accepted (--max-batch)"
                     ))
+                    .into_http());
+                }
+                Some(_) => {}
+                None => {
+                    return Ok(Status::invalid_argument(
+                        "a CheckBatch must be one uncompressed protobuf message",
+                    )
                     .into_http());
                 }
             }
@@ -96,7 +107,7 @@ where
 
 /// How many `requests` (field 1) the one uncompressed gRPC message in
 /// `body` holds; `None` when it cannot be counted (compressed, several
-/// messages, not protobuf): the service's own decoder then answers.
+/// messages, not protobuf), and then it is refused.
 pub fn count_requests(body: &[u8]) -> Option<usize> {
     let mut frame = body;
     if frame.remaining() < 5 || frame.get_u8() != 0 {
@@ -171,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn what_cannot_be_counted_is_left_to_the_decoder() {
+    fn what_cannot_be_counted_is_seen() {
         assert_eq!(count_requests(&[1, 0, 0, 0, 0]), None, "compressed");
         assert_eq!(count_requests(&framed(&[0x0a, 0x05, 1])), None, "short");
         assert_eq!(count_requests(&framed(&[0x0f])), None, "bad wire type");
