@@ -284,6 +284,8 @@ where
 }
 
 async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error::Error>> {
+    // Signals are caught from here on: before anything says it listens.
+    let signalled = wait_for_signal();
     // Settings that contradict each other fail before anything listens.
     let template = match args.webhook_listen {
         Some(_) => Some(args.sidecar_template()?),
@@ -398,7 +400,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let signal = {
         let health = health.clone();
         async move {
-            wait_for_signal().await;
+            signalled.await;
             info!("shutting down: health NOT_SERVING, draining in-flight calls");
             crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
                 &health,
@@ -442,27 +444,38 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when it is first awaited: call it before saying that the
+/// process listens, so a signal sent at once is not the default one (which
+/// kills the process without its drain).
+pub fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let handlers = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = tokio::signal::ctrl_c().await;
+                (Err(e), _) | (_, Err(e)) => {
+                    warn!(error = %e, "cannot listen for SIGTERM and SIGINT; falling back to Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -122,6 +122,10 @@ struct Args {
     /// permitted is ended.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE", default_value = "60s", value_parser = parse_timeout)]
     max_stream_age: Duration,
+    /// Calls the proxy carries at once (a call counts from its decision
+    /// until both its directions end); more get 503 or RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CALLS", default_value_t = 4096)]
+    max_calls: usize,
     /// Largest CheckBatch the local decision API accepts, checked before
     /// the batch is decoded.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_BATCH", default_value_t = 1000)]
@@ -260,6 +264,8 @@ fn upstream_is_self(args: &Args) -> Option<SocketAddr> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Signals are caught from here on: before anything says it listens.
+    let signalled = wait_for_signal();
     if args.upstream.scheme_str() != Some("http") || args.upstream.authority().is_none() {
         return Err(format!(
             "--upstream `{}` must be an http://host:port address",
@@ -359,6 +365,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.upstream.clone(),
         args.upstream_protocol,
         supervisor,
+        args.max_calls,
     )
     .serve(
         proxy_listener,
@@ -410,7 +417,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             hyper_util::service::TowerToHyperService::new(grpc.clone())
         });
 
-    wait_for_signal().await;
+    signalled.await;
     info!("shutting down: health NOT_SERVING, draining in-flight calls");
     set_status::<DecisionServiceServer<LocalDecisions>>(&health, ServingStatus::NotServing).await;
     let _ = shutdown_tx.send(true);

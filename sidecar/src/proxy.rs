@@ -79,6 +79,10 @@ struct Inner {
     upstream: Uri,
     protocol: UpstreamProtocol,
     supervisor: Supervisor,
+    /// Places for calls in flight (`--max-calls`), from the decision until
+    /// both directions end.
+    calls: Arc<tokio::sync::Semaphore>,
+    max_calls: usize,
     /// This process's mark in [`VIA`].
     via: HeaderValue,
     http1: Client<HttpConnector, Outgoing>,
@@ -99,7 +103,9 @@ impl Proxy {
         upstream: Uri,
         protocol: UpstreamProtocol,
         supervisor: Supervisor,
+        max_calls: usize,
     ) -> Self {
+        let max_calls = max_calls.max(1);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
@@ -119,6 +125,8 @@ impl Proxy {
                 upstream,
                 protocol,
                 supervisor,
+                calls: Arc::new(tokio::sync::Semaphore::new(max_calls)),
+                max_calls,
                 via: HeaderValue::from_str(&instance_mark())
                     .unwrap_or_else(|_| HeaderValue::from_static("purposegate")),
                 http1,
@@ -160,6 +168,16 @@ impl Proxy {
     /// proxy, the peer's verified certificate names its subject.
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> ProxyResponse {
         let certified = peer.subject.as_deref();
+        let Ok(place) = self.inner.calls.clone().try_acquire_owned() else {
+            return too_many(
+                is_grpc_content_type(req.headers()),
+                &format!(
+                    "{} calls are in flight through the sidecar (--max-calls); try again",
+                    self.inner.max_calls
+                ),
+            );
+        };
+        let place = Arc::new(place);
         let reply_grpc = is_grpc_content_type(req.headers());
         let gate = &self.inner.gate;
         let parent = gate.parent(|| parent_context(req.headers()));
@@ -220,7 +238,9 @@ impl Proxy {
                     };
                     match judge(gate, &self.inner.routes, &call, &parent).await {
                         Judgement::LetThrough(permit) => {
-                            return self.forward(req, peer, Some((&path, table)), permit).await;
+                            return self
+                                .forward(req, peer, place, Some((&path, table)), permit)
+                                .await;
                         }
                         denied => denied,
                     }
@@ -229,7 +249,7 @@ impl Proxy {
         };
         match judgement {
             // Under --dry-run a call refused before asking goes on as it came.
-            Judgement::LetThrough(permit) => self.forward(req, peer, None, permit).await,
+            Judgement::LetThrough(permit) => self.forward(req, peer, place, None, permit).await,
             Judgement::Deny(denial) => deny(reply_grpc, &denial),
         }
     }
@@ -241,6 +261,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: &Peer,
+        place: Arc<tokio::sync::OwnedSemaphorePermit>,
         canonical: Option<(&str, Table)>,
         permit: Box<Permit>,
     ) -> ProxyResponse {
@@ -310,7 +331,10 @@ impl Proxy {
             }
             _ => None,
         };
-        let outgoing = Request::from_parts(parts, GuardedRequest::new(body, supervised.clone()));
+        let outgoing = Request::from_parts(
+            parts,
+            GuardedRequest::new(body, supervised.clone(), place.clone()),
+        );
         let http2 = match self.inner.protocol {
             UpstreamProtocol::Auto => grpc,
             UpstreamProtocol::Http1 => false,
@@ -343,6 +367,7 @@ impl Proxy {
                     body,
                     supervised,
                     grpc_trailers: trailers,
+                    _place: place,
                 })
             }
             Err(e) => {
@@ -374,6 +399,8 @@ pub enum ProxyBody {
         /// Whether an ended call is told in gRPC trailers (gRPC over
         /// HTTP/2), rather than by a reset.
         grpc_trailers: bool,
+        /// The call's place among those in flight.
+        _place: Arc<tokio::sync::OwnedSemaphorePermit>,
     },
     Own(Full<Bytes>),
     /// Nothing more: the call was ended.
@@ -393,6 +420,7 @@ impl Body for ProxyBody {
                 body,
                 supervised,
                 grpc_trailers,
+                ..
             } => {
                 if let Some(watch) = supervised.as_mut() {
                     if let Poll::Ready(denial) = watch.poll_ended(cx) {
@@ -555,6 +583,30 @@ fn deny(grpc: bool, denial: &Denial) -> ProxyResponse {
     for (name, value) in denial.headers() {
         h.insert(HeaderName::from_static(name), header_text(&value));
     }
+    r
+}
+
+/// `RESOURCE_EXHAUSTED` (gRPC) or 503: the sidecar has no room now.
+fn too_many(grpc: bool, reason: &str) -> ProxyResponse {
+    let mut r = if grpc {
+        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        r.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("8"));
+        r.headers_mut().insert("grpc-message", grpc_message(reason));
+        r
+    } else {
+        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
+            "{reason}\n"
+        )))));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    };
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 

@@ -219,11 +219,22 @@ impl std::error::Error for Revoked {}
 pub struct GuardedRequest<B> {
     body: B,
     supervised: Option<Supervised>,
+    /// The call's place among those in flight, held while either
+    /// direction is open.
+    _place: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<B> GuardedRequest<B> {
-    pub fn new(body: B, supervised: Option<Supervised>) -> Self {
-        GuardedRequest { body, supervised }
+    pub fn new(
+        body: B,
+        supervised: Option<Supervised>,
+        place: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        GuardedRequest {
+            body,
+            supervised,
+            _place: place,
+        }
     }
 }
 

@@ -476,3 +476,45 @@ fn a_log_reader_that_stalls_slows_no_call() {
         "1,500 denied calls took {took:?} with a stalled log"
     );
 }
+
+#[test]
+fn calls_in_flight_are_bounded() {
+    let stack = AppStack::start(
+        None,
+        "routes:\n  - http: /stream\n    dataCategory: customer-data\n  - http: /records/\n    dataCategory: customer-data\n",
+        &["--max-calls", "2"],
+    );
+    let proxy = stack.sidecar.proxy_addr;
+    // Two feeds that stay open hold both places.
+    let open = |n: usize| {
+        let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nx-purpose: provide\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 64];
+        let got = stream.read(&mut first).unwrap();
+        assert!(
+            String::from_utf8_lossy(&first[..got]).starts_with("HTTP/1.1 200"),
+            "feed {n}"
+        );
+        stream
+    };
+    let feeds: Vec<_> = (0..2).map(open).collect();
+    let third = http1_get(proxy, "/records/1", &[("x-purpose", "provide")]);
+    assert_eq!(third.status, 503, "{third:?}");
+    assert!(third.body.contains("--max-calls"), "{third:?}");
+    // A place freed is a place again.
+    drop(feeds);
+    let start = Instant::now();
+    loop {
+        let again = http1_get(proxy, "/records/1", &[("x-purpose", "provide")]);
+        if again.status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{again:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let signalled = wait_for_signal();
     let http = tokio::net::TcpListener::bind(args.http_listen).await?;
     info!(http_addr = %http.local_addr()?, "serving the HTTP/1.1 API");
     tokio::spawn(async move {
@@ -61,7 +62,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(pb::customer_service_server::CustomerServiceServer::new(
             CustomerService,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait_for_signal())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signalled)
         .await?;
     Ok(())
 }
