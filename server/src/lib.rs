@@ -14,4 +14,5 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod units;
 pub mod webhook;

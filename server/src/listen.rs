@@ -91,6 +91,9 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection closed for idleness may take to say goodbye
 /// (HTTP/2: GOAWAY and a ping the peer may never answer).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The pause after a failed accept, doubling to the longest.
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Most header fields in one HTTP/1.1 request head.
 const MAX_HEADERS: usize = 128;
 
@@ -185,7 +188,8 @@ impl Served {
 }
 
 /// One face of a binary: what it is called in logs, its limits, its
-/// protocols, its TLS, and the counter of connections it closed at a cap.
+/// protocols, its TLS, and the counter of connections it could not take
+/// (closed at a cap, or a failed accept).
 #[derive(Debug, Clone)]
 pub struct Face {
     pub name: &'static str,
@@ -237,15 +241,26 @@ where
     };
     let make = Arc::new(make);
     tokio::spawn(async move {
+        let mut pause = ACCEPT_PAUSE_FIRST;
+        let mut warned: Option<Instant> = None;
         loop {
             let (stream, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        pause = ACCEPT_PAUSE_FIRST;
+                        accepted
+                    }
                     Err(e) => {
-                        // Out of file descriptors, say: never fatal, and
-                        // no busy loop while it lasts.
-                        warn!(error = %e, "{what}: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of file descriptors, say: never fatal, no busy
+                        // loop while it lasts (the pause doubles up to a
+                        // second), counted, and logged once a second.
+                        shared.refused.inc();
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                            warn!(error = %e, "{what}: accept failed; backing off");
+                            warned = Some(Instant::now());
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
                         continue;
                     }
                 },

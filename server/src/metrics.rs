@@ -54,6 +54,13 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub tls_handshake_failures: Counter,
     policy: Family<PolicyLabels, Gauge>,
+    connections_refused: Family<ListenerLabel, Counter>,
+    pub watchers_refused: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
 }
 
 impl Default for Metrics {
@@ -129,7 +136,26 @@ impl Metrics {
             "The serving policy: 1 for its name and revision",
             policy.clone(),
         );
+        let connections_refused: Family<ListenerLabel, Counter> = Family::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because a listener or its peer was at its connection cap",
+            connections_refused.clone(),
+        );
+        let watchers_refused = Counter::default();
+        registry.register(
+            "policy_watchers_refused",
+            "WatchPolicy calls refused because --max-watchers were open",
+            watchers_refused.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr could not take them fast enough",
+            crate::log::dropped_lines(),
+        );
         Metrics {
+            connections_refused,
+            watchers_refused,
             registry: Arc::new(registry),
             decisions,
             check_seconds,
@@ -169,6 +195,13 @@ impl Metrics {
                 revision: policy.revision().to_string(),
             })
             .set(1);
+    }
+
+    /// The counter of connections `listener` closed at a cap.
+    pub fn connections_refused(&self, listener: &'static str) -> Counter {
+        self.connections_refused
+            .get_or_create(&ListenerLabel { listener })
+            .clone()
     }
 
     pub fn registry(&self) -> Arc<Registry> {

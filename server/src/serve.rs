@@ -13,11 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use prometheus_client::metrics::counter::Counter;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
@@ -50,9 +47,36 @@ pub struct ServeArgs {
     /// its JSON API), or `off`. Keep it off the public network.
     #[arg(long, env = "PURPOSEGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9091", value_parser = parse_listen)]
     pub admin_listen: Listen,
-    /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT.
+    /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT,
+    /// counted before they are decoded.
     #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
+    /// WatchPolicy streams open at once; more are RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PURPOSEGATE_MAX_WATCHERS", default_value_t = 4096)]
+    pub max_watchers: usize,
+    /// Connections the gRPC port holds at once (each sidecar keeps one);
+    /// more are closed at once.
+    #[arg(long, env = "PURPOSEGATE_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Connections one peer address may hold on the gRPC port.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 64
+    )]
+    pub max_connections_per_peer: usize,
+    /// How long a gRPC connection may stay open with no call in progress
+    /// (a sidecar's policy watch is a call in progress); a new connection
+    /// that sends nothing is closed after 5 s.
+    #[arg(long, env = "PURPOSEGATE_IDLE_TIMEOUT", default_value = "5m", value_parser = crate::units::parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Calls open at once on one gRPC connection.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100
+    )]
+    pub max_concurrent_streams: u32,
     /// How long in-flight calls may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PURPOSEGATE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
@@ -158,6 +182,17 @@ pub enum SidecarTlsSource {
 }
 
 impl ServeArgs {
+    /// The limits of the gRPC port.
+    fn limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            idle_timeout: self.idle_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            ..crate::listen::Limits::default()
+        }
+    }
+
     /// How injected sidecars are configured, checked for consistency.
     fn sidecar_template(&self) -> Result<crate::webhook::inject::SidecarTemplate, String> {
         use crate::webhook::inject::SidecarTls;
@@ -306,7 +341,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         args.metrics_listen,
         metrics.registry(),
         crate::listen::Limits::default(),
-        Counter::default(),
+        metrics.connections_refused("metrics"),
     )
     .await
     .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
@@ -344,9 +379,11 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     .await
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
     let tls_failures = metrics.tls_handshake_failures.clone();
+    let metrics_refused = metrics.connections_refused("grpc");
     let decisions = DecisionServer::new(
         store.clone(),
         args.max_batch,
+        args.max_watchers,
         shutdown_rx.clone(),
         decision_log,
         metrics,
@@ -397,45 +434,45 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         "serving purposegate.v1.DecisionService"
     );
 
-    let signal = {
-        let health = health.clone();
-        async move {
-            signalled.await;
-            info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
-                &health,
-                ServingStatus::NotServing,
-            )
-            .await;
-            let _ = shutdown_tx.send(true);
-        }
-    };
-    let router = Server::builder()
-        .add_service(health_service)
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DecisionServiceServer::new(decisions));
-    let server: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match tls {
-        Some(tls) => Box::pin(
-            router
-                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls, "grpc"), signal),
-        ),
-        None => {
-            Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal))
-        }
+        .add_service(
+            DecisionServiceServer::new(decisions)
+                .max_decoding_message_size(crate::grpc::MAX_BATCH_BYTES),
+        )
+        .prepare();
+    let grpc = crate::grpc::MessageLimits::new(
+        grpc,
+        &crate::grpc::decision_limits(args.max_batch),
+        crate::grpc::MESSAGE_BUDGET_BYTES,
+    );
+    let face = crate::listen::Face {
+        name: "grpc",
+        limits: args.limits(),
+        protocols: crate::listen::Protocols::Http2,
+        tls,
+        refused: metrics_refused.clone(),
     };
+    let served = crate::listen::serve(listener, face, shutdown_rx.clone(), move |_peer| {
+        hyper_util::service::TowerToHyperService::new(grpc.clone())
+    });
 
+    signalled.await;
+    info!("shutting down: health NOT_SERVING, draining in-flight calls");
+    crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
+        &health,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let _ = shutdown_tx.send(true);
     let drain = Duration::from_secs(args.drain_seconds);
-    let mut shutdown = shutdown_rx;
-    let drain_deadline = async move {
-        let _ = shutdown.wait_for(|&down| down).await;
-        tokio::time::sleep(drain).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = drain_deadline => warn!(seconds = drain.as_secs(), "drain time over; exiting with calls still open"),
+    if tokio::time::timeout(drain, served.drained()).await.is_err() {
+        warn!(
+            seconds = drain.as_secs(),
+            open = served.open_connections(),
+            "drain time over; exiting with calls still open"
+        );
     }
     if let Some(tracing) = tracing {
         tracing.shutdown().await;

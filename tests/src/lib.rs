@@ -150,8 +150,29 @@ impl Daemon {
         env: &[(&str, &str)],
         keys: &[&'static str],
     ) -> Self {
+        Self::start_limited(binary_name, args, env, keys, None)
+    }
+
+    /// [`Daemon::start`], with at most `max_files` open file descriptors
+    /// (`ulimit -n`) when given.
+    pub fn start_limited(
+        binary_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        keys: &[&'static str],
+        max_files: Option<u32>,
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(binary(binary_name))
+        let mut command = match max_files {
+            None => Command::new(binary(binary_name)),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(binary(binary_name));
+                sh
+            }
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .args(["--log-format", "json"])
             .args(args)
@@ -260,6 +281,22 @@ impl Daemon {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// CPU time the process has used (user and system), from
+    /// `/proc/PID/stat` in clock ticks of 10 ms.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .unwrap_or_else(|e| panic!("read /proc stat: {e}"));
+        // After the command name (in parentheses): state is field 3,
+        // utime 14 and stime 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        std::time::Duration::from_millis(ticks * 10)
     }
 
     /// Resident memory in KiB (Linux `VmRSS`).

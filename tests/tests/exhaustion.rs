@@ -84,20 +84,30 @@ async fn check_batch(sidecar: &SidecarProcess, message: &[u8]) -> (String, Strin
 #[tokio::test]
 async fn a_batch_is_counted_before_it_is_decoded() {
     let stack = stack(&[]);
-    // 2,000,000 empty requests in 4 MB: refused without being built.
+    // 2,000,000 empty requests in 4 MB: refused from its frame header,
+    // before its bytes are read.
     let bomb: Vec<u8> = [0x0a, 0x00].repeat(2_000_000);
+    let (code, message) = check_batch(&stack.sidecar, &bomb).await;
+    assert_eq!(code, "11", "{message}");
+    assert!(
+        percent_decode(&message).contains("at most 1048576 are accepted"),
+        "{message}"
+    );
+    assert_within_memory(&stack.sidecar, "a 4 MB batch of empty requests");
+    // 500,000 in 1 MB, within the size: counted on the wire, not built.
+    let bomb: Vec<u8> = [0x0a, 0x00].repeat(500_000);
     let (code, message) = check_batch(&stack.sidecar, &bomb).await;
     assert_eq!(code, "3", "{message}");
     let message = percent_decode(&message);
     assert!(
-        message.contains("2000000 requests; at most 1000"),
+        message.contains("500000 requests; at most 1000"),
         "{message}"
     );
-    assert_within_memory(&stack.sidecar, "a 4 MB batch of empty requests");
+    assert_within_memory(&stack.sidecar, "a 1 MB batch of empty requests");
 
     // The same bomb with a second, empty frame behind it (which tonic would
-    // drain after decoding the first): refused as uncountable.
-    let mut two_frames = grpc_frame(&bomb);
+    // drain after decoding the first): refused.
+    let mut two_frames = grpc_frame(&bomb[..1000]);
     two_frames.extend_from_slice(&grpc_frame(&[]));
     let (status, head, _, trailers) = h2_request(
         stack.sidecar.local_addr,
@@ -116,9 +126,10 @@ async fn a_batch_is_counted_before_it_is_decoded() {
     assert_eq!(code, "3");
     assert_within_memory(&stack.sidecar, "a batch bomb with a second frame");
 
-    // 100,000 distinct valid questions: refused the same way, no PDP call.
+    // 20,000 distinct valid questions (within the size): refused by their
+    // count, no PDP call.
     let many = pb::CheckBatchRequest {
-        requests: (0..100_000)
+        requests: (0..20_000)
             .map(|i| {
                 let mut r = check_request("provide", "customer-data");
                 r.subject.as_mut().unwrap().id = format!("s{i}");
@@ -175,10 +186,11 @@ async fn distinct_questions_stay_within_the_cache_bytes_and_denials_expire() {
         .unwrap()
         .into_inner();
     tokio_stream::StreamExt::next(&mut revisions).await;
-    // 10,000 denied questions with the longest subject a header may carry.
-    for round in 0..10 {
+    // 10,000 denied questions with the longest subject a header may carry
+    // (in batches of 400: 800 KB each, within the batch size).
+    for round in 0..25 {
         let batch = pb::CheckBatchRequest {
-            requests: (0..1000)
+            requests: (0..400)
                 .map(|i| {
                     let mut r = check_request("advertising", "customer-data");
                     r.subject.as_mut().unwrap().id = format!("{round}-{i}-{}", "s".repeat(2000));

@@ -127,14 +127,25 @@ async fn invalid_requests_are_invalid_argument_naming_the_field() {
     );
     let mut many_attributes = check("provide", "customer-data");
     if let Some(r) = many_attributes.resource.as_mut() {
-        r.attributes = (0..300_000)
-            .map(|i| (format!("k{i}"), "v".into()))
-            .collect();
+        r.attributes = (0..40).map(|i| (format!("k{i}"), "v".into())).collect();
     }
     let err = client.check(many_attributes).await.unwrap_err();
     assert_eq!(
         err.message(),
-        "field `resource.attributes` has 300000 entries; at most 32 are accepted"
+        "field `resource.attributes` has 40 entries; at most 32 are accepted"
+    );
+    // 300,000 of them: the message is refused by its size, before decoding.
+    let mut huge = check("provide", "customer-data");
+    if let Some(r) = huge.resource.as_mut() {
+        r.attributes = (0..300_000)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+    }
+    let err = client.check(huge).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(
+        err.message().contains("at most 131072 are accepted"),
+        "{err:?}"
     );
 
     // Unknown ids are answers, not errors.
@@ -548,7 +559,7 @@ async fn oversized_and_malformed_messages_are_refused_and_the_server_keeps_servi
     let mut client =
         DecisionServiceClient::new(channel.clone()).max_encoding_message_size(16 * 1024 * 1024);
 
-    // Above the 4 MiB a server decodes.
+    // Above the 128 KiB a Check may take.
     let mut huge = check("provide", "customer-data");
     if let Some(r) = huge.resource.as_mut() {
         r.attributes

@@ -3,11 +3,72 @@
 //! **Architecture Invariant:** generated types are converted to and from the
 //! engine's types in [`convert`] only.
 
-pub mod batch;
 pub mod convert;
 pub mod health;
+pub mod limits;
 
-pub use batch::BatchLimit;
+pub use limits::{MessageLimits, MethodLimit};
+
+/// Largest `Check` message: every field at its limit fits (about 110 KiB).
+pub const MAX_CHECK_BYTES: usize = 128 * 1024;
+/// Largest `CheckBatch` message: about 1,000 typical requests.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Bytes of `Check` and `CheckBatch` messages a port reads and answers at
+/// once; calls beyond it wait (briefly) for room.
+pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+/// The limits of `Check` and `CheckBatch` on a port with `max_batch`.
+pub fn decision_limits(max_batch: usize) -> [MethodLimit; 2] {
+    [
+        MethodLimit {
+            path: "/purposegate.v1.DecisionService/Check",
+            max_bytes: MAX_CHECK_BYTES,
+            max_requests: None,
+        },
+        MethodLimit {
+            path: "/purposegate.v1.DecisionService/CheckBatch",
+            max_bytes: MAX_BATCH_BYTES,
+            max_requests: Some(max_batch),
+        },
+    ]
+}
+
+/// Places for `WatchPolicy` streams: each holds one for as long as it is
+/// open; with none left, a new watch is `RESOURCE_EXHAUSTED`.
+#[derive(Debug, Clone)]
+pub struct Watchers {
+    places: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl Watchers {
+    pub fn new(max: usize, refused: prometheus_client::metrics::counter::Counter) -> Self {
+        Watchers {
+            places: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            refused,
+        }
+    }
+
+    /// `stream`, holding a place while it lives; or why there is none.
+    pub fn hold<S>(&self, stream: S) -> Result<impl Stream<Item = S::Item> + Send + 'static, Status>
+    where
+        S: Stream + Send + 'static,
+    {
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            self.refused.inc();
+            return Err(Status::resource_exhausted(format!(
+                "{} policy watches are open (--max-watchers); try again later",
+                self.max
+            )));
+        };
+        Ok(stream.map(move |item| {
+            let _held = &place;
+            item
+        }))
+    }
+}
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +94,7 @@ use crate::telemetry::{self, Tracing};
 pub struct DecisionServer {
     store: Arc<PolicyStore>,
     max_batch: usize,
+    watchers: Watchers,
     /// Becomes true when the server begins to shut down; open watch streams
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
@@ -45,6 +107,7 @@ impl DecisionServer {
     pub fn new(
         store: Arc<PolicyStore>,
         max_batch: usize,
+        max_watchers: usize,
         shutdown: watch::Receiver<bool>,
         decision_log: DecisionLog,
         metrics: Metrics,
@@ -53,6 +116,7 @@ impl DecisionServer {
         DecisionServer {
             store,
             max_batch,
+            watchers: Watchers::new(max_watchers, metrics.watchers_refused.clone()),
             shutdown,
             decision_log,
             metrics,
@@ -166,6 +230,7 @@ impl DecisionService for DecisionServer {
         // change; the stream ends when shutdown begins.
         let revisions =
             WatchStream::new(self.store.subscribe()).map(|policy| Ok(convert::revision(&policy)));
+        let revisions = self.watchers.hold(revisions)?;
         Ok(Response::new(Box::pin(end_on_shutdown(
             revisions,
             self.shutdown.clone(),
