@@ -1,20 +1,35 @@
 //! The decision log: every decision as one JSON line, written off the
 //! request path.
 //!
-//! A check hands its record to a bounded queue with `try_send` and moves
-//! on; one writer task serialises and writes. A full queue drops the record
-//! and counts it; a failing write is counted and logged. Neither ever slows
-//! or fails a check.
+//! A check hands its record to a queue bounded in bytes and moves on; one
+//! writer task serialises and writes. The queue never waits and never
+//! grows past its budget, and it loses nothing silently:
+//!
+//! - once the queue is half full, a decision identical to the one queued
+//!   just before it (same subject, question and answer) is folded into it:
+//!   one line with `count` and `last_time`, so a flood of the same call
+//!   costs one line (below that, every decision has its own line);
+//! - denials and permits wait in separate queues: when the budget is
+//!   spent, a denial takes the place of the oldest permit, so a flood of
+//!   permitted noise cannot push out the denial an insider wants hidden;
+//! - what still does not fit is dropped, counted
+//!   (`purposegate_decision_log_dropped_total`) and written as a line of
+//!   its own, `{"dropped": N, "denied_dropped": D, "from": …, "to": …}`,
+//!   before the decisions that follow it.
+//!
+//! A failing write is counted and logged. Nothing here ever slows or fails
+//! a check.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::engine::{Decision, DecisionRequest, Evaluation};
@@ -40,7 +55,7 @@ impl std::str::FromStr for Target {
     }
 }
 
-/// One decision, as logged.
+/// One decision (or a run of identical ones), as logged.
 #[derive(Debug, Serialize)]
 struct Record {
     /// Taken when the decision is made, written out as RFC 3339 by the
@@ -62,31 +77,127 @@ struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     monitor_decision: Option<Decision>,
     latency_us: u64,
+    /// Identical decisions folded into this line (absent when 1).
+    #[serde(skip_serializing_if = "is_one")]
+    count: u64,
+    /// When the last of them was made.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_optional_rfc3339"
+    )]
+    last_time: Option<SystemTime>,
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+impl Record {
+    /// Whether `other` is the same decision again: all but its time,
+    /// request id and latency.
+    fn same_decision(&self, other: &Record) -> bool {
+        self.decision == other.decision
+            && self.subject == other.subject
+            && self.purpose == other.purpose
+            && self.category == other.category
+            && self.tenant == other.tenant
+            && self.owner_tenant == other.owner_tenant
+            && self.action == other.action
+            && self.origin == other.origin
+            && self.revision == other.revision
+            && self.rule_ids == other.rule_ids
+            && self.reason == other.reason
+            && self.monitor_decision == other.monitor_decision
+    }
+
+    /// What the record takes in the queue.
+    fn bytes(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.request_id.len()
+            + self.subject.len()
+            + self.tenant.len()
+            + self.purpose.len()
+            + self.action.len()
+            + self.category.len()
+            + self.origin.iter().map(|o| o.len() + 24).sum::<usize>()
+            + self.owner_tenant.len()
+            + self.rule_ids.len() * 16
+            + self.reason.len()
+    }
+}
+
+/// A record's fixed cost: its struct and the queue's slot.
+const RECORD_OVERHEAD: usize = 320;
+
+/// Decisions dropped since the last line said so.
+#[derive(Debug, Serialize)]
+struct Dropped {
+    dropped: u64,
+    denied_dropped: u64,
+    #[serde(serialize_with = "as_rfc3339")]
+    from: SystemTime,
+    #[serde(serialize_with = "as_rfc3339")]
+    to: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    denials: VecDeque<Record>,
+    permits: VecDeque<Record>,
+    bytes: usize,
+    dropped: Option<Dropped>,
+}
+
+impl Queue {
+    fn note_dropped(&mut self, record: &Record) {
+        let denied = u64::from(record.decision != Decision::Permit);
+        let last = record.last_time.unwrap_or(record.time);
+        match &mut self.dropped {
+            Some(d) => {
+                d.dropped += record.count;
+                d.denied_dropped += denied * record.count;
+                d.from = d.from.min(record.time);
+                d.to = d.to.max(last);
+            }
+            None => {
+                self.dropped = Some(Dropped {
+                    dropped: record.count,
+                    denied_dropped: denied * record.count,
+                    from: record.time,
+                    to: last,
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    budget: usize,
+    /// Decisions dropped.
+    dropped: Counter,
 }
 
 /// The request-path side of the log: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
-    queue: Option<mpsc::Sender<Record>>,
-    /// Records dropped because the queue was full.
-    dropped: Counter,
+    shared: Option<Arc<Shared>>,
 }
 
 impl DecisionLog {
     /// A log that records nothing.
     pub fn off() -> Self {
-        DecisionLog {
-            queue: None,
-            dropped: Counter::default(),
-        }
+        DecisionLog { shared: None }
     }
 
     /// Opens the target and starts the writer task (inside a runtime).
-    /// `dropped` counts records a full queue turned away, `write_errors`
-    /// records that could not be written.
+    /// `budget` is the queue's size in bytes; `dropped` counts decisions
+    /// that did not fit, `write_errors` lines that could not be written.
     pub async fn start(
         target: Target,
-        capacity: usize,
+        budget: usize,
         dropped: Counter,
         write_errors: Counter,
     ) -> std::io::Result<Self> {
@@ -101,17 +212,26 @@ impl DecisionLog {
                     .await?,
             ),
         };
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_loop(rx, BufWriter::new(writer), write_errors));
-        Ok(DecisionLog {
-            queue: Some(tx),
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            budget: budget.max(RECORD_OVERHEAD * 4),
             dropped,
+        });
+        tokio::spawn(write_loop(
+            shared.clone(),
+            BufWriter::new(writer),
+            write_errors,
+        ));
+        Ok(DecisionLog {
+            shared: Some(shared),
         })
     }
 
-    /// Queues a decision; drops (and counts) it if the queue is full.
+    /// Queues a decision (folding, displacing or dropping as the module
+    /// says); never waits.
     pub fn record(&self, request: DecisionRequest, answer: &Evaluation, latency: Duration) {
-        let Some(queue) = &self.queue else { return };
+        let Some(shared) = &self.shared else { return };
         let record = Record {
             time: SystemTime::now(),
             request_id: request.request_id,
@@ -128,41 +248,127 @@ impl DecisionLog {
             revision: answer.policy_revision.clone(),
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            count: 1,
+            last_time: None,
         };
-        if queue.try_send(record).is_err() {
-            self.dropped.inc();
+        let Ok(mut queue) = shared.queue.lock() else {
+            shared.dropped.inc();
+            return;
+        };
+        let denial = record.decision != Decision::Permit;
+        let size = record.bytes();
+        // Under pressure (the queue half full), a repeat folds into the
+        // line before it; otherwise every decision keeps its own line.
+        let pressed = queue.bytes + size > shared.budget / 2;
+        let own = if denial {
+            &mut queue.denials
+        } else {
+            &mut queue.permits
+        };
+        if let Some(last) = own.back_mut().filter(|_| pressed) {
+            if last.same_decision(&record) {
+                last.count += 1;
+                last.last_time = Some(record.time);
+                return;
+            }
         }
+        // Denials take the place of the oldest permits.
+        while denial && queue.bytes + size > shared.budget {
+            let Some(permit) = queue.permits.pop_front() else {
+                break;
+            };
+            queue.bytes -= permit.bytes();
+            shared.dropped.inc_by(permit.count);
+            queue.note_dropped(&permit);
+        }
+        if queue.bytes + size > shared.budget {
+            shared.dropped.inc();
+            queue.note_dropped(&record);
+            return;
+        }
+        queue.bytes += size;
+        if denial {
+            queue.denials.push_back(record);
+        } else {
+            queue.permits.push_back(record);
+        }
+        drop(queue);
+        shared.ready.notify_one();
     }
 }
 
+/// Takes everything queued: the drop note first, then the decisions in
+/// the order they were made.
+fn take(shared: &Shared) -> (Option<Dropped>, Vec<Record>) {
+    let Ok(mut queue) = shared.queue.lock() else {
+        return (None, Vec::new());
+    };
+    let dropped = queue.dropped.take();
+    let denials = std::mem::take(&mut queue.denials);
+    let permits = std::mem::take(&mut queue.permits);
+    queue.bytes = 0;
+    drop(queue);
+    let mut merged = Vec::with_capacity(denials.len() + permits.len());
+    let (mut d, mut p) = (
+        denials.into_iter().peekable(),
+        permits.into_iter().peekable(),
+    );
+    loop {
+        let next = match (d.peek(), p.peek()) {
+            (Some(a), Some(b)) if a.time <= b.time => d.next(),
+            (Some(_), Some(_)) => p.next(),
+            (Some(_), None) => d.next(),
+            (None, Some(_)) => p.next(),
+            (None, None) => break,
+        };
+        merged.extend(next);
+    }
+    (dropped, merged)
+}
+
 async fn write_loop(
-    mut rx: mpsc::Receiver<Record>,
+    shared: Arc<Shared>,
     mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
     write_errors: Counter,
 ) {
-    while let Some(record) = rx.recv().await {
-        let mut line = match serde_json::to_vec(&record) {
-            Ok(l) => l,
-            Err(_) => {
+    loop {
+        shared.ready.notified().await;
+        let (dropped, records) = take(&shared);
+        let mut lines = Vec::with_capacity(records.len() + 1);
+        if let Some(dropped) = &dropped {
+            lines.push(serde_json::to_vec(dropped));
+        }
+        lines.extend(records.iter().map(serde_json::to_vec));
+        for line in lines {
+            let Ok(mut line) = line else {
                 write_errors.inc();
                 continue;
+            };
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line).await {
+                let n = write_errors.inc();
+                if n.is_power_of_two() || n == 0 {
+                    warn!(error = %e, failures = n + 1, "cannot write the decision log");
+                }
             }
-        };
-        line.push(b'\n');
-        let mut result = out.write_all(&line).await;
-        // Flush when the queue is empty, so lines appear promptly without a
-        // write per record under load.
-        if result.is_ok() && rx.is_empty() {
-            result = out.flush().await;
         }
-        if let Err(e) = result {
+        if let Err(e) = out.flush().await {
             let n = write_errors.inc();
             if n.is_power_of_two() || n == 0 {
                 warn!(error = %e, failures = n + 1, "cannot write the decision log");
             }
         }
     }
-    let _ = out.flush().await;
+}
+
+fn as_optional_rfc3339<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => out.serialize_str(&rfc3339(*t)),
+        None => out.serialize_none(),
+    }
 }
 
 fn as_rfc3339<S: serde::Serializer>(time: &SystemTime, out: S) -> Result<S::Ok, S::Error> {
@@ -197,6 +403,98 @@ fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log whose queue no writer empties, with a budget of `budget`.
+    fn unwritten(budget: usize) -> (DecisionLog, Arc<Shared>) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            budget,
+            dropped: Counter::default(),
+        });
+        (
+            DecisionLog {
+                shared: Some(shared.clone()),
+            },
+            shared,
+        )
+    }
+
+    fn decide(log: &DecisionLog, subject: &str, decision: Decision) {
+        let request = DecisionRequest {
+            subject: crate::engine::Subject {
+                id: subject.into(),
+                ..Default::default()
+            },
+            purpose: "provide".into(),
+            ..Default::default()
+        };
+        let answer = Evaluation {
+            decision,
+            rule_ids: Vec::new(),
+            reason: "because".into(),
+            policy_revision: "r1".into(),
+            ttl_seconds: 300,
+            obligations: Vec::new(),
+            monitor: None,
+            request_id: String::new(),
+        };
+        log.record(request, &answer, Duration::from_micros(5));
+    }
+
+    #[test]
+    fn identical_decisions_fold_into_one_line_under_pressure() {
+        // Unpressed: one line each.
+        let (log, shared) = unwritten(1 << 20);
+        for _ in 0..3 {
+            decide(&log, "crm", Decision::Permit);
+        }
+        assert_eq!(take(&shared).1.len(), 3);
+        // Half full from the start: folded.
+        let (log, shared) = unwritten(RECORD_OVERHEAD * 4);
+        for _ in 0..1000 {
+            decide(&log, "crm", Decision::Permit);
+        }
+        decide(&log, "billing", Decision::Permit);
+        let (dropped, records) = take(&shared);
+        assert!(dropped.is_none());
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].count, 1000);
+        assert!(records[0].last_time.is_some());
+        let line = String::from_utf8(serde_json::to_vec(&records[0]).unwrap()).unwrap();
+        assert!(line.contains("\"count\":1000"), "{line}");
+        assert!(
+            !String::from_utf8(serde_json::to_vec(&records[1]).unwrap())
+                .unwrap()
+                .contains("count")
+        );
+    }
+
+    #[test]
+    fn a_denial_displaces_permits_and_every_drop_is_told() {
+        let (log, shared) = unwritten(20 * RECORD_OVERHEAD);
+        for i in 0..1000 {
+            decide(&log, &format!("noise-{i}"), Decision::Permit);
+        }
+        decide(&log, "insider", Decision::Deny);
+        for i in 0..1000 {
+            decide(&log, &format!("more-{i}"), Decision::Permit);
+        }
+        let (dropped, records) = take(&shared);
+        assert!(
+            records
+                .iter()
+                .any(|r| r.subject == "insider" && r.decision == Decision::Deny),
+            "the denial was lost"
+        );
+        let dropped = dropped.expect("the drops are told");
+        assert_eq!(dropped.dropped as usize + records.len(), 2001);
+        assert_eq!(dropped.denied_dropped, 0);
+        assert_eq!(shared.dropped.get(), dropped.dropped);
+        assert!(dropped.from <= dropped.to);
+        // In the order the decisions were made.
+        assert!(records.windows(2).all(|w| w[0].time <= w[1].time));
+    }
 
     #[test]
     fn formats_utc_timestamps() {

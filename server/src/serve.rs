@@ -84,9 +84,11 @@ pub struct ServeArgs {
     /// path (appended), or `off`.
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG", default_value = "-")]
     pub decision_log: crate::audit::Target,
-    /// Decision-log lines that may wait to be written; when full, lines are
-    /// dropped and counted, never waited for.
-    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value_t = 10_000)]
+    /// Bytes of decisions that may wait to be written (e.g. 8Mi). Past
+    /// it, identical decisions are folded into one line, denials displace
+    /// permits, and what is still dropped is counted and written as a line
+    /// saying how many, between which times.
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value = "8Mi", value_parser = crate::units::parse_bytes)]
     pub decision_log_queue: usize,
     /// PEM certificate chain to serve gRPC with over TLS; plaintext is then
     /// refused. Reloaded when the file changes.

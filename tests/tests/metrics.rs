@@ -80,7 +80,8 @@ async fn decisions_latency_batches_and_the_serving_revision_are_exported() {
 /// waits for it.
 #[cfg(unix)]
 #[tokio::test]
-async fn a_full_decision_log_queue_drops_and_counts_without_slowing_checks() {
+async fn a_full_decision_log_keeps_denials_and_says_what_it_dropped() {
+    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
 
     let dir = purposegate_tests::TempDir::new("full-log");
@@ -90,9 +91,10 @@ async fn a_full_decision_log_queue_drops_and_counts_without_slowing_checks() {
         .status()
         .unwrap();
     assert!(made.success());
-    // A reader that never reads: the pipe fills, then the writer blocks.
+    // A reader that does not read yet: the pipe fills, then the writer
+    // blocks.
     const O_NONBLOCK: i32 = 0o4000;
-    let _reader = std::fs::OpenOptions::new()
+    let mut reader = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
         .open(&fifo)
@@ -102,25 +104,67 @@ async fn a_full_decision_log_queue_drops_and_counts_without_slowing_checks() {
         "--decision-log",
         &fifo.display().to_string(),
         "--decision-log-queue",
-        "4",
+        "64Ki",
     ]);
     let mut client = DecisionServiceClient::new(channel(&server.url()).await);
-    let batch = pb::CheckBatchRequest {
-        requests: (0..1000).map(|_| check("provide")).collect(),
+    // A flood of distinct permitted decisions, one denial in the middle of
+    // it, and more flood.
+    let flood = |round: usize| pb::CheckBatchRequest {
+        requests: (0..1000)
+            .map(|i| {
+                let mut r = check("provide");
+                r.subject.as_mut().unwrap().id = format!("noise-{round}-{i}");
+                r
+            })
+            .collect(),
     };
-    for _ in 0..5 {
+    for round in 0..5 {
         let answers =
-            tokio::time::timeout(Duration::from_secs(10), client.check_batch(batch.clone()))
+            tokio::time::timeout(Duration::from_secs(10), client.check_batch(flood(round)))
                 .await
                 .expect("a batch is answered while the log is stuck")
                 .unwrap()
                 .into_inner();
         assert_eq!(answers.responses.len(), 1000);
     }
-    let (dropped, _) = eventually("dropped lines are counted", || async {
+    let mut insider = check("advertising");
+    insider.subject.as_mut().unwrap().id = "insider".into();
+    client.check(insider).await.unwrap();
+    for round in 5..10 {
+        client.check_batch(flood(round)).await.unwrap();
+    }
+    let (dropped, _) = eventually("dropped decisions are counted", || async {
         metric(&server.metrics(), "purposegate_decision_log_dropped_total").filter(|&d| d > 0.0)
     })
     .await;
-    // Most of 5000 lines cannot fit in a 64 KiB pipe and a queue of 4.
     assert!(dropped > 1000.0, "dropped {dropped}");
+
+    // The reader catches up: the denial is there, and so is a line saying
+    // how many decisions were dropped.
+    let mut text = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut quiet = 0;
+    while quiet < 20 {
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                quiet = 0;
+            }
+            _ => {
+                quiet += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"subject\":\"insider\"") && l.contains("\"DENY\"")),
+        "the denial was not logged"
+    );
+    let told: u64 = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("dropped").and_then(serde_json::Value::as_u64))
+        .sum();
+    assert_eq!(told as f64, dropped, "every drop is told in the log");
 }
