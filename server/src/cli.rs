@@ -164,10 +164,19 @@ fn err(line: &str) {
 fn report_policy_error(e: &PolicyError) {
     match e {
         PolicyError::Invalid(diagnostics) => {
-            for d in diagnostics.iter() {
+            for d in diagnostics
+                .iter()
+                .take(purposegate_server::engine::MAX_SHOWN)
+            {
                 err(&format!("error: {d}"));
             }
             let n = diagnostics.len();
+            if n > purposegate_server::engine::MAX_SHOWN {
+                err(&format!(
+                    "error: ... and {} more problems",
+                    n - purposegate_server::engine::MAX_SHOWN
+                ));
+            }
             err(&format!(
                 "the policy is invalid: {n} problem{}",
                 if n == 1 { "" } else { "s" }
@@ -349,9 +358,7 @@ fn request_of(args: &CheckArgs) -> Result<DecisionRequest, String> {
                 .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
             (path.display().to_string(), text)
         };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{name}: invalid JSON: {e}"))?;
-        return engine::request_from_json(&name, value).map_err(|d| d.to_string());
+        return engine::request_from_json_text(&name, text.as_bytes()).map_err(|d| d.to_string());
     }
     Ok(from_flags)
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Diagnostics, Policy, PolicySource};
+use crate::engine::{Diagnostics, MAX_POLICY_FILE_BYTES, Policy, PolicySource, file_too_large};
 
 /// Why a policy could not be read.
 #[derive(Debug)]
@@ -79,10 +79,19 @@ pub fn read_policy(path: &Path) -> Result<Policy, PolicyError> {
     let files = policy_files(path)?;
     let mut texts = Vec::with_capacity(files.len());
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|error| PolicyError::Io {
+        let io = |error| PolicyError::Io {
             path: file.clone(),
             error,
-        })?;
+        };
+        // A file too large to be a policy is not read into memory at all.
+        let size = std::fs::metadata(file).map_err(io)?.len();
+        if size > MAX_POLICY_FILE_BYTES as u64 {
+            return Err(PolicyError::Invalid(Diagnostics(vec![file_too_large(
+                &file.display().to_string(),
+                size,
+            )])));
+        }
+        let text = std::fs::read_to_string(file).map_err(io)?;
         texts.push((file.display().to_string(), text));
     }
     let sources: Vec<PolicySource<'_>> = texts

@@ -319,3 +319,115 @@ fn every_sidecar_flag_reads_an_environment_variable() {
         run.stdout
     );
 }
+
+/// `validate` of a policy as an attacker (or a generator) writes it:
+/// within a second, with its diagnostics or a clear size error.
+#[test]
+fn validate_is_quick_on_large_and_hostile_policies() {
+    let dir = purposegate_tests::TempDir::new("large-policies");
+    let run = |name: &str, text: &str| {
+        let path = dir.write(name, text);
+        let start = std::time::Instant::now();
+        let run = server_cli(&["validate", &path], None);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "{name}: {took:?}");
+        run
+    };
+    let purposes = |n: usize, prefix: &str| -> String {
+        (0..n)
+            .map(|i| format!("  {prefix}-{i:06}: Purpose {i}\n"))
+            .collect()
+    };
+    // Thousands of misspelled ids (254 KB and 508 KB): refused by size.
+    for (n, name) in [
+        (4000, "misspelled-254k.yaml"),
+        (8000, "misspelled-508k.yaml"),
+    ] {
+        let rules: String = (0..n)
+            .map(|i| format!("  - id: r{i}\n    effect: permit\n    purposes: [purpos-{i:06}]\n"))
+            .collect();
+        let text = format!(
+            "version: 1\nname: big\npurposes:\n{}dataCategories:\n  data: Data\nrules:\n{rules}",
+            purposes(n, "purpose")
+        );
+        let out = run(name, &text);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("a policy file may be at most 131072 bytes"),
+            "{out:?}"
+        );
+    }
+    // A valid 2.2 MB policy of 160,000 purposes: refused by size.
+    let text = format!(
+        "version: 1\nname: huge\npurposes:\n{}dataCategories:\n  data: Data\nrules: []\n",
+        purposes(160_000, "p")
+    );
+    let out = run("huge.yaml", &text);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("at most 131072 bytes"),
+        "{}",
+        out.stderr
+    );
+
+    // Within the size: 1,200 declared and 1,200 misspelled ids, every
+    // problem reported at once, hints for the first ones.
+    let rules: String = (0..1200)
+        .map(|i| format!("  - id: r{i}\n    effect: permit\n    purposes: [purpos-{i:04}]\n"))
+        .collect();
+    let text = format!(
+        "version: 1\nname: big\npurposes:\n{}dataCategories:\n  data: Data\nrules:\n{rules}",
+        (0..1200)
+            .map(|i| format!("  purpose-{i:04}: Purpose {i}\n"))
+            .collect::<String>()
+    );
+    assert!(text.len() < 128 * 1024, "{}", text.len());
+    let out = run("misspelled.yaml", &text);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("rule `r0`: unknown purpose `purpos-0000` (did you mean `purpose-0000`?)"),
+        "{}",
+        &out.stderr[..500.min(out.stderr.len())]
+    );
+    assert!(
+        out.stderr.contains("the policy is invalid: 1200 problems"),
+        "{}",
+        out.stderr.lines().last().unwrap_or("")
+    );
+    // Duplicates among thousands of keys and list entries: found by hashing.
+    let text = format!(
+        "version: 1\nname: dup\npurposes:\n{}{}dataCategories:\n  data: Data\nrules:\n  - id: r\n    effect: permit\n    purposes: [{}]\n",
+        (0..3000)
+            .map(|i| format!("  p{i}: P\n"))
+            .collect::<String>(),
+        "  p0: again\n",
+        (0..3000)
+            .map(|i| format!("p{}", i % 1500))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(text.len() < 128 * 1024, "{}", text.len());
+    let out = run("duplicates.yaml", &text);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("duplicate key `p0`"),
+        "{}",
+        out.stderr.lines().next().unwrap_or("")
+    );
+    assert!(out.stderr.contains("`p0` is listed twice"));
+}
+
+#[test]
+fn a_json_request_with_a_key_twice_is_refused() {
+    let run = server_cli(
+        &["check", "--json", "-"],
+        Some(
+            r#"{"purpose":"advertising","purpose":"provide","resource":{"category":"customer-data"}}"#,
+        ),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("duplicate key `purpose`"), "{run:?}");
+    assert!(run.stdout.is_empty(), "nothing was decided: {run:?}");
+}

@@ -293,6 +293,16 @@ async fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
             "did you mean `category`",
         ),
         (r#"{"purpose":"provide"}"#, 400, "resource.category"),
+        (
+            r#"{"purpose":"advertising","purpose":"provide","resource":{"category":"customer-data"}}"#,
+            400,
+            "duplicate key `purpose`",
+        ),
+        (
+            r#"{"purpose":"provide","resource":{"category":"customer-data"},"supported_obligations":[],"supportedObligations":["x"]}"#,
+            400,
+            "are the same field",
+        ),
     ] {
         let (got, _, text) = http(admin, "POST", "/api/check", JSON, Some(body));
         assert_eq!(got, status, "{body}: {text}");

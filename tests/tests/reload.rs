@@ -321,3 +321,66 @@ async fn broken_reloads_under_load_fail_no_check() {
     );
     assert!(failures.is_some_and(|n| n >= 1.0), "{failures:?}");
 }
+
+/// The default policy with `n` more purposes, `extra-0` .. `extra-N`.
+fn with_purposes(n: usize) -> String {
+    let text = default_policy_text();
+    let mut extra = String::new();
+    for i in 0..n {
+        extra.push_str(&format!("  extra-{i:05}: An extra purpose number {i}\n"));
+    }
+    text.replacen("purposes:\n", &format!("purposes:\n{extra}"), 1)
+}
+
+#[tokio::test]
+async fn a_revocation_after_a_slow_change_or_beside_a_busy_file_applies_within_a_second() {
+    let dir = TempDir::new("reload-race");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, default_policy_text()).unwrap();
+    let server = ServerProcess::start(&["--policy", &path.display().to_string()]);
+    let client = DecisionServiceClient::new(channel(&server.url()).await);
+
+    // A file written beside the policy every 10 ms (a decision log, say)
+    // for the whole test: it must not hold a reload back.
+    let busy = dir.path().join("decisions.jsonl");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&busy).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = writeln!(file, "{{\"decision\":\"PERMIT\"}}");
+                let _ = file.flush();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // The largest policy file allowed, heavy to load, then at once the
+    // revocation: the revocation is served within a second of its write.
+    let heavy = with_purposes(2500);
+    assert!(heavy.len() < 128 * 1024, "{} bytes", heavy.len());
+    replace_file(&path, &heavy);
+    std::thread::sleep(Duration::from_millis(50));
+    let written = std::time::Instant::now();
+    replace_file(&path, &default_policy_without_prohibition());
+    until(&client, |a| a.decision() == pb::Decision::NotApplicable).await;
+    let took = written.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "applied {took:?} after its write"
+    );
+    // And it stays: the heavy load, finishing later, does not win.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut client = client.clone();
+    let answer = client.check(advertising()).await.unwrap().into_inner();
+    assert_eq!(answer.decision(), pb::Decision::NotApplicable);
+
+    // The busy file alone changes nothing, and a change beside it is seen.
+    let written = std::time::Instant::now();
+    replace_file(&path, &default_policy_text());
+    until(&client, |a| a.decision() == pb::Decision::Deny).await;
+    assert!(written.elapsed() < Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+}

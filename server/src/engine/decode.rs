@@ -25,6 +25,26 @@ impl<'n> Fields<'n> {
         names.iter().find_map(|n| self.get(n))
     }
 
+    /// The one of several accepted spellings that is given; with two given,
+    /// an error (which one counts would be a guess) and nothing.
+    pub fn get_one(&self, d: &mut Decoder<'_>, names: &[&str]) -> Option<&'n Node> {
+        let given: Vec<(&str, &'n Node)> = names
+            .iter()
+            .filter_map(|n| self.get(n).map(|node| (*n, node)))
+            .collect();
+        match given.as_slice() {
+            [] => None,
+            [(_, node)] => Some(node),
+            [(first, _), (second, node), ..] => {
+                d.error(
+                    node.span,
+                    format!("`{first}` and `{second}` are the same field; give it once"),
+                );
+                None
+            }
+        }
+    }
+
     pub fn entries(&self) -> &'n [(Key, Node)] {
         self.entries
     }
@@ -158,11 +178,13 @@ impl<'f> Decoder<'f> {
             self.error(node.span, format!("{what} must not be empty"));
         }
         let mut out: Vec<(String, Span)> = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
         for item in items {
             if let Some(id) = self.id(item, what) {
-                if out.iter().any(|(seen, _)| *seen == id.0) {
+                if seen.contains(&id.0) {
                     self.error(item.span, format!("{what}: `{}` is listed twice", id.0));
                 } else {
+                    seen.insert(id.0.clone());
                     out.push(id);
                 }
             }

@@ -65,13 +65,21 @@ impl Diagnostics {
     }
 }
 
+/// Most problems shown at once; a last line says how many more there are
+/// (a generated file can hold thousands, and a reload error is kept and
+/// served by `GetPolicy`).
+pub const MAX_SHOWN: usize = 1000;
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.0.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
             write!(f, "{d}")?;
+        }
+        if self.0.len() > MAX_SHOWN {
+            write!(f, "\n... and {} more problems", self.0.len() - MAX_SHOWN)?;
         }
         Ok(())
     }

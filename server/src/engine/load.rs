@@ -70,6 +70,51 @@ const CONDITION_KEYS: &[&str] = &[
 
 /// Loads one or more files that together form one policy.
 pub fn load(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
+    super::suggest::budgeted(|| load_within_budget(sources))
+}
+
+/// Largest policy file, and largest policy (all files together): a larger
+/// one is refused with its size before it is parsed.
+pub const MAX_POLICY_FILE_BYTES: usize = 128 * 1024;
+pub const MAX_POLICY_BYTES: usize = 512 * 1024;
+
+/// The error of a policy file of `size` bytes, past
+/// [`MAX_POLICY_FILE_BYTES`].
+pub fn file_too_large(file: &str, size: u64) -> Diagnostic {
+    Diagnostic::new(
+        file,
+        Span::default(),
+        format!(
+            "the file is {size} bytes; a policy file may be at most {MAX_POLICY_FILE_BYTES} bytes (128 KiB)"
+        ),
+    )
+}
+
+/// The size errors of `sources`, if any is too large.
+fn too_large(sources: &[PolicySource<'_>]) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = sources
+        .iter()
+        .filter(|s| s.text.len() > MAX_POLICY_FILE_BYTES)
+        .map(|s| file_too_large(s.name, s.text.len() as u64))
+        .collect();
+    let total: usize = sources.iter().map(|s| s.text.len()).sum();
+    if out.is_empty() && total > MAX_POLICY_BYTES {
+        out.push(Diagnostic::new(
+            sources.first().map_or("<policy>", |s| s.name),
+            Span::default(),
+            format!(
+                "the policy's files hold {total} bytes together; a policy may be at most {MAX_POLICY_BYTES} bytes (512 KiB)"
+            ),
+        ));
+    }
+    out
+}
+
+fn load_within_budget(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
+    let oversized = too_large(sources);
+    if !oversized.is_empty() {
+        return Err(Diagnostics(oversized));
+    }
     let mut diagnostics = Vec::new();
     let mut files = Vec::with_capacity(sources.len());
     for source in sources {
@@ -460,6 +505,7 @@ fn obligations(d: &mut Decoder<'_>, node: &Node, what: &str) -> Vec<Obligation> 
         return Vec::new();
     };
     let mut out: Vec<Obligation> = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
         let Some(fields) = d.fields(item, &format!("{what}: obligation"), &["id", "params"]) else {
             continue;
@@ -476,7 +522,7 @@ fn obligations(d: &mut Decoder<'_>, node: &Node, what: &str) -> Vec<Obligation> 
             None => Some(BTreeMap::new()),
         };
         if let (Some((id, span)), Some(params)) = (id, params) {
-            if out.iter().any(|o| *o.id == *id) {
+            if !seen.insert(id.clone()) {
                 d.error(span, format!("{what}: obligation `{id}` is listed twice"));
             } else {
                 out.push(Obligation {

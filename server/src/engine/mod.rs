@@ -15,6 +15,7 @@ pub mod decode;
 mod diagnostic;
 mod eval;
 mod glob;
+pub mod json;
 mod load;
 mod matrix;
 mod model;
@@ -27,9 +28,11 @@ pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorOutcome};
-pub use diagnostic::{Diagnostic, Diagnostics, Span};
+pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span};
 pub use glob::{glob, glob_slice};
-pub use load::{POLICY_VERSION, PolicySource};
+pub use load::{
+    MAX_POLICY_BYTES, MAX_POLICY_FILE_BYTES, POLICY_VERSION, PolicySource, file_too_large,
+};
 pub use matrix::{Cell, CellKind, CellRule, Matrix};
 pub use model::{
     Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
@@ -66,6 +69,22 @@ pub fn request_from_json(
     value: serde_json::Value,
 ) -> Result<DecisionRequest, Diagnostics> {
     request_from_node(file, &yaml::from_json(value))
+}
+
+/// Reads a request from JSON text, refusing duplicate keys
+/// ([`json::parse_strict`]).
+pub fn request_from_json_text(file: &str, text: &[u8]) -> Result<DecisionRequest, Diagnostics> {
+    match json::parse_strict_slice(text) {
+        Ok(value) => request_from_json(file, value),
+        Err(e) => Err(Diagnostics(vec![Diagnostic::new(
+            file,
+            Span {
+                line: u32::try_from(e.line()).unwrap_or(u32::MAX).max(1),
+                column: u32::try_from(e.column()).unwrap_or(u32::MAX).max(1),
+            },
+            format!("invalid JSON (the text is not JSON): {e}"),
+        )])),
+    }
 }
 
 fn request_from_node(file: &str, node: &yaml::Node) -> Result<DecisionRequest, Diagnostics> {

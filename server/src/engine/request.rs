@@ -221,8 +221,9 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
     };
     req.purpose = text(d, f.get("purpose"), "`purpose`");
     req.action = text(d, f.get("action"), "`action`");
-    req.request_id = text(d, f.get_any(&["request_id", "requestId"]), "`request_id`");
-    if let Some(n) = f.get_any(&["supported_obligations", "supportedObligations"]) {
+    let request_id = f.get_one(d, &["request_id", "requestId"]);
+    req.request_id = text(d, request_id, "`request_id`");
+    if let Some(n) = f.get_one(d, &["supported_obligations", "supportedObligations"]) {
         req.supported_obligations = d.strings(n, "`supported_obligations`").unwrap_or_default();
     }
     if let Some(n) = f.get("subject") {
@@ -247,15 +248,12 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
         ];
         if let Some(r) = d.fields(n, "`resource`", &keys) {
             req.resource.category = text(d, r.get("category"), "`resource.category`");
-            req.resource.owner_tenant = text(
-                d,
-                r.get_any(&["owner_tenant", "ownerTenant"]),
-                "`resource.owner_tenant`",
-            );
+            let owner_tenant = r.get_one(d, &["owner_tenant", "ownerTenant"]);
+            req.resource.owner_tenant = text(d, owner_tenant, "`resource.owner_tenant`");
             if let Some(n) = r.get("deidentification") {
                 req.resource.deidentification = deidentification(d, n);
             }
-            if let Some(n) = r.get_any(&["group_size", "groupSize"]) {
+            if let Some(n) = r.get_one(d, &["group_size", "groupSize"]) {
                 req.resource.group_size = d
                     .uint(n, "`resource.group_size`", u64::MAX)
                     .filter(|&k| k != 0);
@@ -272,11 +270,9 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
     if let Some(n) = f.get("context") {
         let keys = ["customer_instruction", "customerInstruction", "attributes"];
         if let Some(c) = d.fields(n, "`context`", &keys) {
-            req.context.customer_instruction = text(
-                d,
-                c.get_any(&["customer_instruction", "customerInstruction"]),
-                "`context.customer_instruction`",
-            );
+            let instruction = c.get_one(d, &["customer_instruction", "customerInstruction"]);
+            req.context.customer_instruction =
+                text(d, instruction, "`context.customer_instruction`");
             if let Some(n) = c.get("attributes") {
                 req.context.attributes =
                     d.string_map(n, "`context.attributes`").unwrap_or_default();

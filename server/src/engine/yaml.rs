@@ -16,6 +16,10 @@ use super::diagnostic::{Diagnostic, Span};
 
 /// Nesting deeper than this is refused; no honest policy comes near it.
 const MAX_DEPTH: usize = 64;
+/// Values (scalars and collections) one document may hold. The default
+/// policy holds about 500; a file of the largest size allowed, a few
+/// tens of thousands.
+pub const MAX_NODES: usize = 50_000;
 
 /// A value with the place it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,8 +151,14 @@ fn span_of(mark: &Marker) -> Span {
 enum Frame {
     Seq(Span, Vec<Node>),
     /// The pending key is `None` while a key is awaited; `Some(None)` while
-    /// the value of a dropped (duplicate) key is awaited.
-    Map(Span, Vec<(Key, Node)>, Option<Option<Key>>),
+    /// the value of a dropped (duplicate) key is awaited. The index finds a
+    /// duplicate key without a scan (mappings can hold thousands of keys).
+    Map(
+        Span,
+        Vec<(Key, Node)>,
+        Option<Option<Key>>,
+        std::collections::HashMap<String, Span>,
+    ),
 }
 
 struct TreeBuilder<'f> {
@@ -156,6 +166,8 @@ struct TreeBuilder<'f> {
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
+    /// Values seen so far ([`MAX_NODES`]).
+    nodes: usize,
     /// Problems that do not stop the tree from being built.
     diagnostics: Vec<Diagnostic>,
 }
@@ -167,6 +179,7 @@ impl<'f> TreeBuilder<'f> {
             stack: Vec::new(),
             root: None,
             documents: 0,
+            nodes: 0,
             diagnostics: Vec::new(),
         }
     }
@@ -177,6 +190,21 @@ impl<'f> TreeBuilder<'f> {
 
     fn on_event(&mut self, event: Event, mark: Marker) -> Result<(), Diagnostic> {
         let span = span_of(&mark);
+        if matches!(
+            event,
+            Event::Scalar(..)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+                | Event::Alias(_)
+        ) {
+            self.nodes += 1;
+            if self.nodes > MAX_NODES {
+                return Err(self.error(
+                    span,
+                    format!("the document holds more than {MAX_NODES} values; it is refused"),
+                ));
+            }
+        }
         match event {
             Event::StreamStart | Event::Nothing | Event::DocumentEnd => Ok(()),
             Event::StreamEnd => Ok(()),
@@ -208,14 +236,17 @@ impl<'f> TreeBuilder<'f> {
             }
             Event::MappingStart(anchor, _) => {
                 self.refuse_anchor(anchor, span);
-                self.open(Frame::Map(span, Vec::new(), None), span)
+                self.open(
+                    Frame::Map(span, Vec::new(), None, std::collections::HashMap::new()),
+                    span,
+                )
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Seq(start, items)) => self.push_node(Node {
                     value: Value::Seq(items),
                     span: start,
                 }),
-                Some(Frame::Map(start, entries, _)) => self.push_node(Node {
+                Some(Frame::Map(start, entries, _, _)) => self.push_node(Node {
                     value: Value::Map(entries),
                     span: start,
                 }),
@@ -251,7 +282,7 @@ impl<'f> TreeBuilder<'f> {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map(_, entries, pending)) => match pending.take() {
+            Some(Frame::Map(_, entries, pending, index)) => match pending.take() {
                 None => {
                     let name = match node.value {
                         Value::String(s) => s,
@@ -270,19 +301,20 @@ impl<'f> TreeBuilder<'f> {
                             ));
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                    if let Some(first) = index.get(&name) {
                         self.diagnostics.push(Diagnostic::new(
                             file,
                             node.span,
                             format!(
                                 "duplicate key `{name}` (first written at line {})",
-                                first.span.line
+                                first.line
                             ),
                         ));
                         // Keep the first; drop this key's value when it comes.
                         *pending = Some(None);
                         return Ok(());
                     }
+                    index.insert(name.clone(), node.span);
                     *pending = Some(Some(Key {
                         name,
                         span: node.span,

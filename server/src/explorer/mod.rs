@@ -222,16 +222,7 @@ impl Explorer {
                 );
             }
         };
-        let value: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body is not JSON: {e}"),
-                );
-            }
-        };
-        let request = match engine::request_from_json("request", value) {
+        let request = match engine::request_from_json_text("request", &body) {
             Ok(r) => r,
             Err(diagnostics) => return error(StatusCode::BAD_REQUEST, &diagnostics.to_string()),
         };
