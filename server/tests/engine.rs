@@ -418,7 +418,7 @@ fn the_default_policy_matrix_agrees_with_evaluate() {
                     let no = cell.refused_example.as_ref().unwrap();
                     assert_eq!(policy.evaluate(yes).decision, Decision::Permit);
                     assert_ne!(policy.evaluate(no).decision, Decision::Permit);
-                    assert!(!cell.conditions.is_empty());
+                    assert!(!cell.rules.is_empty(), "a conditional cell names its rules");
                 }
             }
         }

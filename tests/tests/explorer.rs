@@ -231,7 +231,7 @@ async fn every_matrix_cell_agrees_with_check() {
                         "{what}: {}",
                         cell["refusedExample"]
                     );
-                    assert!(!cell["conditions"].as_array().unwrap().is_empty(), "{what}");
+                    assert!(!cell["rules"].as_array().unwrap().is_empty(), "{what}");
                 }
                 other => panic!("{what}: unknown kind {other}"),
             }

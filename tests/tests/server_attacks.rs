@@ -32,7 +32,8 @@ fn assert_within_memory(server: &Daemon, attack: &str) {
     );
 }
 
-/// A real `Check` from 127.0.0.1, answered within the sidecar's 200 ms.
+/// A real `Check` from 127.0.0.1, answered (whatever the policy says)
+/// within the sidecar's 200 ms.
 async fn check_in_time(addr: std::net::SocketAddr) {
     let mut client = DecisionServiceClient::new(channel(&format!("http://{addr}")).await);
     let start = Instant::now();
@@ -42,7 +43,7 @@ async fn check_in_time(addr: std::net::SocketAddr) {
         .unwrap()
         .into_inner();
     let took = start.elapsed();
-    assert_eq!(answer.decision(), pb::Decision::Permit);
+    assert!(!answer.policy_revision.is_empty(), "{answer:?}");
     assert!(took < Duration::from_millis(200), "a Check took {took:?}");
 }
 
@@ -286,4 +287,95 @@ async fn out_of_descriptors_the_server_backs_off_and_recovers() {
         r#"purposegate_connections_refused_total{listener="grpc"}"#,
     );
     assert!(refused.is_some_and(|r| r > 0.0), "{text}");
+}
+
+/// A valid policy with `purposes` × `categories` cells, ids 250
+/// characters long, and two rules (one of them conditional on a list of
+/// `listed` subjects).
+fn wide_policy(purposes: usize, categories: usize, listed: usize) -> String {
+    let id = |kind: &str, i: usize| format!("{kind}-{i:04}-{}", "x".repeat(240));
+    let mut text = String::from("version: 1\nname: wide\npurposes:\n");
+    for i in 0..purposes {
+        text.push_str(&format!("  {}: Purpose {i}\n", id("p", i)));
+    }
+    text.push_str("dataCategories:\n");
+    for i in 0..categories {
+        text.push_str(&format!("  {}: Category {i}\n", id("c", i)));
+    }
+    let subjects: Vec<String> = (0..listed).map(|i| format!("s{i}")).collect();
+    text.push_str(&format!(
+        "rules:\n  - id: all\n    effect: permit\n    purposes: [{}]\n    when: {{ subject: {{ id: [{}] }} }}\n  - id: none\n    effect: deny\n    purposes: [{}]\n    unless: {{ customerInstruction: present }}\n",
+        id("p", 0),
+        subjects.join(", "),
+        id("p", 1)
+    ));
+    text
+}
+
+/// `GET /api/policy` on the explorer; (status, body length).
+async fn api_policy(addr: std::net::SocketAddr) -> (u16, usize) {
+    tokio::task::spawn_blocking(move || {
+        let (status, body) = purposegate_tests::http_get(addr, "/api/policy");
+        (status, body.len())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_explorer_matrix_is_bounded_in_work_and_size() {
+    let dir = purposegate_tests::TempDir::new("wide");
+    // 100 × 40 cells with 250-character ids: past the matrix's cap, so the
+    // matrix is left out (saying why) and decisions go on.
+    let text = wide_policy(100, 40, 10);
+    assert!(text.len() < 128 * 1024);
+    let path = dir.write("wide.yaml", &text);
+    let server = ServerProcess::start(&["--decision-log", "off", "--policy", &path]);
+    let admin = server.admin_addr.unwrap();
+    let (status, length) = api_policy(admin).await;
+    assert_eq!(status, 200);
+    assert!(length < 256 * 1024, "{length} bytes");
+    let (_, body) = purposegate_tests::http_get(admin, "/api/policy");
+    assert!(
+        body.contains("the matrix is drawn for at most 2500"),
+        "{}",
+        &body[..200]
+    );
+    assert_within_memory(&server, "a matrix past its cap");
+
+    // 50 × 50 cells, each conditional on a list of 5,000 subjects: drawn,
+    // bounded in work and size, computed once however many ask at once.
+    let text = wide_policy(50, 50, 5_000);
+    assert!(text.len() < 128 * 1024, "{}", text.len());
+    std::fs::write(dir.path().join("wide.yaml"), &text).unwrap();
+    let (_, took) = purposegate_tests::eventually("the wide policy is loaded", || async {
+        let (_, body) =
+            tokio::task::spawn_blocking(move || purposegate_tests::http_get(admin, "/api/policy"))
+                .await
+                .unwrap();
+        (!body.contains("the matrix is drawn for at most")).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let askers: Vec<_> = (0..8).map(|_| tokio::spawn(api_policy(admin))).collect();
+    check_in_time(server.addr).await;
+    for asker in askers {
+        let (status, length) = asker.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(length < 8 * 1024 * 1024, "{length} bytes");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the matrix took {:?} (after {took:?})",
+        started.elapsed()
+    );
+    assert_within_memory(&server, "a wide matrix asked for eight times at once");
+    // And the page drawn from it.
+    let pages: Vec<_> = (0..8)
+        .map(|_| tokio::task::spawn_blocking(move || purposegate_tests::http_get(admin, "/").0))
+        .collect();
+    for page in pages {
+        assert_eq!(page.await.unwrap(), 200);
+    }
+    assert_within_memory(&server, "the page of a wide matrix eight times at once");
 }

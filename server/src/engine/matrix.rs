@@ -34,6 +34,14 @@ use super::request::{DecisionRequest, Resource, Subject};
 /// Most fact combinations evaluated for one cell; past it, each fact is
 /// varied on its own instead.
 pub const MAX_COMBINATIONS: usize = 4096;
+/// Most cells (purposes × categories) a matrix is drawn for; a larger
+/// policy still serves decisions, its matrix is left out and says why.
+pub const MAX_CELLS: usize = 2_500;
+/// Most evaluations one matrix makes in all; once spent, the remaining
+/// cells vary each fact on its own.
+pub const MAX_EVALUATIONS: usize = 250_000;
+/// Most values tried for one fact (the ids a condition lists, say).
+const MAX_FACT_VALUES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,15 +63,6 @@ impl CellKind {
     }
 }
 
-/// A rule that speaks on a cell.
-#[derive(Debug, Clone, Serialize)]
-pub struct CellRule {
-    pub id: Arc<str>,
-    pub effect: &'static str,
-    /// The rule in words.
-    pub text: String,
-}
-
 /// One purpose on one data category.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,12 +75,9 @@ pub struct Cell {
     pub decision: Decision,
     pub rule_ids: Vec<Arc<str>>,
     pub reason: String,
-    /// When the answer depends on the facts: each rule's condition in
-    /// words ("permitted when …", "denied when …").
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<String>,
-    /// The enforced rules that could apply here.
-    pub rules: Vec<CellRule>,
+    /// The enforced rules that could apply here, as their places in the
+    /// policy's rules (the rules carry their text once, not per cell).
+    pub rules: Vec<usize>,
     /// For a conditional cell: a request that is permitted…
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permitted_example: Option<DecisionRequest>,
@@ -96,11 +92,20 @@ pub struct Cell {
 
 /// Rows are purposes, columns data categories, both in declaration order.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Matrix {
     pub purposes: Vec<Arc<str>>,
     pub categories: Vec<Arc<str>>,
-    /// `cells[p][c]`.
+    /// `cells[p][c]`; empty when the matrix is left out.
     pub cells: Vec<Vec<Cell>>,
+    /// Why the matrix is left out ([`MAX_CELLS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<String>,
+    /// Evaluations made in all.
+    pub evaluated: usize,
+    /// Whether [`MAX_EVALUATIONS`] ran out, so later cells were tried fact
+    /// by fact.
+    pub budget_spent: bool,
 }
 
 /// One way a request can differ: the values a fact takes, each a change
@@ -125,28 +130,57 @@ impl Policy {
             .nodes()
             .map(|(i, n)| (i, n.id.clone()))
             .collect();
+        let ids = |list: &[(NodeIdx, Arc<str>)]| list.iter().map(|(_, id)| id.clone()).collect();
+        let size = purposes.len().saturating_mul(categories.len());
+        if size > MAX_CELLS {
+            return Matrix {
+                purposes: ids(&purposes),
+                categories: ids(&categories),
+                cells: Vec::new(),
+                omitted: Some(format!(
+                    "the policy has {} purposes and {} data categories, {size} cells; the matrix is drawn for at most {MAX_CELLS}",
+                    purposes.len(),
+                    categories.len()
+                )),
+                evaluated: 0,
+                budget_spent: false,
+            };
+        }
+        let mut left = MAX_EVALUATIONS;
         let cells = purposes
             .iter()
             .map(|(p, purpose)| {
                 categories
                     .iter()
-                    .map(|(c, category)| self.cell(*p, purpose, *c, category))
+                    .map(|(c, category)| self.cell(*p, purpose, *c, category, &mut left))
                     .collect()
             })
             .collect();
         Matrix {
-            purposes: purposes.into_iter().map(|(_, id)| id).collect(),
-            categories: categories.into_iter().map(|(_, id)| id).collect(),
+            purposes: ids(&purposes),
+            categories: ids(&categories),
             cells,
+            omitted: None,
+            evaluated: MAX_EVALUATIONS.saturating_sub(left),
+            budget_spent: left == 0,
         }
     }
 
-    fn cell(&self, p: NodeIdx, purpose: &Arc<str>, c: NodeIdx, category: &Arc<str>) -> Cell {
-        let rules: Vec<&Rule> = self
+    fn cell(
+        &self,
+        p: NodeIdx,
+        purpose: &Arc<str>,
+        c: NodeIdx,
+        category: &Arc<str>,
+        left: &mut usize,
+    ) -> Cell {
+        let rules: Vec<(usize, &Rule)> = self
             .candidates(p, c)
-            .filter_map(|r| self.rule(r))
-            .filter(|r| r.mode == Mode::Enforce)
+            .filter_map(|r| self.rule(r).map(|rule| (r as usize, rule)))
+            .filter(|(_, r)| r.mode == Mode::Enforce)
             .collect();
+        let rule_indexes: Vec<usize> = rules.iter().map(|(i, _)| *i).collect();
+        let rules: Vec<&Rule> = rules.into_iter().map(|(_, r)| r).collect();
         let bare = DecisionRequest {
             purpose: purpose.to_string(),
             subject: Subject {
@@ -159,12 +193,12 @@ impl Policy {
             },
             ..DecisionRequest::default()
         };
-        let dimensions = self.dimensions(&rules, c);
+        let (dimensions, cut) = self.dimensions(&rules, c);
         let mut permitted_example = None;
         let mut refused_example = None;
         let mut decisions = BTreeSet::new();
         let mut evaluated = 0;
-        let exhaustive = for_each_request(&bare, &dimensions, |req| {
+        let exhaustive = for_each_request(&bare, &dimensions, *left, |req| {
             evaluated += 1;
             let decision = self.evaluate(req).decision;
             decisions.insert(decision.as_str());
@@ -182,6 +216,7 @@ impl Policy {
             }
             _ => CellKind::Deny,
         };
+        *left = left.saturating_sub(evaluated);
         let answer = self.evaluate(&bare);
         let conditional = kind == CellKind::Conditional;
         Cell {
@@ -191,23 +226,11 @@ impl Policy {
             decision: answer.decision,
             rule_ids: answer.rule_ids,
             reason: answer.reason,
-            conditions: if conditional {
-                rules.iter().map(|r| when_in_words(r)).collect()
-            } else {
-                Vec::new()
-            },
-            rules: rules
-                .iter()
-                .map(|r| CellRule {
-                    id: r.id.clone(),
-                    effect: r.effect.as_str(),
-                    text: r.describe(),
-                })
-                .collect(),
+            rules: rule_indexes,
             permitted_example: permitted_example.filter(|_| conditional),
             refused_example: refused_example.filter(|_| conditional),
             evaluated,
-            exhaustive,
+            exhaustive: exhaustive && !cut,
         }
     }
 
@@ -226,8 +249,9 @@ impl Policy {
             .find(|subject| !subject.is_empty())
     }
 
-    /// The facts the rules' conditions read, and the values worth trying.
-    fn dimensions(&self, rules: &[&Rule], category: NodeIdx) -> Vec<Dimension> {
+    /// The facts the rules' conditions read, and the values worth trying;
+    /// whether some values were left out.
+    fn dimensions(&self, rules: &[&Rule], category: NodeIdx) -> (Vec<Dimension>, bool) {
         let mut facts = Facts::default();
         for rule in rules {
             for condition in rule.when.iter().chain(&rule.unless) {
@@ -290,7 +314,7 @@ impl Facts {
         }
     }
 
-    fn into_dimensions(self, policy: &Policy, category: NodeIdx) -> Vec<Dimension> {
+    fn into_dimensions(self, policy: &Policy, category: NodeIdx) -> (Vec<Dimension>, bool) {
         let mut dims = Vec::new();
         let none = || -> Edit { Box::new(|_: &mut DecisionRequest| {}) };
         if self.tenancy {
@@ -389,7 +413,14 @@ impl Facts {
                 ],
             });
         }
-        dims
+        // A condition listing thousands of ids is tried with the first
+        // few: the work stays bounded, and the cell says it may miss.
+        let mut cut = false;
+        for dim in &mut dims {
+            cut |= dim.values.len() > MAX_FACT_VALUES;
+            dim.values.truncate(MAX_FACT_VALUES);
+        }
+        (dims, cut)
     }
 }
 
@@ -412,17 +443,19 @@ fn text_dimension(
 }
 
 /// Calls `visit` with every combination of the dimensions' values applied
-/// to `bare` (the bare request first), or, past [`MAX_COMBINATIONS`], with
-/// each value of each dimension on its own; whether it was every one.
+/// to `bare` (the bare request first), or, past [`MAX_COMBINATIONS`] or
+/// the `left` evaluations of the matrix's budget, with each value of each
+/// dimension on its own; whether it was every one.
 fn for_each_request(
     bare: &DecisionRequest,
     dimensions: &[Dimension],
+    left: usize,
     mut visit: impl FnMut(&DecisionRequest),
 ) -> bool {
     let total = dimensions
         .iter()
         .try_fold(1usize, |n, d| n.checked_mul(d.values.len()))
-        .filter(|&n| n <= MAX_COMBINATIONS);
+        .filter(|&n| n <= MAX_COMBINATIONS && n <= left);
     match total {
         Some(total) => {
             for mut n in 0..total {
@@ -452,8 +485,9 @@ fn for_each_request(
     }
 }
 
-/// "permitted when …" / "denied unless …" for one rule.
-fn when_in_words(rule: &Rule) -> String {
+/// "permitted when …" / "denied unless …" for one rule: what a
+/// conditional cell depends on.
+pub fn when_in_words(rule: &Rule) -> String {
     let verb = match rule.effect {
         Effect::Permit => "permitted",
         Effect::Deny => "denied",

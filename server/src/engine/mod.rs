@@ -33,7 +33,7 @@ pub use glob::{glob, glob_slice};
 pub use load::{
     MAX_POLICY_BYTES, MAX_POLICY_FILE_BYTES, POLICY_VERSION, PolicySource, file_too_large,
 };
-pub use matrix::{Cell, CellKind, CellRule, Matrix};
+pub use matrix::{Cell, CellKind, MAX_CELLS, MAX_EVALUATIONS, Matrix, when_in_words};
 pub use model::{
     Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
     Settings, StateTest, Taxonomy, TaxonomyNode,

@@ -334,15 +334,25 @@ pub enum Condition {
     Not(Box<Condition>),
 }
 
+/// Values of one list a condition in words shows; the rest are counted.
+pub const LISTED_IN_WORDS: usize = 10;
+
 impl Condition {
     /// The condition in words a privacy officer can read.
+    ///
+    /// A long list is shown by its first [`LISTED_IN_WORDS`] values and a
+    /// count of the rest: the words stay readable, and their size bounded.
     pub fn describe(&self) -> String {
         fn list(values: &[String]) -> String {
-            values
+            let mut shown: Vec<String> = values
                 .iter()
+                .take(LISTED_IN_WORDS)
                 .map(|v| format!("`{v}`"))
-                .collect::<Vec<_>>()
-                .join(" or ")
+                .collect();
+            if values.len() > LISTED_IN_WORDS {
+                shown.push(format!("{} others", values.len() - LISTED_IN_WORDS));
+            }
+            shown.join(" or ")
         }
         match self {
             Condition::SameTenant(true) => {
@@ -360,7 +370,14 @@ impl Condition {
                 None => format!("each group holds at least {min} individuals"),
             },
             Condition::OriginWithin { categories, .. } => {
-                let names: Vec<String> = categories.iter().map(|c| format!("`{c}`")).collect();
+                let mut names: Vec<String> = categories
+                    .iter()
+                    .take(LISTED_IN_WORDS)
+                    .map(|c| format!("`{c}`"))
+                    .collect();
+                if categories.len() > LISTED_IN_WORDS {
+                    names.push(format!("{} others", categories.len() - LISTED_IN_WORDS));
+                }
                 format!("the data was derived only from {}", names.join(", "))
             }
             Condition::SubjectId(ids) => format!("the subject is {}", list(ids)),

@@ -37,15 +37,43 @@ const PAGE_JS: &str = include_str!("explorer.js");
 /// Requests to `/api/check` larger than this are refused.
 const MAX_CHECK_BYTES: usize = 64 * 1024;
 
+/// A revision's matrix, once computed.
+type MatrixCell = Arc<tokio::sync::OnceCell<Arc<Matrix>>>;
+/// An `/api/policy` body or a page, once written.
+type DocumentCell = Arc<tokio::sync::OnceCell<Bytes>>;
+
+/// Pages drawn at once: a wide matrix makes a page of megabytes.
+const PAGES_AT_ONCE: usize = 2;
+
+/// Draws a page on the blocking pool, waiting for one of the places.
+async fn draw(
+    drawing: Arc<tokio::sync::Semaphore>,
+    render: impl FnOnce() -> Bytes + Send + 'static,
+) -> Result<Bytes, String> {
+    let _place = drawing
+        .acquire_owned()
+        .await
+        .map_err(|e| format!("the page could not be drawn: {e}"))?;
+    tokio::task::spawn_blocking(render)
+        .await
+        .map_err(|e| format!("the page could not be drawn: {e}"))
+}
+
 /// The explorer's state: the store, and the matrix of the serving
 /// revision, computed once per revision.
 #[derive(Debug)]
 pub struct Explorer {
     store: Arc<PolicyStore>,
-    /// Held across the computation, so concurrent page loads after a reload
-    /// wait for one computation instead of each starting their own; an
-    /// async lock, so the waiting holds no runtime thread.
-    matrix: tokio::sync::Mutex<Option<(Arc<str>, Arc<Matrix>)>>,
+    /// The matrix of one revision, being computed or computed: concurrent
+    /// page loads after a reload wait for one computation instead of each
+    /// starting their own.
+    matrix: std::sync::Mutex<Option<(Arc<str>, MatrixCell)>>,
+    /// The `/api/policy` body of one ETag, written once.
+    document: std::sync::Mutex<Option<(String, DocumentCell)>>,
+    /// The page without a tried request, of one ETag, drawn once.
+    page: std::sync::Mutex<Option<(String, DocumentCell)>>,
+    /// Pages drawn at once.
+    drawing: Arc<tokio::sync::Semaphore>,
     /// On a loopback address, only requests naming this machine by address
     /// or `localhost` are answered; bound elsewhere on purpose, any name.
     loopback_only: bool,
@@ -55,26 +83,135 @@ impl Explorer {
     pub fn new(store: Arc<PolicyStore>, loopback_only: bool) -> Self {
         Explorer {
             store,
-            matrix: tokio::sync::Mutex::new(None),
+            matrix: std::sync::Mutex::new(None),
+            document: std::sync::Mutex::new(None),
+            page: std::sync::Mutex::new(None),
+            drawing: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
             loopback_only,
         }
     }
 
     /// The matrix of `policy`, computed once per revision on the blocking
     /// pool, off the threads that answer `Check`.
+    ///
+    /// The computation is a task of its own: a caller that goes away
+    /// (a closed tab, a timed-out client) neither cancels it nor leaves it
+    /// orphaned for the next caller to start again.
     async fn matrix_of(&self, policy: &Arc<Policy>) -> Result<Arc<Matrix>, String> {
-        let mut cached = self.matrix.lock().await;
-        if let Some((revision, matrix)) = &*cached {
-            if revision == policy.revision() {
-                return Ok(matrix.clone());
+        let cell = {
+            let mut cached = self
+                .matrix
+                .lock()
+                .map_err(|_| "the matrix cache is unusable".to_string())?;
+            match &*cached {
+                Some((revision, cell)) if revision == policy.revision() => cell.clone(),
+                _ => {
+                    let cell = MatrixCell::default();
+                    *cached = Some((policy.revision().clone(), cell.clone()));
+                    cell
+                }
             }
+        };
+        if let Some(matrix) = cell.get() {
+            return Ok(matrix.clone());
         }
         let computing = policy.clone();
-        let matrix = tokio::task::spawn_blocking(move || Arc::new(computing.matrix()))
+        let task = tokio::spawn(async move {
+            cell.get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Arc::new(computing.matrix()))
+                    .await
+                    .map_err(|e| format!("the matrix could not be computed: {e}"))
+            })
             .await
-            .map_err(|e| format!("the matrix could not be computed: {e}"))?;
-        *cached = Some((policy.revision().clone(), matrix.clone()));
-        Ok(matrix)
+            .cloned()
+        });
+        task.await
+            .map_err(|e| format!("the matrix could not be computed: {e}"))?
+    }
+
+    /// The `/api/policy` body for `etag` (revision and reload error),
+    /// written once and shared by every request that asks for it.
+    async fn document_of(
+        &self,
+        policy: &Arc<Policy>,
+        reload_error: &str,
+        etag: &str,
+    ) -> Result<Bytes, String> {
+        let cell = {
+            let mut cached = self
+                .document
+                .lock()
+                .map_err(|_| "the document cache is unusable".to_string())?;
+            match &*cached {
+                Some((tag, cell)) if tag == etag => cell.clone(),
+                _ => {
+                    let cell = DocumentCell::default();
+                    *cached = Some((etag.to_string(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        if let Some(body) = cell.get() {
+            return Ok(body.clone());
+        }
+        let matrix = self.matrix_of(policy).await?;
+        let (policy, reload_error) = (policy.clone(), reload_error.to_string());
+        let task = tokio::spawn(async move {
+            cell.get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    policy_document(&policy, &matrix, &reload_error)
+                })
+                .await
+                .map_err(|e| format!("the policy could not be encoded: {e}"))?
+            })
+            .await
+            .cloned()
+        });
+        task.await
+            .map_err(|e| format!("the policy could not be encoded: {e}"))?
+    }
+
+    /// The page without a tried request, drawn once for the serving
+    /// revision (and reload error).
+    async fn plain_page(
+        &self,
+        render: impl FnOnce() -> Bytes + Send + 'static,
+    ) -> Result<Bytes, String> {
+        let policy = self.store.current();
+        let tag = etag(&policy, &self.store.last_reload_error());
+        let cell = {
+            let mut cached = self
+                .page
+                .lock()
+                .map_err(|_| "the page cache is unusable".to_string())?;
+            match &*cached {
+                Some((t, cell)) if *t == tag => cell.clone(),
+                _ => {
+                    let cell = DocumentCell::default();
+                    *cached = Some((tag, cell.clone()));
+                    cell
+                }
+            }
+        };
+        if let Some(page) = cell.get() {
+            return Ok(page.clone());
+        }
+        let drawing = self.drawing.clone();
+        let task = tokio::spawn(async move {
+            cell.get_or_try_init(|| draw(drawing, render))
+                .await
+                .cloned()
+        });
+        task.await
+            .map_err(|e| format!("the page could not be drawn: {e}"))?
+    }
+
+    /// A page drawn for one request.
+    async fn drawn(
+        &self,
+        render: impl FnOnce() -> Bytes + Send + 'static,
+    ) -> Result<Bytes, String> {
+        draw(self.drawing.clone(), render).await
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -137,20 +274,32 @@ impl Explorer {
             Err(problem) => Tried::Invalid(problem),
         });
         let etag = etag(&policy, &reload_error);
-        let html = Page {
-            policy: &policy,
-            matrix: &matrix,
-            etag: &etag,
-            last_reload_error: &reload_error,
-            form: &form,
-            tried: tried.as_ref(),
-        }
-        .render();
-        let mut response = reply(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        );
+        let render = move || -> Bytes {
+            Bytes::from(
+                Page {
+                    policy: &policy,
+                    matrix: &matrix,
+                    etag: &etag,
+                    last_reload_error: &reload_error,
+                    form: &form,
+                    tried: tried.as_ref(),
+                }
+                .render(),
+            )
+        };
+        // The plain page is drawn once per revision and shared; a page with
+        // a tried request is drawn for it, a few at a time, off the
+        // threads that answer `Check`.
+        let html = if query.is_empty() {
+            self.plain_page(render).await
+        } else {
+            self.drawn(render).await
+        };
+        let html = match html {
+            Ok(html) => html,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
+        let mut response = reply(StatusCode::OK, "text/html; charset=utf-8", html);
         response.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -172,16 +321,10 @@ impl Explorer {
         let mut response = if unchanged {
             reply(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
         } else {
-            let matrix = match self.matrix_of(&policy).await {
-                Ok(matrix) => matrix,
+            match self.document_of(&policy, &reload_error, &etag).await {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-            };
-            let body = policy_document(&policy, &matrix, &reload_error);
-            reply(
-                StatusCode::OK,
-                "application/json",
-                Bytes::from(body.to_string()),
-            )
+            }
         };
         if let Ok(value) = HeaderValue::from_str(&etag) {
             response.headers_mut().insert(header::ETAG, value);
@@ -334,7 +477,11 @@ fn tree(taxonomy: &Taxonomy) -> Value {
 }
 
 /// The JSON of `/api/policy` (documented in the README).
-fn policy_document(policy: &Policy, matrix: &Matrix, last_reload_error: &str) -> Value {
+fn policy_document(
+    policy: &Policy,
+    matrix: &Matrix,
+    last_reload_error: &str,
+) -> Result<Bytes, String> {
     let rules: Vec<Value> = policy
         .rules()
         .iter()
@@ -353,17 +500,34 @@ fn policy_document(policy: &Policy, matrix: &Matrix, last_reload_error: &str) ->
             })
         })
         .collect();
-    json!({
-        "name": policy.name(),
-        "description": policy.description(),
-        "revision": policy.revision(),
-        "lastReloadError": last_reload_error,
-        "purposes": tree(policy.purposes()),
-        "dataCategories": tree(policy.categories()),
-        "rules": rules,
-        "claims": policy.claims(),
-        "matrix": matrix,
+    // Written out directly, not through a JSON tree: the matrix is the
+    // bulk of it.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Document<'a> {
+        name: &'a str,
+        description: &'a str,
+        revision: &'a str,
+        last_reload_error: &'a str,
+        purposes: Value,
+        data_categories: Value,
+        rules: Vec<Value>,
+        claims: Option<&'a [engine::Claim]>,
+        matrix: &'a Matrix,
+    }
+    serde_json::to_vec(&Document {
+        name: policy.name(),
+        description: policy.description(),
+        revision: policy.revision(),
+        last_reload_error,
+        purposes: tree(policy.purposes()),
+        data_categories: tree(policy.categories()),
+        rules,
+        claims: policy.claims(),
+        matrix,
     })
+    .map(Bytes::from)
+    .map_err(|e| format!("cannot encode the policy: {e}"))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {

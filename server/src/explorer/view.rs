@@ -190,7 +190,7 @@ impl Page<'_> {
             );
             for (c, cell) in row.iter().enumerate() {
                 let tip = match cell.kind {
-                    CellKind::Conditional => cell.conditions.join("; "),
+                    CellKind::Conditional => conditions(self.policy, cell).join("; "),
                     _ => cell.reason.clone(),
                 };
                 let _ = write!(
@@ -207,10 +207,25 @@ impl Page<'_> {
             }
             h.push_str("</tr>\n");
         }
-        h.push_str("</tbody></table></div>\n<div class=\"explanations\">\n");
+        h.push_str("</tbody></table></div>\n");
+        if let Some(why) = &self.matrix.omitted {
+            let _ = writeln!(
+                h,
+                r#"<p class="omitted">The matrix is left out: {}. Decisions are served as usual; try a request below.</p>"#,
+                esc(why)
+            );
+        }
+        if self.matrix.budget_spent {
+            let _ = writeln!(
+                h,
+                r#"<p class="omitted">The matrix stopped trying combinations after {} evaluations: the later cells were tried fact by fact, and a permit needing two facts at once may be missed there.</p>"#,
+                self.matrix.evaluated
+            );
+        }
+        h.push_str("<div class=\"explanations\">\n");
         for (r, row) in self.matrix.cells.iter().enumerate() {
             for (c, cell) in row.iter().enumerate() {
-                explanation(h, cell, &anchor(r, c));
+                explanation(h, self.policy, cell, &anchor(r, c));
             }
         }
         h.push_str("</div>\n</section>\n");
@@ -403,7 +418,16 @@ impl Page<'_> {
     }
 }
 
-fn explanation(h: &mut String, cell: &Cell, anchor: &str) {
+/// What a conditional cell depends on: each of its rules' conditions.
+fn conditions(policy: &Policy, cell: &Cell) -> Vec<String> {
+    cell.rules
+        .iter()
+        .filter_map(|&i| policy.rules().get(i))
+        .map(crate::engine::when_in_words)
+        .collect()
+}
+
+fn explanation(h: &mut String, policy: &Policy, cell: &Cell, anchor: &str) {
     let _ = write!(
         h,
         r#"<section class="explanation" id="{anchor}" tabindex="-1" aria-label="{p} on {c}">
@@ -419,10 +443,10 @@ fn explanation(h: &mut String, cell: &Cell, anchor: &str) {
         decision = cell.decision.as_str(),
         reason = prose(&cell.reason),
     );
-    if !cell.conditions.is_empty() {
+    if cell.kind == CellKind::Conditional {
         h.push_str("<p>It depends on the facts:</p><ul>");
-        for condition in &cell.conditions {
-            let _ = write!(h, "<li>{}</li>", prose(condition));
+        for condition in conditions(policy, cell) {
+            let _ = write!(h, "<li>{}</li>", prose(&condition));
         }
         h.push_str("</ul>");
     }
@@ -430,12 +454,12 @@ fn explanation(h: &mut String, cell: &Cell, anchor: &str) {
         h.push_str("<p>No rule speaks on this cell.</p>");
     } else {
         h.push_str("<p>Rules that speak here:</p><ul>");
-        for rule in &cell.rules {
+        for rule in cell.rules.iter().filter_map(|&i| policy.rules().get(i)) {
             let _ = write!(
                 h,
                 r##"<li><a href="#rule-{id}"><code>{id}</code></a>: {text}</li>"##,
                 id = esc(&rule.id),
-                text = prose(&rule.text)
+                text = prose(&rule.describe())
             );
         }
         h.push_str("</ul>");
