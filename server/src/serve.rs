@@ -348,7 +348,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     .await
     .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
     if let Listen(Some(addr)) = args.admin_listen {
-        crate::explorer::serve(addr, store.clone())
+        crate::explorer::serve(addr, store.clone(), metrics.connections_refused("explorer"))
             .await
             .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
     }
@@ -382,6 +382,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
     let tls_failures = metrics.tls_handshake_failures.clone();
     let metrics_refused = metrics.connections_refused("grpc");
+    let metrics_webhook_refused = metrics.connections_refused("webhook");
     let decisions = DecisionServer::new(
         store.clone(),
         args.max_batch,
@@ -410,7 +411,12 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         info!(webhook_addr = %listener.local_addr()?, "serving the sidecar injection webhook");
-        crate::webhook::serve(listener, tls, Arc::new(template));
+        crate::webhook::serve(
+            listener,
+            tls,
+            Arc::new(template),
+            metrics_webhook_refused.clone(),
+        );
     }
 
     let tls = crate::tls::TlsFiles::from_flags(
@@ -516,27 +522,4 @@ pub fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Accepts connections on `listener` until the process ends, handing each
-/// to `connection` on a task of its own. A failed accept (out of file
-/// descriptors, say) is logged and retried after a pause, never fatal.
-pub fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, what: &'static str, connection: F)
-where
-    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer));
-                }
-                Err(e) => {
-                    warn!(error = %e, "{what}: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
 }

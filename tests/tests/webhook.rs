@@ -81,6 +81,9 @@ impl Webhook {
         let got = curl(&[
             "--cacert",
             &self.pki.ca(),
+            // No `100 Continue` first, whatever the size.
+            "-H",
+            "Expect:",
             "-H",
             "Content-Type: application/json",
             "--data-binary",
@@ -363,4 +366,30 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     certificate(&webhook.pki, "purposegate-webhook-2");
     assert!(subject(&webhook).contains("purposegate-webhook-2"));
+}
+
+#[test]
+fn hostile_reviews_are_refused_within_limits() {
+    let webhook = Webhook::start("fail");
+    let dir = TempDir::new("hostile-reviews");
+    // 8 MiB: past the body limit.
+    let big = dir.write("big.json", &format!("[{}]", "[],".repeat(2_800_000)));
+    let (status, body) = webhook.post("/inject", Path::new(&big));
+    assert_eq!(status, 400, "{body}");
+    // 400 KiB of nested empty arrays: within the size, past the values.
+    let nested = dir.write("nested.json", &format!("[{}[]]", "[],".repeat(130_000)));
+    let (status, body) = webhook.post("/inject", Path::new(&nested));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than 20000 values"), "{body}");
+    let deep = dir.write(
+        "deep.json",
+        &format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+    );
+    let (status, body) = webhook.post("/inject", Path::new(&deep));
+    assert_eq!(status, 400, "{body}");
+    let peak = webhook.daemon.peak_resident_kib();
+    assert!(peak < 64 * 1024, "{peak} KiB");
+    // Still answering real reviews.
+    let response = webhook.review("/inject", "labelled.json");
+    assert_eq!(response["allowed"], true);
 }

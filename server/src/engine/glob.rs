@@ -2,6 +2,10 @@
 
 /// `*` matches any run of characters, `?` any one; everything else itself.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    // Ids and SPIFFE IDs are ASCII: match their bytes without copying.
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_slice(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     glob_slice(&p, &t, '*', '?')

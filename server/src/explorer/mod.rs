@@ -24,9 +24,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::engine::{self, DecisionRequest, Matrix, Policy, Taxonomy};
 use crate::store::PolicyStore;
@@ -589,25 +588,28 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 /// Serves the explorer on `addr` until the process ends; the bound address.
-pub async fn serve(addr: SocketAddr, store: Arc<PolicyStore>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    store: Arc<PolicyStore>,
+    refused: prometheus_client::metrics::counter::Counter,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
     let explorer = Arc::new(Explorer::new(store, bound.ip().is_loopback()));
-    crate::serve::accept_loop(listener, "explorer", move |stream, peer| {
+    let face = crate::listen::Face {
+        name: "explorer",
+        limits: crate::listen::Limits::default(),
+        protocols: crate::listen::Protocols::Http1,
+        tls: None,
+        refused,
+    };
+    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
         let explorer = explorer.clone();
-        async move {
-            let service = hyper::service::service_fn(move |req| {
-                let explorer = explorer.clone();
-                async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, %peer, "explorer connection ended");
-            }
-        }
+        hyper::service::service_fn(move |req| {
+            let explorer = explorer.clone();
+            async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
+        })
     });
     Ok(bound)
 }

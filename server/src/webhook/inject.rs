@@ -82,6 +82,50 @@ pub enum Selection {
     Namespace,
 }
 
+/// Most values (objects, arrays, scalars) a review may hold, and how
+/// deep it may nest: a Pod's review holds a few thousand, a few levels
+/// deep; these keep a hostile body from costing more than a few megabytes.
+const MAX_JSON_VALUES: usize = 20_000;
+const MAX_JSON_DEPTH: usize = 32;
+
+/// Counts a JSON text's values and depth with a scan of its bytes, before
+/// anything is built from it.
+fn json_within_limits(body: &[u8]) -> Result<(), String> {
+    let (mut values, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                values += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!(
+                        "the review nests deeper than {MAX_JSON_DEPTH} levels"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' | b':' => values += 1,
+            _ => {}
+        }
+        if values > MAX_JSON_VALUES {
+            return Err(format!(
+                "the review holds more than {MAX_JSON_VALUES} values"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Answers a review. `Err` only for a body that is not an AdmissionReview
 /// at all (no request to answer): the HTTP layer replies 400.
 pub fn review(
@@ -89,6 +133,7 @@ pub fn review(
     template: &SidecarTemplate,
     selection: Selection,
 ) -> Result<Vec<u8>, String> {
+    json_within_limits(body)?;
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not an AdmissionReview: {e}"))?;
     let request: AdmissionRequest<DynamicObject> = review
@@ -437,6 +482,40 @@ mod tests {
         let mut pod = pod["request"]["object"].take();
         json_patch::patch(&mut pod, &patch).unwrap();
         pod
+    }
+
+    #[test]
+    fn hostile_json_is_refused_before_it_is_built() {
+        let many = format!("[{}]", vec!["[]"; 100_000].join(","));
+        assert!(
+            review(
+                many.as_bytes(),
+                &template(SidecarTls::Off),
+                Selection::PodLabel
+            )
+            .unwrap_err()
+            .contains("more than 20000 values")
+        );
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert!(
+            review(
+                deep.as_bytes(),
+                &template(SidecarTls::Off),
+                Selection::PodLabel
+            )
+            .unwrap_err()
+            .contains("deeper than 32")
+        );
+        // A real review passes.
+        let body = review_of(|_| {});
+        assert!(review(&body, &template(SidecarTls::Off), Selection::PodLabel).is_ok());
+        // Brackets inside strings are text.
+        assert!(
+            json_within_limits(
+                br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#
+            )
+            .is_ok()
+        );
     }
 
     #[test]

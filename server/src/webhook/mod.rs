@@ -14,40 +14,36 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use inject::{Selection, SidecarTemplate};
 
-/// Reviews larger than this are refused (the API server's own limit is
-/// about 3 MiB).
-const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+/// Reviews larger than this are refused: a Pod's review is a few
+/// kilobytes, rarely more than a hundred.
+const MAX_REVIEW_BYTES: usize = 512 * 1024;
 
-/// Serves the webhook on `listener` with TLS from `cert` until the process
-/// ends.
+/// Serves the webhook on `listener` with TLS until the process ends, on
+/// the bounded accept path; `refused` counts connections it closed at a
+/// cap.
 pub fn serve(
     listener: tokio::net::TcpListener,
     tls: crate::tls::ServerTls,
     template: Arc<SidecarTemplate>,
+    refused: prometheus_client::metrics::counter::Counter,
 ) {
-    crate::serve::accept_loop(listener, "webhook", move |stream, peer| {
-        let tls = tls.clone();
+    let face = crate::listen::Face {
+        name: "webhook",
+        limits: crate::listen::Limits::default(),
+        protocols: crate::listen::Protocols::Http1,
+        tls: Some(tls),
+        refused,
+    };
+    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
         let template = template.clone();
-        async move {
-            let Some(tls) = crate::tls::handshake(&tls, stream, peer, "webhook").await else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let template = template.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &template).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                debug!(error = %e, %peer, "webhook connection ended");
-            }
-        }
+        hyper::service::service_fn(move |req| {
+            let template = template.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(req, &template).await) }
+        })
     });
 }
 
