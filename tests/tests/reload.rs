@@ -383,4 +383,6 @@ async fn a_revocation_after_a_slow_change_or_beside_a_busy_file_applies_within_a
     assert!(written.elapsed() < Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
+    let peak = server.peak_resident_kib();
+    assert!(peak < 64 * 1024, "the server reached {peak} KiB");
 }
