@@ -5,9 +5,10 @@
     python3 examples/python/check.py --purpose provide --category customer-data
 
 The Python stubs are generated from proto/purposegate/v1/decision.proto with
-grpcio-tools on first use (into a temporary directory), so nothing generated
-is checked in. Prints the CheckResponse as JSON; exits 0 on PERMIT and 3 on
-any other decision, so a shell script can gate on it.
+grpcio-tools at each run (into a temporary directory, removed again once
+they are imported), so nothing generated is checked in or left behind.
+Prints the CheckResponse as JSON; exits 0 on PERMIT and 3 on any other
+decision, so a shell script can gate on it.
 """
 
 import argparse
@@ -26,25 +27,46 @@ PROTO = "purposegate/v1/decision.proto"
 
 
 def load_stubs():
-    """Generates and imports decision_pb2 and decision_pb2_grpc."""
-    out = tempfile.mkdtemp(prefix="purposegate-py-")
+    """Generates and imports decision_pb2 and decision_pb2_grpc; the
+    generated files are removed once imported."""
     include = pathlib.Path(protoc.__file__).parent / "_proto"
-    code = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{PROTO_DIR}",
-            f"-I{include}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            PROTO,
-        ]
-    )
-    if code != 0:
-        sys.exit(f"cannot compile {PROTO} (protoc exit {code})")
-    sys.path.insert(0, out)
-    pb2 = importlib.import_module("purposegate.v1.decision_pb2")
-    pb2_grpc = importlib.import_module("purposegate.v1.decision_pb2_grpc")
+    with tempfile.TemporaryDirectory(prefix="purposegate-py-") as out:
+        code = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{PROTO_DIR}",
+                f"-I{include}",
+                f"--python_out={out}",
+                f"--grpc_python_out={out}",
+                PROTO,
+            ]
+        )
+        if code != 0:
+            sys.exit(f"cannot compile {PROTO} (protoc exit {code})")
+        sys.path.insert(0, out)
+        try:
+            pb2 = importlib.import_module("purposegate.v1.decision_pb2")
+            pb2_grpc = importlib.import_module("purposegate.v1.decision_pb2_grpc")
+        finally:
+            sys.path.remove(out)
     return pb2, pb2_grpc
+
+
+STATES = ["IDENTIFIED", "PSEUDONYMIZED", "UNLINKED_PSEUDONYMIZED", "ANONYMIZED", "AGGREGATED"]
+
+
+def deidentification(text):
+    """A de-identification state in the policy's spelling (`anonymized`,
+    `unlinked-pseudonymized`) or the API's (`ANONYMIZED`)."""
+    name = text.strip().upper().replace("-", "_")
+    if name in ("", "DEIDENTIFICATION_UNSPECIFIED", "UNSPECIFIED"):
+        return "DEIDENTIFICATION_UNSPECIFIED"
+    if name not in STATES:
+        raise argparse.ArgumentTypeError(
+            f"`{text}` is not a de-identification state; use one of "
+            + ", ".join(s.lower().replace("_", "-") for s in STATES)
+        )
+    return name
 
 
 def main():
@@ -57,8 +79,9 @@ def main():
     parser.add_argument("--owner-tenant", default="", help="the customer who owns the data")
     parser.add_argument(
         "--deidentification",
+        type=deidentification,
         default="DEIDENTIFICATION_UNSPECIFIED",
-        help="IDENTIFIED, PSEUDONYMIZED, UNLINKED_PSEUDONYMIZED, ANONYMIZED or AGGREGATED",
+        help="identified, pseudonymized, unlinked-pseudonymized, anonymized or aggregated",
     )
     parser.add_argument("--group-size", type=int, default=0, help="k of an aggregate")
     parser.add_argument("--origin", action="append", default=[], help="category derived from")

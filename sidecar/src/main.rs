@@ -173,9 +173,64 @@ impl Args {
     }
 }
 
+/// Variables the sidecar read before it had its own prefix, and the flag
+/// each stands for: still read, as a fallback, where no variable of the
+/// server shares the name (`PURPOSEGATE_LISTEN`, `PURPOSEGATE_TLS_*`, ...
+/// are the server's alone).
+const OLD_NAMES: [(&str, &str); 9] = [
+    ("PURPOSEGATE_PDP", "--pdp"),
+    ("PURPOSEGATE_UPSTREAM", "--upstream"),
+    ("PURPOSEGATE_ROUTES", "--routes"),
+    ("PURPOSEGATE_LOCAL_LISTEN", "--local-listen"),
+    ("PURPOSEGATE_PDP_TIMEOUT", "--pdp-timeout"),
+    ("PURPOSEGATE_STALE_IF_ERROR", "--stale-if-error"),
+    ("PURPOSEGATE_CACHE_MAX_ENTRIES", "--cache-max-entries"),
+    ("PURPOSEGATE_DRAIN", "--drain"),
+    ("PURPOSEGATE_DRY_RUN", "--dry-run"),
+];
+
+/// The command line with the old names' values added, for each flag that
+/// neither the command line nor its new variable gives; the old names used.
+fn with_old_names(
+    mut argv: Vec<std::ffi::OsString>,
+) -> (Vec<std::ffi::OsString>, Vec<&'static str>) {
+    let mut used = Vec::new();
+    for (old, flag) in OLD_NAMES {
+        let new = old.replacen("PURPOSEGATE_", "PURPOSEGATE_SIDECAR_", 1);
+        let given = argv.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        });
+        let Some(value) = std::env::var_os(old) else {
+            continue;
+        };
+        if given || std::env::var_os(&new).is_some() {
+            continue;
+        }
+        if flag == "--dry-run" {
+            if matches!(value.to_str(), Some("1" | "true" | "yes" | "on")) {
+                argv.push(flag.into());
+            }
+        } else {
+            argv.push(flag.into());
+            argv.push(value);
+        }
+        used.push(old);
+    }
+    (argv, used)
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let (argv, old_names) = with_old_names(std::env::args_os().collect());
+    let args = Args::parse_from(argv);
     init_logging(args.log_format);
+    for old in old_names {
+        tracing::warn!(
+            variable = old,
+            "read as a fallback: rename it to {}",
+            old.replacen("PURPOSEGATE_", "PURPOSEGATE_SIDECAR_", 1)
+        );
+    }
     run_until_done("the sidecar", run(args))
 }
 

@@ -431,3 +431,25 @@ fn a_json_request_with_a_key_twice_is_refused() {
     assert!(run.stderr.contains("duplicate key `purpose`"), "{run:?}");
     assert!(run.stdout.is_empty(), "nothing was decided: {run:?}");
 }
+
+#[test]
+fn the_sidecar_reads_its_old_variables_where_the_server_shares_none() {
+    let server = purposegate_tests::ServerProcess::start(&["--decision-log", "off"]);
+    // An old name the server does not share is a fallback, with a warning;
+    // a server variable (here a bad value) is not the sidecar's at all.
+    let sidecar = purposegate_tests::SidecarProcess::start(
+        &server.url(),
+        &[],
+        &[
+            ("PURPOSEGATE_UPSTREAM", "http://127.0.0.1:9"),
+            ("PURPOSEGATE_METRICS_LISTEN", "not an address"),
+            ("PURPOSEGATE_LISTEN", "not an address either"),
+        ],
+    );
+    let log = sidecar.log().join("\n");
+    assert!(log.contains(r#""upstream":"http://127.0.0.1:9/""#), "{log}");
+    assert!(
+        log.contains("rename it to PURPOSEGATE_SIDECAR_UPSTREAM"),
+        "{log}"
+    );
+}

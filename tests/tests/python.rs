@@ -20,6 +20,35 @@ fn python_check(server: &ServerProcess, args: &[&str]) -> Run {
         .into()
 }
 
+/// The example's generated stubs, in the system temp folder.
+fn leftovers() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("purposegate-py-")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_python_client_leaves_nothing_behind() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let before = leftovers();
+    for _ in 0..3 {
+        let run = python_check(
+            &server,
+            &["--purpose", "provide", "--category", "customer-data"],
+        );
+        assert_eq!(run.code, Some(0), "{run:?}");
+    }
+    assert!(leftovers() <= before, "the example left its stubs behind");
+}
+
 #[test]
 fn the_python_client_gets_decisions_from_the_server() {
     let server = ServerProcess::start(&["--decision-log", "off"]);
@@ -61,6 +90,39 @@ fn the_python_client_gets_decisions_from_the_server() {
         json["ruleIds"],
         serde_json::json!(["no-cross-customer-delivery"])
     );
+
+    // The policy's spelling of a de-identification state, and the API's.
+    for spelling in ["anonymized", "ANONYMIZED"] {
+        let lbo = python_check(
+            &server,
+            &[
+                "--purpose",
+                "lbo.billing",
+                "--category",
+                "diagnostic-data",
+                "--deidentification",
+                spelling,
+            ],
+        );
+        assert_eq!(lbo.code, Some(0), "{spelling}: {lbo:?}");
+    }
+    let wrong = python_check(
+        &server,
+        &[
+            "--purpose",
+            "provide",
+            "--category",
+            "customer-data",
+            "--deidentification",
+            "hidden",
+        ],
+    );
+    assert_eq!(wrong.code, Some(2), "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("is not a de-identification state"),
+        "{wrong:?}"
+    );
+    assert!(!wrong.stderr.contains("Traceback"), "{wrong:?}");
 
     let invalid = python_check(&server, &["--purpose", "", "--category", "customer-data"]);
     assert_eq!(invalid.code, Some(1), "{invalid:?}");

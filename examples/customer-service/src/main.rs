@@ -4,26 +4,30 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use purposegate_demo_service::{CustomerService, FILE_DESCRIPTOR_SET, pb};
 use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{debug, info};
 
 /// A demo customer-records service to put the purposegate sidecar in front of.
 #[derive(Debug, Parser)]
 #[command(name = "purposegate-demo-service", version, about, long_about = None)]
 struct Args {
-    /// Address of the gRPC API (demo.v1.CustomerService).
+    /// Address of both APIs: gRPC (demo.v1.CustomerService) over HTTP/2,
+    /// and the HTTP API (GET /customers/{id}, POST /echo) over HTTP/1.1.
     #[arg(long, env = "DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Address of the HTTP/1.1 API (GET /customers/{id}, POST /echo).
+    /// A second address with the HTTP/1.1 API alone.
     #[arg(long, env = "DEMO_HTTP_LISTEN", default_value = "127.0.0.1:8081")]
     http_listen: SocketAddr,
     /// Log format (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -52,17 +56,64 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let grpc = tokio::net::TcpListener::bind(args.listen).await?;
-    info!(addr = %grpc.local_addr()?, "serving demo.v1.CustomerService");
+    let both = tokio::net::TcpListener::bind(args.listen).await?;
+    info!(addr = %both.local_addr()?, "serving demo.v1.CustomerService (HTTP/2) and the HTTP/1.1 API");
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    tonic::transport::Server::builder()
-        .add_service(reflection)
+    let grpc = tonic::service::Routes::new(reflection)
         .add_service(pb::customer_service_server::CustomerServiceServer::new(
             CustomerService,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signalled)
-        .await?;
+        .prepare();
+    let accept = async move {
+        loop {
+            let Ok((stream, _)) = both.accept().await else {
+                continue;
+            };
+            let grpc = grpc.clone();
+            tokio::spawn(async move {
+                // gRPC over HTTP/2, the HTTP API over HTTP/1.1, one port.
+                let service = hyper::service::service_fn(move |req| route(grpc.clone(), req));
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, "connection ended");
+                }
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = signalled => info!("stopped"),
+    }
     Ok(())
+}
+
+/// gRPC over HTTP/2 to the tonic services, anything else to the HTTP API.
+async fn route(
+    grpc: tonic::service::Routes,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    if req.version() == hyper::Version::HTTP_2 {
+        let Ok(response) = tower::ServiceExt::oneshot(grpc, req).await;
+        return Ok(response.map(|b| {
+            b.map_err(|e: tonic::Status| -> BoxError { Box::new(e) })
+                .boxed_unsync()
+        }));
+    }
+    let response = match purposegate_demo_service::http(req).await {
+        Ok(response) => response.map(|b| b.map_err(|never| match never {}).boxed_unsync()),
+        Err(e) => {
+            let mut r = hyper::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from(format!("{e}\n")))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *r.status_mut() = hyper::StatusCode::BAD_REQUEST;
+            r
+        }
+    };
+    Ok(response)
 }
