@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use purposegate_server::engine::{
     self, CaseFile, Context, Decision, DecisionRequest, Deidentification, Policy, Resource,
-    Subject, default_policy,
+    Subject, default_policy, plural,
 };
 use purposegate_server::policy_files::{self, PolicyError};
 use purposegate_server::serve::{self, ServeArgs};
@@ -173,13 +173,17 @@ fn report_policy_error(e: &PolicyError) {
             let n = diagnostics.len();
             if n > purposegate_server::engine::MAX_SHOWN {
                 err(&format!(
-                    "error: ... and {} more problems",
-                    n - purposegate_server::engine::MAX_SHOWN
+                    "error: ... and {}",
+                    plural(
+                        n - purposegate_server::engine::MAX_SHOWN,
+                        "more problem",
+                        "more problems"
+                    )
                 ));
             }
             err(&format!(
-                "the policy is invalid: {n} problem{}",
-                if n == 1 { "" } else { "s" }
+                "the policy is invalid: {}",
+                plural(n, "problem", "problems")
             ));
         }
         other => err(&format!("error: {other}")),
@@ -190,13 +194,17 @@ fn validate(path: &Path) -> ExitCode {
     match policy_files::read_policy(path) {
         Ok(policy) => {
             out(&format!(
-                "{}: valid policy `{}` (revision {}): {} purposes, {} data categories, {} rules",
+                "{}: valid policy `{}` (revision {}): {}, {}, {}",
                 path.display(),
                 policy.name(),
                 policy.revision(),
-                policy.purposes().len(),
-                policy.categories().len(),
-                policy.rules().len()
+                plural(policy.purposes().len(), "purpose", "purposes"),
+                plural(
+                    policy.categories().len(),
+                    "data category",
+                    "data categories"
+                ),
+                plural(policy.rules().len(), "rule", "rules"),
             ));
             ExitCode::SUCCESS
         }
@@ -250,14 +258,14 @@ fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut passed, mut failed, mut broken) = (0usize, 0usize, false);
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
     for file in files {
         let name = file.display().to_string();
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
                 err(&format!("error: cannot read `{name}`: {e}"));
-                broken = true;
+                broken += 1;
                 continue;
             }
         };
@@ -267,7 +275,7 @@ fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
                 for d in diagnostics.iter() {
                     err(&format!("error: {d}"));
                 }
-                broken = true;
+                broken += 1;
                 continue;
             }
         };
@@ -286,8 +294,23 @@ fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
             }
         }
     }
-    out(&format!("{passed} passed, {failed} failed"));
-    if failed > 0 || broken {
+    if broken > 0 {
+        // A summary of the cases that ran would read as a result for the
+        // whole suite: say instead that some were never run.
+        let files = plural(broken, "case file", "case files");
+        if passed + failed == 0 {
+            err(&format!("no case was run: {files} could not be read"));
+        } else {
+            err(&format!(
+                "{passed} passed, {failed} failed; the cases of {files} were not run: \
+                 {} could not be read",
+                if broken == 1 { "it" } else { "they" }
+            ));
+        }
+    } else {
+        out(&format!("{passed} passed, {failed} failed"));
+    }
+    if failed > 0 || broken > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -53,7 +53,61 @@ fn validate_a_directory_of_policy_files() {
     dir.write("b_test.yaml", "this is a case file: [and skipped");
     let run = server_cli(&["validate", &dir.path().display().to_string()], None);
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("1 rules"), "{run:?}");
+    assert!(
+        run.stdout.contains("1 purpose, 0 data categories, 1 rule"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_duplicate_rule_id_does_not_hide_the_rules_other_problems() {
+    let dir = TempDir::new("dup-and-more");
+    let path = dir.write(
+        "policy.yaml",
+        "version: 1\nname: x\npurposes:\n  a: A\nrules:\n  - {id: r, effect: permit, purposes: [a]}\n  - {id: r, effect: deny, purposes: [b]}\n",
+    );
+    let run = server_cli(&["validate", &path], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains(":7:10: duplicate rule id `r`")),
+        "{run:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(":7:38: rule `r`: unknown purpose `b`")),
+        "{run:?}"
+    );
+    assert_eq!(lines.last(), Some(&"the policy is invalid: 2 problems"));
+}
+
+#[test]
+fn a_broken_case_file_is_reported_in_line_order_without_a_summary_of_nothing() {
+    let dir = TempDir::new("broken-cases");
+    let cases = dir.write(
+        "broken_test.yaml",
+        "cases:\n  - name: one\n    request: { purpose: provide, resource: { category: customer-data, bogus: 1 } }\n  - name: two\n    decision: MAYBE\n",
+    );
+    let run = server_cli(&["test", POLICY, &cases], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        !run.stdout.contains("passed") && !run.stderr.contains("0 passed"),
+        "{run:?}"
+    );
+    let lines: Vec<u32> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("error: {cases}:")))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines.len(), 4, "{run:?}");
+    assert!(lines.is_sorted(), "problems out of line order: {run:?}");
+    assert_eq!(
+        run.stderr.lines().last(),
+        Some("no case was run: 1 case file could not be read"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -194,6 +248,15 @@ fn check_rejects_invalid_requests_naming_the_field() {
     assert!(
         run.stderr.contains("`resource.category` must be a string"),
         "{run:?}"
+    );
+    let run = server_cli(
+        &["check"],
+        Some("{\"purpose\": \"provide\",\n \"resource\": {\"category\": 7}}"),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("<stdin>:2:27: `resource.category` must be a string"),
+        "JSON problems are placed where they are written: {run:?}"
     );
     let run = server_cli(&["check"], Some("{not json"));
     assert_eq!(run.code, Some(1), "{run:?}");

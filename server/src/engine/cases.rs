@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::decision::{Decision, Evaluation};
 use super::decode::Decoder;
-use super::diagnostic::{Diagnostics, Span};
+use super::diagnostic::{Diagnostic, Diagnostics, Span};
 use super::policy::Policy;
 use super::request::{DecisionRequest, decode_request};
 use super::yaml::{self, Node};
@@ -74,7 +74,11 @@ const CASE_KEYS: &[&str] = &[
 impl CaseFile {
     /// Parses a case file, reporting every problem at once.
     pub fn parse(file: &str, text: &str) -> Result<CaseFile, Diagnostics> {
-        let root = yaml::parse(file, text).map_err(Diagnostics)?;
+        let in_line_order = |mut d: Vec<Diagnostic>| {
+            d.sort_by_key(|d| (d.span.line, d.span.column));
+            Diagnostics(d)
+        };
+        let root = yaml::parse(file, text).map_err(in_line_order)?;
         let mut d = Decoder::new(file);
         let mut cases = Vec::new();
         if let Some(top) = d.fields(&root, "case file", &["description", "cases"]) {
@@ -100,7 +104,7 @@ impl CaseFile {
                 cases,
             })
         } else {
-            Err(Diagnostics(d.sink.diagnostics))
+            Err(in_line_order(d.sink.diagnostics))
         }
     }
 

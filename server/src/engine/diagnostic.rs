@@ -70,6 +70,11 @@ impl Diagnostics {
 /// served by `GetPolicy`).
 pub const MAX_SHOWN: usize = 1000;
 
+/// A count with its noun: `1 rule`, `2 rules`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, d) in self.0.iter().take(MAX_SHOWN).enumerate() {
@@ -79,7 +84,8 @@ impl fmt::Display for Diagnostics {
             write!(f, "{d}")?;
         }
         if self.0.len() > MAX_SHOWN {
-            write!(f, "\n... and {} more problems", self.0.len() - MAX_SHOWN)?;
+            let more = plural(self.0.len() - MAX_SHOWN, "more problem", "more problems");
+            write!(f, "\n... and {more}")?;
         }
         Ok(())
     }

@@ -891,14 +891,16 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
     let mut rules = Vec::new();
     for f in files {
         for doc in &f.rules {
-            if let Some(first) = rule_at.record(&doc.id, &f.file, doc.span) {
+            let duplicate = rule_at.record(&doc.id, &f.file, doc.span);
+            if let Some(first) = &duplicate {
                 out.push(Diagnostic::new(
                     &f.file,
                     doc.span,
                     format!("duplicate rule id `{}` (first defined at {first})", doc.id),
                 ));
-                continue;
             }
+            // A duplicate is still resolved, so its other problems are
+            // reported with it; it is never kept.
             let mut r = Resolver {
                 file: &f.file,
                 rule: &doc.id,
@@ -907,7 +909,9 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
                 setting_value: &setting_value,
                 out,
             };
-            if let Some(rule) = r.rule(doc) {
+            if let Some(rule) = r.rule(doc)
+                && duplicate.is_none()
+            {
                 rules.push(rule);
             }
         }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::decision::Decision;
+use super::diagnostic::plural;
 use super::model::{Condition, Deidentification, Effect, Mode, NodeIdx, Rule};
 use super::policy::Policy;
 use super::request::{DecisionRequest, Resource, Subject};
@@ -138,9 +139,9 @@ impl Policy {
                 categories: ids(&categories),
                 cells: Vec::new(),
                 omitted: Some(format!(
-                    "the policy has {} purposes and {} data categories, {size} cells; the matrix is drawn for at most {MAX_CELLS}",
-                    purposes.len(),
-                    categories.len()
+                    "the policy has {} and {}, {size} cells; the matrix is drawn for at most {MAX_CELLS}",
+                    plural(purposes.len(), "purpose", "purposes"),
+                    plural(categories.len(), "data category", "data categories")
                 )),
                 evaluated: 0,
                 budget_spent: false,

@@ -28,7 +28,7 @@ pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorOutcome};
-pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span};
+pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};
 pub use glob::{glob, glob_slice};
 pub use load::{
     MAX_POLICY_BYTES, MAX_POLICY_FILE_BYTES, POLICY_VERSION, PolicySource, file_too_large,
@@ -75,7 +75,23 @@ pub fn request_from_json(
 /// ([`json::parse_strict`]).
 pub fn request_from_json_text(file: &str, text: &[u8]) -> Result<DecisionRequest, Diagnostics> {
     match json::parse_strict_slice(text) {
-        Ok(value) => request_from_json(file, value),
+        Ok(value) => request_from_json(file, value).map_err(|problems| {
+            // JSON is YAML: read as YAML, the same text gives the same
+            // problems with their real lines and columns (read as JSON,
+            // every value sits at 1:1). Used only when both readings agree.
+            let placed = std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| parse_request(file, text).err())
+                .filter(|placed| {
+                    placed.0.len() == problems.0.len()
+                        && placed
+                            .0
+                            .iter()
+                            .zip(&problems.0)
+                            .all(|(a, b)| a.message == b.message)
+                });
+            placed.unwrap_or(problems)
+        }),
         Err(e) => Err(Diagnostics(vec![Diagnostic::new(
             file,
             Span {

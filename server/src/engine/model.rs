@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::diagnostic::plural;
+
 /// Index of a node in a [`Taxonomy`].
 pub type NodeIdx = u32;
 
@@ -350,7 +352,7 @@ impl Condition {
                 .map(|v| format!("`{v}`"))
                 .collect();
             if values.len() > LISTED_IN_WORDS {
-                shown.push(format!("{} others", values.len() - LISTED_IN_WORDS));
+                shown.push(plural(values.len() - LISTED_IN_WORDS, "other", "others"));
             }
             shown.join(" or ")
         }
@@ -376,7 +378,11 @@ impl Condition {
                     .map(|c| format!("`{c}`"))
                     .collect();
                 if categories.len() > LISTED_IN_WORDS {
-                    names.push(format!("{} others", categories.len() - LISTED_IN_WORDS));
+                    names.push(plural(
+                        categories.len() - LISTED_IN_WORDS,
+                        "other",
+                        "others",
+                    ));
                 }
                 format!("the data was derived only from {}", names.join(", "))
             }

@@ -466,8 +466,13 @@ fn explanation(h: &mut String, policy: &Policy, cell: &Cell, anchor: &str) {
     }
     let _ = writeln!(
         h,
-        r##"<p class="evaluated">{} fact combinations evaluated{}. <a href="#matrix">Back to the matrix</a></p></section>"##,
+        r##"<p class="evaluated">{} {} evaluated{}. <a href="#matrix">Back to the matrix</a></p></section>"##,
         cell.evaluated,
+        if cell.evaluated == 1 {
+            "fact combination"
+        } else {
+            "fact combinations"
+        },
         if cell.exhaustive {
             ""
         } else {
