@@ -151,6 +151,7 @@ async fn every_matrix_cell_agrees_with_check() {
     let doc = policy_json(&server);
     assert_eq!(doc["name"], "online-services-dpa");
     let mut cells = 0;
+    let mut lifted_cells = 0;
     let mut kinds = std::collections::BTreeMap::new();
     for row in doc["matrix"]["cells"].as_array().unwrap() {
         for cell in row.as_array().unwrap() {
@@ -235,8 +236,26 @@ async fn every_matrix_cell_agrees_with_check() {
                 }
                 other => panic!("{what}: unknown kind {other}"),
             }
+            // A deny cell whose prohibition can be lifted shows a request
+            // that gets past it, and is still not permitted.
+            if let Some(lifted) = cell.get("liftedExample") {
+                assert_eq!(kind, "deny", "{what}");
+                let answer = client.check(to_proto(lifted)).await.unwrap().into_inner();
+                assert_eq!(
+                    answer.decision(),
+                    pb::Decision::NotApplicable,
+                    "{what}: {lifted}"
+                );
+                lifted_cells += 1;
+            }
         }
     }
+    // advertising, profiling and market-research on every category: the
+    // customer's instruction lifts the prohibition and permits nothing.
+    assert!(
+        lifted_cells >= 3,
+        "{lifted_cells} cells show a lifted prohibition"
+    );
     let purposes = doc["purposes"].as_array().unwrap().len();
     let categories = doc["dataCategories"].as_array().unwrap().len();
     assert_eq!(cells, purposes * categories);
@@ -423,6 +442,13 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
         String::from_utf8_lossy(&run.stderr)
     );
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // The README's and docs' screenshot is this run's, so it shows the page
+    // as it is (written only when it changed).
+    let shot = std::fs::read(out_dir.join("explorer.png")).unwrap();
+    let shown = repo_root().join("docs/explorer.png");
+    if std::fs::read(&shown).ok().as_deref() != Some(shot.as_slice()) {
+        std::fs::write(&shown, &shot).unwrap();
+    }
     assert!(
         seen["advertisingCustomerData"]
             .as_str()
@@ -444,13 +470,17 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
             .contains("anonymized"),
         "{seen}"
     );
-    assert!(
-        seen["explanation"]
-            .as_str()
-            .unwrap()
-            .contains("lbo-anonymized-diagnostic"),
-        "{seen}"
-    );
+    let explanation = seen["explanation"].as_str().unwrap();
+    for says in [
+        "lbo-anonymized-diagnostic",
+        // The purpose spelled out, not only its id.
+        "Legitimate business operations",
+        // The bare request's answer, and an example of each outcome.
+        "gets INDETERMINATE",
+        "PERMIT for",
+    ] {
+        assert!(explanation.contains(says), "{says}: {seen}");
+    }
     assert_eq!(seen["tried"]["decision"], "PERMIT", "{seen}");
     assert!(
         seen["tried"]["rules"]

@@ -85,6 +85,11 @@ pub struct Cell {
     /// …and one that is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_example: Option<DecisionRequest>,
+    /// For a deny cell: a request no rule speaks on (a prohibition's
+    /// `unless` holds, say), so it is `NOT_APPLICABLE`: lifting the
+    /// prohibition permits nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted_example: Option<DecisionRequest>,
     /// Fact combinations evaluated.
     pub evaluated: usize,
     /// Whether every combination was evaluated (see [`MAX_COMBINATIONS`]).
@@ -197,6 +202,7 @@ impl Policy {
         let (dimensions, cut) = self.dimensions(&rules, c);
         let mut permitted_example = None;
         let mut refused_example = None;
+        let mut lifted_example = None;
         let mut decisions = BTreeSet::new();
         let mut evaluated = 0;
         let exhaustive = for_each_request(&bare, &dimensions, *left, |req| {
@@ -207,6 +213,9 @@ impl Policy {
                 permitted_example.get_or_insert_with(|| req.clone());
             } else {
                 refused_example.get_or_insert_with(|| req.clone());
+                if decision == Decision::NotApplicable {
+                    lifted_example.get_or_insert_with(|| req.clone());
+                }
             }
         });
         let kind = match (permitted_example.is_some(), refused_example.is_some()) {
@@ -230,6 +239,7 @@ impl Policy {
             rules: rule_indexes,
             permitted_example: permitted_example.filter(|_| conditional),
             refused_example: refused_example.filter(|_| conditional),
+            lifted_example: lifted_example.filter(|_| kind == CellKind::Deny),
             evaluated,
             exhaustive: exhaustive && !cut,
         }

@@ -28,11 +28,13 @@ pub const MAX_LIST_ENTRIES: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRequest {
-    pub subject: Subject,
-    pub resource: Resource,
     pub purpose: String,
+    pub resource: Resource,
+    #[serde(skip_serializing_if = "Subject::is_empty")]
+    pub subject: Subject,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub action: String,
+    #[serde(skip_serializing_if = "Context::is_empty")]
     pub context: Context,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub supported_obligations: Vec<String>,
@@ -77,6 +79,20 @@ pub struct Context {
     pub customer_instruction: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+}
+
+impl Subject {
+    /// Whether nothing about the subject is given.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty() && self.tenant.is_empty() && self.roles.is_empty()
+    }
+}
+
+impl Context {
+    /// Whether the request gives no context.
+    pub fn is_empty(&self) -> bool {
+        self.customer_instruction.is_empty() && self.attributes.is_empty()
+    }
 }
 
 /// A request that cannot be asked at all (the gRPC edge answers

@@ -162,16 +162,22 @@ impl Page<'_> {
 <p>Each cell is the engine's own answer, from evaluating every combination of the facts its rules read. Choose a cell for its rules and conditions.</p>
 <ul class="legend" aria-label="Legend">
 <li><span class="cell permit">✓ permit</span> always permitted</li>
-<li><span class="cell conditional">◐ conditional</span> permitted only when its conditions hold</li>
-<li><span class="cell deny">✗ deny</span> never permitted</li>
+<li><span class="cell conditional">◐ conditional</span> permitted only when the request shows its conditions hold; one that does not is blocked (choose the cell for an example of each)</li>
+<li><span class="cell deny">✗ deny</span> never permitted: a rule prohibits it, and where the prohibition has an exception (such as the customer's instruction), the exception only lifts it: no rule permits it then either</li>
 <li><span class="cell not-applicable">– not applicable</span> no rule speaks: not permitted</li>
 </ul>
 <div class="scroll"><table class="matrix">
-<caption>Purposes (rows) × data categories (columns)</caption>
+<caption>Purposes (rows) × data categories (columns); point at one for its description</caption>
 <thead><tr><th scope="col">Purpose</th>"#,
         );
+        let described = |tree, id: &str| esc(&description(tree, id));
         for category in &self.matrix.categories {
-            let _ = write!(h, r#"<th scope="col"><span>{}</span></th>"#, esc(category));
+            let _ = write!(
+                h,
+                r#"<th scope="col" title="{}"><span>{}</span></th>"#,
+                described(self.policy.categories(), category),
+                esc(category)
+            );
         }
         h.push_str("</tr></thead>\n<tbody>\n");
         for (r, (purpose, row)) in self
@@ -184,8 +190,9 @@ impl Page<'_> {
             let depth = purpose.matches('.').count();
             let _ = write!(
                 h,
-                r#"<tr><th scope="row" class="depth-{}">{}</th>"#,
+                r#"<tr><th scope="row" class="depth-{}" title="{}">{}</th>"#,
                 depth.min(4),
+                described(self.policy.purposes(), purpose),
                 esc(purpose)
             );
             for (c, cell) in row.iter().enumerate() {
@@ -443,11 +450,33 @@ fn explanation(h: &mut String, policy: &Policy, cell: &Cell, anchor: &str) {
         decision = cell.decision.as_str(),
         reason = prose(&cell.reason),
     );
+    let _ = write!(
+        h,
+        "<p class=\"terms\"><code>{p}</code>: {pd}<br><code>{c}</code>: {cd}</p>",
+        p = esc(&cell.purpose),
+        pd = esc(&description(policy.purposes(), &cell.purpose)),
+        c = esc(&cell.category),
+        cd = esc(&description(policy.categories(), &cell.category)),
+    );
     if cell.kind == CellKind::Conditional {
         h.push_str("<p>It depends on the facts:</p><ul>");
         for condition in conditions(policy, cell) {
             let _ = write!(h, "<li>{}</li>", prose(&condition));
         }
+        h.push_str("</ul><p>For example:</p><ul>");
+        for example in [&cell.permitted_example, &cell.refused_example]
+            .into_iter()
+            .flatten()
+        {
+            example_item(h, policy, example);
+        }
+        h.push_str("</ul>");
+    }
+    if let Some(lifted) = &cell.lifted_example {
+        h.push_str(
+            "<p>A prohibition here has an exception. When it holds, the prohibition is lifted, but no rule permits the processing either, so it is still blocked:</p><ul>",
+        );
+        example_item(h, policy, lifted);
         h.push_str("</ul>");
     }
     if cell.rules.is_empty() {
@@ -478,6 +507,28 @@ fn explanation(h: &mut String, policy: &Policy, cell: &Cell, anchor: &str) {
         } else {
             " (too many to try together: each fact was varied on its own, so a permit needing two facts at once may be missed)"
         }
+    );
+}
+
+/// The description of a purpose or data category, as the policy gives it.
+fn description(tree: &crate::engine::Taxonomy, id: &str) -> String {
+    tree.lookup(id)
+        .and_then(|i| tree.node(i))
+        .map(|n| n.description.clone())
+        .unwrap_or_default()
+}
+
+/// One example request of a cell, as the JSON `/api/check` and the form
+/// take, with what `Check` answers for it.
+fn example_item(h: &mut String, policy: &Policy, request: &crate::engine::DecisionRequest) {
+    let answer = policy.evaluate(request);
+    let json = serde_json::to_string(request).unwrap_or_default();
+    let _ = write!(
+        h,
+        "<li><strong>{decision}</strong> for <code class=\"request\">{json}</code>: {reason}</li>",
+        decision = answer.decision.as_str(),
+        json = esc(&json),
+        reason = prose(&answer.reason),
     );
 }
 
