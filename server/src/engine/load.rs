@@ -765,6 +765,7 @@ struct Resolved {
 fn resolve_claims(
     files: &[FileDoc],
     purposes: &Taxonomy,
+    rule_at: &FirstSeen<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Vec<Claim>> {
     if files.iter().all(|f| f.claims.is_none()) {
@@ -781,6 +782,18 @@ fn resolve_claims(
                     format!("duplicate claim id `{}` (first defined at {first})", doc.id),
                 ));
                 continue;
+            }
+            // A denial names the claims that bound the subject where an
+            // answer names rules: one id must not mean both.
+            if let Some(rule) = rule_at.place(&doc.id) {
+                out.push(Diagnostic::new(
+                    &f.file,
+                    doc.span,
+                    format!(
+                        "claim id `{}` is also the id of the rule at {rule}; answers name claims and rules alike in `ruleIds`, so give one of them another id",
+                        doc.id
+                    ),
+                ));
             }
             let mut purpose_idx = Vec::new();
             for (p, span) in &doc.purposes {
@@ -916,7 +929,7 @@ fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Resolved> {
             }
         }
     }
-    let claims = resolve_claims(files, &purposes, out);
+    let claims = resolve_claims(files, &purposes, &rule_at, out);
     let (name, _, _) = name?;
     Some(Resolved {
         name: name.to_string(),
@@ -938,15 +951,18 @@ impl<'a> FirstSeen<'a> {
     /// Records `id`; if it was written before, returns where, as
     /// `file:line:column`.
     fn record(&mut self, id: &'a str, file: &'a str, span: Span) -> Option<String> {
-        match self.0.get(id) {
-            Some((first_file, first)) => {
-                Some(format!("{first_file}:{}:{}", first.line, first.column))
-            }
-            None => {
-                self.0.insert(id, (file, span));
-                None
-            }
+        let first = self.place(id);
+        if first.is_none() {
+            self.0.insert(id, (file, span));
         }
+        first
+    }
+
+    /// Where `id` was first written, as `file:line:column`.
+    fn place(&self, id: &str) -> Option<String> {
+        self.0
+            .get(id)
+            .map(|(file, at)| format!("{file}:{}:{}", at.line, at.column))
     }
 
     fn contains(&self, id: &str) -> bool {
