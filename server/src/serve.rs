@@ -6,6 +6,7 @@
 //! end, in-flight calls finish, and the process exits 0 within the drain
 //! time.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -283,12 +284,35 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let policy = match load_policy(args.policy.as_ref()) {
         Ok(p) => p,
         Err(e) => {
-            error!(error = %e, "cannot load the policy");
-            crate::log::flush(Duration::from_secs(1));
-            return ExitCode::FAILURE;
+            return refuse_to_start(
+                args.log_format,
+                "the server did not start: cannot load the policy",
+                &e.to_string(),
+            );
         }
     };
     run_until_done("the server", serve(args, policy))
+}
+
+/// Says why a binary cannot start, and gives its exit code. As text, each
+/// line of `error` comes as `error: LINE` (a policy's or a routes file's
+/// problems, one per line, as `validate` prints them), then `what`; as
+/// JSON, one log record.
+pub fn refuse_to_start(format: LogFormat, what: &str, error: &str) -> ExitCode {
+    match format {
+        LogFormat::Json => {
+            error!(error = %error, "{what}");
+            crate::log::flush(Duration::from_secs(1));
+        }
+        LogFormat::Text => {
+            let mut stderr = std::io::stderr().lock();
+            for line in error.lines() {
+                let _ = writeln!(stderr, "error: {line}");
+            }
+            let _ = writeln!(stderr, "{what}");
+        }
+    }
+    ExitCode::FAILURE
 }
 
 /// Runs `service` on a multi-threaded runtime until it returns; logs why it

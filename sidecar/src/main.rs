@@ -11,7 +11,9 @@ use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
 use purposegate_server::grpc::MessageLimits;
 use purposegate_server::grpc::health::set_status;
 use purposegate_server::listen::{Face, Limits, Protocols};
-use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
+use purposegate_server::serve::{
+    LogFormat, init_logging, refuse_to_start, run_until_done, wait_for_signal,
+};
 use purposegate_server::units::{parse_bytes, parse_duration, parse_timeout};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -29,7 +31,13 @@ use purposegate_sidecar::{extauthz, proxy, routes};
 /// purposegate sidecar: enforces purpose decisions on the calls to the data
 /// service beside it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "purposegate-sidecar", version, about, long_about = None)]
+#[command(
+    name = "purposegate-sidecar",
+    version,
+    about,
+    long_about = None,
+    term_width = 100
+)]
 struct Args {
     /// Address of the proxy in front of the app (HTTP/2 gRPC and HTTP/1.1).
     #[arg(
@@ -231,7 +239,17 @@ fn main() -> ExitCode {
             old.replacen("PURPOSEGATE_", "PURPOSEGATE_SIDECAR_", 1)
         );
     }
-    run_until_done("the sidecar", run(args))
+    let routes = match load_routes(args.routes.as_deref()) {
+        Ok(routes) => routes.fulfilling(&args.obligations),
+        Err(e) => {
+            return refuse_to_start(
+                args.log_format,
+                "the sidecar did not start: cannot load the routes file",
+                &e,
+            );
+        }
+    };
+    run_until_done("the sidecar", run(args, routes))
 }
 
 fn load_routes(path: Option<&std::path::Path>) -> Result<routes::Routes, String> {
@@ -262,7 +280,7 @@ fn upstream_is_self(args: &Args) -> Option<SocketAddr> {
         .find(|own| own.port() == port && (local || own.ip().to_string() == host))
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::error::Error>> {
     // Signals are caught from here on: before anything says it listens.
     let signalled = wait_for_signal();
     if args.upstream.scheme_str() != Some("http") || args.upstream.authority().is_none() {
@@ -279,7 +297,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let routes = load_routes(args.routes.as_deref())?.fulfilling(&args.obligations);
     let limits = args.limits();
     let metrics = SidecarMetrics::new();
     purposegate_server::metrics::serve(
