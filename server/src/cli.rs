@@ -24,7 +24,8 @@ use purposegate_server::serve::{self, ServeArgs};
     version,
     about,
     long_about = None,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    term_width = 100
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 
 pub mod app;
 pub mod attacks;
+pub mod docs;
 
 /// The directory the test executable was built into (`target/<profile>`).
 fn profile_dir() -> PathBuf {

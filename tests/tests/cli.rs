@@ -70,7 +70,9 @@ fn a_duplicate_rule_id_does_not_hide_the_rules_other_problems() {
     assert_eq!(run.code, Some(1), "{run:?}");
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert!(
-        lines.iter().any(|l| l.contains(":7:10: duplicate rule id `r`")),
+        lines
+            .iter()
+            .any(|l| l.contains(":7:10: duplicate rule id `r`")),
         "{run:?}"
     );
     assert!(
@@ -255,7 +257,8 @@ fn check_rejects_invalid_requests_naming_the_field() {
     );
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("<stdin>:2:27: `resource.category` must be a string"),
+        run.stderr
+            .contains("<stdin>:2:27: `resource.category` must be a string"),
         "JSON problems are placed where they are written: {run:?}"
     );
     let run = server_cli(&["check"], Some("{not json"));
@@ -324,7 +327,8 @@ fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
             .unwrap_or_else(|| panic!("{flag} is not in --help:\n{}", run.stdout));
         let rest = &run.stdout[start + 2..];
         let end = rest.find("\n  -").unwrap_or(rest.len());
-        let entry = &rest[..end];
+        // Help is wrapped at 100 columns: read it as one line.
+        let entry = rest[..end].split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(entry.contains(&format!("[env: {var}=")), "{entry}");
     }
 }

@@ -12,7 +12,13 @@ use tracing::{debug, info};
 
 /// A demo customer-records service to put the purposegate sidecar in front of.
 #[derive(Debug, Parser)]
-#[command(name = "purposegate-demo-service", version, about, long_about = None)]
+#[command(
+    name = "purposegate-demo-service",
+    version,
+    about,
+    long_about = None,
+    term_width = 100
+)]
 struct Args {
     /// Address of both APIs: gRPC (demo.v1.CustomerService) over HTTP/2,
     /// and the HTTP API (GET /customers/{id}, POST /echo) over HTTP/1.1.
