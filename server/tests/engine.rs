@@ -4,7 +4,7 @@
 )]
 
 //! Engine tests, data-driven: policies with case files for each semantic of
-//! DESIGN section 2, the default policy's own cases, and invalid policies
+//! docs/semantics.md, the default policy's own cases, and invalid policies
 //! with the exact diagnostics each must produce. One helper runs them all.
 
 use std::path::{Path, PathBuf};

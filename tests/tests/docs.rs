@@ -355,3 +355,46 @@ fn the_walkthrough_binaries_meet_on_their_defaults() {
         );
     }
 }
+
+/// Nothing in the repository (code comments included) sends a reader to
+/// a document the repository does not hold.
+#[test]
+fn nothing_points_outside_the_repository() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(
+                    name.as_str(),
+                    "target" | "node_modules" | ".git" | "corpus" | "artifacts"
+                ) {
+                    walk(&path, found);
+                }
+                continue;
+            }
+            let text_file = [
+                ".rs", ".md", ".yaml", ".yml", ".toml", ".sh", ".py", ".mjs", ".proto", ".tpl",
+                ".txt",
+            ]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+                || name == "Dockerfile";
+            // This file names what it looks for.
+            if !text_file || path.ends_with("tests/tests/docs.rs") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for (i, line) in text.lines().enumerate() {
+                if line.contains("../shared") || line.contains("DESIGN") {
+                    found.push(format!("{}:{}: {line}", path.display(), i + 1));
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&repo_root(), &mut found);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use purposegate_tests::{Run, ServerProcess, repo_root};
+use purposegate_tests::{Run, ServerProcess, TempDir, repo_root};
 
 fn python_check(server: &ServerProcess, args: &[&str]) -> Run {
     Command::new("python3")
@@ -20,33 +20,30 @@ fn python_check(server: &ServerProcess, args: &[&str]) -> Run {
         .into()
 }
 
-/// The example's generated stubs, in the system temp folder.
-fn leftovers() -> usize {
-    std::fs::read_dir(std::env::temp_dir())
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with("purposegate-py-")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
+/// The example run three times with a temp folder of its own (Python's
+/// `tempfile` honours `TMPDIR`) leaves that folder empty: other tests that
+/// run the example at the same time cannot be counted in.
 #[test]
 fn the_python_client_leaves_nothing_behind() {
     let server = ServerProcess::start(&["--decision-log", "off"]);
-    let before = leftovers();
+    let tmp = TempDir::new("python-tmp");
     for _ in 0..3 {
-        let run = python_check(
-            &server,
-            &["--purpose", "provide", "--category", "customer-data"],
-        );
+        let run: Run = Command::new("python3")
+            .arg(repo_root().join("examples/python/check.py"))
+            .args(["--target", &server.addr.to_string()])
+            .args(["--purpose", "provide", "--category", "customer-data"])
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap()
+            .into();
         assert_eq!(run.code, Some(0), "{run:?}");
     }
-    assert!(leftovers() <= before, "the example left its stubs behind");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the example left {left:?} behind");
 }
 
 #[test]

@@ -131,7 +131,8 @@ pub async fn http(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper
     let path = req.uri().path().to_string();
     info!(method = %method, %path, "received");
     let (status, body) = match (&method, path.as_str()) {
-        (&Method::GET, p) if p.starts_with("/customers/") => {
+        // HEAD as GET, as web frameworks serve it (hyper sends no body).
+        (&Method::GET | &Method::HEAD, p) if p.starts_with("/customers/") => {
             let id = p.trim_start_matches("/customers/");
             match customers().into_iter().find(|c| c.id == id) {
                 Some(c) => (StatusCode::OK, Bytes::from(customer_json(&c))),

@@ -1,5 +1,5 @@
 //! The embedded default policy: the purpose rules of a cloud provider's
-//! online-services data-processing terms (DESIGN section 3.1).
+//! online-services data-processing terms (explained in docs/default-policy.md).
 
 use super::{Diagnostics, Policy};
 

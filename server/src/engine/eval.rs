@@ -1,4 +1,4 @@
-//! Evaluation: the semantics of DESIGN section 2.
+//! Evaluation: the semantics of docs/semantics.md.
 //!
 //! For each data category in play (the resource's own and each origin,
 //! semantic 4) the rules that could apply come from the index; each is

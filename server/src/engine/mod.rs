@@ -1,5 +1,5 @@
 //! The purpose policy engine: the model, strict loading, the compiled index
-//! and evaluation of DESIGN section 2.
+//! and evaluation of docs/semantics.md.
 //!
 //! **Architecture Invariant:** this module tree does no I/O and knows nothing
 //! of tonic, prost or tokio. It takes text and returns values; the server,
