@@ -1,4 +1,4 @@
-# The default purposegate policy (server/policies/online-services-dpa.yaml)
+# The default purposegate policy (engine/policies/online-services-dpa.yaml)
 # written in Rego, for the side-by-side benchmark.
 #
 # input:

@@ -1,8 +1,11 @@
-//! purposegate's decision server: the policy engine ([`engine`]) and the
-//! command line that validates, tests and queries policies.
+//! purposegate's decision server: the gRPC decision API over the policy
+//! engine (`purposegate-engine`, re-exported as [`engine`]), its reloads,
+//! decision log, explorer and webhook, and the command line that validates,
+//! tests and queries policies.
+
+pub use purposegate_engine as engine;
 
 pub mod audit;
-pub mod engine;
 pub mod explorer;
 pub mod grpc;
 pub mod listen;

@@ -26,9 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use purposegate_server::engine::decode::Decoder;
-use purposegate_server::engine::yaml;
-use purposegate_server::engine::{Deidentification, Diagnostics, glob_slice};
+use purposegate_server::engine::{Decoder, Deidentification, Diagnostics, Node, glob_slice};
 use purposegate_server::grpc::convert::deidentification_number;
 
 use crate::canonical;
@@ -70,8 +68,7 @@ pub struct Routes {
 
 impl Routes {
     pub fn parse(file: &str, text: &str) -> Result<Routes, Diagnostics> {
-        let root = yaml::parse(file, text).map_err(Diagnostics)?;
-        let mut d = Decoder::new(file);
+        let (mut d, root) = Decoder::read(file, text)?;
         let mut routes = Vec::new();
         if let Some(top) = d.fields(&root, "routes file", &["routes"]) {
             match top.get("routes") {
@@ -90,11 +87,7 @@ impl Routes {
                 }
             }
         }
-        if d.sink.diagnostics.is_empty() {
-            Ok(Routes { routes })
-        } else {
-            Err(Diagnostics(d.sink.diagnostics))
-        }
+        d.finish(Routes { routes })
     }
 
     /// Adds `obligations` (the sidecar's `--obligations`: what the app
@@ -227,7 +220,7 @@ fn segment_glob(p: &[u8], t: &[u8]) -> bool {
     glob_slice(p, t, b'*', b'?')
 }
 
-fn decode_route(d: &mut Decoder<'_>, node: &yaml::Node, i: usize) -> Option<Route> {
+fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
     let what = format!("route #{}", i + 1);
     let f = d.fields(
         node,

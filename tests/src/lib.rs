@@ -284,6 +284,20 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::wait_exit`] for async tests: the runtime keeps running while
+    /// it waits, so the test's own clients still answer the process (the
+    /// PING of an HTTP/2 graceful shutdown, say) as a live client would.
+    pub async fn exited(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.wait_exit(std::time::Duration::ZERO)
+    }
+
     /// CPU time the process has used (user and system), from
     /// `/proc/PID/stat` in clock ticks of 10 ms.
     pub fn cpu_time(&self) -> std::time::Duration {
@@ -1052,9 +1066,9 @@ pub fn curl(args: &[&str]) -> Fetched {
     }
 }
 
-/// The default policy's text, as shipped in `server/policies/`.
+/// The default policy's text, as shipped in `engine/policies/`.
 pub fn default_policy_text() -> String {
-    let path = repo_root().join("server/policies/online-services-dpa.yaml");
+    let path = repo_root().join("engine/policies/online-services-dpa.yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -3,8 +3,8 @@
 
 use purposegate_tests::{TempDir, server_cli};
 
-const POLICY: &str = "server/policies/online-services-dpa.yaml";
-const CASES: &str = "server/policies/online-services-dpa_test.yaml";
+const POLICY: &str = "engine/policies/online-services-dpa.yaml";
+const CASES: &str = "engine/policies/online-services-dpa_test.yaml";
 
 #[test]
 fn validate_accepts_the_default_policy() {

@@ -36,7 +36,7 @@ impl Stage {
         let dir = TempDir::new(tag);
         // The repository's examples and policies, as a reader in its root
         // sees them.
-        for shared in ["examples", "proto", "server"] {
+        for shared in ["engine", "examples", "proto", "server"] {
             std::os::unix::fs::symlink(repo_root().join(shared), dir.path().join(shared)).unwrap();
         }
         Stage {

@@ -208,7 +208,7 @@ async fn without_the_server_an_open_stream_ends_once_its_answer_expires() {
     read(&mut feed, 25).await;
 
     server.signal("KILL");
-    server.wait_exit(Duration::from_secs(5));
+    server.exited(Duration::from_secs(5)).await;
     let killed = Instant::now();
     let (status, ended) = until_end(&mut feed, Duration::from_secs(10)).await;
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");

@@ -350,7 +350,7 @@ async fn sigterm_turns_health_not_serving_ends_streams_and_exits_0() {
         .expect("the policy watch ends within 5 s");
     assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
 
-    let code = server.wait_exit(within);
+    let code = server.exited(within).await;
     let log = server.log().join("\n");
     assert_eq!(code, Some(0), "log:\n{log}");
     assert!(
@@ -540,7 +540,7 @@ async fn a_call_in_flight_at_sigterm_is_answered() {
         .expect("the call in flight succeeds")
         .into_inner();
     assert_eq!(answer.decision(), pb::Decision::Permit);
-    let code = server.wait_exit(Duration::from_secs(5));
+    let code = server.exited(Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
 }
 

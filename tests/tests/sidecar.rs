@@ -367,7 +367,7 @@ async fn sigterm_ends_open_streams_and_the_sidecar_exits_0() {
         .await
         .expect("the local watch ends within 5 s");
     assert!(matches!(end, None | Some(Ok(_))), "{end:?}");
-    let code = sidecar.wait_exit(Duration::from_secs(5));
+    let code = sidecar.exited(Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "{}", sidecar.log().join("\n"));
     assert!(
         signalled.elapsed() < Duration::from_secs(5),

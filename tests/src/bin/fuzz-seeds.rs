@@ -3,8 +3,8 @@
 //! not in `fuzz/`, because everything there is built with coverage
 //! instrumentation that only links against libFuzzer.
 //!
-//! - `policy`: every policy and case file (`server/policies`,
-//!   `server/tests/semantics`, `server/tests/invalid`);
+//! - `policy`: every policy and case file (`engine/policies`,
+//!   `engine/tests/semantics`, `engine/tests/invalid`);
 //! - `request_text`: each case's request as JSON;
 //! - `check_request`: each case's request as protobuf bytes;
 //! - `uri_sans`: the PEM certificates under `fuzz/seeds/`, as DER;
@@ -77,9 +77,9 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
 fn run(root: &Path, corpus: &Path) -> Result<usize, String> {
     let mut written = 0;
     let sources = [
-        "server/policies",
-        "server/tests/semantics",
-        "server/tests/invalid",
+        "engine/policies",
+        "engine/tests/semantics",
+        "engine/tests/invalid",
     ];
     for source in sources {
         for file in yaml_files(&root.join(source)) {

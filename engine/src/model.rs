@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use super::diagnostic::plural;
 
+/// The only policy format version this engine reads.
+pub const POLICY_VERSION: u64 = 1;
+
 /// Index of a node in a [`Taxonomy`].
 pub type NodeIdx = u32;
 

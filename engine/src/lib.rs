@@ -1,33 +1,35 @@
 //! The purpose policy engine: the model, strict loading, the compiled index
 //! and evaluation of docs/semantics.md.
 //!
-//! **Architecture Invariant:** this module tree does no I/O and knows nothing
-//! of tonic, prost or tokio. It takes text and returns values; the server,
-//! the CLI and the benchmarks all call it. A test in `tests/architecture.rs`
-//! keeps it that way.
+//! **Architecture Invariant:** this crate does no I/O and knows nothing of
+//! tonic, prost or tokio: its manifest holds no such dependency. It takes
+//! text and returns values; the server, the sidecar, the CLI and the
+//! benchmarks all call it.
 //!
 //! **Architecture Invariant:** a decision is a value, never an error:
 //! [`Policy::evaluate`] always returns an [`Evaluation`].
 
 mod cases;
 mod decision;
-pub mod decode;
+mod decode;
 mod diagnostic;
 mod eval;
 mod glob;
-pub mod json;
+mod json;
 mod load;
 mod matrix;
 mod model;
 mod policy;
+mod reason;
 mod request;
 mod suggest;
-pub mod yaml;
+mod yaml;
 
 pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorOutcome};
+pub use decode::{Decoder, Fields};
 pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};
 pub use glob::{glob, glob_slice};
 pub use load::{
@@ -43,6 +45,7 @@ pub use request::{
     Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,
     MAX_SUBJECT_ID_BYTES, MAX_TEXT_BYTES, Resource, Subject,
 };
+pub use yaml::{Key, Node, Value};
 
 impl Policy {
     /// Loads one or more files that together form one policy.
@@ -74,7 +77,7 @@ pub fn request_from_json(
 /// Reads a request from JSON text, refusing duplicate keys
 /// ([`json::parse_strict`]).
 pub fn request_from_json_text(file: &str, text: &[u8]) -> Result<DecisionRequest, Diagnostics> {
-    match json::parse_strict_slice(text) {
+    match json::parse_strict(text) {
         Ok(value) => request_from_json(file, value).map_err(|problems| {
             // JSON is YAML: read as YAML, the same text gives the same
             // problems with their real lines and columns (read as JSON,

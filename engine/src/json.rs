@@ -6,16 +6,8 @@
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// Parses `text` as JSON, refusing duplicate keys in any object.
-pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = deserializer.deserialize_any(Strict)?;
-    deserializer.end()?;
-    Ok(value)
-}
-
-/// [`parse_strict`] of bytes that must be UTF-8.
-pub fn parse_strict_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+/// Parses `bytes` (UTF-8) as JSON, refusing duplicate keys in any object.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = deserializer.deserialize_any(Strict)?;
     deserializer.end()?;
@@ -98,15 +90,18 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
-        let err = parse_strict(r#"{"purpose":"advertising","purpose":"provide"}"#).unwrap_err();
+        let err = parse_strict(r#"{"purpose":"advertising","purpose":"provide"}"#.as_bytes())
+            .unwrap_err();
         assert!(err.to_string().contains("duplicate key `purpose`"), "{err}");
         assert!(err.to_string().contains("line 1"), "{err}");
-        assert!(parse_strict(r#"{"resource":{"category":"a","category":"b"}}"#).is_err());
-        assert!(parse_strict(r#"[{"a":1},{"a":2}]"#).is_ok());
+        assert!(
+            parse_strict(r#"{"resource":{"category":"a","category":"b"}}"#.as_bytes()).is_err()
+        );
+        assert!(parse_strict(r#"[{"a":1},{"a":2}]"#.as_bytes()).is_ok());
         assert_eq!(
-            parse_strict(r#"{"a":[1,2.5,"x",null,true]}"#).unwrap(),
+            parse_strict(r#"{"a":[1,2.5,"x",null,true]}"#.as_bytes()).unwrap(),
             serde_json::json!({"a":[1,2.5,"x",null,true]})
         );
-        assert!(parse_strict("{} {}").is_err(), "trailing data");
+        assert!(parse_strict(b"{} {}").is_err(), "trailing data");
     }
 }

@@ -1,11 +1,11 @@
 //! One decision on the embedded default policy: a permit, a deny and a
 //! not-applicable; and the policy explorer's whole matrix, computed once
-//! per revision. Run: `cargo bench -p purposegate-server --bench decision`.
+//! per revision. Run: `cargo bench -p purposegate-engine --bench decision`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use purposegate_server::engine::{
+use purposegate_engine::{
     Context, DecisionRequest, Deidentification, Resource, Subject, default_policy,
 };
 

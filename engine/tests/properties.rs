@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 
-use purposegate_server::engine::{
+use purposegate_engine::{
     Context, Decision, DecisionRequest, Deidentification, Effect, Evaluation, Policy, Resource,
     Subject,
 };

@@ -256,7 +256,7 @@ fn revision_of(
     let purposes = tree(purposes);
     let categories = tree(categories);
     let canonical = Canonical {
-        version: super::load::POLICY_VERSION,
+        version: super::model::POLICY_VERSION,
         name,
         description,
         settings,

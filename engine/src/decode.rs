@@ -1,9 +1,9 @@
 //! Typed reading of [`Node`] trees that reports every problem to a [`Sink`]
 //! instead of stopping at the first, and rejects unknown keys.
 
-use super::diagnostic::{Sink, Span};
+use super::diagnostic::{Diagnostics, Sink, Span};
 use super::suggest;
-use super::yaml::{Key, Node, Value};
+use super::yaml::{self, Key, Node, Value};
 
 /// The known keys of one mapping, checked.
 #[derive(Debug)]
@@ -54,17 +54,54 @@ impl<'n> Fields<'n> {
     }
 }
 
-/// Reads nodes, reporting to its sink.
+/// The strict reader of YAML (or JSON) documents that policies, case
+/// files and the sidecar's routes file share: it checks a document's
+/// shape value by value, collects every problem with its `file:line:column`
+/// and gives the decoded value only when there is none.
+///
+/// ```
+/// use purposegate_engine::Decoder;
+///
+/// let (mut d, root) = Decoder::read("ports.yaml", "port: 80\nname: web\n").unwrap();
+/// let port = d.fields(&root, "ports file", &["port"]).and_then(|f| {
+///     let node = f.get("port")?;
+///     d.uint(node, "`port`", 65_535)
+/// });
+/// let problems = d.finish(port).unwrap_err();
+/// assert_eq!(
+///     problems.to_string(),
+///     "ports.yaml:2:1: ports file: unknown key `name`; expected one of `port`"
+/// );
+/// ```
 #[derive(Debug)]
 pub struct Decoder<'f> {
-    pub sink: Sink<'f>,
+    pub(crate) sink: Sink<'f>,
 }
 
 impl<'f> Decoder<'f> {
-    pub fn new(file: &'f str) -> Self {
+    pub(crate) fn new(file: &'f str) -> Self {
         Decoder {
             sink: Sink::new(file),
         }
+    }
+
+    /// Reads `text`, one YAML document of `file`: a decoder, and the
+    /// document's root to decode. Text that is not YAML, a key written
+    /// twice, an anchor or an alias is refused with every such problem.
+    pub fn read(file: &'f str, text: &str) -> Result<(Self, Node), Diagnostics> {
+        let root = yaml::parse(file, text).map_err(Diagnostics)?;
+        Ok((Decoder::new(file), root))
+    }
+
+    /// What was decoded, unless a problem was reported on the way: then
+    /// every problem, in line order.
+    pub fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
+        let mut problems = self.sink.diagnostics;
+        if problems.is_empty() {
+            return Ok(value);
+        }
+        problems.sort_by_key(|d| (d.span.line, d.span.column));
+        Err(Diagnostics(problems))
     }
 
     pub fn error(&mut self, span: Span, message: impl Into<String>) {

@@ -7,7 +7,7 @@ use super::{Diagnostics, Policy};
 pub const FILE: &str = "online-services-dpa.yaml";
 
 /// The default policy's text.
-pub const TEXT: &str = include_str!("../../policies/online-services-dpa.yaml");
+pub const TEXT: &str = include_str!("../policies/online-services-dpa.yaml");
 
 /// Loads the default policy.
 pub fn load() -> Result<Policy, Diagnostics> {

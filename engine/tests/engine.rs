@@ -2,6 +2,10 @@
     clippy::panic,
     reason = "helpers of tests: a failed setup must fail the test"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests read their fixture files; the engine itself reads none"
+)]
 
 //! Engine tests, data-driven: policies with case files for each semantic of
 //! docs/semantics.md, the default policy's own cases, and invalid policies
@@ -9,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use purposegate_server::engine::{
+use purposegate_engine::{
     CaseFile, Decision, DecisionRequest, Diagnostics, Policy, PolicySource, Resource, Subject,
     default_policy,
 };
@@ -378,8 +382,8 @@ fn garbage_input_never_panics() {
 /// and every cell agreeing with `evaluate` for its own requests.
 #[test]
 fn the_default_policy_matrix_agrees_with_evaluate() {
-    use purposegate_server::engine::{CellKind, Decision, DecisionRequest, Resource};
-    let policy = purposegate_server::engine::default_policy::load().unwrap();
+    use purposegate_engine::{CellKind, Decision, DecisionRequest, Resource};
+    let policy = purposegate_engine::default_policy::load().unwrap();
     let matrix = policy.matrix();
     let cell = |p: &str, c: &str| {
         let row = matrix.purposes.iter().position(|x| &**x == p).unwrap();
@@ -432,7 +436,7 @@ fn the_default_policy_matrix_agrees_with_evaluate() {
 /// so its answers are what `evaluate` (and `Check`) give that subject.
 #[test]
 fn a_claims_policy_matrix_asks_as_a_permitted_claimant() {
-    use purposegate_server::engine::{CellKind, Decision, Policy};
+    use purposegate_engine::{CellKind, Decision, Policy};
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/semantics/12-claims.yaml"),
     )
