@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use purposegate_bench::peers::{Cedar, Rego};
 use purposegate_bench::requests;
 use purposegate_bench::timing::{Sample, per_op};
-use purposegate_server::engine::default_policy;
+use purposegate_engine::default_policy;
 
 /// Requests the engines must agree on before anything is timed.
 const AGREEMENT_REQUESTS: usize = 2000;

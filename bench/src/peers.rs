@@ -11,7 +11,7 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression,
 };
-use purposegate_server::engine::{DecisionRequest, Deidentification, Policy};
+use purposegate_engine::{DecisionRequest, Deidentification, Policy};
 
 pub const CEDAR_POLICY: &str = include_str!("../peers/online-services-dpa.cedar");
 pub const REGO_POLICY: &str = include_str!("../peers/online-services-dpa.rego");
@@ -211,7 +211,7 @@ pub fn agreement(policy: &Policy, requests: &[DecisionRequest]) -> Result<usize,
     for (i, req) in requests.iter().enumerate() {
         let answer = policy.evaluate(req);
         rules_seen.extend(answer.rule_ids.iter().map(ToString::to_string));
-        let ours = answer.decision == purposegate_server::engine::Decision::Permit;
+        let ours = answer.decision == purposegate_engine::Decision::Permit;
         let cedar_allows = cedar.allows(&cedar.request(req)?);
         let rego_allows = rego.allows(&Rego::input(req)?)?;
         if ours != cedar_allows || ours != rego_allows {

@@ -3,7 +3,7 @@
 //! de-identification state and none; group sizes below, at and above K;
 //! derived data; and unknown ids.
 
-use purposegate_server::engine::{Context, DecisionRequest, Deidentification, Resource, Subject};
+use purposegate_engine::{Context, DecisionRequest, Deidentification, Resource, Subject};
 
 const PURPOSES: &[&str] = &[
     "provide",

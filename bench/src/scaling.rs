@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use purposegate_bench::requests::Lcg;
 use purposegate_bench::timing::{Sample, per_op};
-use purposegate_server::engine::{DecisionRequest, Policy, Resource};
+use purposegate_engine::{DecisionRequest, Policy, Resource};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -85,7 +85,7 @@ pub fn run() -> Result<Vec<Point>, String> {
                     owner_tenant: "a".into(),
                     ..Resource::default()
                 },
-                subject: purposegate_server::engine::Subject {
+                subject: purposegate_engine::Subject {
                     id: "s".into(),
                     tenant: if rng.below(2) == 0 {
                         "a".into()

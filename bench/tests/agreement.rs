@@ -5,7 +5,7 @@
 //! (`cargo test -p purposegate-bench`; not part of the default test run.)
 
 use purposegate_bench::{peers, requests};
-use purposegate_server::engine::default_policy;
+use purposegate_engine::default_policy;
 
 #[test]
 fn all_three_engines_agree_on_500_generated_requests_covering_every_rule() {

@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use purposegate_proto::convert;
 use purposegate_proto::v1 as pb;
-use purposegate_server::grpc::convert;
 
 fuzz_target!(|data: &[u8]| {
     let Some(policy) = purposegate_fuzz::default_policy() else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use purposegate_server::engine::{CaseFile, DecisionRequest, Policy, Resource, Subject};
+use purposegate_engine::{CaseFile, DecisionRequest, Policy, Resource, Subject};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use purposegate_server::engine::parse_request;
+use purposegate_engine::parse_request;
 
 fuzz_target!(|data: &[u8]| {
     let Some(policy) = purposegate_fuzz::default_policy() else {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = policy.evaluate(&request);
     }
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        if let Ok(request) = purposegate_server::engine::request_from_json("fuzz.json", value) {
+        if let Ok(request) = purposegate_engine::request_from_json("fuzz.json", value) {
             let _ = policy.evaluate(&request);
         }
     }

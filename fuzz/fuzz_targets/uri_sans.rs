@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = purposegate_server::tls::x509::uri_sans(data);
+    let _ = purposegate_runtime::tls::x509::uri_sans(data);
 });

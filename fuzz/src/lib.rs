@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use purposegate_server::engine::{Policy, default_policy};
+use purposegate_engine::{Policy, default_policy};
 
 /// The embedded default policy, loaded once.
 pub fn default_policy() -> Option<&'static Policy> {

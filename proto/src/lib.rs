@@ -1,8 +1,13 @@
 //! The `purposegate.v1` gRPC API, generated from
 //! `proto/purposegate/v1/decision.proto`.
 //!
-//! Generated types stay at the gRPC edge: the server converts them to the
-//! policy engine's own types in one place.
+//! Generated types stay at the gRPC edge: [`convert`] turns them into the
+//! policy engine's own types and back, for the server and the sidecar
+//! alike, and [`limits`] bounds the decision messages both read before
+//! they are decoded.
+
+pub mod convert;
+pub mod limits;
 
 /// `purposegate.v1`: messages, `DecisionServiceClient`, `DecisionServiceServer`.
 #[allow(

@@ -5,13 +5,9 @@
 //! the request path does one atomic add (and one histogram observation), no
 //! label lookup and no allocation.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::info;
 
 use crate::engine::{Decision, Policy};
 
@@ -151,7 +146,7 @@ impl Metrics {
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr could not take them fast enough",
-            crate::log::dropped_lines(),
+            purposegate_runtime::log::dropped_lines(),
         );
         Metrics {
             connections_refused,
@@ -221,69 +216,4 @@ impl Metrics {
             }
         });
     }
-}
-
-/// A registry as Prometheus text (OpenMetrics).
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
-    out
-}
-
-/// Serves `registry` as `/metrics` on `addr` until the process ends,
-/// within `limits` (`refused` counts connections closed at a cap); the
-/// sidecar serves its own registry with it too.
-pub async fn serve(
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    limits: crate::listen::Limits,
-    refused: Counter,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    info!(metrics_addr = %bound, "serving metrics on /metrics");
-    let face = crate::listen::Face {
-        name: "metrics",
-        limits,
-        protocols: crate::listen::Protocols::Http1,
-        tls: None,
-        refused,
-    };
-    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
-        let registry = registry.clone();
-        hyper::service::service_fn(move |req| {
-            let registry = registry.clone();
-            async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
-        })
-    });
-    Ok(bound)
-}
-
-fn respond(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            encode(registry),
-        ),
-        (&Method::GET, _) => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: metrics are at /metrics\n".to_string(),
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "only GET is served\n".to_string(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
 }

@@ -6,7 +6,6 @@
 //! end, in-flight calls finish, and the process exits 0 within the drain
 //! time.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +14,11 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
+use purposegate_runtime::log::{LogFormat, init_logging};
+use purposegate_runtime::process::{refuse_to_start, run_until_done, wait_for_signal};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::engine::{Policy, default_policy};
 use crate::grpc::DecisionServer;
@@ -69,7 +70,7 @@ pub struct ServeArgs {
     /// How long a gRPC connection may stay open with no call in progress
     /// (a sidecar's policy watch is a call in progress); a new connection
     /// that sends nothing is closed after 5 s.
-    #[arg(long, env = "PURPOSEGATE_IDLE_TIMEOUT", default_value = "5m", value_parser = crate::units::parse_timeout)]
+    #[arg(long, env = "PURPOSEGATE_IDLE_TIMEOUT", default_value = "5m", value_parser = purposegate_runtime::units::parse_timeout)]
     pub idle_timeout: Duration,
     /// Calls open at once on one gRPC connection.
     #[arg(
@@ -89,7 +90,7 @@ pub struct ServeArgs {
     /// it, identical decisions are folded into one line, denials displace
     /// permits, and what is still dropped is counted and written as a line
     /// saying how many, between which times.
-    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value = "8Mi", value_parser = crate::units::parse_bytes)]
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value = "8Mi", value_parser = purposegate_runtime::units::parse_bytes)]
     pub decision_log_queue: usize,
     /// PEM certificate chain to serve gRPC with over TLS; plaintext is then
     /// refused. Reloaded when the file changes.
@@ -186,13 +187,13 @@ pub enum SidecarTlsSource {
 
 impl ServeArgs {
     /// The limits of the gRPC port.
-    fn limits(&self) -> crate::listen::Limits {
-        crate::listen::Limits {
+    fn limits(&self) -> purposegate_runtime::listen::Limits {
+        purposegate_runtime::listen::Limits {
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer,
             idle_timeout: self.idle_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
-            ..crate::listen::Limits::default()
+            ..purposegate_runtime::listen::Limits::default()
         }
     }
 
@@ -249,28 +250,6 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|e| format!("`{s}` is neither an address like 127.0.0.1:9091 nor `off`: {e}"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// The process log on stderr, as text or JSON lines; `RUST_LOG` filters it.
-/// Lines are queued and written by a thread of their own ([`crate::log`]).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::log::QueuedStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // A second init (in tests) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
 fn load_policy(path: Option<&PathBuf>) -> Result<Policy, PolicyError> {
     match path {
         Some(path) => policy_files::read_policy(path),
@@ -294,56 +273,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
     run_until_done("the server", serve(args, policy))
 }
 
-/// Says why a binary cannot start, and gives its exit code. As text, each
-/// line of `error` comes as `error: LINE` (a policy's or a routes file's
-/// problems, one per line, as `validate` prints them), then `what`; as
-/// JSON, one log record.
-pub fn refuse_to_start(format: LogFormat, what: &str, error: &str) -> ExitCode {
-    match format {
-        LogFormat::Json => {
-            error!(error = %error, "{what}");
-            crate::log::flush(Duration::from_secs(1));
-        }
-        LogFormat::Text => {
-            let mut stderr = std::io::stderr().lock();
-            for line in error.lines() {
-                let _ = writeln!(stderr, "error: {line}");
-            }
-            let _ = writeln!(stderr, "{what}");
-        }
-    }
-    ExitCode::FAILURE
-}
-
-/// Runs `service` on a multi-threaded runtime until it returns; logs why it
-/// failed, if it did, and gives the exit code for `main`. Every binary of
-/// the project starts this way.
-pub fn run_until_done<F>(what: &str, service: F) -> ExitCode
-where
-    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
-{
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            crate::log::flush(Duration::from_secs(1));
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = match runtime.block_on(service) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "{what} stopped");
-            ExitCode::FAILURE
-        }
-    };
-    crate::log::flush(Duration::from_secs(1));
-    code
-}
-
 async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error::Error>> {
     // Signals are caught from here on: before anything says it listens.
     let signalled = wait_for_signal();
@@ -360,13 +289,15 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     );
     let store = Arc::new(PolicyStore::new(policy));
     let metrics = Metrics::new();
-    let tracing =
-        crate::telemetry::Tracing::from_env("purposegate-server", metrics.spans_dropped.clone())?;
+    let telemetry = purposegate_runtime::telemetry::Telemetry::from_env(
+        "purposegate-server",
+        metrics.spans_dropped.clone(),
+    )?;
     metrics.follow(store.subscribe());
-    crate::metrics::serve(
+    purposegate_runtime::http::serve_metrics(
         args.metrics_listen,
         metrics.registry(),
-        crate::listen::Limits::default(),
+        purposegate_runtime::listen::Limits::default(),
         metrics.connections_refused("metrics"),
     )
     .await
@@ -388,13 +319,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
 
     let health = tonic_health::server::HealthReporter::new();
     let health_service =
-        crate::grpc::health::DrainingHealth::server(health.clone(), shutdown_rx.clone());
-    crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
+        purposegate_runtime::grpc::DrainingHealth::server(health.clone(), shutdown_rx.clone());
+    purposegate_runtime::grpc::set_status::<DecisionServiceServer<DecisionServer>>(
         &health,
         ServingStatus::Serving,
     )
     .await;
-    let (reflection_v1, reflection_v1alpha) = crate::grpc::reflection(&[])?;
+    let (reflection_v1, reflection_v1alpha) =
+        purposegate_runtime::grpc::reflection(&[purposegate_proto::FILE_DESCRIPTOR_SET])?;
 
     let decision_log = crate::audit::DecisionLog::start(
         args.decision_log.clone(),
@@ -414,7 +346,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         shutdown_rx.clone(),
         decision_log,
         metrics,
-        tracing.clone(),
+        telemetry.clone(),
     );
 
     if let (Some(addr), Some(cert), Some(key), Some(template)) = (
@@ -423,8 +355,8 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         &args.webhook_key,
         template,
     ) {
-        let tls = crate::tls::ServerTls::new(
-            crate::tls::TlsFiles {
+        let tls = purposegate_runtime::tls::ServerTls::new(
+            purposegate_runtime::tls::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: None,
@@ -443,13 +375,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         );
     }
 
-    let tls = crate::tls::TlsFiles::from_flags(
+    let tls = purposegate_runtime::tls::TlsFiles::from_flags(
         args.tls_cert.as_ref(),
         args.tls_key.as_ref(),
         args.tls_client_ca.as_ref(),
     )?
     .map(|files| {
-        crate::tls::ServerTls::new(files, &[b"h2"]).map(|tls| tls.counting_failures(tls_failures))
+        purposegate_runtime::tls::ServerTls::new(files, &[b"h2"])
+            .map(|tls| tls.counting_failures(tls_failures))
     })
     .transpose()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -471,28 +404,29 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         .add_service(reflection_v1alpha)
         .add_service(
             DecisionServiceServer::new(decisions)
-                .max_decoding_message_size(crate::grpc::MAX_BATCH_BYTES),
+                .max_decoding_message_size(purposegate_proto::limits::MAX_BATCH_BYTES),
         )
         .prepare();
-    let grpc = crate::grpc::MessageLimits::new(
+    let grpc = purposegate_proto::limits::MessageLimits::new(
         grpc,
-        &crate::grpc::decision_limits(args.max_batch),
-        crate::grpc::MESSAGE_BUDGET_BYTES,
+        &purposegate_proto::limits::decision_limits(args.max_batch),
+        purposegate_proto::limits::MESSAGE_BUDGET_BYTES,
     );
-    let face = crate::listen::Face {
+    let face = purposegate_runtime::listen::Face {
         name: "grpc",
         limits: args.limits(),
-        protocols: crate::listen::Protocols::Http2,
+        protocols: purposegate_runtime::listen::Protocols::Http2,
         tls,
         refused: metrics_refused.clone(),
     };
-    let served = crate::listen::serve(listener, face, shutdown_rx.clone(), move |_peer| {
-        hyper_util::service::TowerToHyperService::new(grpc.clone())
-    });
+    let served =
+        purposegate_runtime::listen::serve(listener, face, shutdown_rx.clone(), move |_peer| {
+            hyper_util::service::TowerToHyperService::new(grpc.clone())
+        });
 
     signalled.await;
     info!("shutting down: health NOT_SERVING, draining in-flight calls");
-    crate::grpc::health::set_status::<DecisionServiceServer<DecisionServer>>(
+    purposegate_runtime::grpc::set_status::<DecisionServiceServer<DecisionServer>>(
         &health,
         ServingStatus::NotServing,
     )
@@ -506,44 +440,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             "drain time over; exiting with calls still open"
         );
     }
-    if let Some(tracing) = tracing {
-        tracing.shutdown().await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
     info!("stopped");
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when it is first awaited: call it before saying that the
-/// process listens, so a signal sent at once is not the default one (which
-/// kills the process without its drain).
-pub fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let handlers = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        );
-        async move {
-            match handlers {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    warn!(error = %e, "cannot listen for SIGTERM and SIGINT; falling back to Ctrl-C");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

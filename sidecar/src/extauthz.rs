@@ -232,7 +232,7 @@ impl Authorization for ExtAuthz {
         };
         let parent = self
             .gate
-            .parent(|| purposegate_server::telemetry::parent_context_of(&http.headers));
+            .parent(|| purposegate_runtime::telemetry::parent_context_of(&http.headers));
         let (judgement, reserved) = judge_described(self, http, certified_subject, &parent).await;
         let response = match judgement {
             Judgement::LetThrough(permit) => let_through(&permit, reserved),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 use purposegate_proto::v1 as pb;
-use purposegate_server::telemetry::{Tracing, inject_context};
+use purposegate_runtime::telemetry::{Telemetry, inject_context};
 
 use crate::cache::{DecisionCache, Source};
 use crate::pdp::Pdp;
@@ -17,7 +17,7 @@ use crate::pdp::Pdp;
 pub struct Gate {
     pub cache: Arc<DecisionCache>,
     pub pdp: Pdp,
-    pub tracing: Option<Tracing>,
+    pub telemetry: Option<Telemetry>,
     /// `--dry-run`: decisions are recorded but not enforced.
     pub dry_run: bool,
 }
@@ -42,7 +42,7 @@ impl Gate {
     /// The intercepted call's trace context, read only when decisions are
     /// traced: `extract` reads it from the call's headers.
     pub fn parent(&self, extract: impl FnOnce() -> Context) -> Context {
-        if self.tracing.is_some() {
+        if self.telemetry.is_some() {
             extract()
         } else {
             Context::new()
@@ -101,7 +101,7 @@ impl Gate {
     }
 
     fn start_span(&self, parent: &Context) -> Option<Context> {
-        self.tracing
+        self.telemetry
             .as_ref()
             .map(|t| parent.with_span(t.span("purposegate.decision", parent)))
     }

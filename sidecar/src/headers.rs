@@ -10,11 +10,11 @@
 //! decision the app receives exactly the values that were decided
 //! ([`decided`]).
 
-use purposegate_proto::v1 as pb;
-use purposegate_server::engine::{
+use purposegate_engine::{
     Deidentification, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS, MAX_SUBJECT_ID_BYTES,
     MAX_TEXT_BYTES,
 };
+use purposegate_proto::v1 as pb;
 
 pub const PURPOSE: &str = "x-purpose";
 pub const SUBJECT: &str = "x-subject";

@@ -184,8 +184,8 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
         Some(fixed) => fixed,
         None => match stated.get(headers::DEIDENTIFICATION) {
             "" => 0,
-            name => match purposegate_server::engine::Deidentification::parse(name) {
-                Some(state) => purposegate_server::grpc::convert::deidentification_number(state),
+            name => match purposegate_engine::Deidentification::parse(name) {
+                Some(state) => purposegate_proto::convert::deidentification_number(state),
                 None => {
                     return Err(refuse(format!(
                         "header `x-data-deidentification`: unknown state `{name}`"

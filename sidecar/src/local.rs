@@ -45,10 +45,10 @@ fn unavailable(status: &Status) -> Status {
     Status::unavailable(crate::gate::unanswered(status))
 }
 
-/// The server's own checks (`grpc::convert`), so the local API refuses
+/// The server's own checks (`purposegate_proto::convert`), so the local API refuses
 /// exactly what the PDP would, without asking it.
 fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {
-    purposegate_server::grpc::convert::request(req.clone(), prefix)
+    purposegate_proto::convert::request(req.clone(), prefix)
         .map(|_| ())
         .map_err(|invalid| Status::invalid_argument(invalid.to_string()))
 }
@@ -71,7 +71,7 @@ impl DecisionService for LocalDecisions {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let parent = self
             .gate
-            .parent(|| purposegate_server::telemetry::parent_context(request.metadata().as_ref()));
+            .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
         let req = request.into_inner();
         validate(&req, "")?;
         let verdict = self.gate.decide(req, &parent).await;
@@ -95,7 +95,7 @@ impl DecisionService for LocalDecisions {
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let parent = self
             .gate
-            .parent(|| purposegate_server::telemetry::parent_context(request.metadata().as_ref()));
+            .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
         // The count was checked before decoding (`BatchLimit`); each item
         // goes through the cache, a few at a time, answered in order.
         let requests = request.into_inner().requests;
@@ -136,7 +136,7 @@ impl DecisionService for LocalDecisions {
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         let stream = WatchStream::new(self.revisions.clone()).filter_map(|r| r.map(Ok));
         Ok(Response::new(Box::pin(
-            purposegate_server::grpc::end_on_shutdown(stream, self.shutdown.clone(), None),
+            purposegate_runtime::grpc::end_on_shutdown(stream, self.shutdown.clone(), None),
         )))
     }
 

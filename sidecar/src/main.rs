@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use purposegate_proto::limits::MessageLimits;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
-use purposegate_server::grpc::MessageLimits;
-use purposegate_server::grpc::health::set_status;
-use purposegate_server::listen::{Face, Limits, Protocols};
-use purposegate_server::serve::{
-    LogFormat, init_logging, refuse_to_start, run_until_done, wait_for_signal,
-};
-use purposegate_server::units::{parse_bytes, parse_duration, parse_timeout};
+use purposegate_runtime::grpc::set_status;
+use purposegate_runtime::listen::{Face, Limits, Protocols};
+use purposegate_runtime::log::{LogFormat, init_logging};
+use purposegate_runtime::process::{refuse_to_start, run_until_done, wait_for_signal};
+use purposegate_runtime::units::{parse_bytes, parse_duration, parse_timeout};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -299,7 +298,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     }
     let limits = args.limits();
     let metrics = SidecarMetrics::new();
-    purposegate_server::metrics::serve(
+    purposegate_runtime::http::serve_metrics(
         args.metrics_listen,
         metrics.registry.clone(),
         limits,
@@ -318,7 +317,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         metrics.cache.clone(),
     ));
     cache.sweep_every(Duration::from_secs(1));
-    let tls = purposegate_server::tls::TlsFiles::from_flags(
+    let tls = purposegate_runtime::tls::TlsFiles::from_flags(
         args.tls_cert.as_ref(),
         args.tls_key.as_ref(),
         args.tls_client_ca.as_ref(),
@@ -333,12 +332,12 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     let tls_configured = tls.is_some();
     let (pdp_tls, proxy_tls) = match tls {
         Some(files) => (
-            Some(purposegate_server::tls::ClientTls::new(
+            Some(purposegate_runtime::tls::ClientTls::new(
                 files.clone(),
                 &[b"h2"],
             )?),
             Some(
-                purposegate_server::tls::ServerTls::new(files, &[b"h2", b"http/1.1"])?
+                purposegate_runtime::tls::ServerTls::new(files, &[b"h2", b"http/1.1"])?
                     .counting_failures(metrics.tls_handshake_failures.clone()),
             ),
         ),
@@ -347,14 +346,14 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     let pdp = Pdp::new(&args.pdp, args.pdp_timeout, pdp_tls)?;
     let (revisions_tx, revisions) = watch::channel(None);
     pdp.follow_revisions(cache.clone(), revisions_tx);
-    let tracing = purposegate_server::telemetry::Tracing::from_env(
+    let telemetry = purposegate_runtime::telemetry::Telemetry::from_env(
         "purposegate-sidecar",
         metrics.spans_dropped.clone(),
     )?;
     let gate = Gate {
         cache: cache.clone(),
         pdp,
-        tracing: tracing.clone(),
+        telemetry: telemetry.clone(),
         dry_run: args.dry_run,
     };
 
@@ -393,10 +392,12 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
 
     let health = tonic_health::server::HealthReporter::new();
     let health_service =
-        purposegate_server::grpc::health::DrainingHealth::server(health.clone(), shutdown.clone());
+        purposegate_runtime::grpc::DrainingHealth::server(health.clone(), shutdown.clone());
     set_status::<DecisionServiceServer<LocalDecisions>>(&health, ServingStatus::Serving).await;
-    let (reflection_v1, reflection_v1alpha) =
-        purposegate_server::grpc::reflection(&[extauthz::FILE_DESCRIPTOR_SET])?;
+    let (reflection_v1, reflection_v1alpha) = purposegate_runtime::grpc::reflection(&[
+        purposegate_proto::FILE_DESCRIPTOR_SET,
+        extauthz::FILE_DESCRIPTOR_SET,
+    ])?;
 
     let local_listener = tokio::net::TcpListener::bind(args.local_listen)
         .await
@@ -418,8 +419,8 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         .prepare();
     let grpc = MessageLimits::new(
         grpc,
-        &purposegate_server::grpc::decision_limits(args.max_batch),
-        purposegate_server::grpc::MESSAGE_BUDGET_BYTES,
+        &purposegate_proto::limits::decision_limits(args.max_batch),
+        purposegate_proto::limits::MESSAGE_BUDGET_BYTES,
     );
     let face = Face {
         name: "local",
@@ -429,7 +430,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         refused: metrics.connections_refused("local"),
     };
     let local =
-        purposegate_server::listen::serve(local_listener, face, shutdown.clone(), move |_peer| {
+        purposegate_runtime::listen::serve(local_listener, face, shutdown.clone(), move |_peer| {
             hyper_util::service::TowerToHyperService::new(grpc.clone())
         });
 
@@ -448,8 +449,8 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
             "drain time over; exiting with calls still open"
         );
     }
-    if let Some(tracing) = tracing {
-        tracing.shutdown().await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
     info!("stopped");
     Ok(())

@@ -100,7 +100,7 @@ impl SidecarMetrics {
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr could not take them fast enough",
-            purposegate_server::log::dropped_lines(),
+            purposegate_runtime::log::dropped_lines(),
         );
         SidecarMetrics {
             registry: Arc::new(registry),

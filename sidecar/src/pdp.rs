@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_server::tls::ClientTls;
+use purposegate_runtime::tls::ClientTls;
 use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;

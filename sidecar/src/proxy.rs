@@ -3,7 +3,7 @@
 //!
 //! The request path, in order (each step refuses what it cannot read as
 //! one thing, so what is judged is what the app gets):
-//! 1. the listener's limits (`purposegate_server::listen`): connections,
+//! 1. the listener's limits (`purposegate_runtime::listen`): connections,
 //!    timeouts, header size, streams;
 //! 2. a request that came back through this very sidecar is refused (a
 //!    loop would exhaust it);
@@ -38,9 +38,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::warn;
 
-use purposegate_server::listen::{Face, Limits, Peer, Protocols, Served};
-use purposegate_server::telemetry::parent_context;
-use purposegate_server::tls::ServerTls;
+use purposegate_runtime::listen::{Face, Limits, Peer, Protocols, Served};
+use purposegate_runtime::telemetry::parent_context;
+use purposegate_runtime::tls::ServerTls;
 
 use crate::canonical;
 use crate::gate::Gate;
@@ -153,7 +153,7 @@ impl Proxy {
             tls,
             refused,
         };
-        purposegate_server::listen::serve(listener, face, shutdown, move |peer| {
+        purposegate_runtime::listen::serve(listener, face, shutdown, move |peer| {
             let proxy = self.clone();
             let peer = Arc::new(peer.clone());
             hyper::service::service_fn(move |req| {

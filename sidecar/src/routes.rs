@@ -26,8 +26,8 @@
 
 use std::collections::BTreeMap;
 
-use purposegate_server::engine::{Decoder, Deidentification, Diagnostics, Node, glob_slice};
-use purposegate_server::grpc::convert::deidentification_number;
+use purposegate_engine::{Decoder, Deidentification, Diagnostics, Node, glob_slice};
+use purposegate_proto::convert::deidentification_number;
 
 use crate::canonical;
 

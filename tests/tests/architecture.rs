@@ -133,3 +133,38 @@ fn the_engine_links_nothing_async_or_networked() {
         "the engine takes text and returns values",
     );
 }
+
+#[test]
+fn the_sidecar_links_neither_the_server_nor_kubernetes() {
+    let graph = Graph::load();
+    // The graph is walked: the server does link the webhook's crates.
+    assert!(graph.linked("purposegate-server").contains("kube-core"));
+    assert_links_none(
+        &graph,
+        "purposegate-sidecar",
+        &[
+            "purposegate-server",
+            "kube-core",
+            "k8s-openapi",
+            "json-patch",
+        ],
+        "the sidecar is built from the engine, the API and the runtime",
+    );
+}
+
+#[test]
+fn the_runtime_knows_neither_the_engine_nor_the_api() {
+    let graph = Graph::load();
+    assert!(graph.linked("purposegate-runtime").contains("tokio"));
+    assert_links_none(
+        &graph,
+        "purposegate-runtime",
+        &[
+            "purposegate-engine",
+            "purposegate-proto",
+            "purposegate-server",
+            "purposegate-sidecar",
+        ],
+        "the runtime serves ports; what a decision is, its callers know",
+    );
+}

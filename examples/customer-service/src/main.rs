@@ -7,7 +7,8 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use purposegate_demo_service::{CustomerService, FILE_DESCRIPTOR_SET, pb};
-use purposegate_server::serve::{LogFormat, init_logging, run_until_done, wait_for_signal};
+use purposegate_runtime::log::{LogFormat, init_logging};
+use purposegate_runtime::process::{run_until_done, wait_for_signal};
 use tracing::{debug, info};
 
 /// A demo customer-records service to put the purposegate sidecar in front of.

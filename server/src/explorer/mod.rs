@@ -597,19 +597,24 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
     let explorer = Arc::new(Explorer::new(store, bound.ip().is_loopback()));
-    let face = crate::listen::Face {
+    let face = purposegate_runtime::listen::Face {
         name: "explorer",
-        limits: crate::listen::Limits::default(),
-        protocols: crate::listen::Protocols::Http1,
+        limits: purposegate_runtime::listen::Limits::default(),
+        protocols: purposegate_runtime::listen::Protocols::Http1,
         tls: None,
         refused,
     };
-    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
-        let explorer = explorer.clone();
-        hyper::service::service_fn(move |req| {
+    purposegate_runtime::listen::serve(
+        listener,
+        face,
+        purposegate_runtime::listen::never(),
+        move |_peer| {
             let explorer = explorer.clone();
-            async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
-        })
-    });
+            hyper::service::service_fn(move |req| {
+                let explorer = explorer.clone();
+                async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
+            })
+        },
+    );
     Ok(bound)
 }

@@ -1,37 +1,28 @@
 //! The gRPC edge: `purposegate.v1.DecisionService` over the policy store.
 //!
 //! **Architecture Invariant:** generated types are converted to and from the
-//! engine's types in [`convert`] only.
+//! engine's types in `purposegate_proto::convert` only.
 
-pub mod convert;
-pub mod health;
-pub mod limits;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
-pub use limits::{MessageLimits, MethodLimit};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Span as _;
+use opentelemetry_sdk::trace::Span;
+use pb::decision_service_server::DecisionService;
+use purposegate_proto::v1 as pb;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
 
-/// Largest `Check` message: every field at its limit fits (about 110 KiB).
-pub const MAX_CHECK_BYTES: usize = 128 * 1024;
-/// Largest `CheckBatch` message: about 1,000 typical requests.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// Bytes of `Check` and `CheckBatch` messages a port reads and answers at
-/// once; calls beyond it wait (briefly) for room.
-pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
-
-/// The limits of `Check` and `CheckBatch` on a port with `max_batch`.
-pub fn decision_limits(max_batch: usize) -> [MethodLimit; 2] {
-    [
-        MethodLimit {
-            path: "/purposegate.v1.DecisionService/Check",
-            max_bytes: MAX_CHECK_BYTES,
-            max_requests: None,
-        },
-        MethodLimit {
-            path: "/purposegate.v1.DecisionService/CheckBatch",
-            max_bytes: MAX_BATCH_BYTES,
-            max_requests: Some(max_batch),
-        },
-    ]
-}
+use crate::audit::DecisionLog;
+use crate::engine::{DecisionRequest, Evaluation, InvalidRequest};
+use crate::metrics::Metrics;
+use crate::store::PolicyStore;
+use purposegate_proto::convert;
+use purposegate_runtime::grpc::end_on_shutdown;
+use purposegate_runtime::telemetry::{Telemetry, record_error};
 
 /// Places for `WatchPolicy` streams: each holds one for as long as it is
 /// open; with none left, a new watch is `RESOURCE_EXHAUSTED`.
@@ -70,24 +61,8 @@ impl Watchers {
     }
 }
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Instant;
-
-use opentelemetry::KeyValue;
-use opentelemetry::trace::Span as _;
-use opentelemetry_sdk::trace::Span;
-use pb::decision_service_server::DecisionService;
-use purposegate_proto::v1 as pb;
-use tokio::sync::watch;
-use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
-use tonic::{Request, Response, Status};
-
-use crate::audit::DecisionLog;
-use crate::engine::InvalidRequest;
-use crate::metrics::Metrics;
-use crate::store::PolicyStore;
-use crate::telemetry::{self, Tracing};
+/// The service's full name, as spans name it.
+const SERVICE: &str = <pb::decision_service_server::DecisionServiceServer<DecisionServer> as tonic::server::NamedService>::NAME;
 
 /// Serves decisions from the store's current policy.
 #[derive(Debug, Clone)]
@@ -100,7 +75,7 @@ pub struct DecisionServer {
     shutdown: watch::Receiver<bool>,
     decision_log: DecisionLog,
     metrics: Metrics,
-    tracing: Option<Tracing>,
+    telemetry: Option<Telemetry>,
 }
 
 impl DecisionServer {
@@ -111,7 +86,7 @@ impl DecisionServer {
         shutdown: watch::Receiver<bool>,
         decision_log: DecisionLog,
         metrics: Metrics,
-        tracing: Option<Tracing>,
+        telemetry: Option<Telemetry>,
     ) -> Self {
         DecisionServer {
             store,
@@ -120,12 +95,14 @@ impl DecisionServer {
             shutdown,
             decision_log,
             metrics,
-            tracing,
+            telemetry,
         }
     }
 
     fn span(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Option<Span> {
-        self.tracing.as_ref().map(|t| t.rpc_span(method, metadata))
+        self.telemetry
+            .as_ref()
+            .map(|t| t.rpc_span(SERVICE, method, metadata))
     }
 
     /// Decides one request; counts it, traces it into `span` and hands it
@@ -140,7 +117,7 @@ impl DecisionServer {
         let answer = policy.evaluate(&req);
         self.metrics.decided(answer.decision);
         if let Some(span) = span {
-            telemetry::record_decision(span, &req, &answer);
+            record_decision(span, &req, &answer);
         }
         self.decision_log.record(req, &answer, start.elapsed());
         convert::response(answer)
@@ -151,7 +128,7 @@ impl DecisionServer {
 fn invalid(e: InvalidRequest, span: Option<&mut Span>) -> Status {
     let status = Status::invalid_argument(e.to_string());
     if let Some(span) = span {
-        telemetry::record_error(span, &status);
+        record_error(span, &status);
     }
     status
 }
@@ -193,7 +170,7 @@ impl DecisionService for DecisionServer {
                 self.max_batch
             ));
             if let Some(span) = span.as_mut() {
-                telemetry::record_error(span, &status);
+                record_error(span, &status);
             }
             return Err(status);
         }
@@ -250,62 +227,31 @@ impl DecisionService for DecisionServer {
     }
 }
 
-/// `stream` until `shutdown` turns true, then `last` (if any) and the end:
-/// a long-lived stream must not hold a graceful drain open.
-pub fn end_on_shutdown<S, T>(
-    stream: S,
-    shutdown: watch::Receiver<bool>,
-    last: Option<T>,
-) -> impl Stream<Item = T> + Send + 'static
-where
-    S: Stream<Item = T> + Send + 'static,
-    T: Send + 'static,
-{
-    enum Item<T> {
-        Next(T),
-        Last(Option<T>),
-        Stop,
+/// The decision's attributes on its span.
+fn record_decision(span: &mut Span, req: &DecisionRequest, answer: &Evaluation) {
+    let rule_ids: Vec<opentelemetry::StringValue> = answer
+        .rule_ids
+        .iter()
+        .map(|r| r.to_string().into())
+        .collect();
+    span.set_attributes([
+        KeyValue::new("purposegate.decision", answer.decision.as_str()),
+        KeyValue::new("purposegate.purpose", req.purpose.clone()),
+        KeyValue::new("purposegate.data_category", req.resource.category.clone()),
+        KeyValue::new(
+            "purposegate.rule_ids",
+            opentelemetry::Value::Array(rule_ids.into()),
+        ),
+        KeyValue::new(
+            "purposegate.policy_revision",
+            answer.policy_revision.to_string(),
+        ),
+        KeyValue::new("purposegate.subject", req.subject.id.clone()),
+    ]);
+    if let Some(monitor) = &answer.monitor {
+        span.set_attribute(KeyValue::new(
+            "purposegate.monitor.decision",
+            monitor.decision.as_str(),
+        ));
     }
-    let mut last = Some(last);
-    let ending = WatchStream::new(shutdown)
-        .filter(|&down| down)
-        .take(1)
-        .map(move |_| Item::Last(last.take().flatten()))
-        .chain(tokio_stream::once(Item::Stop));
-    stream
-        .map(Item::Next)
-        .merge(ending)
-        .take_while(|item| !matches!(item, Item::Stop))
-        .filter_map(|item| match item {
-            Item::Next(t) => Some(t),
-            Item::Last(t) => t,
-            Item::Stop => None,
-        })
-}
-
-/// Server reflection, v1 and v1alpha (grpcurl asks either), describing the
-/// purposegate API, health and `extra` encoded descriptor sets.
-pub fn reflection(
-    extra: &[&'static [u8]],
-) -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let builder = || {
-        let mut b = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(purposegate_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        for set in extra {
-            b = b.register_encoded_file_descriptor_set(set);
-        }
-        b
-    };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

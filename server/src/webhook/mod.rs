@@ -4,7 +4,7 @@
 //!
 //! The certificate and key are read again when their files change (a
 //! cert-manager renewal or a rotated Secret), on the next TLS handshake; a
-//! pair that fails to load leaves the last good one in use ([`crate::tls`]).
+//! pair that fails to load leaves the last good one in use ([`purposegate_runtime::tls`]).
 
 pub mod inject;
 
@@ -27,24 +27,29 @@ const MAX_REVIEW_BYTES: usize = 512 * 1024;
 /// cap.
 pub fn serve(
     listener: tokio::net::TcpListener,
-    tls: crate::tls::ServerTls,
+    tls: purposegate_runtime::tls::ServerTls,
     template: Arc<SidecarTemplate>,
     refused: prometheus_client::metrics::counter::Counter,
 ) {
-    let face = crate::listen::Face {
+    let face = purposegate_runtime::listen::Face {
         name: "webhook",
-        limits: crate::listen::Limits::default(),
-        protocols: crate::listen::Protocols::Http1,
+        limits: purposegate_runtime::listen::Limits::default(),
+        protocols: purposegate_runtime::listen::Protocols::Http1,
         tls: Some(tls),
         refused,
     };
-    crate::listen::serve(listener, face, crate::listen::never(), move |_peer| {
-        let template = template.clone();
-        hyper::service::service_fn(move |req| {
+    purposegate_runtime::listen::serve(
+        listener,
+        face,
+        purposegate_runtime::listen::never(),
+        move |_peer| {
             let template = template.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(req, &template).await) }
-        })
-    });
+            hyper::service::service_fn(move |req| {
+                let template = template.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &template).await) }
+            })
+        },
+    );
 }
 
 async fn handle(req: Request<Incoming>, template: &SidecarTemplate) -> Response<Full<Bytes>> {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use prost::Message;
+use purposegate_engine::{CaseFile, DecisionRequest, Deidentification};
 use purposegate_proto::v1 as pb;
-use purposegate_server::engine::{CaseFile, DecisionRequest, Deidentification};
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

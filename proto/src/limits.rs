@@ -250,11 +250,35 @@ pub fn count_requests(body: &[u8]) -> Option<usize> {
     Some(count)
 }
 
+/// Largest `Check` message: every field at its limit fits (about 110 KiB).
+pub const MAX_CHECK_BYTES: usize = 128 * 1024;
+/// Largest `CheckBatch` message: about 1,000 typical requests.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Bytes of `Check` and `CheckBatch` messages a port reads and answers at
+/// once; calls beyond it wait (briefly) for room.
+pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+/// The limits of `Check` and `CheckBatch` on a port with `max_batch`.
+pub fn decision_limits(max_batch: usize) -> [MethodLimit; 2] {
+    [
+        MethodLimit {
+            path: "/purposegate.v1.DecisionService/Check",
+            max_bytes: MAX_CHECK_BYTES,
+            max_requests: None,
+        },
+        MethodLimit {
+            path: "/purposegate.v1.DecisionService/CheckBatch",
+            max_bytes: MAX_BATCH_BYTES,
+            max_requests: Some(max_batch),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::v1 as pb;
     use prost::Message;
-    use purposegate_proto::v1 as pb;
 
     fn framed(message: &[u8]) -> Vec<u8> {
         let mut out = vec![0];

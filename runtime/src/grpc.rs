@@ -1,4 +1,6 @@
-//! `grpc.health.v1.Health` whose watch streams end when the server drains.
+//! gRPC pieces every port of the project serves the same way: health whose
+//! watch streams end when the binary drains, streams that end at shutdown,
+//! and server reflection.
 //!
 //! tonic-health keeps a `Watch` stream open for as long as its reporter
 //! lives, which would hold a graceful shutdown open until the drain time
@@ -8,14 +10,13 @@
 use std::pin::Pin;
 
 use tokio::sync::watch;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
-
-use super::end_on_shutdown;
 
 #[derive(Debug)]
 pub struct DrainingHealth {
@@ -69,4 +70,64 @@ pub async fn set_status<S: tonic::server::NamedService>(
 ) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(S::NAME, status).await;
+}
+
+/// `stream` until `shutdown` turns true, then `last` (if any) and the end:
+/// a long-lived stream must not hold a graceful drain open.
+pub fn end_on_shutdown<S, T>(
+    stream: S,
+    shutdown: watch::Receiver<bool>,
+    last: Option<T>,
+) -> impl Stream<Item = T> + Send + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    enum Item<T> {
+        Next(T),
+        Last(Option<T>),
+        Stop,
+    }
+    let mut last = Some(last);
+    let ending = WatchStream::new(shutdown)
+        .filter(|&down| down)
+        .take(1)
+        .map(move |_| Item::Last(last.take().flatten()))
+        .chain(tokio_stream::once(Item::Stop));
+    stream
+        .map(Item::Next)
+        .merge(ending)
+        .take_while(|item| !matches!(item, Item::Stop))
+        .filter_map(|item| match item {
+            Item::Next(t) => Some(t),
+            Item::Last(t) => t,
+            Item::Stop => None,
+        })
+}
+
+/// Server reflection, v1 and v1alpha (grpcurl asks either), describing
+/// health and the encoded descriptor sets `services` (the binary's own
+/// APIs).
+pub fn reflection(
+    services: &[&'static [u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in services {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        b
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

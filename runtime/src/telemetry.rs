@@ -1,4 +1,4 @@
-//! OpenTelemetry tracing of decisions, exported over OTLP/gRPC.
+//! OpenTelemetry traces, exported over OTLP/gRPC.
 //!
 //! Configured by the standard `OTEL_*` variables: tracing is on when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
@@ -21,11 +21,9 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, Spa
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
-use crate::engine::{DecisionRequest, Evaluation};
-
-/// The tracer of the server, when tracing is configured.
+/// The tracer of a binary, when tracing is configured.
 #[derive(Debug, Clone)]
-pub struct Tracing {
+pub struct Telemetry {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
 }
@@ -34,7 +32,7 @@ fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
-impl Tracing {
+impl Telemetry {
     /// Tracing as the `OTEL_*` environment asks for it; `None` when off.
     /// Must be called inside the tokio runtime (the exporter's channel
     /// lives on it).
@@ -42,7 +40,7 @@ impl Tracing {
     pub fn from_env(
         service_name: &'static str,
         dropped: Counter,
-    ) -> Result<Option<Tracing>, String> {
+    ) -> Result<Option<Telemetry>, String> {
         let disabled = std::env::var("OTEL_SDK_DISABLED")
             .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
             || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none"));
@@ -68,19 +66,25 @@ impl Tracing {
             .build();
         let tracer = provider.tracer("purposegate");
         info!("exporting traces over OTLP");
-        Ok(Some(Tracing { provider, tracer }))
+        Ok(Some(Telemetry { provider, tracer }))
     }
 
-    /// Starts a server span for an RPC, a child of the caller's trace
-    /// context (W3C `traceparent` in the metadata) if it sent one.
-    pub fn rpc_span(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Span {
+    /// Starts a server span for an RPC of `service` (`package.Service`), a
+    /// child of the caller's trace context (W3C `traceparent` in the
+    /// metadata) if it sent one.
+    pub fn rpc_span(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Span {
         let parent = parent_context(metadata.as_ref());
         self.tracer
-            .span_builder(format!("purposegate.v1.DecisionService/{method}"))
+            .span_builder(format!("{service}/{method}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
                 KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", "purposegate.v1.DecisionService"),
+                KeyValue::new("rpc.service", service),
                 KeyValue::new("rpc.method", method),
             ])
             .start_with_context(&self.tracer, &parent)
@@ -101,35 +105,6 @@ impl Tracing {
         if let Ok(Err(e)) = done {
             warn!(error = %e, "flushing traces at shutdown failed");
         }
-    }
-}
-
-/// The decision's attributes on its span.
-pub fn record_decision(span: &mut Span, req: &DecisionRequest, answer: &Evaluation) {
-    let rule_ids: Vec<opentelemetry::StringValue> = answer
-        .rule_ids
-        .iter()
-        .map(|r| r.to_string().into())
-        .collect();
-    span.set_attributes([
-        KeyValue::new("purposegate.decision", answer.decision.as_str()),
-        KeyValue::new("purposegate.purpose", req.purpose.clone()),
-        KeyValue::new("purposegate.data_category", req.resource.category.clone()),
-        KeyValue::new(
-            "purposegate.rule_ids",
-            opentelemetry::Value::Array(rule_ids.into()),
-        ),
-        KeyValue::new(
-            "purposegate.policy_revision",
-            answer.policy_revision.to_string(),
-        ),
-        KeyValue::new("purposegate.subject", req.subject.id.clone()),
-    ]);
-    if let Some(monitor) = &answer.monitor {
-        span.set_attribute(KeyValue::new(
-            "purposegate.monitor.decision",
-            monitor.decision.as_str(),
-        ));
     }
 }
 

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use purposegate_proto::v1 as pb;
+use crate::v1 as pb;
 
-use crate::engine::{self, Decision, Deidentification, Evaluation, InvalidRequest, Policy};
+use purposegate_engine::{
+    self as engine, Decision, Deidentification, Evaluation, InvalidRequest, Policy,
+};
 
 /// Converts a `CheckRequest` into the engine's request, checking every
 /// field the engine cannot be asked without. `prefix` names the request
