@@ -19,11 +19,16 @@ mod view;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -213,45 +218,7 @@ impl Explorer {
         draw(self.drawing.clone(), render).await
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if self.loopback_only && !local_host(&req) {
-            // A page on another site that rebinds its own name to this
-            // address would otherwise read the policy (DNS rebinding).
-            return error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "the explorer answers only to an IP address or `localhost` in the Host header",
-            );
-        }
-        let path = req.uri().path().to_string();
-        let head = req.method() == Method::HEAD;
-        let method = if head {
-            Method::GET
-        } else {
-            req.method().clone()
-        };
-        let mut response = match (method, path.as_str()) {
-            (Method::GET, "/") => self.page(req.uri().query().unwrap_or("")).await,
-            (Method::GET, "/explorer.css") => asset("text/css; charset=utf-8", PAGE_CSS),
-            (Method::GET, "/explorer.js") => asset("text/javascript; charset=utf-8", PAGE_JS),
-            (Method::GET, "/api/policy") => self.policy_json(&req).await,
-            // Browsers ask; there is none.
-            (Method::GET, "/favicon.ico") => {
-                reply(StatusCode::NO_CONTENT, "image/x-icon", Bytes::new())
-            }
-            (Method::POST, "/api/check") => self.check(req).await,
-            (_, "/api/check") => not_allowed("POST"),
-            (_, "/" | "/explorer.css" | "/explorer.js" | "/api/policy" | "/favicon.ico") => {
-                not_allowed("GET, HEAD")
-            }
-            _ => error(StatusCode::NOT_FOUND, &format!("no page at `{path}`")),
-        };
-        if head {
-            *response.body_mut() = Full::new(Bytes::new());
-        }
-        response
-    }
-
-    async fn page(&self, query: &str) -> Response<Full<Bytes>> {
+    async fn page(&self, query: &str) -> Response {
         // One read of the store: the ETag, the body and the reload error
         // all describe the same moment.
         let policy = self.store.current();
@@ -308,12 +275,11 @@ impl Explorer {
         response
     }
 
-    async fn policy_json(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn policy_json(&self, headers: &HeaderMap) -> Response {
         let policy = self.store.current();
         let reload_error = self.store.last_reload_error();
         let etag = etag(&policy, &reload_error);
-        let unchanged = req
-            .headers()
+        let unchanged = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == etag);
@@ -331,7 +297,7 @@ impl Explorer {
         response
     }
 
-    async fn check(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn check(&self, req: Request) -> Response {
         // JSON only: a page on another site cannot send it without asking
         // first (CORS preflight), which this server never grants.
         let json = req
@@ -529,7 +495,7 @@ fn policy_document(
     .map_err(|e| format!("cannot encode the policy: {e}"))
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut response = reply(
         StatusCode::OK,
         content_type,
@@ -541,8 +507,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>
     response
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -553,7 +519,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
     response
 }
 
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+fn not_allowed(allow: &'static str) -> Response {
     let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     response
         .headers_mut()
@@ -563,7 +529,7 @@ fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 
 /// Whether the Host header names this machine by address or `localhost`
 /// (absent: an HTTP/1.0 client on a socket, allowed).
-fn local_host(req: &Request<Incoming>) -> bool {
+fn local_host(req: &Request) -> bool {
     let Some(host) = req
         .headers()
         .get(header::HOST)
@@ -579,12 +545,81 @@ fn local_host(req: &Request<Incoming>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: &str) -> Response {
     reply(
         status,
         "application/json",
         Bytes::from(json!({ "error": message }).to_string()),
     )
+}
+
+/// The explorer's pages and API as a router. When it serves on a loopback
+/// address, every request must name the machine in its Host header first.
+fn router(explorer: Arc<Explorer>) -> Router {
+    let page_only = || async { not_allowed("GET, HEAD") };
+    let loopback_only = explorer.loopback_only;
+    Router::new()
+        .route(
+            "/",
+            get(
+                |State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQuery| async move {
+                    explorer.page(query.as_deref().unwrap_or("")).await
+                },
+            )
+            .fallback(page_only),
+        )
+        .route(
+            "/explorer.css",
+            get(|| async { asset("text/css; charset=utf-8", PAGE_CSS) }).fallback(page_only),
+        )
+        .route(
+            "/explorer.js",
+            get(|| async { asset("text/javascript; charset=utf-8", PAGE_JS) }).fallback(page_only),
+        )
+        .route(
+            "/api/policy",
+            get(
+                |State(explorer): State<Arc<Explorer>>, headers: HeaderMap| async move {
+                    explorer.policy_json(&headers).await
+                },
+            )
+            .fallback(page_only),
+        )
+        // Browsers ask; there is none.
+        .route(
+            "/favicon.ico",
+            get(|| async { reply(StatusCode::NO_CONTENT, "image/x-icon", Bytes::new()) })
+                .fallback(page_only),
+        )
+        .route(
+            "/api/check",
+            post(
+                |State(explorer): State<Arc<Explorer>>, req: Request| async move {
+                    explorer.check(req).await
+                },
+            )
+            .fallback(|| async { not_allowed("POST") }),
+        )
+        .fallback(|uri: Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("no page at `{}`", uri.path()),
+            )
+        })
+        .with_state(explorer)
+        .layer(middleware::from_fn_with_state(loopback_only, named_host))
+}
+
+/// A page on another site that rebinds its own name to this address would
+/// otherwise read the policy (DNS rebinding).
+async fn named_host(State(loopback_only): State<bool>, req: Request, next: Next) -> Response {
+    if loopback_only && !local_host(&req) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the explorer answers only to an IP address or `localhost` in the Host header",
+        );
+    }
+    next.run(req).await
 }
 
 /// Serves the explorer on `addr` until the process ends; the bound address.
@@ -604,17 +639,11 @@ pub async fn serve(
         tls: None,
         refused,
     };
-    purposegate_runtime::listen::serve(
+    purposegate_runtime::http::serve_router(
         listener,
         face,
         purposegate_runtime::listen::never(),
-        move |_peer| {
-            let explorer = explorer.clone();
-            hyper::service::service_fn(move |req| {
-                let explorer = explorer.clone();
-                async move { Ok::<_, std::convert::Infallible>(explorer.handle(req).await) }
-            })
-        },
+        router(explorer),
     );
     Ok(bound)
 }

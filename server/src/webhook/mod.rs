@@ -10,10 +10,14 @@ pub mod inject;
 
 use std::sync::Arc;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use tracing::warn;
 
 use inject::{Selection, SidecarTemplate};
@@ -38,33 +42,53 @@ pub fn serve(
         tls: Some(tls),
         refused,
     };
-    purposegate_runtime::listen::serve(
+    purposegate_runtime::http::serve_router(
         listener,
         face,
         purposegate_runtime::listen::never(),
-        move |_peer| {
-            let template = template.clone();
-            hyper::service::service_fn(move |req| {
-                let template = template.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &template).await) }
-            })
-        },
+        router(template),
     );
 }
 
-async fn handle(req: Request<Incoming>, template: &SidecarTemplate) -> Response<Full<Bytes>> {
-    let selection = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/inject") => Selection::PodLabel,
-        (&Method::POST, "/inject-namespace") => Selection::Namespace,
-        (&Method::GET, "/healthz") => return reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        _ => {
-            return reply(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "POST an AdmissionReview to /inject or /inject-namespace\n".into(),
-            );
-        }
+/// `POST /inject`, `POST /inject-namespace` and `GET /healthz`; anything
+/// else is told where reviews go.
+fn router(template: Arc<SidecarTemplate>) -> Router {
+    let elsewhere = || async {
+        reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "POST an AdmissionReview to /inject or /inject-namespace\n".into(),
+        )
     };
+    Router::new()
+        .route(
+            "/inject",
+            post(
+                |State(template): State<Arc<SidecarTemplate>>, req: Request| async move {
+                    review(req, &template, Selection::PodLabel).await
+                },
+            )
+            .fallback(elsewhere),
+        )
+        .route(
+            "/inject-namespace",
+            post(
+                |State(template): State<Arc<SidecarTemplate>>, req: Request| async move {
+                    review(req, &template, Selection::Namespace).await
+                },
+            )
+            .fallback(elsewhere),
+        )
+        .route(
+            "/healthz",
+            get(|| async { reply(StatusCode::OK, "text/plain", "ok\n".into()) })
+                .fallback(elsewhere),
+        )
+        .fallback(elsewhere)
+        .with_state(template)
+}
+
+async fn review(req: Request, template: &SidecarTemplate, selection: Selection) -> Response {
     let body = match Limited::new(req.into_body(), MAX_REVIEW_BYTES)
         .collect()
         .await
@@ -91,12 +115,12 @@ async fn handle(req: Request<Incoming>, template: &SidecarTemplate) -> Response<
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
     );
     response
 }
