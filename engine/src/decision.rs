@@ -74,13 +74,13 @@ pub struct Evaluation {
     pub request_id: String,
     /// Present only when monitor-mode rules would have changed `decision`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<MonitorOutcome>,
+    pub monitor: Option<MonitorEvaluation>,
 }
 
 /// The decision with monitor-mode rules enforced (semantic 9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MonitorOutcome {
+pub struct MonitorEvaluation {
     pub decision: Decision,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rule_ids: Vec<Arc<str>>,

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::decision::{Decision, Evaluation, MonitorOutcome};
+use super::decision::{Decision, Evaluation, MonitorEvaluation};
 use super::glob::glob;
 use super::model::{
     Claim, Condition, Effect, Mode, NodeIdx, Obligation, Presence, Rule, StateTest,
@@ -62,7 +62,7 @@ enum InPlay<'r> {
 
 /// The decision of one pass (enforced rules, or with monitor rules too).
 #[derive(Debug)]
-struct Outcome<'r> {
+struct Pass<'r> {
     decision: Decision,
     rules: Vec<RuleIdx>,
     obligations: Vec<Obligation>,
@@ -101,9 +101,9 @@ impl Policy {
             }
         }
         let in_play = self.categories_in_play(req);
-        let enforced = self.decide(purpose, &in_play, req, false);
+        let enforced = self.evaluate_pass(purpose, &in_play, req, false);
         let monitor = if self.has_monitor_rules() {
-            let with_monitor = self.decide(purpose, &in_play, req, true);
+            let with_monitor = self.evaluate_pass(purpose, &in_play, req, true);
             (with_monitor.decision != enforced.decision).then_some(with_monitor)
         } else {
             None
@@ -126,7 +126,7 @@ impl Policy {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            MonitorOutcome {
+            MonitorEvaluation {
                 decision: m.decision,
                 rule_ids: ids,
             }
@@ -242,13 +242,13 @@ impl Policy {
     }
 
     /// One pass over the categories in play.
-    fn decide<'r>(
+    fn evaluate_pass<'r>(
         &self,
         purpose: NodeIdx,
         in_play: &[InPlay<'r>],
         req: &DecisionRequest,
         include_monitor: bool,
-    ) -> Outcome<'r> {
+    ) -> Pass<'r> {
         // Per category: (decision, determining rules, explanation).
         let mut decided: Vec<(Decision, Vec<RuleIdx>, Explain<'r>)> =
             Vec::with_capacity(in_play.len());
@@ -260,7 +260,7 @@ impl Policy {
                     Explain::UnknownCategory { id, origin },
                 ),
                 InPlay::Known { idx, origin } => {
-                    self.decide_category(purpose, idx, origin, req, include_monitor)
+                    self.evaluate_category(purpose, idx, origin, req, include_monitor)
                 }
             });
         }
@@ -285,7 +285,7 @@ impl Policy {
         rules.dedup();
         let explain = explain.unwrap_or(Explain::Permitted);
         if decision != Decision::Permit {
-            return Outcome {
+            return Pass {
                 decision,
                 rules,
                 obligations: Vec::new(),
@@ -298,7 +298,7 @@ impl Policy {
 
     /// Semantic 7: a permit's obligations must all be ones the caller can
     /// fulfil; otherwise the permit becomes a deny naming the obligation.
-    fn with_obligations<'r>(&self, rules: Vec<RuleIdx>, req: &DecisionRequest) -> Outcome<'r> {
+    fn with_obligations<'r>(&self, rules: Vec<RuleIdx>, req: &DecisionRequest) -> Pass<'r> {
         let mut obligations: Vec<Obligation> = Vec::new();
         let mut unsupported: Option<(RuleIdx, Arc<str>)> = None;
         let mut carriers: Vec<RuleIdx> = Vec::new();
@@ -320,14 +320,14 @@ impl Policy {
             }
         }
         match unsupported {
-            None => Outcome {
+            None => Pass {
                 decision: Decision::Permit,
                 rules,
                 obligations,
                 explain: Explain::Permitted,
                 obligation: None,
             },
-            Some((rule, id)) => Outcome {
+            Some((rule, id)) => Pass {
                 decision: Decision::Deny,
                 rules: carriers,
                 obligations: Vec::new(),
@@ -338,7 +338,7 @@ impl Policy {
     }
 
     /// Semantic 5 for one category: deny-overrides.
-    fn decide_category<'r>(
+    fn evaluate_category<'r>(
         &self,
         purpose: NodeIdx,
         category: NodeIdx,

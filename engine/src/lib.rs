@@ -28,7 +28,7 @@ mod yaml;
 pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
-pub use decision::{Decision, Evaluation, MonitorOutcome};
+pub use decision::{Decision, Evaluation, MonitorEvaluation};
 pub use decode::{Decoder, Fields};
 pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};
 pub use glob::{glob, glob_slice};

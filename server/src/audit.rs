@@ -420,7 +420,7 @@ mod tests {
         )
     }
 
-    fn decide(log: &DecisionLog, subject: &str, decision: Decision) {
+    fn record_one(log: &DecisionLog, subject: &str, decision: Decision) {
         let request = DecisionRequest {
             subject: crate::engine::Subject {
                 id: subject.into(),
@@ -447,15 +447,15 @@ mod tests {
         // Unpressed: one line each.
         let (log, shared) = unwritten(1 << 20);
         for _ in 0..3 {
-            decide(&log, "crm", Decision::Permit);
+            record_one(&log, "crm", Decision::Permit);
         }
         assert_eq!(take(&shared).1.len(), 3);
         // Half full from the start: folded.
         let (log, shared) = unwritten(RECORD_OVERHEAD * 4);
         for _ in 0..1000 {
-            decide(&log, "crm", Decision::Permit);
+            record_one(&log, "crm", Decision::Permit);
         }
-        decide(&log, "billing", Decision::Permit);
+        record_one(&log, "billing", Decision::Permit);
         let (dropped, records) = take(&shared);
         assert!(dropped.is_none());
         assert_eq!(records.len(), 2);
@@ -474,11 +474,11 @@ mod tests {
     fn a_denial_displaces_permits_and_every_drop_is_told() {
         let (log, shared) = unwritten(20 * RECORD_OVERHEAD);
         for i in 0..1000 {
-            decide(&log, &format!("noise-{i}"), Decision::Permit);
+            record_one(&log, &format!("noise-{i}"), Decision::Permit);
         }
-        decide(&log, "insider", Decision::Deny);
+        record_one(&log, "insider", Decision::Deny);
         for i in 0..1000 {
-            decide(&log, &format!("more-{i}"), Decision::Permit);
+            record_one(&log, &format!("more-{i}"), Decision::Permit);
         }
         let (dropped, records) = take(&shared);
         assert!(

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::canonical;
 use crate::gate::Gate;
 use crate::headers::{self, Stated};
-use crate::intercept::{Call, Denial, Judgement, Permit, judge, refused_before_asking};
+use crate::intercept::{Call, Enforcement, Permit, Refusal, judge, refused_before_asking};
 use crate::routes::Routes;
 
 /// The encoded descriptors of `envoy/service/auth/v3/external_auth.proto`
@@ -48,15 +48,16 @@ impl ExtAuthz {
     }
 }
 
-fn denied(denial: &Denial) -> CheckResponse {
+fn denied(refusal: &Refusal) -> CheckResponse {
     let mut http = DeniedHttpResponseBuilder::new();
     http.set_http_status(HttpStatusCode::Forbidden);
-    for (name, value) in denial.headers() {
+    for (name, value) in refusal.headers() {
         http.add_header(name, value, None, false);
     }
-    http.set_body(format!("{}: {}\n", denial.decision, denial.reason));
+    http.set_body(format!("{}: {}\n", refusal.decision, refusal.reason));
     let http: DeniedHttpResponse = http.build();
-    let mut response = CheckResponse::with_status(Status::permission_denied(denial.reason.clone()));
+    let mut response =
+        CheckResponse::with_status(Status::permission_denied(refusal.reason.clone()));
     response.set_http_response(http);
     response
 }
@@ -92,7 +93,7 @@ async fn judge_described(
     http: &HttpRequest,
     certified_subject: Option<&str>,
     parent: &opentelemetry::Context,
-) -> (Judgement, Vec<String>) {
+) -> (Enforcement, Vec<String>) {
     let headers = described_headers(http);
     let header = |name: &str| {
         headers
@@ -115,7 +116,7 @@ async fn judge_described(
             parent,
             header(headers::PURPOSE),
             raw_path,
-            Denial::refused(reason),
+            Refusal::refused(reason),
         )
     };
     // Envoy forwards the path it has, not ours: only a path that is
@@ -211,7 +212,7 @@ impl Authorization for ExtAuthz {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
         else {
-            return Ok(Response::new(denied(&Denial::refused(
+            return Ok(Response::new(denied(&Refusal::refused(
                 "the check describes no HTTP request (`attributes.request.http`)".into(),
             ))));
         };
@@ -235,8 +236,8 @@ impl Authorization for ExtAuthz {
             .parent(|| purposegate_runtime::telemetry::parent_context_of(&http.headers));
         let (judgement, reserved) = judge_described(self, http, certified_subject, &parent).await;
         let response = match judgement {
-            Judgement::LetThrough(permit) => let_through(&permit, reserved),
-            Judgement::Deny(denial) => denied(&denial),
+            Enforcement::LetThrough(permit) => let_through(&permit, reserved),
+            Enforcement::Deny(refusal) => denied(&refusal),
         };
         Ok(Response::new(response))
     }

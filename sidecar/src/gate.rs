@@ -24,7 +24,7 @@ pub struct Gate {
 
 /// What the gate found, for the caller to enforce.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Lookup {
     /// The PDP's answer (fresh, cached or stale), or why there is none.
     pub answer: Result<pb::CheckResponse, tonic::Status>,
     pub source: Source,
@@ -50,7 +50,7 @@ impl Gate {
     }
 
     /// Decides `request` for a call whose trace context is `parent`.
-    pub async fn decide(&self, request: pb::CheckRequest, parent: &Context) -> Verdict {
+    pub async fn ask(&self, request: pb::CheckRequest, parent: &Context) -> Lookup {
         let cx = self.start_span(parent);
         let request_id = request.request_id.clone();
         let ask = || {
@@ -60,29 +60,29 @@ impl Gate {
             }
             self.pdp.check(outgoing)
         };
-        let verdict = match self.cache.decide(&request, ask).await {
+        let lookup = match self.cache.get_or_ask(&request, ask).await {
             Ok((mut answer, source)) => {
                 answer.request_id = request_id;
-                Verdict {
+                Lookup {
                     answer: Ok(answer),
                     source,
                 }
             }
-            Err(status) => Verdict {
+            Err(status) => Lookup {
                 answer: Err(status),
                 source: Source::Miss,
             },
         };
         if let Some(cx) = cx {
-            self.end_span(&cx, &request, &verdict);
+            self.end_span(&cx, &request, &lookup);
         }
         tracing::debug!(
-            decision = verdict.answer.as_ref().map_or("UNAVAILABLE", |a| a.decision().as_str_name()),
-            cache = verdict.source.as_str(),
+            decision = lookup.answer.as_ref().map_or("UNAVAILABLE", |a| a.decision().as_str_name()),
+            cache = lookup.source.as_str(),
             purpose = %request.purpose,
             "decided"
         );
-        verdict
+        lookup
     }
 
     /// Records a call refused before any decision could be asked (no
@@ -106,7 +106,7 @@ impl Gate {
             .map(|t| parent.with_span(t.span("purposegate.decision", parent)))
     }
 
-    fn end_span(&self, cx: &Context, request: &pb::CheckRequest, verdict: &Verdict) {
+    fn end_span(&self, cx: &Context, request: &pb::CheckRequest, lookup: &Lookup) {
         let span = cx.span();
         let category = request
             .resource
@@ -116,10 +116,10 @@ impl Gate {
         span.set_attributes([
             KeyValue::new("purposegate.purpose", request.purpose.clone()),
             KeyValue::new("purposegate.data_category", category),
-            KeyValue::new("purposegate.cache", verdict.source.as_str()),
+            KeyValue::new("purposegate.cache", lookup.source.as_str()),
             KeyValue::new("purposegate.enforced", !self.dry_run),
         ]);
-        match &verdict.answer {
+        match &lookup.answer {
             Ok(answer) => {
                 let rule_ids: Vec<StringValue> =
                     answer.rule_ids.iter().map(|r| r.clone().into()).collect();

@@ -8,7 +8,7 @@ use opentelemetry::Context;
 use purposegate_proto::v1 as pb;
 use tracing::info;
 
-use crate::gate::{Gate, Verdict};
+use crate::gate::{Gate, Lookup};
 use crate::headers::{self, Stated};
 use crate::routes::{Routes, Table};
 
@@ -28,17 +28,17 @@ pub struct Call<'a> {
 
 /// Why a call is not let through, before or after asking.
 #[derive(Debug, Clone)]
-pub struct Denial {
+pub struct Refusal {
     pub decision: &'static str,
     pub reason: String,
     pub rule_ids: Vec<String>,
     pub revision: String,
 }
 
-impl Denial {
+impl Refusal {
     /// Refused before any decision: no purpose, no route, a bad header.
     pub fn refused(reason: String) -> Self {
-        Denial {
+        Refusal {
             decision: "DENY",
             reason,
             rule_ids: Vec::new(),
@@ -84,25 +84,25 @@ impl Permit {
 }
 
 #[derive(Debug)]
-pub enum Judgement {
+pub enum Enforcement {
     LetThrough(Box<Permit>),
-    Deny(Denial),
+    Deny(Refusal),
 }
 
 /// Judges one call: refused before asking, denied, permitted, or let
 /// through under `--dry-run`. Logs every call that is not permitted.
-pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Judgement {
+pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Enforcement {
     match check_request(routes, call) {
         Ok(check) => {
-            let verdict = gate.decide(check.clone(), parent).await;
-            enforce(gate, call.path, Some(check), permitted(verdict))
+            let lookup = gate.ask(check.clone(), parent).await;
+            enforce(gate, call.path, Some(check), permitted(lookup))
         }
-        Err(denial) => refused_before_asking(
+        Err(refusal) => refused_before_asking(
             gate,
             parent,
             call.stated.get(headers::PURPOSE),
             call.path,
-            denial,
+            refusal,
         ),
     }
 }
@@ -115,56 +115,56 @@ pub fn refused_before_asking(
     parent: &Context,
     purpose: &str,
     path: &str,
-    denial: Denial,
-) -> Judgement {
-    gate.refused(parent, purpose, &denial.reason);
-    enforce(gate, path, None, Err(denial))
+    refusal: Refusal,
+) -> Enforcement {
+    gate.refused(parent, purpose, &refusal.reason);
+    enforce(gate, path, None, Err(refusal))
 }
 
 fn enforce(
     gate: &Gate,
     path: &str,
     request: Option<pb::CheckRequest>,
-    outcome: Result<pb::CheckResponse, Denial>,
-) -> Judgement {
+    outcome: Result<pb::CheckResponse, Refusal>,
+) -> Enforcement {
     match outcome {
-        Ok(answer) => Judgement::LetThrough(Box::new(Permit {
+        Ok(answer) => Enforcement::LetThrough(Box::new(Permit {
             request,
             answer: Some(answer),
         })),
-        Err(denial) if gate.dry_run => {
+        Err(refusal) if gate.dry_run => {
             info!(
                 path,
-                decision = denial.decision,
-                reason = %denial.reason,
+                decision = refusal.decision,
+                reason = %refusal.reason,
                 enforced = false,
                 "dry run: a call that would be denied goes through"
             );
-            Judgement::LetThrough(Box::new(Permit {
+            Enforcement::LetThrough(Box::new(Permit {
                 request,
                 answer: None,
             }))
         }
-        Err(denial) => {
-            info!(path, decision = denial.decision, reason = %denial.reason, "denied");
-            Judgement::Deny(denial)
+        Err(refusal) => {
+            info!(path, decision = refusal.decision, reason = %refusal.reason, "denied");
+            Enforcement::Deny(refusal)
         }
     }
 }
 
-/// Asks again for a call that is open: the denial, if `request` is no
+/// Asks again for a call that is open: the refusal, if `request` is no
 /// longer permitted (or cannot be decided).
 pub async fn judge_again(
     gate: &Gate,
     request: &pb::CheckRequest,
-) -> Result<pb::CheckResponse, Denial> {
-    permitted(gate.decide(request.clone(), &Context::new()).await)
+) -> Result<pb::CheckResponse, Refusal> {
+    permitted(gate.ask(request.clone(), &Context::new()).await)
 }
 
 /// The question the call asks, from its route and headers.
-fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, Denial> {
+fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, Refusal> {
     let (path, method, stated) = (call.path, call.method, call.stated);
-    let refuse = Denial::refused;
+    let refuse = Refusal::refused;
     let Some(route) = routes.route(call.table, method, path).map_err(refuse)? else {
         return Err(refuse(format!(
             "no route covers {} `{path}`; calls on no route are denied",
@@ -242,16 +242,16 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, D
     })
 }
 
-/// The enforced PERMIT a verdict amounts to, or the denial.
-fn permitted(verdict: Verdict) -> Result<pb::CheckResponse, Denial> {
-    match verdict.answer {
+/// The enforced PERMIT a lookup found, or the refusal.
+fn permitted(lookup: Lookup) -> Result<pb::CheckResponse, Refusal> {
+    match lookup.answer {
         Ok(answer) if answer.decision() == pb::Decision::Permit => Ok(answer),
-        Ok(answer) => Err(Denial {
+        Ok(answer) => Err(Refusal {
             decision: answer.decision().as_str_name(),
             reason: answer.reason,
             rule_ids: answer.rule_ids,
             revision: answer.policy_revision,
         }),
-        Err(status) => Err(Denial::refused(crate::gate::unanswered(&status))),
+        Err(status) => Err(Refusal::refused(crate::gate::unanswered(&status))),
     }
 }

@@ -74,14 +74,14 @@ impl DecisionService for LocalDecisions {
             .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
         let req = request.into_inner();
         validate(&req, "")?;
-        let verdict = self.gate.decide(req, &parent).await;
-        match verdict.answer {
+        let lookup = self.gate.ask(req, &parent).await;
+        match lookup.answer {
             Ok(answer) => {
                 let mut response = Response::new(answer);
                 // Where the answer came from: hit, miss or stale.
                 response.metadata_mut().insert(
                     "x-purposegate-cache",
-                    tonic::metadata::MetadataValue::from_static(verdict.source.as_str()),
+                    tonic::metadata::MetadataValue::from_static(lookup.source.as_str()),
                 );
                 Ok(response)
             }
@@ -112,7 +112,7 @@ impl DecisionService for LocalDecisions {
         let parent = &parent;
         let answers: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
             futures_util::stream::iter(requests)
-                .map(|req| async move { self.gate.decide(req, parent).await.answer }),
+                .map(|req| async move { self.gate.ask(req, parent).await.answer }),
             BATCH_CONCURRENCY,
         ))
         .await;

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -45,9 +45,13 @@ use purposegate_runtime::tls::ServerTls;
 use crate::canonical;
 use crate::gate::Gate;
 use crate::headers::{self, Stated};
-use crate::intercept::{Call, Denial, Judgement, Permit, judge, refused_before_asking};
+use crate::intercept::{Call, Enforcement, Permit, Refusal, judge, refused_before_asking};
 use crate::routes::{Routes, Table};
 use crate::supervise::{GuardedRequest, Revoked, Supervised, Supervisor};
+
+mod reply;
+
+use reply::{deny, refusal_trailers, too_many, upstream_error};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -189,7 +193,13 @@ impl Proxy {
         };
         let raw_path = req.uri().path().to_string();
         let refused = |reason: String| {
-            refused_before_asking(gate, &parent, purpose(), &raw_path, Denial::refused(reason))
+            refused_before_asking(
+                gate,
+                &parent,
+                purpose(),
+                &raw_path,
+                Refusal::refused(reason),
+            )
         };
         let judgement = if req
             .headers()
@@ -200,7 +210,7 @@ impl Proxy {
             // Never under --dry-run either: the loop would go on.
             return deny(
                 reply_grpc,
-                &Denial::refused(
+                &Refusal::refused(
                     "the call came back through this sidecar: its upstream points at itself"
                         .to_string(),
                 ),
@@ -237,7 +247,7 @@ impl Proxy {
                         certified_subject: certified,
                     };
                     match judge(gate, &self.inner.routes, &call, &parent).await {
-                        Judgement::LetThrough(permit) => {
+                        Enforcement::LetThrough(permit) => {
                             return self
                                 .forward(req, peer, place, Some((&path, table)), permit)
                                 .await;
@@ -249,8 +259,8 @@ impl Proxy {
         };
         match judgement {
             // Under --dry-run a call refused before asking goes on as it came.
-            Judgement::LetThrough(permit) => self.forward(req, peer, place, None, permit).await,
-            Judgement::Deny(denial) => deny(reply_grpc, &denial),
+            Enforcement::LetThrough(permit) => self.forward(req, peer, place, None, permit).await,
+            Enforcement::Deny(refusal) => deny(reply_grpc, &refusal),
         }
     }
 
@@ -348,7 +358,7 @@ impl Proxy {
         let response = match supervised.as_mut() {
             Some(watch) => tokio::select! {
                 response = client.request(outgoing) => response,
-                denial = watch.ended() => return deny(reply_grpc, &denial),
+                refusal = watch.ended() => return deny(reply_grpc, &refusal),
             },
             None => client.request(outgoing).await,
         };
@@ -423,17 +433,17 @@ impl Body for ProxyBody {
                 ..
             } => {
                 if let Some(watch) = supervised.as_mut() {
-                    if let Poll::Ready(denial) = watch.poll_ended(cx) {
+                    if let Poll::Ready(refusal) = watch.poll_ended(cx) {
                         let grpc = *grpc_trailers;
                         // Dropping the app's body resets its stream.
                         *self = ProxyBody::Ended;
                         return Poll::Ready(Some(if grpc {
-                            Ok(Frame::trailers(denial_trailers(&denial)))
+                            Ok(Frame::trailers(refusal_trailers(&refusal)))
                         } else {
                             // HTTP has no way to say it mid-body: the
                             // stream (HTTP/2) or connection (HTTP/1.1) is
                             // reset.
-                            Err(Box::new(Revoked(denial.reason)))
+                            Err(Box::new(Revoked(refusal.reason)))
                         }));
                     }
                 }
@@ -526,119 +536,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     }
 }
 
-/// A header value from free text: printable ASCII kept, the rest `?`.
-fn header_text(text: &str) -> HeaderValue {
-    let clean: String = text
-        .chars()
-        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-        .collect();
-    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec).
-fn grpc_message(text: &str) -> HeaderValue {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("denied"))
-}
-
-/// `grpc-status: 7` and the denial's `x-purposegate-*` headers.
-fn denial_trailers(denial: &Denial) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("grpc-status", HeaderValue::from_static("7"));
-    h.insert("grpc-message", grpc_message(&denial.reason));
-    for (name, value) in denial.headers() {
-        h.insert(HeaderName::from_static(name), header_text(&value));
-    }
-    h
-}
-
-fn deny(grpc: bool, denial: &Denial) -> ProxyResponse {
-    if grpc {
-        // Trailers-only: the status in the headers, no body.
-        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        r.headers_mut().extend(denial_trailers(denial));
-        return r;
-    }
-    let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
-        "{}: {}\n",
-        denial.decision, denial.reason
-    )))));
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    let h = r.headers_mut();
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    for (name, value) in denial.headers() {
-        h.insert(HeaderName::from_static(name), header_text(&value));
-    }
-    r
-}
-
-/// `RESOURCE_EXHAUSTED` (gRPC) or 503: the sidecar has no room now.
-fn too_many(grpc: bool, reason: &str) -> ProxyResponse {
-    let mut r = if grpc {
-        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        r.headers_mut()
-            .insert("grpc-status", HeaderValue::from_static("8"));
-        r.headers_mut().insert("grpc-message", grpc_message(reason));
-        r
-    } else {
-        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
-            "{reason}\n"
-        )))));
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r
-    };
-    r.headers_mut()
-        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
-fn upstream_error(grpc: bool, reason: &str) -> ProxyResponse {
-    if grpc {
-        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
-        let h = r.headers_mut();
-        h.insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static("14"));
-        h.insert("grpc-message", grpc_message(reason));
-        r
-    } else {
-        let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(format!(
-            "{reason}\n"
-        )))));
-        *r.status_mut() = StatusCode::BAD_GATEWAY;
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_messages_are_percent_encoded() {
-        assert_eq!(grpc_message("a b"), "a b");
-        assert_eq!(grpc_message("100% über"), "100%25 %C3%BCber");
-    }
 
     #[test]
     fn headers_a_caller_names_in_connection_are_not_passed_on() {

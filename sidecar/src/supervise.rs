@@ -14,7 +14,7 @@
 //! connection is reset).
 //!
 //! The supervisor lives until both bodies are done. If it stops without a
-//! verdict, the call is ended too: nothing goes on unsupervised.
+//! refusal, the call is ended too: nothing goes on unsupervised.
 //!
 //! Re-judging goes through the gate, so a thousand open calls asking the
 //! same question make one call to the decision server.
@@ -32,7 +32,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::gate::Gate;
-use crate::intercept::{Denial, judge_again};
+use crate::intercept::{Refusal, judge_again};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,18 +61,18 @@ impl Supervisor {
     /// Supervises a call permitted by `answer` to `request` until every
     /// [`Supervised`] handle of it is dropped.
     pub fn watch(&self, request: pb::CheckRequest, answer: &pb::CheckResponse) -> Supervised {
-        let (verdict_tx, verdict) = watch::channel(None);
+        let (ending, refusal) = watch::channel(None);
         let task = tokio::spawn(supervise(
             self.gate.clone(),
             request,
             answer.clone(),
             self.revisions.clone(),
             self.max_age,
-            verdict_tx,
+            ending,
         ));
         Supervised {
-            changes: WatchStream::from_changes(verdict.clone()),
-            verdict,
+            changes: WatchStream::from_changes(refusal.clone()),
+            refusal,
             task: Arc::new(AbortOnDrop(task.abort_handle())),
             ended: None,
         }
@@ -89,23 +89,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One direction's handle on a supervised call: ready with the denial once
+/// One direction's handle on a supervised call: ready with the refusal once
 /// the call must end.
 #[derive(Debug)]
 pub struct Supervised {
-    verdict: watch::Receiver<Option<Denial>>,
-    /// Wakes the body that polls it when the verdict changes.
-    changes: WatchStream<Option<Denial>>,
+    refusal: watch::Receiver<Option<Refusal>>,
+    /// Wakes the body that polls it when the refusal changes.
+    changes: WatchStream<Option<Refusal>>,
     task: Arc<AbortOnDrop>,
-    /// The denial, once seen.
-    ended: Option<Denial>,
+    /// The refusal, once seen.
+    ended: Option<Refusal>,
 }
 
 impl Clone for Supervised {
     fn clone(&self) -> Self {
         Supervised {
-            verdict: self.verdict.clone(),
-            changes: WatchStream::from_changes(self.verdict.clone()),
+            refusal: self.refusal.clone(),
+            changes: WatchStream::from_changes(self.refusal.clone()),
             task: self.task.clone(),
             ended: self.ended.clone(),
         }
@@ -113,38 +113,38 @@ impl Clone for Supervised {
 }
 
 impl Supervised {
-    /// Ready with the denial that ends the call; pending while it may go on.
-    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Denial> {
-        if let Some(denial) = &self.ended {
-            return Poll::Ready(denial.clone());
+    /// Ready with the refusal that ends the call; pending while it may go on.
+    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Refusal> {
+        if let Some(refusal) = &self.ended {
+            return Poll::Ready(refusal.clone());
         }
-        // A verdict given before this handle first looked.
-        if let Some(denial) = self.verdict.borrow().clone() {
-            self.ended = Some(denial.clone());
-            return Poll::Ready(denial);
+        // A refusal given before this handle first looked.
+        if let Some(refusal) = self.refusal.borrow().clone() {
+            self.ended = Some(refusal.clone());
+            return Poll::Ready(refusal);
         }
         loop {
             match Pin::new(&mut self.changes).poll_next(cx) {
-                Poll::Ready(Some(Some(denial))) => {
-                    self.ended = Some(denial.clone());
-                    return Poll::Ready(denial);
+                Poll::Ready(Some(Some(refusal))) => {
+                    self.ended = Some(refusal.clone());
+                    return Poll::Ready(refusal);
                 }
                 Poll::Ready(Some(None)) => continue,
-                // The supervisor stopped without a verdict: nothing goes on
+                // The supervisor stopped without a refusal: nothing goes on
                 // unsupervised.
                 Poll::Ready(None) => {
-                    let denial =
-                        Denial::refused("the call's supervision stopped; it is ended".to_string());
-                    self.ended = Some(denial.clone());
-                    return Poll::Ready(denial);
+                    let refusal =
+                        Refusal::refused("the call's supervision stopped; it is ended".to_string());
+                    self.ended = Some(refusal.clone());
+                    return Poll::Ready(refusal);
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 
-    /// Waits for the denial that ends the call.
-    pub async fn ended(&mut self) -> Denial {
+    /// Waits for the refusal that ends the call.
+    pub async fn ended(&mut self) -> Refusal {
         std::future::poll_fn(|cx| self.poll_ended(cx)).await
     }
 }
@@ -155,7 +155,7 @@ async fn supervise(
     permit: pb::CheckResponse,
     mut revisions: watch::Receiver<Option<pb::PolicyRevision>>,
     max_age: Duration,
-    verdict: watch::Sender<Option<Denial>>,
+    ending: watch::Sender<Option<Refusal>>,
 ) {
     // A revision announced since the decision was made: judge at once.
     let mut judge_now = revisions
@@ -174,28 +174,28 @@ async fn supervise(
                     }
                 }
                 () = tokio::time::sleep(max_age) => {}
-                () = verdict.closed() => return,
+                () = ending.closed() => return,
             }
         }
         judge_now = false;
-        let denial = match judge_again(&gate, &request).await {
+        let refusal = match judge_again(&gate, &request).await {
             Ok(answer) if answer.obligations == permit.obligations => continue,
-            Ok(_) => Denial::refused(
+            Ok(_) => Refusal::refused(
                 "the permit's obligations changed since the call began; call again to learn them"
                     .to_string(),
             ),
-            Err(denial) => denial,
+            Err(refusal) => refusal,
         };
         tracing::info!(
             purpose = %request.purpose,
-            decision = denial.decision,
-            reason = %denial.reason,
+            decision = refusal.decision,
+            reason = %refusal.reason,
             "an open call is no longer permitted; ending it"
         );
-        verdict.send_replace(Some(denial));
-        // Stay until the call's bodies are gone, so they see the verdict
+        ending.send_replace(Some(refusal));
+        // Stay until the call's bodies are gone, so they see the refusal
         // rather than a stopped supervisor.
-        verdict.closed().await;
+        ending.closed().await;
         return;
     }
 }
@@ -251,8 +251,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(supervised) = self.supervised.as_mut() {
-            if let Poll::Ready(denial) = supervised.poll_ended(cx) {
-                return Poll::Ready(Some(Err(Box::new(Revoked(denial.reason)))));
+            if let Poll::Ready(refusal) = supervised.poll_ended(cx) {
+                return Poll::Ready(Some(Err(Box::new(Revoked(refusal.reason)))));
             }
         }
         match Pin::new(&mut self.body).poll_frame(cx) {

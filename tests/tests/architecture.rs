@@ -168,3 +168,110 @@ fn the_runtime_knows_neither_the_engine_nor_the_api() {
         "the runtime serves ports; what a decision is, its callers know",
     );
 }
+
+/// The top-level modules of `crate_dir`'s `src/` and, for each, the
+/// top-level modules its code names (`crate::m`, or `super::m` from a
+/// file whose `super` is the crate root). Test modules are left out.
+fn module_uses(crate_dir: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src = repo_root().join(crate_dir).join("src");
+    let mut files = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut uses = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap().with_extension("");
+        let mut path: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if path.last().is_some_and(|p| p == "tests") {
+            continue;
+        }
+        if path.last().is_some_and(|p| p == "mod") {
+            path.pop();
+        }
+        if path.len() == 1 && (path[0] == "lib" || path[0] == "main") {
+            path.clear();
+        }
+        let Some(top) = path.first().cloned() else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        let text = text.split("#[cfg(test)]\nmod tests {").next().unwrap();
+        let named = uses.entry(top.clone()).or_default();
+        for (at, _) in text.match_indices("crate::") {
+            named.insert(ident_at(&text[at + "crate::".len()..]));
+        }
+        for (at, _) in text.match_indices("super::") {
+            // Only the first `super::` of a chain.
+            if text[..at].ends_with("super::") {
+                continue;
+            }
+            let mut rest = &text[at..];
+            let mut up = 0;
+            while let Some(r) = rest.strip_prefix("super::") {
+                rest = r;
+                up += 1;
+            }
+            if up == path.len() {
+                named.insert(ident_at(rest));
+            }
+        }
+    }
+    let tops: BTreeSet<String> = uses.keys().cloned().collect();
+    for (top, named) in &mut uses {
+        named.retain(|n| n != top && tops.contains(n));
+    }
+    uses
+}
+
+fn ident_at(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_two_modules_of_a_crate_import_each_other_even_through_others() {
+    // The reading finds what is there: the server's start-up names its
+    // gRPC edge, the engine's loader its YAML reader (through `super::`).
+    assert!(module_uses("server")["serve"].contains("grpc"));
+    assert!(module_uses("engine")["load"].contains("yaml"));
+    for crate_dir in ["engine", "proto", "runtime", "server", "sidecar"] {
+        let uses = module_uses(crate_dir);
+        assert!(uses.len() >= 2, "{crate_dir}: {uses:?}");
+        // Depth-first, with the path so far: a module met again on its own
+        // path closes a circle.
+        fn walk(
+            uses: &std::collections::BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            crate_dir: &str,
+        ) {
+            let Some(last) = path.last().cloned() else {
+                return;
+            };
+            for next in uses.get(&last).into_iter().flatten() {
+                assert!(
+                    !path.contains(next),
+                    "{crate_dir}: modules import each other: {} -> {next}",
+                    path.join(" -> ")
+                );
+                path.push(next.clone());
+                walk(uses, path, crate_dir);
+                path.pop();
+            }
+        }
+        for top in uses.keys() {
+            walk(&uses, &mut vec![top.clone()], crate_dir);
+        }
+    }
+}

@@ -107,7 +107,7 @@ impl DecisionServer {
 
     /// Decides one request; counts it, traces it into `span` and hands it
     /// to the decision log.
-    fn decide(
+    fn evaluate(
         &self,
         policy: &crate::engine::Policy,
         req: crate::engine::DecisionRequest,
@@ -144,7 +144,7 @@ impl DecisionService for DecisionServer {
         let req =
             convert::request(request.into_inner(), "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.store.current();
-        let response = self.decide(&policy, req, start, span.as_mut());
+        let response = self.evaluate(&policy, req, start, span.as_mut());
         self.metrics.answered(start.elapsed());
         Ok(Response::new(response))
     }
@@ -190,7 +190,7 @@ impl DecisionService for DecisionServer {
         let policy = self.store.current();
         let responses = converted
             .into_iter()
-            .map(|r| self.decide(&policy, r, start, None))
+            .map(|r| self.evaluate(&policy, r, start, None))
             .collect();
         self.metrics.answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
