@@ -39,7 +39,10 @@ pub fn run() -> Result<Sample, String> {
     runtime.block_on(async {
         for req in &requests {
             let fill = || async { Ok(answer.clone()) };
-            cache.get_or_ask(req, fill).await.map_err(|e| e.to_string())?;
+            cache
+                .get_or_ask(req, fill)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let never = || async { Err(tonic::Status::internal("a hit must not ask the PDP")) };
         let batch = 256;

@@ -359,6 +359,11 @@ impl DecisionCache {
         let Ok(mut queues) = self.queues.lock() else {
             return;
         };
+        // A flush that came while the answer was on its way: it belongs to
+        // a revision nothing will ask about again.
+        if **self.revision.load() != *key.revision {
+            return;
+        }
         // A key stored before keeps its one copy; a new store shares it.
         let existing = self.entries.get(key).map(|e| e.key().clone());
         let key = existing.unwrap_or_else(|| Arc::new(key.clone()));

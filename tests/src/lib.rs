@@ -39,7 +39,33 @@ pub fn binary(name: &str) -> PathBuf {
         "{} is missing: run `cargo build --workspace --bins` first (`.ci/test` does)",
         path.display()
     );
+    if let Some(newer) = newer_source(&path) {
+        panic!(
+            "{} is older than {}, which it is built from: run `cargo build --workspace --bins` first (`.ci/test` does), or these tests would test stale code",
+            path.display(),
+            newer.display()
+        );
+    }
     path
+}
+
+/// A file of the repository that `binary` is built from (as Cargo's
+/// dep-info beside it lists them) and that changed after it was linked.
+fn newer_source(binary: &std::path::Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let dep_info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    let (_, deps) = dep_info.lines().next()?.split_once(": ")?;
+    let root = repo_root();
+    // Paths are separated by spaces; a space inside one is escaped.
+    let deps = deps.replace("\\ ", "\0");
+    deps.split(' ')
+        .map(|d| PathBuf::from(d.replace('\0', " ")))
+        .filter(|d| d.starts_with(&root))
+        .find(|d| {
+            std::fs::metadata(d)
+                .and_then(|m| m.modified())
+                .is_ok_and(|changed| changed > built)
+        })
 }
 
 /// The repository root.

@@ -111,3 +111,205 @@ async fn storing_a_key_again_counts_its_bytes_once() {
     cache.sweep();
     assert_eq!((cache.len(), cache.bytes()), (0, 0));
 }
+
+/// A decision point for unit tests: answers `answer` after `delay` (or
+/// fails with `UNAVAILABLE` while `down`), and counts the questions.
+#[derive(Debug, Clone)]
+struct FakePdp {
+    asked: Arc<AtomicUsize>,
+    delay: Duration,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    answer: pb::CheckResponse,
+}
+
+impl FakePdp {
+    fn new(answer: pb::CheckResponse, delay: Duration) -> Self {
+        FakePdp {
+            asked: Arc::new(AtomicUsize::new(0)),
+            delay,
+            down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            answer,
+        }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The `ask` a caller of the cache hands it.
+    fn ask(
+        &self,
+    ) -> impl FnOnce() -> std::pin::Pin<
+        Box<dyn Future<Output = Result<pb::CheckResponse, tonic::Status>> + Send>,
+    > + use<> {
+        let pdp = self.clone();
+        move || {
+            Box::pin(async move {
+                pdp.asked.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(pdp.delay).await;
+                if pdp.down.load(Ordering::SeqCst) {
+                    Err(tonic::Status::unavailable("the PDP is down"))
+                } else {
+                    Ok(pdp.answer.clone())
+                }
+            })
+        }
+    }
+}
+
+async fn source(cache: &DecisionCache, pdp: &FakePdp, subject: &str) -> Option<Source> {
+    cache
+        .get_or_ask(&request(subject), pdp.ask())
+        .await
+        .ok()
+        .map(|(_, source)| source)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_is_served_for_its_ttl_and_asked_again_after() {
+    let cache = DecisionCache::new(limits(100, 1 << 20), CacheMetrics::default());
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::from_millis(5));
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Hit));
+    assert_eq!(pdp.asked(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+    assert_eq!(pdp.asked(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denial_is_kept_no_longer_than_the_deny_ttl() {
+    let cache = DecisionCache::new(limits(100, 1 << 20), CacheMetrics::default());
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Deny, 300), Duration::ZERO);
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Hit));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_answer_serves_only_while_the_pdp_is_down_and_only_in_the_window() {
+    let cache = DecisionCache::new(
+        CacheLimits {
+            stale_window: Duration::from_secs(60),
+            ..limits(100, 1 << 20)
+        },
+        CacheMetrics::default(),
+    );
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 10), Duration::ZERO);
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+    // Expired, the PDP up: asked again, never served stale.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Miss));
+    // Expired, the PDP down: served stale inside the window...
+    pdp.set_down(true);
+    tokio::time::advance(Duration::from_secs(11 + 50)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, Some(Source::Stale));
+    // ...and nothing past it.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(source(&cache, &pdp, "s").await, None);
+    // A question never answered is not answered stale.
+    assert_eq!(source(&cache, &pdp, "other").await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_misses_ask_once() {
+    let cache = Arc::new(DecisionCache::new(
+        limits(100, 1 << 20),
+        CacheMetrics::default(),
+    ));
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::from_millis(100));
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let (cache, pdp) = (cache.clone(), pdp.clone());
+            tokio::spawn(async move { source(&cache, &pdp, "s").await })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for caller in callers {
+        sources.push(caller.await.unwrap());
+    }
+    assert_eq!(pdp.asked(), 1);
+    assert!(
+        sources.iter().all(|s| *s == Some(Source::Miss)),
+        "{sources:?}"
+    );
+    // A different question is a flight of its own.
+    assert_eq!(source(&cache, &pdp, "t").await, Some(Source::Miss));
+    assert_eq!(pdp.asked(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_flight_leaves_the_next_caller_to_ask_afresh() {
+    let cache = Arc::new(DecisionCache::new(
+        limits(100, 1 << 20),
+        CacheMetrics::default(),
+    ));
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::from_secs(10));
+    // The caller that runs the flight gives up (its call was cancelled).
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), source(&cache, &pdp, "s")).await;
+    assert!(gave_up.is_err());
+    assert_eq!(cache.in_flight.len(), 0, "the flight left the map");
+    // The next caller asks, and is answered.
+    let fast = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::ZERO);
+    assert_eq!(source(&cache, &fast, "s").await, Some(Source::Miss));
+    assert_eq!(fast.asked(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_landing_after_a_new_revision_is_never_served_for_it() {
+    let cache = Arc::new(DecisionCache::new(
+        limits(100, 1 << 20),
+        CacheMetrics::default(),
+    ));
+    cache.set_revision("r1");
+    let slow = FakePdp::new(answer(pb::Decision::Permit, 300), Duration::from_secs(1));
+    let flight = {
+        let (cache, slow) = (cache.clone(), slow.clone());
+        tokio::spawn(async move { source(&cache, &slow, "s").await })
+    };
+    // The revision changes while the r1 answer is on its way.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert!(cache.set_revision("r2"));
+    assert_eq!(flight.await.unwrap(), Some(Source::Miss));
+    // The r1 answer was used by its caller, and not kept.
+    assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    // Under r2 the question is asked again, not answered from r1.
+    let r2 = FakePdp::new(
+        pb::CheckResponse {
+            policy_revision: "r2".into(),
+            ..answer(pb::Decision::Deny, 300)
+        },
+        Duration::ZERO,
+    );
+    let (got, from) = cache.get_or_ask(&request("s"), r2.ask()).await.unwrap();
+    assert_eq!((got.decision(), from), (pb::Decision::Deny, Source::Miss));
+    assert_eq!(r2.asked(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_entry_bound_the_oldest_answer_goes_first() {
+    let cache = DecisionCache::new(limits(3, 1 << 20), CacheMetrics::default());
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 300), Duration::ZERO);
+    for subject in ["a", "b", "c", "d"] {
+        assert_eq!(source(&cache, &pdp, subject).await, Some(Source::Miss));
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(cache.len(), 3);
+    for subject in ["b", "c", "d"] {
+        assert_eq!(source(&cache, &pdp, subject).await, Some(Source::Hit));
+    }
+    assert_eq!(source(&cache, &pdp, "a").await, Some(Source::Miss));
+}
