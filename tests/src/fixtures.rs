@@ -1,0 +1,147 @@
+//! What tests set up: temporary directories, free ports, the server on a
+//! policy file, the demo app behind a sidecar, policy texts.
+
+use super::*;
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "purposegate-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Writes `name` with `text` and returns its path as a string.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback address with a port free right now, for a process that must
+/// come back on the same port after a restart.
+pub fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind a free port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local address: {e}"))
+}
+
+/// The demo app with a sidecar in front of its gRPC port, on the demo's
+/// routes file, asking `pdp_url`; `extra` flags and `env` go to the
+/// sidecar.
+pub fn demo_behind_sidecar(
+    pdp_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (DemoService, SidecarProcess) {
+    let demo = DemoService::start();
+    let upstream = format!("http://{}", demo.grpc_addr);
+    let routes = repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
+    args.extend_from_slice(extra);
+    let sidecar = SidecarProcess::start(pdp_url, &args, env);
+    (demo, sidecar)
+}
+
+/// A server reading its policy from a file in `dir` (written with
+/// `text`), so a test can change it; the file's path.
+pub fn server_on_policy_file(dir: &TempDir, text: &str) -> (ServerProcess, PathBuf) {
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let server = ServerProcess::start(&[
+        "--decision-log",
+        "off",
+        "--policy",
+        &path.display().to_string(),
+    ]);
+    (server, path)
+}
+
+/// The server, [`app::FrameworkApp`] and a sidecar in front of it.
+#[derive(Debug)]
+pub struct AppStack {
+    pub server: ServerProcess,
+    pub app: app::FrameworkApp,
+    pub sidecar: SidecarProcess,
+    /// The server's policy file, when it has one.
+    pub policy: Option<PathBuf>,
+    pub dir: TempDir,
+}
+
+impl AppStack {
+    /// The server on `policy` (a file with that text; the embedded default
+    /// when `None`), the app, and a sidecar on `routes` with `extra` flags.
+    pub fn start(policy: Option<&str>, routes: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new("app-stack");
+        let (server, policy) = match policy {
+            Some(text) => {
+                let (server, path) = server_on_policy_file(&dir, text);
+                (server, Some(path))
+            }
+            None => (ServerProcess::start(&["--decision-log", "off"]), None),
+        };
+        let app = app::FrameworkApp::start();
+        let routes = dir.write("routes.yaml", routes);
+        let upstream = app.url();
+        let mut args = vec!["--upstream", upstream.as_str(), "--routes", routes.as_str()];
+        args.extend_from_slice(extra);
+        let sidecar = SidecarProcess::start(&server.url(), &args, &[]);
+        AppStack {
+            server,
+            app,
+            sidecar,
+            policy,
+            dir,
+        }
+    }
+}
+
+/// The default policy's text, as shipped in `engine/policies/`.
+pub fn default_policy_text() -> String {
+    let path = repo_root().join("engine/policies/online-services-dpa.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The default policy without its last rule, `no-prohibited-uses`:
+/// advertising on customer data is then not applicable instead of denied.
+/// The policy change the reload tests make.
+pub fn default_policy_without_prohibition() -> String {
+    let text = default_policy_text();
+    let cut = text
+        .find("  - id: no-prohibited-uses")
+        .unwrap_or_else(|| panic!("the default policy has no `no-prohibited-uses` rule"));
+    text.get(..cut).unwrap_or_default().to_string()
+}
+
+/// Writes `text` to `path` the way editors and ConfigMaps do: a new file
+/// renamed over the old one.
+pub fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
