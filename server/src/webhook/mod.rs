@@ -17,7 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use tracing::warn;
 
 use inject::{Selection, SidecarTemplate};
@@ -25,6 +25,10 @@ use inject::{Selection, SidecarTemplate};
 /// Reviews larger than this are refused: a Pod's review is a few
 /// kilobytes, rarely more than a hundred.
 const MAX_REVIEW_BYTES: usize = 512 * 1024;
+/// A review past the limit is still read (and dropped) up to this many
+/// bytes or [`DRAIN_TIME`], so its sender gets the answer.
+const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves the webhook on `listener` with TLS until the process ends, on
 /// the bounded accept path; `refused` counts connections it closed at a
@@ -89,19 +93,42 @@ fn router(template: Arc<SidecarTemplate>) -> Router {
 }
 
 async fn review(req: Request, template: &SidecarTemplate, selection: Selection) -> Response {
-    let body = match Limited::new(req.into_body(), MAX_REVIEW_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "text/plain",
-                format!("cannot read the review: {e}\n").into(),
-            );
+    let mut body = req.into_body();
+    let mut read = Vec::new();
+    let mut seen = 0usize;
+    // Past the limit the rest is read and dropped (within a bound and a
+    // time), so the caller, still sending, gets the 400 and not a reset.
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen <= MAX_REVIEW_BYTES {
+                    read.extend_from_slice(data);
+                } else if seen > MAX_DRAINED_BYTES {
+                    break;
+                }
+            }
         }
+        Ok::<(), String>(())
+    })
+    .await;
+    let problem = match drained {
+        Err(_) => Some("the review did not arrive in time".to_string()),
+        Ok(Err(e)) => Some(e),
+        Ok(Ok(())) if seen > MAX_REVIEW_BYTES => Some(format!(
+            "length limit exceeded: over {MAX_REVIEW_BYTES} bytes"
+        )),
+        Ok(Ok(())) => None,
     };
+    if let Some(e) = problem {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("cannot read the review: {e}\n").into(),
+        );
+    }
+    let body = Bytes::from(read);
     match inject::review(&body, template, selection) {
         Ok(answer) => reply(StatusCode::OK, "application/json", answer.into()),
         Err(problem) => {
