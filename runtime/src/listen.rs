@@ -187,6 +187,24 @@ impl Served {
     }
 }
 
+/// Waits at most `within` for the connections of every listener in
+/// `served` to end (call it after shutdown began); says how many were
+/// still open when the time ran out. Every binary drains with it.
+pub async fn drain(served: &[&Served], within: Duration) {
+    let all = async {
+        for listener in served {
+            listener.drained().await;
+        }
+    };
+    if tokio::time::timeout(within, all).await.is_err() {
+        let open: usize = served.iter().map(|s| s.open_connections()).sum();
+        warn!(
+            seconds = within.as_secs_f64(),
+            open, "drain time over; exiting with calls still open"
+        );
+    }
+}
+
 /// One face of a binary: what it is called in logs, its limits, its
 /// protocols, its TLS, and the counter of connections it could not take
 /// (closed at a cap, or a failed accept).

@@ -38,6 +38,16 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A drain time: a duration (`10s`, `1m`), or a bare number of seconds as
+/// the older `--drain-seconds` took it.
+pub fn parse_drain(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_duration(&format!("{t}s"));
+    }
+    parse_duration(s)
+}
+
 /// `16Mi`, `512Ki`, `1Gi`, or a number of bytes.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -79,6 +89,22 @@ mod tests {
         assert!(parse_duration("1441m").is_err(), "more than a day");
         assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_timeout("1s"), Ok(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_drain_is_a_duration_or_a_bare_number_of_seconds() {
+        assert_eq!(parse_drain("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_drain(" 7 "), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_drain("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_drain("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_drain("0"), Ok(Duration::ZERO));
+        assert!(parse_drain("").is_err());
+        assert!(parse_drain("-5").is_err());
+        assert!(parse_drain("ten").is_err());
+        assert!(
+            parse_drain("99999999999999999999").is_err(),
+            "more than a day"
+        );
     }
 
     #[test]

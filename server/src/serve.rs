@@ -79,9 +79,17 @@ pub struct ServeArgs {
         default_value_t = 100
     )]
     pub max_concurrent_streams: u32,
-    /// How long in-flight calls may take to finish after SIGTERM, in seconds.
-    #[arg(long, env = "PURPOSEGATE_DRAIN_SECONDS", default_value_t = 10)]
-    pub drain_seconds: u64,
+    /// How long in-flight calls may take to finish after SIGTERM (e.g. 10s,
+    /// 1m; a bare number is seconds) [default: 10s]. The older names,
+    /// --drain-seconds and PURPOSEGATE_DRAIN_SECONDS, are still read.
+    #[arg(
+        long,
+        visible_alias = "drain-seconds",
+        env = "PURPOSEGATE_DRAIN",
+        value_name = "DURATION",
+        value_parser = purposegate_runtime::units::parse_drain
+    )]
+    pub drain: Option<Duration>,
     /// Where every decision goes as one JSON line: `-` for stdout, a file
     /// path (appended), or `off`.
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG", default_value = "-")]
@@ -185,7 +193,29 @@ pub enum SidecarTlsSource {
     Secret,
 }
 
+/// The drain time when neither --drain nor PURPOSEGATE_DRAIN gives one.
+const DRAIN: Duration = Duration::from_secs(10);
+
 impl ServeArgs {
+    /// The drain time: --drain (or --drain-seconds), PURPOSEGATE_DRAIN,
+    /// then the older PURPOSEGATE_DRAIN_SECONDS (with a warning), then 10 s.
+    fn drain(&self) -> Result<Duration, String> {
+        if let Some(drain) = self.drain {
+            return Ok(drain);
+        }
+        let Some(old) = std::env::var_os("PURPOSEGATE_DRAIN_SECONDS") else {
+            return Ok(DRAIN);
+        };
+        let value = old.to_string_lossy();
+        let drain = purposegate_runtime::units::parse_drain(&value)
+            .map_err(|e| format!("PURPOSEGATE_DRAIN_SECONDS={value:?}: {e}"))?;
+        warn!(
+            variable = "PURPOSEGATE_DRAIN_SECONDS",
+            "read as a fallback: rename it to PURPOSEGATE_DRAIN"
+        );
+        Ok(drain)
+    }
+
     /// The limits of the gRPC port.
     fn limits(&self) -> purposegate_runtime::listen::Limits {
         purposegate_runtime::listen::Limits {
@@ -281,6 +311,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         Some(_) => Some(args.sidecar_template()?),
         None => None,
     };
+    let drain = args.drain()?;
     info!(
         policy = %policy.name(),
         revision = %policy.revision(),
@@ -432,14 +463,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     )
     .await;
     let _ = shutdown_tx.send(true);
-    let drain = Duration::from_secs(args.drain_seconds);
-    if tokio::time::timeout(drain, served.drained()).await.is_err() {
-        warn!(
-            seconds = drain.as_secs(),
-            open = served.open_connections(),
-            "drain time over; exiting with calls still open"
-        );
-    }
+    purposegate_runtime::listen::drain(&[&served], drain).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }

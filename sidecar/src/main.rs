@@ -13,7 +13,7 @@ use purposegate_runtime::grpc::set_status;
 use purposegate_runtime::listen::{Face, Limits, Protocols};
 use purposegate_runtime::log::{LogFormat, init_logging};
 use purposegate_runtime::process::{refuse_to_start, run_until_done, wait_for_signal};
-use purposegate_runtime::units::{parse_bytes, parse_duration, parse_timeout};
+use purposegate_runtime::units::{parse_bytes, parse_drain, parse_duration, parse_timeout};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -157,8 +157,9 @@ struct Args {
     /// Calls open at once on one HTTP/2 connection.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams)]
     max_concurrent_streams: u32,
-    /// How long in-flight calls may take to finish after SIGTERM (e.g. 10s).
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    /// How long in-flight calls may take to finish after SIGTERM (e.g. 10s,
+    /// 1m; a bare number is seconds).
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_DRAIN", value_name = "DURATION", default_value = "10s", value_parser = parse_drain)]
     drain: Duration,
     /// Log format of the sidecar's own log (stderr).
     #[arg(long, env = "PURPOSEGATE_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -184,7 +185,7 @@ impl Args {
 /// each stands for: still read, as a fallback, where no variable of the
 /// server shares the name (`PURPOSEGATE_LISTEN`, `PURPOSEGATE_TLS_*`, ...
 /// are the server's alone).
-const OLD_NAMES: [(&str, &str); 9] = [
+const OLD_NAMES: [(&str, &str); 8] = [
     ("PURPOSEGATE_PDP", "--pdp"),
     ("PURPOSEGATE_UPSTREAM", "--upstream"),
     ("PURPOSEGATE_ROUTES", "--routes"),
@@ -192,7 +193,6 @@ const OLD_NAMES: [(&str, &str); 9] = [
     ("PURPOSEGATE_PDP_TIMEOUT", "--pdp-timeout"),
     ("PURPOSEGATE_STALE_IF_ERROR", "--stale-if-error"),
     ("PURPOSEGATE_CACHE_MAX_ENTRIES", "--cache-max-entries"),
-    ("PURPOSEGATE_DRAIN", "--drain"),
     ("PURPOSEGATE_DRY_RUN", "--dry-run"),
 ];
 
@@ -438,17 +438,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     info!("shutting down: health NOT_SERVING, draining in-flight calls");
     set_status::<DecisionServiceServer<LocalDecisions>>(&health, ServingStatus::NotServing).await;
     let _ = shutdown_tx.send(true);
-    let drained = async {
-        proxy.drained().await;
-        local.drained().await;
-    };
-    if tokio::time::timeout(args.drain, drained).await.is_err() {
-        tracing::warn!(
-            seconds = args.drain.as_secs(),
-            open = proxy.open_connections() + local.open_connections(),
-            "drain time over; exiting with calls still open"
-        );
-    }
+    purposegate_runtime::listen::drain(&[&proxy, &local], args.drain).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }

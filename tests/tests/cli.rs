@@ -315,7 +315,7 @@ fn every_server_flag_reads_an_environment_variable_and_help_says_which() {
         ("--tls-key", "PURPOSEGATE_TLS_KEY"),
         ("--tls-client-ca", "PURPOSEGATE_TLS_CLIENT_CA"),
         ("--max-batch", "PURPOSEGATE_MAX_BATCH"),
-        ("--drain-seconds", "PURPOSEGATE_DRAIN_SECONDS"),
+        ("--drain", "PURPOSEGATE_DRAIN"),
         ("--decision-log", "PURPOSEGATE_DECISION_LOG"),
         ("--decision-log-queue", "PURPOSEGATE_DECISION_LOG_QUEUE"),
         ("--log-format", "PURPOSEGATE_LOG_FORMAT"),

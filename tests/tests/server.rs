@@ -508,22 +508,7 @@ async fn every_decision_is_one_json_line_in_the_decision_log() {
 #[tokio::test]
 async fn a_call_in_flight_at_sigterm_is_answered() {
     let mut server = ServerProcess::start(&["--drain-seconds", "10"]);
-    let channel = channel(&server.url()).await;
-    // Send the call's headers now and its message later, so the server holds
-    // the call open, waiting for it.
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckRequest>(1);
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    let call = tokio::spawn(async move {
-        grpc.ready().await.unwrap();
-        grpc.client_streaming(
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-            tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/purposegate.v1.DecisionService/Check",
-            ),
-            tonic_prost::ProstCodec::<pb::CheckRequest, pb::CheckResponse>::default(),
-        )
-        .await
-    });
+    let (tx, call) = check_held_open(channel(&server.url()).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -542,6 +527,54 @@ async fn a_call_in_flight_at_sigterm_is_answered() {
     assert_eq!(answer.decision(), pb::Decision::Permit);
     let code = server.exited(Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "log:\n{}", server.log().join("\n"));
+}
+
+/// The answer to a [`check_held_open`] call.
+type HeldCheck = tokio::task::JoinHandle<Result<tonic::Response<pb::CheckResponse>, tonic::Status>>;
+
+/// A Check whose headers go now and whose message goes when the caller
+/// sends it: the server holds the call open, waiting for it.
+fn check_held_open(
+    channel: tonic::transport::Channel,
+) -> (tokio::sync::mpsc::Sender<pb::CheckRequest>, HeldCheck) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckRequest>(1);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let call = tokio::spawn(async move {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        grpc.client_streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/purposegate.v1.DecisionService/Check",
+            ),
+            tonic_prost::ProstCodec::<pb::CheckRequest, pb::CheckResponse>::default(),
+        )
+        .await
+    });
+    (tx, call)
+}
+
+/// The drain time, given by its older variable name (read with a warning),
+/// bounds how long a call that never finishes keeps the server up.
+#[tokio::test]
+async fn the_drain_time_bounds_a_call_that_never_finishes() {
+    let mut server = ServerProcess::start_with_env(&[], &[("PURPOSEGATE_DRAIN_SECONDS", "1")]);
+    let log = server.log().join("\n");
+    assert!(log.contains("rename it to PURPOSEGATE_DRAIN"), "{log}");
+    let (_tx, _call) = check_held_open(channel(&server.url()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    let code = server.exited(Duration::from_secs(8)).await;
+    let took = signalled.elapsed();
+    let log = server.log().join("\n");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("drain time over"), "{log}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM with a 1 s drain"
+    );
 }
 
 /// A message that says `purpose` (field 3) is a number: not a CheckRequest
