@@ -4,11 +4,14 @@
 //! timeouts, TLS and drain every port has.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::BodyExt;
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -27,6 +30,66 @@ pub fn serve_router(
     listen::serve(listener, face, shutdown, move |_peer| {
         TowerToHyperService::new(router.clone())
     })
+}
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit (in bytes).
+    TooLarge(usize),
+    /// Not all there within the time (the caller is slow or stopped).
+    TooSlow(Duration),
+    /// The connection broke while it arrived.
+    Broken(String),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge(limit) => write!(f, "length limit exceeded: over {limit} bytes"),
+            BodyError::TooSlow(within) => {
+                write!(f, "it did not arrive within {} s", within.as_secs_f64())
+            }
+            BodyError::Broken(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// How much of a body past its limit is read and dropped, so that a caller
+/// still sending gets the answer rather than a reset connection.
+const MAX_DROPPED_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes, all of it within
+/// `within`. Past the limit the rest is read and dropped (at most 16 MiB
+/// more, within the same time) before the answer, so the caller, still
+/// sending, reads the refusal and not a reset. Memory stays at `limit`.
+pub async fn read_body(body: Body, limit: usize, within: Duration) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut read = Vec::new();
+    let mut seen = 0usize;
+    let outcome = tokio::time::timeout(within, async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Broken(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen <= limit {
+                    read.extend_from_slice(data);
+                } else if seen > limit.saturating_add(MAX_DROPPED_BYTES) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if seen > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    match outcome {
+        Err(_) => Err(BodyError::TooSlow(within)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(Bytes::from(read)),
+    }
 }
 
 /// A plain-text response: `status` and `body`, `text/plain; charset=utf-8`.
@@ -101,4 +164,79 @@ pub async fn serve_metrics(
     };
     serve_router(listener, face, listen::never(), metrics_router(registry));
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    const TIME: Duration = Duration::from_secs(10);
+
+    /// A body of `chunks` chunks of `size` bytes each, counting what is
+    /// pulled from it into `pulled`.
+    fn body(size: usize, chunks: usize, pulled: &Arc<AtomicUsize>) -> Body {
+        let pulled = pulled.clone();
+        Body::from_stream(
+            tokio_stream::iter(std::iter::repeat_n(size, chunks)).map(move |n| {
+                pulled.fetch_add(n, Ordering::Relaxed);
+                Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; n]))
+            }),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_within_its_limit_is_read_whole() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let read = read_body(body(10, 3, &pulled), 30, TIME).await;
+        assert_eq!(read.map(|b| b.len()), Ok(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_past_its_limit_is_refused_after_it_is_read_to_its_end() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let read = read_body(body(1024, 100, &pulled), 4096, TIME).await;
+        assert_eq!(read, Err(BodyError::TooLarge(4096)));
+        assert_eq!(
+            pulled.load(Ordering::Relaxed),
+            100 * 1024,
+            "read to its end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_body_is_dropped_at_most_16_mib_past_its_limit() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let read = read_body(body(1 << 20, usize::MAX, &pulled), 4096, TIME).await;
+        assert_eq!(read, Err(BodyError::TooLarge(4096)));
+        let pulled = pulled.load(Ordering::Relaxed);
+        assert!(pulled <= 4096 + MAX_DROPPED_BYTES + (1 << 20), "{pulled}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_ends_is_refused_when_its_time_is_up() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let stalled = body(10, 1, &pulled).into_data_stream();
+        let stalled = Body::from_stream(stalled.chain(tokio_stream::pending()));
+        let started = tokio::time::Instant::now();
+        let read = read_body(stalled, 4096, TIME).await;
+        assert_eq!(read, Err(BodyError::TooSlow(TIME)));
+        assert_eq!(started.elapsed(), TIME);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_cut_off_says_why() {
+        let broken = tokio_stream::iter([
+            Ok(Bytes::from_static(b"{")),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        let read = read_body(Body::from_stream(broken), 4096, TIME).await;
+        assert!(
+            matches!(&read, Err(BodyError::Broken(e)) if e.contains("connection reset")),
+            "{read:?}"
+        );
+    }
 }

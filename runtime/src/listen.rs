@@ -43,6 +43,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::tls::ServerTls;
+use stream::Stream;
+
+mod stream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -330,32 +333,24 @@ async fn connection<M, S, B>(
             return;
         }
     }
-    match tls {
-        None => {
-            let service = make(&Peer {
-                addr,
-                subject: None,
-            });
-            http(stream, service, protocols, limits, shutdown, addr, what).await;
-        }
+    let (stream, subject) = match tls {
+        None => (Stream::Plain(stream), None),
         Some(tls) => {
             let Some(stream) = crate::tls::handshake(&tls, stream, addr, what).await else {
                 return;
             };
             let subject = crate::tls::peer_subject(stream.get_ref().1.peer_certificates());
-            let service = make(&Peer {
-                addr,
-                subject: subject.map(Arc::from),
-            });
-            http(stream, service, protocols, limits, shutdown, addr, what).await;
+            (Stream::Tls(Box::new(stream)), subject.map(Arc::from))
         }
-    }
+    };
+    let service = make(&Peer { addr, subject });
+    http(stream, service, protocols, limits, shutdown, addr, what).await;
 }
 
 /// Serves the calls of one connection until it ends, it idles, or
 /// shutdown asks it to close.
-async fn http<I, S, B>(
-    io: I,
+async fn http<S, B>(
+    io: Stream,
     service: S,
     protocols: Protocols,
     limits: Limits,
@@ -363,7 +358,6 @@ async fn http<I, S, B>(
     addr: SocketAddr,
     what: &'static str,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

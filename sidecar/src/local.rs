@@ -96,7 +96,7 @@ impl DecisionService for LocalDecisions {
         let parent = self
             .gate
             .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
-        // The count was checked before decoding (`BatchLimit`); each item
+        // The count was checked before decoding (`MessageLimits`); each item
         // goes through the cache, a few at a time, answered in order.
         let requests = request.into_inner().requests;
         if requests.len() > self.max_batch {

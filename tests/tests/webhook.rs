@@ -393,3 +393,25 @@ fn hostile_reviews_are_refused_within_limits() {
     let response = webhook.review("/inject", "labelled.json");
     assert_eq!(response["allowed"], true);
 }
+
+#[test]
+fn wrong_methods_and_paths_are_told_what_is_served() {
+    let webhook = Webhook::start("fail");
+    let url = |path: &str| format!("https://{}{path}", webhook.daemon.addr("webhook_addr"));
+    let ca = webhook.pki.ca();
+    let got = curl(&["--cacert", &ca, &url("/inject")]);
+    assert_eq!(got.status, 405, "{got:?}");
+    assert!(got.headers.contains("allow: post"), "{got:?}");
+    let got = curl(&["--cacert", &ca, "-X", "PUT", &url("/inject-namespace")]);
+    assert_eq!(got.status, 405, "{got:?}");
+    assert!(got.headers.contains("allow: post"), "{got:?}");
+    let got = curl(&["--cacert", &ca, "--head", &url("/healthz")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    let got = curl(&["--cacert", &ca, "-X", "POST", &url("/healthz")]);
+    assert_eq!(got.status, 405, "{got:?}");
+    assert!(got.headers.contains("allow: get, head"), "{got:?}");
+    let got = curl(&["--cacert", &ca, &url("/mutate")]);
+    assert_eq!(got.status, 404, "{got:?}");
+    assert!(!got.headers.contains("allow:"), "{got:?}");
+    assert!(got.body.contains("/inject or /inject-namespace"), "{got:?}");
+}

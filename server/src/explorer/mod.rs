@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use purposegate_runtime::http::BodyError;
 use serde_json::json;
 use tracing::info;
 
@@ -42,6 +42,8 @@ const PAGE_CSS: &str = include_str!("explorer.css");
 const PAGE_JS: &str = include_str!("explorer.js");
 /// Requests to `/api/check` larger than this are refused.
 const MAX_CHECK_BYTES: usize = 64 * 1024;
+/// How long a request to `/api/check` may take to arrive.
+const CHECK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A revision's matrix, once computed.
 type MatrixCell = Arc<tokio::sync::OnceCell<Arc<Matrix>>>;
@@ -314,16 +316,22 @@ impl Explorer {
                 "send the request as `Content-Type: application/json`",
             );
         }
-        let body = match Limited::new(req.into_body(), MAX_CHECK_BYTES)
-            .collect()
-            .await
+        let body = match purposegate_runtime::http::read_body(
+            req.into_body(),
+            MAX_CHECK_BYTES,
+            CHECK_TIME,
+        )
+        .await
         {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(_)) => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("the request is over {MAX_CHECK_BYTES} bytes"),
                 );
+            }
+            Err(e @ BodyError::TooSlow(_)) => {
+                return error(StatusCode::REQUEST_TIMEOUT, &format!("the request: {e}"));
             }
             Err(e) => {
                 return error(

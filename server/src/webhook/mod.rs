@@ -17,7 +17,6 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use tracing::warn;
 
 use inject::{Selection, SidecarTemplate};
@@ -25,10 +24,9 @@ use inject::{Selection, SidecarTemplate};
 /// Reviews larger than this are refused: a Pod's review is a few
 /// kilobytes, rarely more than a hundred.
 const MAX_REVIEW_BYTES: usize = 512 * 1024;
-/// A review past the limit is still read (and dropped) up to this many
-/// bytes or [`DRAIN_TIME`], so its sender gets the answer.
-const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a review may take to arrive: the API server gives up on a
+/// webhook after its `timeoutSeconds`, 10 by default.
+const REVIEW_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the webhook on `listener` with TLS until the process ends, on
 /// the bounded accept path; `refused` counts connections it closed at a
@@ -54,81 +52,52 @@ pub fn serve(
     );
 }
 
-/// `POST /inject`, `POST /inject-namespace` and `GET /healthz`; anything
-/// else is told where reviews go.
+/// `POST /inject`, `POST /inject-namespace` and `GET /healthz`; another
+/// method on them is `405` with `Allow`, any other path is told where
+/// reviews go.
 fn router(template: Arc<SidecarTemplate>) -> Router {
-    let elsewhere = || async {
-        reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "POST an AdmissionReview to /inject or /inject-namespace\n".into(),
+    use purposegate_runtime::http::method_not_allowed;
+    // The two review paths differ only in how a pod is selected.
+    let reviews = |selection: Selection| {
+        post(
+            move |State(template): State<Arc<SidecarTemplate>>, req: Request| async move {
+                review(req, &template, selection).await
+            },
         )
+        .fallback(|| async { method_not_allowed("POST", "POST an AdmissionReview here\n") })
     };
     Router::new()
-        .route(
-            "/inject",
-            post(
-                |State(template): State<Arc<SidecarTemplate>>, req: Request| async move {
-                    review(req, &template, Selection::PodLabel).await
-                },
-            )
-            .fallback(elsewhere),
-        )
-        .route(
-            "/inject-namespace",
-            post(
-                |State(template): State<Arc<SidecarTemplate>>, req: Request| async move {
-                    review(req, &template, Selection::Namespace).await
-                },
-            )
-            .fallback(elsewhere),
-        )
+        .route("/inject", reviews(Selection::PodLabel))
+        .route("/inject-namespace", reviews(Selection::Namespace))
         .route(
             "/healthz",
             get(|| async { reply(StatusCode::OK, "text/plain", "ok\n".into()) })
-                .fallback(elsewhere),
+                .fallback(|| async { method_not_allowed("GET, HEAD", "only GET is served\n") }),
         )
-        .fallback(elsewhere)
+        .fallback(|| async {
+            reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "POST an AdmissionReview to /inject or /inject-namespace\n".into(),
+            )
+        })
         .with_state(template)
 }
 
 async fn review(req: Request, template: &SidecarTemplate, selection: Selection) -> Response {
-    let mut body = req.into_body();
-    let mut read = Vec::new();
-    let mut seen = 0usize;
-    // Past the limit the rest is read and dropped (within a bound and a
-    // time), so the caller, still sending, gets the 400 and not a reset.
-    let drained = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| e.to_string())?;
-            if let Some(data) = frame.data_ref() {
-                seen = seen.saturating_add(data.len());
-                if seen <= MAX_REVIEW_BYTES {
-                    read.extend_from_slice(data);
-                } else if seen > MAX_DRAINED_BYTES {
-                    break;
-                }
+    let body =
+        match purposegate_runtime::http::read_body(req.into_body(), MAX_REVIEW_BYTES, REVIEW_TIME)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("cannot read the review: {e}\n").into(),
+                );
             }
-        }
-        Ok::<(), String>(())
-    })
-    .await;
-    let problem = match drained {
-        Err(_) => Some("the review did not arrive in time".to_string()),
-        Ok(Err(e)) => Some(e),
-        Ok(Ok(())) if seen > MAX_REVIEW_BYTES => Some(format!(
-            "length limit exceeded: over {MAX_REVIEW_BYTES} bytes"
-        )),
-        Ok(Ok(())) => None,
-    };
-    if let Some(e) = problem {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            format!("cannot read the review: {e}\n").into(),
-        );
-    }
-    let body = Bytes::from(read);
+        };
     match inject::review(&body, template, selection) {
         Ok(answer) => reply(StatusCode::OK, "application/json", answer.into()),
         Err(problem) => {
