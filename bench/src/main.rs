@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release -p purposegate-bench
 //!
+//! `purposegate-bench cache` (or `engines`, `scaling`, `network`) measures
+//! one part only and prints it, writing nothing: for working on that part.
+//!
 //! It first checks that the three engines agree on every generated request
 //! (and stops if they do not: timing engines that decide differently would
 //! compare nothing).
@@ -34,25 +37,15 @@ const AGREEMENT_REQUESTS: usize = 2000;
 /// Requests timed per engine.
 const TIMED_REQUESTS: usize = 200;
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("purposegate-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> Result<(), String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let policy = default_policy::load().map_err(|d| d.to_string())?;
-    let cedar = Cedar::new(&policy)?;
-    let mut rego = Rego::new(&policy)?;
+/// The three engines: agreement on every generated request, then one
+/// decision each on the same requests. The permits counted, and the samples.
+fn engines(policy: &purposegate_engine::Policy) -> Result<(usize, Vec<Sample>), String> {
+    let cedar = Cedar::new(policy)?;
+    let mut rego = Rego::new(policy)?;
 
     // 1. Agreement.
     let all = requests::generate(AGREEMENT_REQUESTS, 7);
-    let permits = purposegate_bench::peers::agreement(&policy, &all)?;
+    let permits = purposegate_bench::peers::agreement(policy, &all)?;
     println!(
         "agreement: purposegate, Cedar and Rego decide all {AGREEMENT_REQUESTS} requests alike ({permits} permits); every rule is reached"
     );
@@ -101,6 +94,44 @@ fn run() -> Result<(), String> {
             s.name, s.median_ns, s.p99_ns, s.runs
         );
     }
+    Ok((permits, vec![engine, cedar_sample, rego_sample]))
+}
+
+/// One part of the run, printed, nothing written.
+fn run_part(part: &str) -> Result<(), String> {
+    match part {
+        "cache" => cachehit::run().map(drop),
+        "scaling" => scaling::run().map(drop),
+        "network" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(net::run())
+            .map(drop),
+        "engines" => engines(&default_policy::load().map_err(|d| d.to_string())?).map(drop),
+        other => Err(format!(
+            "no part `{other}`: say cache, engines, scaling or network (or nothing, for the whole run)"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("purposegate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    if let Some(part) = std::env::args().nth(1) {
+        return run_part(&part);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let policy = default_policy::load().map_err(|d| d.to_string())?;
+    let (permits, engines) = engines(&policy)?;
 
     // 3. Scaling.
     let scaling = scaling::run()?;
@@ -120,7 +151,7 @@ fn run() -> Result<(), String> {
         &report::Report {
             agreement_requests: AGREEMENT_REQUESTS,
             agreement_permits: permits,
-            engines: vec![engine, cedar_sample, rego_sample],
+            engines,
             scaling,
             cache_hit,
             network,

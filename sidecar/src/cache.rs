@@ -1,13 +1,21 @@
 //! `DecisionCache`: decisions of the PDP, kept for their `ttl_seconds`.
 //!
-//! - Keyed by every field a decision depends on plus the policy revision the
-//!   sidecar knows, so a new revision never serves an old answer.
+//! - A question is every field a decision depends on, written canonically
+//!   into bytes ([`question`]). Entries are found by a keyed 64-bit digest
+//!   of those bytes and the whole question compared on a hit, so no two
+//!   questions ever share an answer; each entry also names the revision's
+//!   generation it was answered under, so a new revision never serves an
+//!   old answer. A hit writes the question
+//!   into a reused buffer, hashes it once and clones one pointer: it
+//!   allocates nothing.
+//! - Answers are stored once behind an `Arc`: answers alike (most are:
+//!   the same permit for every subject of a route) share one copy.
 //! - Concurrent identical misses make one PDP call: the first caller asks,
 //!   the others wait for its answer.
-//! - Bounded in entries and in bytes (each entry's keys and answer are
-//!   counted, with a fixed overhead): at a bound the oldest entries go
-//!   first. Every field is within the request limits, so no one entry is
-//!   large.
+//! - Bounded in entries and in bytes (each entry's question, each shared
+//!   answer once, with a fixed overhead): at a bound the oldest entries go
+//!   first, found from queues in insertion order, never by walking the map.
+//!   Every field is within the request limits, so no one entry is large.
 //! - Denials (every answer but PERMIT) are kept only briefly
 //!   (`--cache-deny-ttl`): a caller cycling through questions that are all
 //!   refused fills nothing for long.
@@ -17,101 +25,52 @@
 //! - With a stale window, an expired answer may be served while the PDP
 //!   cannot be reached, and only then; nothing else is ever permitted.
 
-use std::collections::{BTreeMap, VecDeque};
+mod question;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use prost::Message;
 use purposegate_proto::v1 as pb;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::metrics::CacheMetrics;
 
-/// Everything a decision depends on, and the revision it was made under.
-/// `action` and `request_id` are left out: the policy does not decide on
-/// them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DecisionKey {
-    revision: Arc<String>,
-    purpose: String,
-    subject_id: String,
-    tenant: String,
-    roles: Vec<String>,
-    category: String,
-    owner_tenant: String,
-    deidentification: i32,
-    group_size: u64,
-    origin: Vec<String>,
-    resource_attributes: BTreeMap<String, String>,
-    customer_instruction: String,
-    context_attributes: BTreeMap<String, String>,
-    supported_obligations: Vec<String>,
-}
+/// An answer as the cache hands it out: shared, never copied.
+pub type Answer = Arc<pb::CheckResponse>;
 
-impl DecisionKey {
-    pub fn new(revision: Arc<String>, req: &pb::CheckRequest) -> Self {
-        let subject = req.subject.clone().unwrap_or_default();
-        let resource = req.resource.clone().unwrap_or_default();
-        let context = req.context.clone().unwrap_or_default();
-        DecisionKey {
-            revision,
-            purpose: req.purpose.clone(),
-            subject_id: subject.id,
-            tenant: subject.tenant,
-            roles: subject.roles,
-            category: resource.category,
-            owner_tenant: resource.owner_tenant,
-            deidentification: resource.deidentification,
-            group_size: resource.group_size,
-            origin: resource.origin,
-            resource_attributes: resource.attributes.into_iter().collect(),
-            customer_instruction: context.customer_instruction,
-            context_attributes: context.attributes.into_iter().collect(),
-            supported_obligations: req.supported_obligations.clone(),
-        }
-    }
-
-    /// The bytes its strings and lists take on the heap.
-    fn heap_bytes(&self) -> usize {
-        let list = |l: &[String]| l.iter().map(|s| s.len() + STRING).sum::<usize>();
-        let map = |m: &BTreeMap<String, String>| {
-            m.iter()
-                .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
-                .sum::<usize>()
-        };
-        self.purpose.len()
-            + self.subject_id.len()
-            + self.tenant.len()
-            + list(&self.roles)
-            + self.category.len()
-            + self.owner_tenant.len()
-            + list(&self.origin)
-            + map(&self.resource_attributes)
-            + self.customer_instruction.len()
-            + map(&self.context_attributes)
-            + list(&self.supported_obligations)
-    }
-}
-
-/// Size of a `String` (or `Vec`) header, and a share of a `BTreeMap` node.
+/// What an entry costs besides its question's bytes: its place in the map
+/// (digest, entry, the table's spare room) and the question's allocation.
+const ENTRY_OVERHEAD: usize = 160;
+/// What an answer costs besides its strings: the message, the `Arc`, its
+/// place in the table of answers.
+const ANSWER_OVERHEAD: usize = 320;
+/// Size of a `String` (or `Vec`) header, and a share of a map node.
 const STRING: usize = 24;
 const MAP_NODE: usize = 16;
-/// What an entry costs besides its strings: the key and value structs, the
-/// map's slot, the allocator's rounding.
-const ENTRY_OVERHEAD: usize = 640;
-/// What one place in a queue costs. A key stored again (after its TTL, its
-/// old place not yet gone under a stale window) has two places; each is
-/// counted until it leaves its queue.
+/// What one place in a queue costs. A question stored again (after its
+/// TTL, its old place not yet gone under a stale window) has two places;
+/// each is counted until it leaves its queue.
 const SLOT_BYTES: usize = 64;
 
 /// The bytes an answer takes on the heap.
 fn answer_bytes(answer: &pb::CheckResponse) -> usize {
-    answer.reason.len()
+    let pairs = |m: &HashMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
+            .sum::<usize>()
+    };
+    ANSWER_OVERHEAD
+        + answer.reason.len()
         + answer.policy_revision.len()
+        + answer.request_id.len()
         + answer
             .rule_ids
             .iter()
@@ -120,14 +79,7 @@ fn answer_bytes(answer: &pb::CheckResponse) -> usize {
         + answer
             .obligations
             .iter()
-            .map(|o| {
-                o.id.len()
-                    + STRING
-                    + o.params
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
-                        .sum::<usize>()
-            })
+            .map(|o| o.id.len() + STRING + pairs(&o.params))
             .sum::<usize>()
         + answer.monitor.as_ref().map_or(0, |m| {
             m.rule_ids.iter().map(|r| r.len() + STRING).sum::<usize>()
@@ -154,25 +106,74 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The map's hasher for digests that are already keyed hashes: it passes
+/// them through.
+#[derive(Debug, Default, Clone, Copy)]
+struct Digested(u64);
+
+impl Hasher for Digested {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only digests (`write_u64`) are hashed with it; anything else is
+        // folded in rather than lost.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Debug)]
 struct Cached {
-    answer: pb::CheckResponse,
-    expires: Instant,
-    /// Which store this is, to tell it from a later one of the same key.
+    question: Box<[u8]>,
+    answer: Answer,
+    /// The digest of the answer's content, its place in the table of
+    /// answers; `None` when it has a copy of its own.
+    shared_as: Option<u64>,
+    /// The revision's generation it was answered under.
+    generation: u64,
+    /// When it expires, in milliseconds of the cache's clock.
+    expires: u64,
+    /// Which store this is, to tell it from a later one of the question.
     serial: u64,
-    bytes: usize,
+    bytes: u32,
 }
 
 /// An entry's place in a queue, oldest first.
 #[derive(Debug)]
 struct Slot {
-    key: Arc<DecisionKey>,
+    digest: u64,
     serial: u64,
-    /// When it may be dropped: past its TTL and the stale window.
-    dead_at: Instant,
+    /// When it may be dropped (past its TTL and the stale window), in
+    /// milliseconds of the cache's clock.
+    dead_at: u64,
 }
 
-type Pending = Arc<OnceCell<Result<pb::CheckResponse, tonic::Status>>>;
+type Pending = Arc<OnceCell<Result<Answer, tonic::Status>>>;
+
+/// What the cache changes only under its lock: the queues (insertion
+/// order of the entries, one per kind of TTL, permits and denials, so each
+/// is also in order of expiry) and the table of answers.
+#[derive(Debug, Default)]
+struct Books {
+    queues: [VecDeque<Slot>; 2],
+    /// Each answer once, by the digest of its content.
+    answers: HashMap<u64, Answer>,
+}
+
+/// The revision the cache answers for, and its generation: a number that
+/// changes with every revision and begins every question.
+#[derive(Debug, Default)]
+struct Revision {
+    id: String,
+    generation: u64,
+}
 
 /// How the cache is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,31 +189,51 @@ pub struct CacheLimits {
 
 #[derive(Debug)]
 pub struct DecisionCache {
-    entries: DashMap<Arc<DecisionKey>, Cached>,
-    in_flight: DashMap<DecisionKey, Pending>,
-    /// Insertion order of the entries, one queue per kind of TTL (permits,
-    /// denials), so each is also in order of expiry.
-    queues: Mutex<[VecDeque<Slot>; 2]>,
+    /// Entries by the digest of their question.
+    entries: DashMap<u64, Cached, BuildHasherDefault<Digested>>,
+    /// Flights by the generation and question they ask.
+    in_flight: DashMap<Flight, Pending>,
+    /// Keyed with random keys of this process, so no caller can choose
+    /// questions whose digests collide.
+    hasher: RandomState,
+    books: Mutex<Books>,
     bytes: AtomicUsize,
     /// Entries held (`DashMap::len` would lock every shard).
     count: AtomicUsize,
     serial: AtomicU64,
     /// The revision the PDP announced last; empty until the first one.
-    revision: ArcSwap<String>,
+    revision: ArcSwap<Revision>,
+    /// Where the cache's clock starts: times are milliseconds from it.
+    epoch: Instant,
+    /// The stale window in milliseconds.
+    stale_ms: u64,
     limits: CacheLimits,
     metrics: CacheMetrics,
+}
+
+/// What a flight asks: a question, under a generation.
+type Flight = (u64, Box<[u8]>);
+
+/// A duration in whole milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 impl DecisionCache {
     pub fn new(limits: CacheLimits, metrics: CacheMetrics) -> Self {
         DecisionCache {
-            entries: DashMap::new(),
+            entries: DashMap::default(),
             in_flight: DashMap::new(),
-            queues: Mutex::new([VecDeque::new(), VecDeque::new()]),
+            hasher: RandomState::new(),
+            books: Mutex::new(Books::default()),
             bytes: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
             serial: AtomicU64::new(0),
-            revision: ArcSwap::from_pointee(String::new()),
+            revision: ArcSwap::from_pointee(Revision::default()),
+            epoch: Instant::now(),
+            stale_ms: millis(limits.stale_window),
             limits: CacheLimits {
                 max_entries: limits.max_entries.max(1),
                 ..limits
@@ -221,32 +242,26 @@ impl DecisionCache {
         }
     }
 
-    pub fn revision(&self) -> Arc<String> {
-        self.revision.load_full()
-    }
-
     /// A new revision: everything cached belongs to an older one.
     pub fn set_revision(&self, revision: &str) -> bool {
-        if **self.revision.load() == revision {
+        // Under the lock, as every store is: no store can land between the
+        // map and its books, and every byte counted goes.
+        let Ok(mut books) = self.books.lock() else {
+            return false;
+        };
+        let current = self.revision.load();
+        if current.id == revision {
             return false;
         }
-        self.revision.store(Arc::new(revision.to_string()));
-        // Under the queues' lock, as every store is: no store can land
-        // between the map and its queues.
-        if let Ok(mut queues) = self.queues.lock() {
-            let (mut freed, mut gone) = (0, 0);
-            self.entries.retain(|_, cached| {
-                freed += cached.bytes;
-                gone += 1;
-                false
-            });
-            for queue in queues.iter_mut() {
-                freed += queue.len() * SLOT_BYTES;
-                queue.clear();
-            }
-            self.bytes.fetch_sub(freed, Ordering::Relaxed);
-            self.count.fetch_sub(gone, Ordering::Relaxed);
-        }
+        self.revision.store(Arc::new(Revision {
+            id: revision.to_string(),
+            generation: current.generation.wrapping_add(1),
+        }));
+        self.entries.clear();
+        *books = Books::default();
+        self.bytes.store(0, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        drop(books);
         self.count_entries();
         true
     }
@@ -257,17 +272,30 @@ impl DecisionCache {
         &self,
         req: &pb::CheckRequest,
         ask: F,
-    ) -> Result<(pb::CheckResponse, Source), tonic::Status>
+    ) -> Result<(Answer, Source), tonic::Status>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<pb::CheckResponse, tonic::Status>>,
     {
-        let key = DecisionKey::new(self.revision(), req);
-        if let Some(answer) = self.fresh(&key) {
-            self.metrics.hits.inc();
-            return Ok((answer, Source::Hit));
-        }
-        let cell = match self.in_flight.entry(key.clone()) {
+        let revision = self.revision.load();
+        let generation = revision.generation;
+        let found = question::with_question(req, |question| {
+            let digest = self.hasher.hash_one(question);
+            match self.fresh(digest, generation, question) {
+                Some(answer) => Ok(answer),
+                None => Err((digest, Box::<[u8]>::from(question))),
+            }
+        });
+        let (digest, question) = match found {
+            Ok(answer) => {
+                self.metrics.hits.inc();
+                return Ok((answer, Source::Hit));
+            }
+            Err(miss) => miss,
+        };
+        let revision = arc_swap::Guard::into_inner(revision);
+        let flight: Flight = (generation, question);
+        let cell = match self.in_flight.entry(flight.clone()) {
             dashmap::Entry::Occupied(e) => {
                 self.metrics.coalesced.inc();
                 e.get().clone()
@@ -283,32 +311,31 @@ impl DecisionCache {
                 // the in-flight map so the next miss asks afresh.
                 let _landed = Landed {
                     in_flight: &self.in_flight,
-                    key: &key,
+                    flight: &flight,
                     cell: &cell,
                 };
                 // A caller who came after the last flight landed finds its
                 // answer here instead of asking again.
-                if let Some(answer) = self.fresh(&key) {
+                if let Some(answer) = self.fresh(digest, generation, &flight.1) {
                     self.metrics.hits.inc();
                     found_cached.store(true, Ordering::Relaxed);
                     return Ok(answer);
                 }
                 self.metrics.misses.inc();
-                let result = ask().await;
-                match &result {
-                    Ok(answer) => self.store(&key, answer),
-                    Err(_) => {
+                match ask().await {
+                    Ok(answer) => Ok(self.store(digest, &flight.1, &revision, answer)),
+                    Err(status) => {
                         self.metrics.pdp_errors.inc();
+                        Err(status)
                     }
                 }
-                result
             })
             .await
             .clone();
         match result {
             Ok(answer) if found_cached.load(Ordering::Relaxed) => Ok((answer, Source::Hit)),
             Ok(answer) => Ok((answer, Source::Miss)),
-            Err(status) => match self.stale(&key) {
+            Err(status) => match self.stale(digest, generation, &flight.1) {
                 Some(answer) => {
                     self.metrics.stale.inc();
                     Ok((answer, Source::Stale))
@@ -318,24 +345,43 @@ impl DecisionCache {
         }
     }
 
-    fn fresh(&self, key: &DecisionKey) -> Option<pb::CheckResponse> {
-        let entry = self.entries.get(key)?;
-        (entry.expires > Instant::now()).then(|| entry.answer.clone())
+    /// Milliseconds since the cache's clock started.
+    fn now(&self) -> u64 {
+        millis(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    fn stale(&self, key: &DecisionKey) -> Option<pb::CheckResponse> {
-        if self.limits.stale_window.is_zero() {
+    fn fresh(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Answer> {
+        let entry = self.entries.get(&digest)?;
+        (entry.generation == generation
+            && *entry.question == *question
+            && entry.expires > self.now())
+        .then(|| entry.answer.clone())
+    }
+
+    fn stale(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Answer> {
+        if self.stale_ms == 0 {
             return None;
         }
-        let entry = self.entries.get(key)?;
-        (entry.expires + self.limits.stale_window > Instant::now()).then(|| entry.answer.clone())
+        let entry = self.entries.get(&digest)?;
+        (entry.generation == generation
+            && *entry.question == *question
+            && entry.expires.saturating_add(self.stale_ms) > self.now())
+        .then(|| entry.answer.clone())
     }
 
-    fn store(&self, key: &DecisionKey, answer: &pb::CheckResponse) {
-        // An answer from another revision than the key's (a reload the watch
-        // has not announced yet) is used once, not cached.
-        if answer.ttl_seconds == 0 || *key.revision != answer.policy_revision {
-            return;
+    /// Keeps `answer` for `question` (asked under `revision`) for its TTL,
+    /// and gives it back shared.
+    fn store(
+        &self,
+        digest: u64,
+        question: &[u8],
+        revision: &Revision,
+        mut answer: pb::CheckResponse,
+    ) -> Answer {
+        // An answer from another revision than the question's (a reload the
+        // watch has not announced yet) is used once, not cached.
+        if answer.ttl_seconds == 0 || answer.policy_revision != revision.id {
+            return Arc::new(answer);
         }
         let permit = answer.decision() == pb::Decision::Permit;
         let mut ttl = Duration::from_secs(u64::from(answer.ttl_seconds));
@@ -343,71 +389,123 @@ impl DecisionCache {
             ttl = ttl.min(self.limits.deny_ttl);
         }
         if ttl.is_zero() {
-            return;
+            return Arc::new(answer);
         }
-        let mut answer = answer.clone();
+        // What the caller asked with is the caller's, not the answer's.
         answer.request_id.clear();
-        let bytes = ENTRY_OVERHEAD + key.heap_bytes() + answer_bytes(&answer);
-        if bytes + SLOT_BYTES > self.limits.max_bytes {
-            return;
+        let answer_cost = answer_bytes(&answer);
+        let entry_cost = ENTRY_OVERHEAD + question.len();
+        if entry_cost + answer_cost + SLOT_BYTES > self.limits.max_bytes {
+            return Arc::new(answer);
         }
-        let now = Instant::now();
-        let expires = now + ttl;
+        let content = self.hasher.hash_one(answer.encode_to_vec());
+        let now = self.now();
+        let expires = now.saturating_add(millis(ttl));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        // Everything below under the queues' lock: the map, its queues and
-        // the counts change together.
-        let Ok(mut queues) = self.queues.lock() else {
-            return;
+        // Everything below under the lock: the map, its books and the
+        // counts change together.
+        let Ok(mut books) = self.books.lock() else {
+            return Arc::new(answer);
         };
         // A flush that came while the answer was on its way: it belongs to
         // a revision nothing will ask about again.
-        if **self.revision.load() != *key.revision {
-            return;
+        if self.revision.load().generation != revision.generation {
+            return Arc::new(answer);
         }
-        // A key stored before keeps its one copy; a new store shares it.
-        let existing = self.entries.get(key).map(|e| e.key().clone());
-        let key = existing.unwrap_or_else(|| Arc::new(key.clone()));
+        // The answer's one copy: the one kept already, or this one, kept
+        // (and counted) once room is made. A different answer whose
+        // content hashes alike keeps a copy of its own.
+        let (answer, shared_as, new_in_table, own_cost) = match books.answers.get(&content) {
+            Some(kept) if **kept == answer => (kept.clone(), Some(content), false, 0),
+            Some(_) => (Arc::new(answer), None, false, answer_cost),
+            None => (Arc::new(answer), Some(content), true, 0),
+        };
+        let needed =
+            entry_cost + own_cost + SLOT_BYTES + if new_in_table { answer_cost } else { 0 };
         // Room first, oldest first: never past either bound.
-        self.sweep_locked(&mut queues, now);
-        while self.bytes.load(Ordering::Relaxed) + bytes + SLOT_BYTES > self.limits.max_bytes
+        self.sweep_locked(&mut books, now);
+        while self.bytes.load(Ordering::Relaxed) + needed > self.limits.max_bytes
             || self.len() >= self.limits.max_entries
         {
-            if !self.evict_oldest(&mut queues) {
+            if !self.evict_oldest(&mut books) {
+                // Nothing left to evict: only answers no entry holds (a hit
+                // still had them) remain; let them go too.
+                self.drop_unheld_answers(&mut books);
                 break;
             }
         }
+        let Books { queues, answers } = &mut *books;
+        if new_in_table {
+            answers.insert(content, answer.clone());
+        }
         if let Some(queue) = queues.get_mut(usize::from(!permit)) {
             queue.push_back(Slot {
-                key: key.clone(),
+                digest,
                 serial,
-                dead_at: expires + self.limits.stale_window,
+                dead_at: expires.saturating_add(self.stale_ms),
             });
         }
-        self.bytes.fetch_add(bytes + SLOT_BYTES, Ordering::Relaxed);
+        self.bytes.fetch_add(needed, Ordering::Relaxed);
         let replaced = self.entries.insert(
-            key,
+            digest,
             Cached {
-                answer,
+                question: question.into(),
+                answer: answer.clone(),
+                shared_as,
+                generation: revision.generation,
                 expires,
                 serial,
-                bytes,
+                bytes: u32::try_from(entry_cost + own_cost).unwrap_or(u32::MAX),
             },
         );
         match replaced {
-            Some(old) => {
-                self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
-            }
+            Some(old) => self.release(answers, old),
             None => {
                 self.count.fetch_add(1, Ordering::Relaxed);
             }
         }
-        drop(queues);
+        drop(books);
         self.count_entries();
+        answer
+    }
+
+    /// Gives back what an entry that left the map counted: its bytes, and
+    /// its answer's if it held the last copy the table shares.
+    fn release(&self, answers: &mut HashMap<u64, Answer>, gone: Cached) {
+        self.bytes.fetch_sub(gone.bytes as usize, Ordering::Relaxed);
+        let Some(content) = gone.shared_as else {
+            return;
+        };
+        // Two holders: the table and the entry that went.
+        if Arc::strong_count(&gone.answer) == 2
+            && answers
+                .get(&content)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &gone.answer))
+        {
+            answers.remove(&content);
+            self.bytes
+                .fetch_sub(answer_bytes(&gone.answer), Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the answers of the table no one holds any more (a hit held one
+    /// while its last entry went).
+    fn drop_unheld_answers(&self, books: &mut Books) {
+        let mut freed = 0;
+        books.answers.retain(|_, answer| {
+            let unheld = Arc::strong_count(answer) == 1;
+            if unheld {
+                freed += answer_bytes(answer);
+            }
+            !unheld
+        });
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// Drops the entry of the oldest slot of either queue; false when both
     /// are empty.
-    fn evict_oldest(&self, queues: &mut [VecDeque<Slot>; 2]) -> bool {
+    fn evict_oldest(&self, books: &mut Books) -> bool {
+        let Books { queues, answers } = books;
         let [permits, denials] = queues;
         let queue = match (permits.front(), denials.front()) {
             (Some(p), Some(d)) => {
@@ -423,7 +521,7 @@ impl DecisionCache {
         };
         if let Some(slot) = queue.pop_front() {
             self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
-            if self.remove(&slot) {
+            if self.remove(answers, &slot) {
                 self.metrics.evictions.inc();
             }
         }
@@ -432,14 +530,14 @@ impl DecisionCache {
 
     /// Removes the entry a slot stands for, unless a later store replaced
     /// it. True if an entry went.
-    fn remove(&self, slot: &Slot) -> bool {
+    fn remove(&self, answers: &mut HashMap<u64, Answer>, slot: &Slot) -> bool {
         match self
             .entries
-            .remove_if(&*slot.key, |_, cached| cached.serial == slot.serial)
+            .remove_if(&slot.digest, |_, cached| cached.serial == slot.serial)
         {
             Some((_, cached)) => {
-                self.bytes.fetch_sub(cached.bytes, Ordering::Relaxed);
                 self.count.fetch_sub(1, Ordering::Relaxed);
+                self.release(answers, cached);
                 true
             }
             None => false,
@@ -447,13 +545,14 @@ impl DecisionCache {
     }
 
     /// Drops entries past their TTL and the stale window, oldest first.
-    fn sweep_locked(&self, queues: &mut [VecDeque<Slot>; 2], now: Instant) -> usize {
+    fn sweep_locked(&self, books: &mut Books, now: u64) -> usize {
+        let Books { queues, answers } = books;
         let mut swept = 0;
         for queue in queues.iter_mut() {
             while queue.front().is_some_and(|slot| slot.dead_at <= now) {
                 if let Some(slot) = queue.pop_front() {
                     self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
-                    if self.remove(&slot) {
+                    if self.remove(answers, &slot) {
                         swept += 1;
                     }
                 }
@@ -462,15 +561,18 @@ impl DecisionCache {
         swept
     }
 
-    /// Drops what has expired; called every second by [`DecisionCache::sweep_every`].
+    /// Drops what has expired, and answers no one holds; called every
+    /// second by [`DecisionCache::sweep_every`].
     pub fn sweep(&self) -> usize {
-        let swept = match self.queues.lock() {
-            Ok(mut queues) => self.sweep_locked(&mut queues, Instant::now()),
+        let swept = match self.books.lock() {
+            Ok(mut books) => {
+                let swept = self.sweep_locked(&mut books, self.now());
+                self.drop_unheld_answers(&mut books);
+                swept
+            }
             Err(_) => 0,
         };
-        if swept > 0 {
-            self.count_entries();
-        }
+        self.count_entries();
         swept
     }
 
@@ -502,6 +604,11 @@ impl DecisionCache {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Answers held once for all the entries that share them.
+    pub fn answers(&self) -> usize {
+        self.books.lock().map_or(0, |books| books.answers.len())
+    }
+
     fn count_entries(&self) {
         self.metrics
             .entries
@@ -513,17 +620,17 @@ impl DecisionCache {
 }
 
 /// Removes a flight from the in-flight map when it ends, unless a newer
-/// flight for the same key has taken its place.
+/// flight for the same question has taken its place.
 struct Landed<'a> {
-    in_flight: &'a DashMap<DecisionKey, Pending>,
-    key: &'a DecisionKey,
+    in_flight: &'a DashMap<Flight, Pending>,
+    flight: &'a Flight,
     cell: &'a Pending,
 }
 
 impl Drop for Landed<'_> {
     fn drop(&mut self) {
         self.in_flight
-            .remove_if(self.key, |_, flight| Arc::ptr_eq(flight, self.cell));
+            .remove_if(self.flight, |_, flight| Arc::ptr_eq(flight, self.cell));
     }
 }
 

@@ -10,7 +10,7 @@ use opentelemetry::{Context, KeyValue, StringValue, Value};
 use purposegate_proto::v1 as pb;
 use purposegate_runtime::telemetry::{Telemetry, inject_context};
 
-use crate::cache::{DecisionCache, Source};
+use crate::cache::{Answer, DecisionCache, Source};
 use crate::pdp::Pdp;
 
 #[derive(Debug, Clone)]
@@ -26,7 +26,8 @@ pub struct Gate {
 #[derive(Debug, Clone)]
 pub struct Lookup {
     /// The PDP's answer (fresh, cached or stale), or why there is none.
-    pub answer: Result<pb::CheckResponse, tonic::Status>,
+    /// Shared with the cache: the request id of the call is not in it.
+    pub answer: Result<Answer, tonic::Status>,
     pub source: Source,
 }
 
@@ -50,9 +51,8 @@ impl Gate {
     }
 
     /// Decides `request` for a call whose trace context is `parent`.
-    pub async fn ask(&self, request: pb::CheckRequest, parent: &Context) -> Lookup {
+    pub async fn ask(&self, request: &pb::CheckRequest, parent: &Context) -> Lookup {
         let cx = self.start_span(parent);
-        let request_id = request.request_id.clone();
         let ask = || {
             let mut outgoing = tonic::Request::new(request.clone());
             if let Some(cx) = &cx {
@@ -60,21 +60,18 @@ impl Gate {
             }
             self.pdp.check(outgoing)
         };
-        let lookup = match self.cache.get_or_ask(&request, ask).await {
-            Ok((mut answer, source)) => {
-                answer.request_id = request_id;
-                Lookup {
-                    answer: Ok(answer),
-                    source,
-                }
-            }
+        let lookup = match self.cache.get_or_ask(request, ask).await {
+            Ok((answer, source)) => Lookup {
+                answer: Ok(answer),
+                source,
+            },
             Err(status) => Lookup {
                 answer: Err(status),
                 source: Source::Miss,
             },
         };
         if let Some(cx) = cx {
-            self.end_span(&cx, &request, &lookup);
+            self.end_span(&cx, request, &lookup);
         }
         tracing::debug!(
             decision = lookup.answer.as_ref().map_or("UNAVAILABLE", |a| a.decision().as_str_name()),

@@ -8,6 +8,7 @@ use opentelemetry::Context;
 use purposegate_proto::v1 as pb;
 use tracing::info;
 
+use crate::cache::Answer;
 use crate::gate::{Gate, Lookup};
 use crate::headers::{self, Stated};
 use crate::routes::{Routes, Table};
@@ -65,7 +66,7 @@ pub struct Permit {
     pub request: Option<pb::CheckRequest>,
     /// The enforced PERMIT; `None` under `--dry-run` for a call that was
     /// not permitted.
-    pub answer: Option<pb::CheckResponse>,
+    pub answer: Option<Answer>,
 }
 
 impl Permit {
@@ -94,7 +95,7 @@ pub enum Enforcement {
 pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Enforcement {
     match check_request(routes, call) {
         Ok(check) => {
-            let lookup = gate.ask(check.clone(), parent).await;
+            let lookup = gate.ask(&check, parent).await;
             enforce(gate, call.path, Some(check), permitted(lookup))
         }
         Err(refusal) => refused_before_asking(
@@ -125,7 +126,7 @@ fn enforce(
     gate: &Gate,
     path: &str,
     request: Option<pb::CheckRequest>,
-    outcome: Result<pb::CheckResponse, Refusal>,
+    outcome: Result<Answer, Refusal>,
 ) -> Enforcement {
     match outcome {
         Ok(answer) => Enforcement::LetThrough(Box::new(Permit {
@@ -154,11 +155,8 @@ fn enforce(
 
 /// Asks again for a call that is open: the refusal, if `request` is no
 /// longer permitted (or cannot be decided).
-pub async fn judge_again(
-    gate: &Gate,
-    request: &pb::CheckRequest,
-) -> Result<pb::CheckResponse, Refusal> {
-    permitted(gate.ask(request.clone(), &Context::new()).await)
+pub async fn judge_again(gate: &Gate, request: &pb::CheckRequest) -> Result<Answer, Refusal> {
+    permitted(gate.ask(request, &Context::new()).await)
 }
 
 /// The question the call asks, from its route and headers.
@@ -243,14 +241,14 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, R
 }
 
 /// The enforced PERMIT a lookup found, or the refusal.
-fn permitted(lookup: Lookup) -> Result<pb::CheckResponse, Refusal> {
+fn permitted(lookup: Lookup) -> Result<Answer, Refusal> {
     match lookup.answer {
         Ok(answer) if answer.decision() == pb::Decision::Permit => Ok(answer),
         Ok(answer) => Err(Refusal {
             decision: answer.decision().as_str_name(),
-            reason: answer.reason,
-            rule_ids: answer.rule_ids,
-            revision: answer.policy_revision,
+            reason: answer.reason.clone(),
+            rule_ids: answer.rule_ids.clone(),
+            revision: answer.policy_revision.clone(),
         }),
         Err(status) => Err(Refusal::refused(crate::gate::unanswered(&status))),
     }

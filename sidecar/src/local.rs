@@ -2,6 +2,7 @@
 //! `--local-listen`, answered through the decision cache.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use pb::decision_service_server::DecisionService;
 use purposegate_proto::v1 as pb;
@@ -9,6 +10,7 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
+use crate::cache::Answer;
 use crate::gate::Gate;
 
 /// Items of one batch decided at once.
@@ -53,6 +55,13 @@ fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {
         .map_err(|invalid| Status::invalid_argument(invalid.to_string()))
 }
 
+/// The cache's shared answer as the caller's own: with its request id.
+fn for_caller(answer: Answer, req: &pb::CheckRequest) -> pb::CheckResponse {
+    let mut answer = Arc::unwrap_or_clone(answer);
+    answer.request_id.clone_from(&req.request_id);
+    answer
+}
+
 /// An answer the PDP could not give: an invalid request stays
 /// INVALID_ARGUMENT, anything else is UNAVAILABLE.
 fn not_answered(status: &Status) -> Status {
@@ -74,10 +83,10 @@ impl DecisionService for LocalDecisions {
             .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
         let req = request.into_inner();
         validate(&req, "")?;
-        let lookup = self.gate.ask(req, &parent).await;
+        let lookup = self.gate.ask(&req, &parent).await;
         match lookup.answer {
             Ok(answer) => {
-                let mut response = Response::new(answer);
+                let mut response = Response::new(for_caller(answer, &req));
                 // Where the answer came from: hit, miss or stale.
                 response.metadata_mut().insert(
                     "x-purposegate-cache",
@@ -111,8 +120,10 @@ impl DecisionService for LocalDecisions {
         }
         let parent = &parent;
         let answers: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
-            futures_util::stream::iter(requests)
-                .map(|req| async move { self.gate.ask(req, parent).await.answer }),
+            futures_util::stream::iter(requests).map(|req| async move {
+                let lookup = self.gate.ask(&req, parent).await;
+                lookup.answer.map(|answer| for_caller(answer, &req))
+            }),
             BATCH_CONCURRENCY,
         ))
         .await;

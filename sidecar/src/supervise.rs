@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::cache::Answer;
 use crate::gate::Gate;
 use crate::intercept::{Refusal, judge_again};
 
@@ -60,7 +61,7 @@ impl Supervisor {
 
     /// Supervises a call permitted by `answer` to `request` until every
     /// [`Supervised`] handle of it is dropped.
-    pub fn watch(&self, request: pb::CheckRequest, answer: &pb::CheckResponse) -> Supervised {
+    pub fn watch(&self, request: pb::CheckRequest, answer: &Answer) -> Supervised {
         let (ending, refusal) = watch::channel(None);
         let task = tokio::spawn(supervise(
             self.gate.clone(),
@@ -152,7 +153,7 @@ impl Supervised {
 async fn supervise(
     gate: Gate,
     request: pb::CheckRequest,
-    permit: pb::CheckResponse,
+    permit: Answer,
     mut revisions: watch::Receiver<Option<pb::PolicyRevision>>,
     max_age: Duration,
     ending: watch::Sender<Option<Refusal>>,

@@ -313,3 +313,80 @@ async fn at_the_entry_bound_the_oldest_answer_goes_first() {
     }
     assert_eq!(source(&cache, &pdp, "a").await, Some(Source::Miss));
 }
+
+#[tokio::test(start_paused = true)]
+async fn answers_alike_are_kept_once_and_go_with_their_last_entry() {
+    let cache = DecisionCache::new(limits(1000, 1 << 20), CacheMetrics::default());
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::ZERO);
+    let mut kept = Vec::new();
+    for i in 0..100 {
+        let (got, _) = cache
+            .get_or_ask(&request(&format!("s{i}")), pdp.ask())
+            .await
+            .unwrap();
+        kept.push(got);
+    }
+    assert_eq!((cache.len(), cache.answers()), (100, 1));
+    assert!(kept.iter().all(|a| Arc::ptr_eq(a, &kept[0])), "one copy");
+    // A hit hands out the same copy.
+    let (hit, source) = cache.get_or_ask(&request("s7"), pdp.ask()).await.unwrap();
+    assert_eq!(source, Source::Hit);
+    assert!(Arc::ptr_eq(&hit, &kept[0]));
+    // Each entry costs its question, not the answer again.
+    let one = cache.bytes() / 100;
+    assert!(
+        one < ENTRY_OVERHEAD + 64 + SLOT_BYTES + 40,
+        "{one} bytes an entry"
+    );
+    // Another answer is another copy.
+    let other = FakePdp::new(answer(pb::Decision::Deny, 30), Duration::ZERO);
+    cache
+        .get_or_ask(&request("denied"), other.ask())
+        .await
+        .unwrap();
+    assert_eq!(cache.answers(), 2);
+    // Once every entry has gone, so have the answers and every byte, even
+    // those a caller still held when their last entry went.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    cache.sweep();
+    assert_eq!(cache.len(), 0);
+    drop((kept, hit));
+    cache.sweep();
+    assert_eq!((cache.answers(), cache.bytes()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn questions_asked_in_another_order_of_attributes_are_one_entry() {
+    let cache = DecisionCache::new(limits(1000, 1 << 20), CacheMetrics::default());
+    cache.set_revision("r1");
+    let pdp = FakePdp::new(answer(pb::Decision::Permit, 30), Duration::ZERO);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut r = request("s");
+        if let Some(resource) = r.resource.as_mut() {
+            resource.attributes = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        r
+    };
+    let asked = |r: pb::CheckRequest| {
+        let (cache, pdp) = (&cache, &pdp);
+        async move { cache.get_or_ask(&r, pdp.ask()).await.unwrap().1 }
+    };
+    let pairs: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(asked(with(&pairs)).await, Source::Miss);
+    let reversed: Vec<_> = pairs.iter().rev().copied().collect();
+    assert_eq!(asked(with(&reversed)).await, Source::Hit);
+    // A value moved across the boundary of key and value is another question.
+    assert_eq!(asked(with(&[("a", "bc")])).await, Source::Miss);
+    assert_eq!(asked(with(&[("ab", "c")])).await, Source::Miss);
+    assert_eq!(pdp.asked(), 3);
+}
