@@ -60,6 +60,15 @@ fn engines(policy: &purposegate_engine::Policy) -> Result<(usize, Vec<Sample>), 
             std::hint::black_box(policy.evaluate(std::hint::black_box(r)));
         }),
     );
+    // The same decisions with the reason put into words, as the server
+    // does for every answer it sends.
+    let mut worded: Vec<_> = timed.clone();
+    let engine_words = Sample::new(
+        "purposegate, reason in words",
+        per_op(&mut worded, rounds, 64, |r| {
+            std::hint::black_box(policy.evaluate(std::hint::black_box(r)).reason.to_string());
+        }),
+    );
     let mut cedar_requests = timed
         .iter()
         .map(|r| cedar.request(r))
@@ -88,13 +97,16 @@ fn engines(policy: &purposegate_engine::Policy) -> Result<(usize, Vec<Sample>), 
             "{rego_errors} Rego evaluations failed while timing"
         ));
     }
-    for s in [&engine, &cedar_sample, &rego_sample] {
+    for s in [&engine, &engine_words, &cedar_sample, &rego_sample] {
         println!(
             "{:>16}: median {:>8.0} ns, p99 {:>8.0} ns ({} runs)",
             s.name, s.median_ns, s.p99_ns, s.runs
         );
     }
-    Ok((permits, vec![engine, cedar_sample, rego_sample]))
+    Ok((
+        permits,
+        vec![engine, engine_words, cedar_sample, rego_sample],
+    ))
 }
 
 /// One part of the run, printed, nothing written.

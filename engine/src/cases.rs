@@ -141,7 +141,7 @@ impl Case {
             }
         }
         if let Some(want) = &self.reason_contains {
-            if !got.reason.contains(want.as_str()) {
+            if !got.reason.to_string().contains(want.as_str()) {
                 out.push(format!("reason does not contain {want:?}"));
             }
         }

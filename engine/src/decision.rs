@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::model::Obligation;
+use super::reason::Reason;
 
 /// What was decided. Only `Permit` lets data through (semantic 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -67,7 +68,7 @@ pub struct Evaluation {
     /// The rules that determined the decision, in policy order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rule_ids: Vec<Arc<str>>,
-    pub reason: String,
+    pub reason: Reason,
     pub policy_revision: Arc<str>,
     pub ttl_seconds: u32,
     #[serde(skip_serializing_if = "String::is_empty")]

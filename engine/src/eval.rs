@@ -7,7 +7,6 @@
 //! deny-overrides (semantic 5). The categories then combine: any `DENY`, else
 //! any `INDETERMINATE`, else any `NOT_APPLICABLE`, else `PERMIT`.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::decision::{Decision, Evaluation, MonitorEvaluation};
@@ -16,9 +15,8 @@ use super::model::{
     Claim, Condition, Effect, Mode, NodeIdx, Obligation, Presence, Rule, StateTest,
 };
 use super::policy::{Policy, RuleIdx};
-use super::reason::{Explain, Missing};
+use super::reason::{Explained, Missing, Named, Reason, Why};
 use super::request::DecisionRequest;
-use super::suggest;
 
 /// Three-valued truth (Kleene): unknown remembers what was missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +60,11 @@ enum InPlay<'r> {
 
 /// The decision of one pass (enforced rules, or with monitor rules too).
 #[derive(Debug)]
-struct Pass<'r> {
+struct Pass {
     decision: Decision,
     rules: Vec<RuleIdx>,
     obligations: Vec<Obligation>,
-    explain: Explain<'r>,
-    /// The unsupported obligation's id, for `UnsupportedObligation`.
-    obligation: Option<Arc<str>>,
+    why: Why,
 }
 
 impl Policy {
@@ -80,24 +76,23 @@ impl Policy {
                 req,
                 Decision::Indeterminate,
                 Vec::new(),
-                format!("invalid request: {invalid}"),
+                Reason::words(format!("invalid request: {invalid}")),
             );
         }
         // Semantic 8: an undeclared purpose is not applicable, named.
         let Some(purpose) = self.purposes().lookup(&req.purpose) else {
-            let hint = suggest::did_you_mean(&req.purpose, self.purposes().ids());
             return self.answer(
                 req,
                 Decision::NotApplicable,
                 Vec::new(),
-                format!("unknown purpose `{}`{hint}", req.purpose),
+                Reason::unknown_purpose(self, &req.purpose),
             );
         };
         // Purposes bound to identity: a claim outside the policy's `claims`
         // is denied before any rule is looked at.
         if let Some(claims) = self.claims() {
             if let Err((rule_ids, reason)) = self.may_claim(claims, purpose, req) {
-                return self.answer(req, Decision::Deny, rule_ids, reason);
+                return self.answer(req, Decision::Deny, rule_ids, Reason::words(reason));
             }
         }
         let in_play = self.categories_in_play(req);
@@ -108,33 +103,43 @@ impl Policy {
         } else {
             None
         };
-        let mut reason = self.reason(
-            purpose,
-            req,
-            &enforced.explain,
-            &enforced.rules,
-            enforced.obligation.as_deref(),
-        );
-        let monitor = monitor.map(|m| {
-            let ids = self.rule_ids(&m.rules);
-            let _ = write!(
-                reason,
-                "; with monitor rules enforced it would be {} ({})",
-                m.decision,
-                ids.iter()
-                    .map(|id| format!("`{id}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            MonitorEvaluation {
-                decision: m.decision,
-                rule_ids: ids,
-            }
+        let monitor = monitor.map(|m| MonitorEvaluation {
+            decision: m.decision,
+            rule_ids: self.rule_ids(&m.rules),
         });
+        let category = match in_play.first() {
+            Some(InPlay::Known { idx, .. }) => Named::Known(*idx),
+            _ => Named::Unknown(req.resource.category.as_str().into()),
+        };
+        // A permit's reason lists the origins (each one the policy's).
+        let origins = if matches!(enforced.why, Why::Permitted) {
+            req.resource
+                .origin
+                .iter()
+                .map(|o| match self.categories().lookup(o) {
+                    Some(idx) => Named::Known(idx),
+                    None => Named::Unknown(o.as_str().into()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rule_ids = self.rule_ids(&enforced.rules);
+        let reason = Reason::explained(Explained::new(
+            self.clone(),
+            purpose,
+            category,
+            origins,
+            enforced.why,
+            enforced.rules,
+            monitor
+                .as_ref()
+                .map(|m| (m.decision.as_str(), m.rule_ids.clone())),
+        ));
         Evaluation {
             decision: enforced.decision,
             obligations: enforced.obligations,
-            rule_ids: self.rule_ids(&enforced.rules),
+            rule_ids,
             reason,
             policy_revision: self.revision().clone(),
             ttl_seconds: self.settings().decision_ttl_seconds,
@@ -196,7 +201,7 @@ impl Policy {
         req: &DecisionRequest,
         decision: Decision,
         rule_ids: Vec<Arc<str>>,
-        reason: String,
+        reason: Reason,
     ) -> Evaluation {
         Evaluation {
             decision,
@@ -248,49 +253,51 @@ impl Policy {
         in_play: &[InPlay<'r>],
         req: &DecisionRequest,
         include_monitor: bool,
-    ) -> Pass<'r> {
-        // Per category: (decision, determining rules, explanation).
-        let mut decided: Vec<(Decision, Vec<RuleIdx>, Explain<'r>)> =
-            Vec::with_capacity(in_play.len());
+    ) -> Pass {
+        // Semantic 4: every category must be permitted. The decision that
+        // ranks highest (deny, indeterminate, not applicable, permit) wins;
+        // its rules are those of every category that decided it, its
+        // explanation the first such category's.
+        let rank = |d: Decision| match d {
+            Decision::Permit => 0,
+            Decision::NotApplicable => 1,
+            Decision::Indeterminate => 2,
+            Decision::Deny => 3,
+        };
+        let mut decision = Decision::Permit;
+        let mut rules: Vec<RuleIdx> = Vec::new();
+        let mut why: Option<Why> = None;
         for category in in_play {
-            decided.push(match *category {
+            let (d, r, e) = match *category {
                 InPlay::Unknown { id, origin } => (
                     Decision::NotApplicable,
                     Vec::new(),
-                    Explain::UnknownCategory { id, origin },
+                    Why::UnknownCategory {
+                        id: id.into(),
+                        origin,
+                    },
                 ),
                 InPlay::Known { idx, origin } => {
                     self.evaluate_category(purpose, idx, origin, req, include_monitor)
                 }
-            });
-        }
-        // Semantic 4: every category must be permitted.
-        let decision = [
-            Decision::Deny,
-            Decision::Indeterminate,
-            Decision::NotApplicable,
-        ]
-        .into_iter()
-        .find(|d| decided.iter().any(|(x, _, _)| x == d))
-        .unwrap_or(Decision::Permit);
-        let mut rules: Vec<RuleIdx> = Vec::new();
-        let mut explain = None;
-        for (d, r, e) in decided {
-            if d == decision {
+            };
+            if why.is_none() || rank(d) > rank(decision) {
+                decision = d;
+                rules = r;
+                why = Some(e);
+            } else if d == decision {
                 rules.extend(r);
-                explain.get_or_insert(e);
             }
         }
         rules.sort_unstable();
         rules.dedup();
-        let explain = explain.unwrap_or(Explain::Permitted);
+        let why = why.unwrap_or(Why::Permitted);
         if decision != Decision::Permit {
             return Pass {
                 decision,
                 rules,
                 obligations: Vec::new(),
-                explain,
-                obligation: None,
+                why,
             };
         }
         self.with_obligations(rules, req)
@@ -298,7 +305,7 @@ impl Policy {
 
     /// Semantic 7: a permit's obligations must all be ones the caller can
     /// fulfil; otherwise the permit becomes a deny naming the obligation.
-    fn with_obligations<'r>(&self, rules: Vec<RuleIdx>, req: &DecisionRequest) -> Pass<'r> {
+    fn with_obligations(&self, rules: Vec<RuleIdx>, req: &DecisionRequest) -> Pass {
         let mut obligations: Vec<Obligation> = Vec::new();
         let mut unsupported: Option<(RuleIdx, Arc<str>)> = None;
         let mut carriers: Vec<RuleIdx> = Vec::new();
@@ -324,59 +331,63 @@ impl Policy {
                 decision: Decision::Permit,
                 rules,
                 obligations,
-                explain: Explain::Permitted,
-                obligation: None,
+                why: Why::Permitted,
             },
             Some((rule, id)) => Pass {
                 decision: Decision::Deny,
                 rules: carriers,
                 obligations: Vec::new(),
-                explain: Explain::UnsupportedObligation { rule },
-                obligation: Some(id),
+                why: Why::UnsupportedObligation {
+                    rule,
+                    obligation: id,
+                },
             },
         }
     }
 
-    /// Semantic 5 for one category: deny-overrides.
-    fn evaluate_category<'r>(
+    /// Semantic 5 for one category: deny-overrides. One pass over the
+    /// candidate rules sorts them by effect and truth; only the lists that
+    /// get a rule allocate.
+    fn evaluate_category(
         &self,
         purpose: NodeIdx,
         category: NodeIdx,
         origin: bool,
         req: &DecisionRequest,
         include_monitor: bool,
-    ) -> (Decision, Vec<RuleIdx>, Explain<'r>) {
-        let mut applicable: Vec<(RuleIdx, Effect, Truth)> = Vec::new();
+    ) -> (Decision, Vec<RuleIdx>, Why) {
+        let (mut denies, mut undecided_denies, mut permits, mut undecided_permits) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // The first undecidable rule of each effect, and what it missed.
+        let (mut deny_missing, mut permit_missing) = (None, None);
         let mut near = None;
         for r in self.candidates(purpose, category) {
             let Some(rule) = self.rule(r) else { continue };
             if rule.mode == Mode::Monitor && !include_monitor {
                 continue;
             }
-            let truth = self.applies(rule, req);
-            if truth != Truth::False {
-                applicable.push((r, rule.effect, truth));
-            } else if rule.effect == Effect::Permit {
-                near.get_or_insert(r);
+            match (rule.effect, self.applies(rule, req)) {
+                (Effect::Permit, Truth::False) => {
+                    near.get_or_insert(r);
+                }
+                (Effect::Deny, Truth::False) => {}
+                (Effect::Deny, Truth::True) => denies.push(r),
+                (Effect::Deny, Truth::Unknown(missing)) => {
+                    undecided_denies.push(r);
+                    deny_missing.get_or_insert((r, missing));
+                }
+                (Effect::Permit, Truth::True) => permits.push(r),
+                (Effect::Permit, Truth::Unknown(missing)) => {
+                    undecided_permits.push(r);
+                    permit_missing.get_or_insert((r, missing));
+                }
             }
         }
-        let pick = |effect: Effect, matched: bool| -> Vec<RuleIdx> {
-            applicable
-                .iter()
-                .filter(|(_, e, t)| *e == effect && (*t == Truth::True) == matched)
-                .map(|(r, _, _)| *r)
-                .collect()
-        };
-        let first = |effect: Effect, matched: bool| {
-            applicable
-                .iter()
-                .find(|(_, e, t)| *e == effect && (*t == Truth::True) == matched)
-        };
-        if let Some(&(rule, _, _)) = first(Effect::Deny, true) {
+        if let Some(&rule) = denies.first() {
             return (
                 Decision::Deny,
-                pick(Effect::Deny, true),
-                Explain::Denied {
+                denies,
+                Why::Denied {
                     category,
                     origin,
                     rule,
@@ -384,31 +395,27 @@ impl Policy {
             );
         }
         // An undecidable deny blocks any permit: the deny might have applied.
-        if let Some(&(rule, _, Truth::Unknown(missing))) = first(Effect::Deny, false) {
+        if let Some((rule, missing)) = deny_missing {
             return (
                 Decision::Indeterminate,
-                pick(Effect::Deny, false),
-                Explain::Undecidable { rule, missing },
+                undecided_denies,
+                Why::Undecidable { rule, missing },
             );
         }
-        if first(Effect::Permit, true).is_some() {
-            return (
-                Decision::Permit,
-                pick(Effect::Permit, true),
-                Explain::Permitted,
-            );
+        if !permits.is_empty() {
+            return (Decision::Permit, permits, Why::Permitted);
         }
-        if let Some(&(rule, _, Truth::Unknown(missing))) = first(Effect::Permit, false) {
+        if let Some((rule, missing)) = permit_missing {
             return (
                 Decision::Indeterminate,
-                pick(Effect::Permit, false),
-                Explain::Undecidable { rule, missing },
+                undecided_permits,
+                Why::Undecidable { rule, missing },
             );
         }
         (
             Decision::NotApplicable,
             Vec::new(),
-            Explain::NoPermit {
+            Why::NoPermit {
                 category,
                 origin,
                 near,

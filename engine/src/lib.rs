@@ -41,6 +41,7 @@ pub use model::{
     Settings, StateTest, Taxonomy, TaxonomyNode,
 };
 pub use policy::{Policy, RuleIdx};
+pub use reason::Reason;
 pub use request::{
     Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,
     MAX_SUBJECT_ID_BYTES, MAX_TEXT_BYTES, Resource, Subject,

@@ -235,7 +235,7 @@ impl Policy {
             kind,
             decision: answer.decision,
             rule_ids: answer.rule_ids,
-            reason: answer.reason,
+            reason: answer.reason.to_string(),
             rules: rule_indexes,
             permitted_example: permitted_example.filter(|_| conditional),
             refused_example: refused_example.filter(|_| conditional),

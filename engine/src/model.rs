@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -16,6 +17,53 @@ pub const POLICY_VERSION: u64 = 1;
 /// Index of a node in a [`Taxonomy`].
 pub type NodeIdx = u32;
 
+/// The hasher of the policy's id tables: fast (FxHash's multiply and
+/// rotate, eight bytes at a time) rather than keyed. The tables are built
+/// once from the policy, which a caller does not write; a caller's ids only
+/// look up, and a lookup cannot make a fixed table any slower for others.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            if let Some(head) = word.get_mut(..rest.len()) {
+                head.copy_from_slice(rest);
+            }
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table reads the top bits: fold the high bits down as well.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
 /// A tree of dotted ids: the purposes, or the data categories. Parents are
 /// implied by the dots (`lbo.billing` is a child of `lbo`).
 #[derive(Debug, Clone)]
@@ -23,7 +71,7 @@ pub struct Taxonomy {
     /// "purpose" or "data category", for messages.
     kind: &'static str,
     nodes: Vec<TaxonomyNode>,
-    by_id: HashMap<Arc<str>, NodeIdx>,
+    by_id: HashMap<Arc<str>, NodeIdx, BuildHasherDefault<IdHasher>>,
 }
 
 /// One purpose or data category.
@@ -42,7 +90,8 @@ impl Taxonomy {
     /// declared (the loader checks that first). Declaration order is kept.
     pub(crate) fn new(kind: &'static str, declared: Vec<(String, String)>) -> Self {
         let mut nodes: Vec<TaxonomyNode> = Vec::with_capacity(declared.len());
-        let mut by_id: HashMap<Arc<str>, NodeIdx> = HashMap::with_capacity(declared.len());
+        let mut by_id: HashMap<Arc<str>, NodeIdx, BuildHasherDefault<IdHasher>> =
+            HashMap::with_capacity_and_hasher(declared.len(), BuildHasherDefault::default());
         for (id, description) in declared {
             let id: Arc<str> = Arc::from(id);
             let Ok(idx) = NodeIdx::try_from(nodes.len()) else {

@@ -18,9 +18,16 @@ use super::model::{Claim, Effect, Mode, NodeIdx, Rule, Settings, Taxonomy};
 /// Index of a rule in policy order.
 pub type RuleIdx = u32;
 
-/// A compiled, immutable policy. Cheap to share behind an `Arc`.
+/// A compiled, immutable policy. Cloning it shares it (one `Arc`): a
+/// decision's reason keeps the policy it was made under, to be put into
+/// words when shown.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    inner: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     name: Arc<str>,
     description: String,
     revision: Arc<str>,
@@ -55,72 +62,76 @@ impl Policy {
         );
         let index = RuleIndex::build(&purposes, &categories, &rules);
         Policy {
-            name: Arc::from(name),
-            description,
-            revision: Arc::from(revision),
-            settings,
-            purposes,
-            categories,
-            rules,
-            claims,
-            index,
+            inner: Arc::new(Compiled {
+                name: Arc::from(name),
+                description,
+                revision: Arc::from(revision),
+                settings,
+                purposes,
+                categories,
+                rules,
+                claims,
+                index,
+            }),
         }
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.name
+        &self.inner.name
     }
 
     pub fn description(&self) -> &str {
-        &self.description
+        &self.inner.description
     }
 
     /// The content hash of the policy: equal for equal content however it
     /// is formatted, commented, ordered in its maps or split into files.
     pub fn revision(&self) -> &Arc<str> {
-        &self.revision
+        &self.inner.revision
     }
 
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.inner.settings
     }
 
     pub fn purposes(&self) -> &Taxonomy {
-        &self.purposes
+        &self.inner.purposes
     }
 
     pub fn categories(&self) -> &Taxonomy {
-        &self.categories
+        &self.inner.categories
     }
 
     pub fn rules(&self) -> &[Rule] {
-        &self.rules
+        &self.inner.rules
     }
 
     /// Who may claim which purposes, if the policy says.
     pub fn claims(&self) -> Option<&[Claim]> {
-        self.claims.as_deref()
+        self.inner.claims.as_deref()
     }
 
     pub fn rule(&self, idx: RuleIdx) -> Option<&Rule> {
-        self.rules.get(idx as usize)
+        self.inner.rules.get(idx as usize)
     }
 
     pub(crate) fn has_monitor_rules(&self) -> bool {
-        self.index.has_monitor
+        self.inner.index.has_monitor
     }
 
     /// Rules that could apply to `purpose` on `category`, in policy order.
     pub(crate) fn candidates(&self, purpose: NodeIdx, category: NodeIdx) -> Candidates<'_> {
-        let words = self.index.words;
+        let words = self.inner.index.words;
         let start_p = purpose as usize * words;
         let start_c = category as usize * words;
         let p = self
+            .inner
             .index
             .by_purpose
             .get(start_p..start_p + words)
             .unwrap_or(&[]);
         let c = self
+            .inner
             .index
             .by_category
             .get(start_c..start_c + words)

@@ -101,11 +101,18 @@ fn obligation(o: &engine::Obligation) -> pb::Obligation {
 }
 
 pub fn response(e: Evaluation) -> pb::CheckResponse {
+    let reason = e.reason.to_string();
+    response_with_reason(e, reason)
+}
+
+/// [`response`] with the reason already put into words (by a caller that
+/// needs the words for something else too, and so writes them once).
+pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse {
     pb::CheckResponse {
         decision: decision(e.decision).into(),
         obligations: e.obligations.iter().map(obligation).collect(),
         rule_ids: e.rule_ids.iter().map(ToString::to_string).collect(),
-        reason: e.reason,
+        reason,
         policy_revision: e.policy_revision.to_string(),
         ttl_seconds: e.ttl_seconds,
         request_id: e.request_id,

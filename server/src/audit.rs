@@ -230,7 +230,13 @@ impl DecisionLog {
 
     /// Queues a decision (folding, displacing or dropping as the module
     /// says); never waits.
-    pub fn record(&self, request: DecisionRequest, answer: &Evaluation, latency: Duration) {
+    pub fn record(
+        &self,
+        request: DecisionRequest,
+        answer: &Evaluation,
+        reason: String,
+        latency: Duration,
+    ) {
         let Some(shared) = &self.shared else { return };
         let record = Record {
             time: SystemTime::now(),
@@ -244,7 +250,7 @@ impl DecisionLog {
             owner_tenant: request.resource.owner_tenant,
             decision: answer.decision,
             rule_ids: answer.rule_ids.clone(),
-            reason: answer.reason.clone(),
+            reason,
             revision: answer.policy_revision.clone(),
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
@@ -432,14 +438,14 @@ mod tests {
         let answer = Evaluation {
             decision,
             rule_ids: Vec::new(),
-            reason: "because".into(),
+            reason: crate::engine::Reason::words("because"),
             policy_revision: "r1".into(),
             ttl_seconds: 300,
             obligations: Vec::new(),
             monitor: None,
             request_id: String::new(),
         };
-        log.record(request, &answer, Duration::from_micros(5));
+        log.record(request, &answer, "because".into(), Duration::from_micros(5));
     }
 
     #[test]

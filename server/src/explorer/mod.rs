@@ -238,7 +238,7 @@ impl Explorer {
         };
         let tried = (!form.get("purpose").is_empty()).then(|| match form_request(&form) {
             Ok(request) => match request.validate() {
-                Ok(()) => Tried::Answer(policy.evaluate(&request)),
+                Ok(()) => Tried::Answer(Box::new(policy.evaluate(&request))),
                 Err(invalid) => Tried::Invalid(invalid.to_string()),
             },
             Err(problem) => Tried::Invalid(problem),

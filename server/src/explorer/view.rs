@@ -76,7 +76,7 @@ impl Form {
 /// The outcome of the try form.
 #[derive(Debug)]
 pub enum Tried {
-    Answer(Evaluation),
+    Answer(Box<Evaluation>),
     Invalid(String),
 }
 
@@ -353,7 +353,7 @@ impl Page<'_> {
                     } else {
                         rules.join(", ")
                     },
-                    reason = prose(&e.reason),
+                    reason = prose(&e.reason.to_string()),
                     rev = esc(&e.policy_revision),
                 );
                 if !e.obligations.is_empty() {
@@ -528,7 +528,7 @@ fn example_item(h: &mut String, policy: &Policy, request: &crate::engine::Decisi
         "<li><strong>{decision}</strong> for <code class=\"request\">{json}</code>: {reason}</li>",
         decision = answer.decision.as_str(),
         json = esc(&json),
-        reason = prose(&answer.reason),
+        reason = prose(&answer.reason.to_string()),
     );
 }
 

@@ -115,12 +115,15 @@ impl DecisionServer {
         span: Option<&mut Span>,
     ) -> pb::CheckResponse {
         let answer = policy.evaluate(&req);
+        // The reason in words, written once for the answer and the log.
+        let reason = answer.reason.to_string();
         self.metrics.decided(answer.decision);
         if let Some(span) = span {
             record_decision(span, &req, &answer);
         }
-        self.decision_log.record(req, &answer, start.elapsed());
-        convert::response(answer)
+        self.decision_log
+            .record(req, &answer, reason.clone(), start.elapsed());
+        convert::response_with_reason(answer, reason)
     }
 }
 
