@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The benchmark command: builds every binary in release mode, then measures
 # and writes BENCHMARKS.md, bench/results/latest.json and the plots.
-# About 5 minutes from a clean clone on 2 cores (most of it compiling).
+# About 8 minutes from a clean clone on 2 cores (most of it compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# h2load, the load generator of the "Under load" section: Debian's
+# nghttp2-client.
+if ! command -v h2load >/dev/null 2>&1; then
+  as_root=""
+  if [ "$(id -u)" != 0 ]; then as_root="sudo"; fi
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null
+fi
 cargo build --release --locked --bins \
   -p purposegate-server -p purposegate-sidecar -p purposegate-demo-service -p purposegate-bench
 exec "${CARGO_TARGET_DIR:-target}/release/purposegate-bench" "$@"

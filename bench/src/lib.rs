@@ -10,6 +10,7 @@
     reason = "a benchmark prints its progress and turns counts into plotted floats"
 )]
 
+pub mod baseline;
 pub mod peers;
 pub mod requests;
 pub mod timing;

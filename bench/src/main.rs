@@ -19,8 +19,8 @@
 )]
 
 mod cachehit;
+mod h2load;
 mod net;
-mod passthrough;
 mod report;
 mod scaling;
 

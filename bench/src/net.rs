@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use purposegate_demo_service::pb as demo;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{DemoService, ServerProcess, SidecarProcess, channel, repo_root};
+use purposegate_tests::{Daemon, DemoService, ServerProcess, SidecarProcess, channel, repo_root};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -20,9 +20,25 @@ const THROUGHPUT_FOR: Duration = Duration::from_millis(1500);
 #[derive(Debug, Serialize)]
 pub struct Throughput {
     pub name: String,
+    /// HTTP/2 connections the calls are spread over.
+    pub channels: usize,
+    /// Calls always outstanding, over all channels.
     pub in_flight: usize,
     pub calls_per_second: f64,
+    /// CPU seconds the serving process used per second of the run.
+    pub server_cores: f64,
 }
+
+/// Channels and calls in flight of the throughput measurements.
+pub const LEVELS: [(usize, usize); 7] = [
+    (1, 1),
+    (1, 16),
+    (1, 64),
+    (4, 16),
+    (4, 64),
+    (16, 16),
+    (16, 64),
+];
 
 #[derive(Debug, Serialize)]
 pub struct Memory {
@@ -35,78 +51,16 @@ pub struct Network {
     pub server: Vec<Sample>,
     pub throughput: Vec<Throughput>,
     pub sidecar: Vec<Sample>,
+    /// h2load runs: every path at every number of streams.
+    pub h2load: Vec<crate::h2load::Run>,
     pub memory: Vec<Memory>,
 }
 
 /// The request every network measurement sends, from subject `id`.
-pub fn check_request_from(id: &str) -> pb::CheckRequest {
-    pb::CheckRequest {
-        purpose: "provide.personalization".into(),
-        subject: Some(pb::Subject {
-            id: id.into(),
-            tenant: "contoso".into(),
-            roles: vec![],
-        }),
-        resource: Some(pb::Resource {
-            category: "customer-data".into(),
-            owner_tenant: "contoso".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+pub use purposegate_bench::baseline::check_request_from;
 
 fn check_request() -> pb::CheckRequest {
     check_request_from("crm")
-}
-
-/// A tonic server with the same service and messages as purposegate's,
-/// answering a fixed response: the cost of the RPC alone.
-#[derive(Debug, Clone)]
-struct Bare {
-    answer: pb::CheckResponse,
-}
-
-#[tonic::async_trait]
-impl pb::decision_service_server::DecisionService for Bare {
-    async fn check(
-        &self,
-        request: tonic::Request<pb::CheckRequest>,
-    ) -> Result<tonic::Response<pb::CheckResponse>, tonic::Status> {
-        std::hint::black_box(request.into_inner());
-        Ok(tonic::Response::new(self.answer.clone()))
-    }
-    async fn check_batch(
-        &self,
-        _request: tonic::Request<pb::CheckBatchRequest>,
-    ) -> Result<tonic::Response<pb::CheckBatchResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("bare"))
-    }
-    type WatchPolicyStream = tokio_stream::Empty<Result<pb::PolicyRevision, tonic::Status>>;
-    async fn watch_policy(
-        &self,
-        _request: tonic::Request<pb::WatchPolicyRequest>,
-    ) -> Result<tonic::Response<Self::WatchPolicyStream>, tonic::Status> {
-        Ok(tonic::Response::new(tokio_stream::empty()))
-    }
-    async fn get_policy(
-        &self,
-        _request: tonic::Request<pb::GetPolicyRequest>,
-    ) -> Result<tonic::Response<pb::PolicyInfo>, tonic::Status> {
-        Err(tonic::Status::unimplemented("bare"))
-    }
-}
-
-/// Starts the bare server on its own runtime thread; its address.
-fn start_bare(answer: pb::CheckResponse) -> Result<std::net::SocketAddr, String> {
-    crate::passthrough::serve_on_own_runtime(move |listener| async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(pb::decision_service_server::DecisionServiceServer::new(
-                Bare { answer },
-            ))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    })
 }
 
 /// A way to make one call: the `usize` is the call's number.
@@ -151,16 +105,22 @@ async fn interleaved(paths: Vec<(&str, Call<'_>)>) -> Result<Vec<Sample>, String
     Ok(samples)
 }
 
-/// Calls per second with `in_flight` calls always outstanding on one channel.
+/// Calls per second with `in_flight` calls always outstanding, spread
+/// over the channels of `clients`.
 async fn throughput(
     name: &str,
-    client: pb::decision_service_client::DecisionServiceClient<Channel>,
+    clients: &[pb::decision_service_client::DecisionServiceClient<Channel>],
     in_flight: usize,
+    serving: &Daemon,
 ) -> Result<Throughput, String> {
+    let cpu_before = serving.cpu_time();
     let deadline = Instant::now() + THROUGHPUT_FOR;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..in_flight {
+    for i in 0..in_flight {
+        let Some(client) = clients.get(i % clients.len().max(1)) else {
+            return Err("no channel to call on".into());
+        };
         let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -177,13 +137,162 @@ async fn throughput(
     for task in tasks {
         total += task.await.map_err(|e| e.to_string())??;
     }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    println!("{name:>34}: {in_flight:>2} in flight: {rate:>8.0} calls/s");
+    let elapsed = start.elapsed().as_secs_f64();
+    let rate = total as f64 / elapsed;
+    let server_cores = (serving.cpu_time() - cpu_before).as_secs_f64() / elapsed;
+    let channels = clients.len();
+    println!("{name:>34}: {channels:>2} channels, {in_flight:>2} in flight: {rate:>8.0} calls/s");
     Ok(Throughput {
         name: name.to_string(),
+        channels,
         in_flight,
         calls_per_second: rate,
+        server_cores,
     })
+}
+
+/// The h2load runs: direct, pass-through, the sidecar on hits and the
+/// sidecar with about one call in ten a miss, at each number of streams.
+async fn load_generator(
+    server: &ServerProcess,
+    demo_app: &DemoService,
+    pass_through: std::net::SocketAddr,
+    sidecar: &SidecarProcess,
+    routes: &str,
+) -> Result<Vec<crate::h2load::Run>, String> {
+    use crate::h2load::{self, Target};
+    if !h2load::available() {
+        return Err(
+            "h2load is not installed: `bench/run.sh` installs it (Debian's nghttp2-client)".into(),
+        );
+    }
+    // A sidecar whose cache holds one decision: the calls to a second
+    // method (one in twenty) and the call after each miss.
+    let upstream = format!("http://{}", demo_app.grpc_addr);
+    let missing = SidecarProcess::start(
+        &server.url(),
+        &[
+            "--upstream",
+            &upstream,
+            "--routes",
+            routes,
+            "--cache-max-entries",
+            "1",
+        ],
+        &[],
+    );
+    // Both methods are permitted through it: one real call each first, so
+    // h2load's successes (gRPC answers a denial with HTTP 200) are permits.
+    let mut client = demo::customer_service_client::CustomerServiceClient::new(
+        channel(&missing.proxy_url()).await,
+    );
+    fn purpose<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+        r.metadata_mut().insert(
+            "x-purpose",
+            tonic::metadata::MetadataValue::from_static("provide"),
+        );
+        r
+    }
+    client
+        .get_customer(purpose(tonic::Request::new(demo::GetCustomerRequest {
+            id: "c-1".into(),
+        })))
+        .await
+        .map_err(|e| format!("GetCustomer through the sidecar: {e}"))?;
+    client
+        .echo(purpose(tonic::Request::new(demo::EchoRequest {
+            payload: b"c-1".to_vec(),
+        })))
+        .await
+        .map_err(|e| format!("Echo through the sidecar: {e}"))?;
+    let proxy = |s: &SidecarProcess| -> Result<std::net::SocketAddr, String> {
+        s.proxy_url()
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("{e}"))
+    };
+    let targets = [
+        (
+            Target {
+                name: "direct to the app",
+                addr: demo_app.grpc_addr,
+                mixed: false,
+            },
+            None,
+        ),
+        (
+            Target {
+                name: "plain pass-through proxy",
+                addr: pass_through,
+                mixed: false,
+            },
+            None,
+        ),
+        (
+            Target {
+                name: "sidecar, every call a hit",
+                addr: proxy(sidecar)?,
+                mixed: false,
+            },
+            Some(sidecar),
+        ),
+        (
+            Target {
+                name: "sidecar, about 10% misses",
+                addr: proxy(&missing)?,
+                mixed: true,
+            },
+            Some(&missing),
+        ),
+    ];
+    let dir = purposegate_tests::TempDir::new("h2load");
+    let counters = |s: &SidecarProcess| {
+        let text = s.metrics();
+        (
+            gauge(&text, "purposegate_sidecar_cache_hits_total").unwrap_or(0.0),
+            gauge(&text, "purposegate_sidecar_cache_misses_total").unwrap_or(0.0),
+        )
+    };
+    let mut runs = Vec::new();
+    for streams in h2load::STREAMS {
+        for (target, sidecar) in &targets {
+            let before = sidecar.map(counters);
+            let cpu_before = sidecar.map(|s| s.cpu_time());
+            let started = Instant::now();
+            let mut run = h2load::run(dir.path(), target, streams)?;
+            if let (Some(sidecar), Some(cpu_before)) = (sidecar, cpu_before) {
+                run.sidecar_cores = Some(
+                    (sidecar.cpu_time() - cpu_before).as_secs_f64()
+                        / started.elapsed().as_secs_f64(),
+                );
+            }
+            if run.failed > 0 {
+                return Err(format!(
+                    "{} of h2load's calls to {} failed",
+                    run.failed, target.name
+                ));
+            }
+            if let (Some(sidecar), Some((hits, misses))) = (sidecar, before) {
+                let (hits_after, misses_after) = counters(sidecar);
+                let (hits, misses) = (hits_after - hits, misses_after - misses);
+                run.miss_share = Some(if hits + misses > 0.0 {
+                    misses / (hits + misses)
+                } else {
+                    0.0
+                });
+            }
+            println!(
+                "{:>34}: h2load, {streams:>2} streams: {:>8.0} req/s, mean {}{}",
+                run.path,
+                run.requests_per_second,
+                run.latency[2],
+                run.miss_share
+                    .map_or(String::new(), |m| format!(", {:.1}% misses", m * 100.0))
+            );
+            runs.push(run);
+        }
+    }
+    Ok(runs)
 }
 
 /// The value of an unlabelled gauge in a Prometheus text.
@@ -203,17 +312,22 @@ pub async fn run() -> Result<Network, String> {
         what: "server, idle".into(),
         resident_kib: server.resident_kib(),
     });
-    let mut real =
-        pb::decision_service_client::DecisionServiceClient::new(channel(&server.url()).await);
-    let answer = real
-        .check(check_request())
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let bare_addr = start_bare(answer)?;
-    let bare = pb::decision_service_client::DecisionServiceClient::new(
-        channel(&format!("http://{bare_addr}")).await,
-    );
+    // The bare RPC in a process of its own, as the server is.
+    let bare_process = Daemon::start("purposegate-baseline", &["bare"], &[], &["addr"]);
+    let bare_url = format!("http://{}", bare_process.addr("addr"));
+    let clients = |url: String, n: usize| async move {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(pb::decision_service_client::DecisionServiceClient::new(
+                channel(&url).await,
+            ));
+        }
+        out
+    };
+    let (real_all, bare_all) = (clients(server.url(), 16).await, clients(bare_url, 16).await);
+    let (Some(real), Some(bare)) = (real_all.first().cloned(), bare_all.first().cloned()) else {
+        return Err("no channel".into());
+    };
     let rpc =
         |client: &pb::decision_service_client::DecisionServiceClient<Channel>| -> Call<'static> {
             let client = client.clone();
@@ -233,11 +347,16 @@ pub async fn run() -> Result<Network, String> {
         ("purposegate Check", rpc(&real)),
     ])
     .await?;
-    for in_flight in [1, 16, 64] {
+    for (channels, in_flight) in LEVELS {
+        let (Some(bare_some), Some(real_some)) =
+            (bare_all.get(..channels), real_all.get(..channels))
+        else {
+            return Err("too few channels".into());
+        };
         out.throughput
-            .push(throughput("bare tonic RPC", bare.clone(), in_flight).await?);
+            .push(throughput("bare tonic RPC", bare_some, in_flight, &bare_process).await?);
         out.throughput
-            .push(throughput("purposegate Check", real.clone(), in_flight).await?);
+            .push(throughput("purposegate Check", real_some, in_flight, &server).await?);
     }
     out.memory.push(Memory {
         what: "server, after the load".into(),
@@ -268,7 +387,13 @@ pub async fn run() -> Result<Network, String> {
         what: "sidecar, idle".into(),
         resident_kib: sidecar.resident_kib(),
     });
-    let pass_through = crate::passthrough::start(demo_app.grpc_addr)?;
+    let pass_process = Daemon::start(
+        "purposegate-baseline",
+        &["pass-through", &demo_app.grpc_addr.to_string()],
+        &[],
+        &["addr"],
+    );
+    let pass_through = pass_process.addr("addr");
     let direct = demo::customer_service_client::CustomerServiceClient::new(
         channel(&format!("http://{}", demo_app.grpc_addr)).await,
     );
@@ -317,6 +442,8 @@ pub async fn run() -> Result<Network, String> {
         ),
     ])
     .await?;
+
+    out.h2load = load_generator(&server, &demo_app, pass_through, &sidecar, &routes).await?;
 
     // Memory with 100,000 cached decisions, filled through the local API.
     let mut local = pb::decision_service_client::DecisionServiceClient::new(

@@ -11,6 +11,8 @@ use purposegate_bench::timing::Sample;
 
 use crate::scaling::Point;
 
+mod load;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub agreement_requests: usize,
@@ -128,6 +130,9 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(md, "![scaling](bench/results/scaling.svg)\n");
     network(&mut md, &r.network, &r.cache_hit);
+    load::memory_goal(&mut md, &r.network);
+    load::h2load(&mut md, &r.network);
+    load::scale(&mut md, &r.network);
     md
 }
 
@@ -255,7 +260,7 @@ fn network(md: &mut String, n: &crate::net::Network, cache: &crate::cachehit::Ca
     let _ = writeln!(md, "## Server vs bare gRPC\n");
     let _ = writeln!(
         md,
-        "`purposegate.v1.DecisionService/Check` on the real server (release build, its own process) against a bare tonic server in this process answering the same service with a fixed `CheckResponse` of the same size: the cost of the RPC alone. Loopback, one HTTP/2 channel, {} sequential calls each after a warm-up.\n",
+        "`purposegate.v1.DecisionService/Check` on the real server (release build, its own process) against a bare tonic server answering the same service with the same `CheckResponse` bytes (`purposegate-baseline bare`, a release build in a process of its own, as the server is): the cost of the RPC alone. Loopback, one HTTP/2 channel, {} sequential calls each after a warm-up.\n",
         n.server.first().map_or(0, |s| s.runs)
     );
     let _ = writeln!(md, "| | runs | p50 | p99 |\n|---|---:|---:|---:|");
@@ -271,19 +276,21 @@ fn network(md: &mut String, n: &crate::net::Network, cache: &crate::cachehit::Ca
     }
     let _ = writeln!(
         md,
-        "\nThroughput on one channel; each figure is one run of 1.5 s, so the rows show the spread.\n\n| in flight | bare tonic RPC | purposegate Check | ratio |\n|---:|---:|---:|---:|"
+        "\nThroughput, the calls in flight spread over 1, 4 or 16 HTTP/2 channels; each figure is one run of 1.5 s, so the rows show the spread. Client, server and baseline share the 2 cores.\n\n| channels | in flight | bare tonic RPC | purposegate Check | ratio |\n|---:|---:|---:|---:|---:|"
     );
-    for in_flight in [1, 16, 64] {
+    for (channels, in_flight) in crate::net::LEVELS {
         let rate = |name: &str| {
             n.throughput
                 .iter()
-                .find(|t| t.in_flight == in_flight && t.name.starts_with(name))
+                .find(|t| {
+                    t.channels == channels && t.in_flight == in_flight && t.name.starts_with(name)
+                })
                 .map_or(0.0, |t| t.calls_per_second)
         };
         let (bare, ours) = (rate("bare"), rate("purposegate"));
         let _ = writeln!(
             md,
-            "| {in_flight} | {bare:.0} calls/s | {ours:.0} calls/s | {:.2} |",
+            "| {channels} | {in_flight} | {bare:.0} calls/s | {ours:.0} calls/s | {:.2} |",
             ratio(ours, bare)
         );
     }
@@ -299,7 +306,7 @@ fn network(md: &mut String, n: &crate::net::Network, cache: &crate::cachehit::Ca
     let _ = writeln!(md, "## Sidecar\n");
     let _ = writeln!(
         md,
-        "A unary `GetCustomer` to the demo app: direct, through a plain h2c pass-through proxy (same hyper client and pooling, no decision), through the sidecar on a cache hit, and through the sidecar on a cache miss (a new subject each call, so the PDP is asked).\n"
+        "A unary `GetCustomer` to the demo app: direct, through a plain h2c pass-through proxy (`purposegate-baseline pass-through`, a process of its own; same hyper client and pooling, no decision), through the sidecar on a cache hit, and through the sidecar on a cache miss (a new subject each call, so the PDP is asked).\n"
     );
     let _ = writeln!(
         md,

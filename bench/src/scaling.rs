@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use purposegate_bench::requests::Lcg;
 use purposegate_bench::timing::{Sample, per_op};
-use purposegate_engine::{DecisionRequest, Policy, Resource};
+use purposegate_engine::{DecisionRequest, MAX_POLICY_FILE_BYTES, Policy, PolicySource, Resource};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -20,13 +20,22 @@ const CATEGORIES: usize = 20;
 
 /// A policy with `purposes` purposes (ten children per root), `CATEGORIES`
 /// categories and `rules` rules: permits and conditional denies on random
-/// purposes and categories.
-fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> String {
+/// purposes and categories. In parts, each within the size a policy file
+/// may have, as a large policy is written.
+fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> Vec<String> {
+    let mut parts = Vec::new();
     let mut text = String::from("version: 1\nname: synthetic\npurposes:\n");
     let roots = purposes.div_ceil(10);
     let mut ids = Vec::with_capacity(purposes);
     for r in 0..roots {
         let root = format!("p{r}");
+        // A new part before this one would outgrow a file.
+        if text.len() > MAX_POLICY_FILE_BYTES - 4096 {
+            parts.push(std::mem::replace(
+                &mut text,
+                String::from("version: 1\npurposes:\n"),
+            ));
+        }
         text.push_str(&format!("  {root}: Purpose {root}\n"));
         ids.push(root.clone());
         for c in 0..9 {
@@ -38,6 +47,7 @@ fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> String {
             ids.push(child);
         }
     }
+    parts.push(std::mem::replace(&mut text, String::from("version: 1\n")));
     text.push_str("dataCategories:\n");
     for c in 0..CATEGORIES {
         text.push_str(&format!("  cat{c}: Category {c}\n"));
@@ -56,7 +66,8 @@ fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> String {
             ));
         }
     }
-    text
+    parts.push(text);
+    parts
 }
 
 pub fn run() -> Result<Vec<Point>, String> {
@@ -74,8 +85,16 @@ pub fn run() -> Result<Vec<Point>, String> {
     ];
     for &(rules, purposes) in grid {
         let mut rng = Lcg::new((rules * 31 + purposes) as u64);
-        let text = synthetic(rules, purposes, &mut rng);
-        let policy = Policy::parse("synthetic.yaml", &text).map_err(|d| d.to_string())?;
+        let parts = synthetic(rules, purposes, &mut rng);
+        let names: Vec<String> = (0..parts.len())
+            .map(|i| format!("synthetic-{i}.yaml"))
+            .collect();
+        let sources: Vec<PolicySource<'_>> = names
+            .iter()
+            .zip(&parts)
+            .map(|(name, text)| PolicySource { name, text })
+            .collect();
+        let policy = Policy::load(&sources).map_err(|d| d.to_string())?;
         let ids: Vec<String> = policy.purposes().ids().map(str::to_string).collect();
         let mut requests: Vec<DecisionRequest> = (0..200)
             .map(|_| DecisionRequest {

@@ -51,6 +51,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let Ok((stream, _)) = http.accept().await else {
                 continue;
             };
+            // Small answers go out at once, as a real service sends them.
+            let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(purposegate_demo_service::http);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -78,6 +80,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let Ok((stream, _)) = both.accept().await else {
                 continue;
             };
+            let _ = stream.set_nodelay(true);
             let grpc = grpc.clone();
             tokio::spawn(async move {
                 // gRPC over HTTP/2, the HTTP API over HTTP/1.1, one port.

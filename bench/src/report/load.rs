@@ -1,0 +1,163 @@
+//! The report's sections on load from h2load, memory against its goal, and
+//! scale on paper: what one core sustains and what a fleet needs, derived
+//! from the figures of the same run.
+
+use std::fmt::Write as _;
+
+use crate::h2load::{Run, STREAMS};
+use crate::net::Network;
+
+use super::ratio;
+
+/// A run of h2load by path and streams.
+fn run<'a>(n: &'a Network, path: &str, streams: usize) -> Option<&'a Run> {
+    n.h2load
+        .iter()
+        .find(|r| r.streams == streams && r.path.starts_with(path))
+}
+
+pub fn h2load(md: &mut String, n: &Network) {
+    let _ = writeln!(md, "## Under load (h2load)\n");
+    let _ = writeln!(
+        md,
+        "nghttp2's `h2load` drives unary gRPC `GetCustomer` calls (one connection, 1, 16 or 64 concurrent streams, {} s after 1 s of warm-up each) at the demo app directly, through the plain pass-through proxy (`purposegate-baseline pass-through`, its own process), and through the sidecar: every call a cache hit, then with one call in twenty to a second method (`Echo`) and a cache of one entry, so that call and the one after it miss (the share measured from the sidecar's counters is shown). Requests per second and latency are as h2load prints them; h2load, the app, the proxies and the server share the 2 cores.\n",
+        3
+    );
+    let _ = writeln!(
+        md,
+        "| path | streams | req/s | mean | sd | min | max | misses | sidecar CPU | vs pass-through |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for streams in STREAMS {
+        let pass = run(n, "plain", streams);
+        for r in n.h2load.iter().filter(|r| r.streams == streams) {
+            let [min, max, mean, sd] = &r.latency;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {mean} | {sd} | {min} | {max} | {} | {} | {:.2}x |",
+                r.path,
+                r.streams,
+                r.requests_per_second,
+                r.miss_share
+                    .map_or("".to_string(), |m| format!("{:.1}%", m * 100.0)),
+                r.sidecar_cores
+                    .map_or("".to_string(), |c| format!("{c:.2} cores")),
+                pass.map_or(0.0, |p| ratio(r.requests_per_second, p.requests_per_second)),
+            );
+        }
+    }
+    if let (Some(hit), Some(pass)) = (run(n, "sidecar, every call a hit", 64), run(n, "plain", 64))
+    {
+        let r = ratio(hit.requests_per_second, pass.requests_per_second);
+        let _ = writeln!(
+            md,
+            "\n| goal | measured | met |\n|---|---:|:---:|\n| sidecar throughput at least 0.95x the pass-through proxy at 64 streams (all hits) | {r:.2}x | {} |\n",
+            if r >= 0.95 { "yes" } else { "no" }
+        );
+    }
+}
+
+/// Resident memory of the sidecar: idle, and with 100,000 decisions.
+fn sidecar_memory(n: &Network) -> Option<(f64, f64, f64)> {
+    let idle = n.memory.iter().find(|m| m.what == "sidecar, idle")?;
+    let full = n
+        .memory
+        .iter()
+        .find(|m| m.what.starts_with("sidecar, ") && m.what.ends_with("cached decisions"))?;
+    let count: f64 = full
+        .what
+        .trim_start_matches("sidecar, ")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((idle.resident_kib as f64, full.resident_kib as f64, count))
+}
+
+pub fn memory_goal(md: &mut String, n: &Network) {
+    if let Some((_, full, count)) = sidecar_memory(n) {
+        let mib = full / 1024.0;
+        let _ = writeln!(
+            md,
+            "\n| goal | measured | met |\n|---|---:|:---:|\n| sidecar resident memory with {count:.0} distinct cached decisions at most 40 MiB | {mib:.1} MiB | {} |\n",
+            if mib <= 40.0 { "yes" } else { "no" }
+        );
+    }
+}
+
+pub fn scale(md: &mut String, n: &Network) {
+    let _ = writeln!(md, "## Scale on paper\n");
+    // The server: the most Checks per CPU second of any throughput run.
+    let server = n
+        .throughput
+        .iter()
+        .filter(|t| t.name.starts_with("purposegate") && t.server_cores > 0.0)
+        .map(|t| (t.calls_per_second / t.server_cores, t))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    // The sidecar: calls per CPU second on hits at 64 streams.
+    let sidecar = run(n, "sidecar, every call a hit", 64).and_then(|r| {
+        let cores = r.sidecar_cores?;
+        // Cores used is a rate over the whole run, warm-up included, as
+        // the calls per second are over its measured part.
+        (cores > 0.0).then(|| r.requests_per_second / cores)
+    });
+    let (Some((server_per_core, at)), Some(sidecar_per_core)) = (server, sidecar) else {
+        let _ = writeln!(md, "(the run lacks the figures to derive from)\n");
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "From this run: one server core decides about **{server_per_core:.0} Checks/s** ({:.0} calls/s on {} channels with {} in flight, the server using {:.2} cores), and one sidecar core passes about **{sidecar_per_core:.0} calls/s** on cache hits (h2load, 64 streams). Both are upper bounds of what this shared 2-core machine shows, with the clients on the same cores.\n",
+        at.calls_per_second, at.channels, at.in_flight, at.server_cores
+    );
+    let _ = writeln!(
+        md,
+        "**Server replicas.** N pods each making R data calls/s with a cache hit ratio h ask the server N·R·(1−h) Checks/s. At half a core's capacity per server core (headroom for bursts and reloads), a deployment needs ⌈N·R·(1−h) / ({:.0} · cores per replica)⌉ replicas, and at least two for availability. For example:\n",
+        server_per_core / 2.0
+    );
+    let _ = writeln!(
+        md,
+        "| pods N | calls/s per pod R | hit ratio h | Checks/s at the server | server cores needed |\n|---:|---:|---:|---:|---:|"
+    );
+    for (pods, rate, hit) in [
+        (100.0, 100.0, 0.99),
+        (1000.0, 100.0, 0.95),
+        (1000.0, 1000.0, 0.99),
+        (10_000.0, 200.0, 0.9),
+    ] {
+        let checks = pods * rate * (1.0 - hit);
+        let _ = writeln!(
+            md,
+            "| {pods:.0} | {rate:.0} | {hit:.2} | {checks:.0} | {:.1} |",
+            checks / (server_per_core / 2.0)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n**Sidecar CPU.** A pod making R calls/s spends about R / {sidecar_per_core:.0} of a core in its sidecar on hits (a miss adds a Check round trip, not CPU: the sidecar waits)."
+    );
+    if let Some((idle, full, count)) = sidecar_memory(n) {
+        let per_entry = (full - idle) * 1024.0 / count;
+        let _ = writeln!(
+            md,
+            "\n**Cache memory.** Measured: {:.1} MiB idle, {:.1} MiB with {count:.0} decisions: about {per_entry:.0} bytes per cached decision, all in. Per pod:\n",
+            idle / 1024.0,
+            full / 1024.0
+        );
+        let _ = writeln!(
+            md,
+            "| distinct questions cached | cache memory | sidecar resident |\n|---:|---:|---:|"
+        );
+        for keys in [1_000.0, 10_000.0, 100_000.0] {
+            let cache = keys * per_entry / (1024.0 * 1024.0);
+            let _ = writeln!(
+                md,
+                "| {keys:.0} | {cache:.1} MiB | {:.1} MiB |",
+                idle / 1024.0 + cache
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nThe cache is bounded by `--cache-max-bytes` (16 MiB by default) and `--cache-max-entries`; the distinct questions of a pod are its callers × purposes × categories × the facts they vary (tenants, roles, de-identification), not its request rate.\n"
+        );
+    }
+}
