@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release -p purposegate-bench
 //!
-//! `purposegate-bench cache` (or `engines`, `scaling`, `network`) measures
+//! `purposegate-bench cache` (or `engines`, `decide`, `scaling`, `network`) measures
 //! one part only and prints it, writing nothing: for working on that part.
 //!
 //! It first checks that the three engines agree on every generated request
@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use purposegate_bench::peers::{Cedar, Rego};
 use purposegate_bench::requests;
-use purposegate_bench::timing::{Sample, per_op};
+use purposegate_bench::timing::{Sample, per_op, reference};
 use purposegate_engine::default_policy;
 
 /// Requests the engines must agree on before anything is timed.
@@ -109,8 +109,18 @@ fn engines(policy: &purposegate_engine::Policy) -> Result<(usize, Vec<Sample>), 
     ))
 }
 
+/// Pins the calling thread to the machine's last core; whether it could.
+fn pin_to_one_core() -> bool {
+    core_affinity::get_core_ids()
+        .and_then(|cores| cores.last().copied())
+        .is_some_and(core_affinity::set_for_current)
+}
+
 /// One part of the run, printed, nothing written.
 fn run_part(part: &str) -> Result<(), String> {
+    if part != "network" {
+        pin_to_one_core();
+    }
     match part {
         "cache" => cachehit::run().map(drop),
         "scaling" => scaling::run().map(drop),
@@ -121,8 +131,28 @@ fn run_part(part: &str) -> Result<(), String> {
             .block_on(net::run())
             .map(drop),
         "engines" => engines(&default_policy::load().map_err(|d| d.to_string())?).map(drop),
+        "decide" => {
+            // Only purposegate's decisions on the timed mix: the part to
+            // run under a profiler (callgrind counts its instructions).
+            let policy = default_policy::load().map_err(|d| d.to_string())?;
+            let mut timed: Vec<_> = requests::generate(AGREEMENT_REQUESTS, 7)
+                .into_iter()
+                .take(TIMED_REQUESTS)
+                .collect();
+            let sample = Sample::new(
+                "purposegate",
+                per_op(&mut timed, 15, 64, |r| {
+                    std::hint::black_box(policy.evaluate(std::hint::black_box(r)));
+                }),
+            );
+            println!(
+                "purposegate: median {:.0} ns, p99 {:.0} ns ({} runs)",
+                sample.median_ns, sample.p99_ns, sample.runs
+            );
+            Ok(())
+        }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, scaling or network (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling or network (or nothing, for the whole run)"
         )),
     }
 }
@@ -143,20 +173,41 @@ fn run() -> Result<(), String> {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let policy = default_policy::load().map_err(|d| d.to_string())?;
-    let (permits, engines) = engines(&policy)?;
-
-    // 3. Scaling.
-    let scaling = scaling::run()?;
-
-    // 4. The sidecar's cache hit, in process.
-    let cache_hit = cachehit::run()?;
+    // The in-process parts run on one core: a thread the scheduler moves
+    // between cores starts cold on the new one, and here that alone made
+    // the same decision's median jump between about 270 and 460 ns from
+    // one run to the next. Cedar and regorus are timed on the same core.
+    let in_process = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let pinned = pin_to_one_core();
+                // The machine's speed, gauged before and after each part.
+                let mut machine = vec![reference("before the engines")];
+                let (permits, engines) = engines(&policy)?;
+                machine.push(reference("after the engines"));
+                // 3. Scaling.
+                let scaling = scaling::run()?;
+                // 4. The sidecar's cache hit, in process.
+                let cache_hit = cachehit::run()?;
+                Ok::<_, String>((pinned, machine, permits, engines, scaling, cache_hit))
+            })
+            .join()
+            .map_err(|_| "the in-process parts stopped".to_string())?
+    });
+    let (pinned, mut machine, permits, engines, scaling, cache_hit) = in_process?;
+    println!("in-process parts pinned to one core: {pinned}");
 
     // 5. Over the network: server, sidecar, memory.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    machine.push(reference("before the network parts"));
     let network = runtime.block_on(net::run())?;
+    machine.push(reference("after the network parts"));
+    for m in &machine {
+        println!("reference work {}: median {:.0} ns", m.name, m.median_ns);
+    }
 
     report::write(
         &root,
@@ -167,6 +218,7 @@ fn run() -> Result<(), String> {
             scaling,
             cache_hit,
             network,
+            machine,
         },
     )
 }

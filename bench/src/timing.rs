@@ -60,3 +60,31 @@ pub fn per_op<T>(
     }
     values
 }
+
+/// A fixed piece of pure CPU work (a xorshift walk over a small table,
+/// 4,096 steps), timed as [`per_op`] times an operation: the run's gauge of
+/// how fast this shared machine is at the moment. Its median moves with
+/// the host's load as every figure of the run does, so a goal in absolute
+/// time can be read against it.
+pub fn reference(name: &str) -> Sample {
+    let mut table = [0u64; 256];
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for slot in table.iter_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *slot = state;
+    }
+    let mut inputs = [state];
+    let values = per_op(&mut inputs, 400, 4, |s| {
+        let mut x = *s;
+        for _ in 0..4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x = x.wrapping_add(table.get((x & 0xff) as usize).copied().unwrap_or(0));
+        }
+        *s = std::hint::black_box(x);
+    });
+    Sample::new(name, values)
+}

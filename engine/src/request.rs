@@ -122,6 +122,17 @@ impl DecisionRequest {
         if self.purpose.is_empty() {
             return Err(invalid("purpose", "must not be empty".into()));
         }
+        self.validate_facts()
+    }
+
+    /// The checks of [`DecisionRequest::validate`] but the purpose's: for
+    /// the reverse question, which asks without one
+    /// ([`crate::Policy::permitted_purposes`]).
+    pub fn validate_facts(&self) -> Result<(), InvalidRequest> {
+        let invalid = |field: &str, problem: String| InvalidRequest {
+            field: field.to_string(),
+            problem,
+        };
         if self.resource.category.is_empty() {
             return Err(invalid("resource.category", "must not be empty".into()));
         }
@@ -147,12 +158,17 @@ impl DecisionRequest {
     /// Every field within its documented limit, so no caller can make a
     /// decision (or its cache entry, log line or reason) large.
     fn check_sizes(&self) -> Result<(), (String, String)> {
+        // A field's name is written only for the one that is too large:
+        // checking a valid request formats nothing.
+        let long = |field: String, value: &str, max: usize| -> Result<(), (String, String)> {
+            Err((
+                field,
+                format!("is {} bytes long; at most {max} are accepted", value.len()),
+            ))
+        };
         let text = |field: &str, value: &str, max: usize| -> Result<(), (String, String)> {
             if value.len() > max {
-                return Err((
-                    field.to_string(),
-                    format!("is {} bytes long; at most {max} are accepted", value.len()),
-                ));
+                return long(field.to_string(), value, max);
             }
             Ok(())
         };
@@ -164,7 +180,9 @@ impl DecisionRequest {
                 ));
             }
             for (i, v) in values.iter().enumerate() {
-                text(&format!("{field}[{i}]"), v, MAX_ID_BYTES)?;
+                if v.len() > MAX_ID_BYTES {
+                    return long(format!("{field}[{i}]"), v, MAX_ID_BYTES);
+                }
             }
             Ok(())
         };
@@ -180,8 +198,12 @@ impl DecisionRequest {
                     ));
                 }
                 for (k, v) in values {
-                    text(&format!("{field} key"), k, MAX_ID_BYTES)?;
-                    text(&format!("{field}[{k}]"), v, MAX_TEXT_BYTES)?;
+                    if k.len() > MAX_ID_BYTES {
+                        return long(format!("{field} key"), k, MAX_ID_BYTES);
+                    }
+                    if v.len() > MAX_TEXT_BYTES {
+                        return long(format!("{field}[{k}]"), v, MAX_TEXT_BYTES);
+                    }
                 }
                 Ok(())
             };
