@@ -107,7 +107,8 @@ pub fn write(bench_dir: &Path, report: &Report) -> Result<(), String> {
     )?;
     scaling_plot(&results.join("scaling.svg"), &report.scaling)?;
     let root = bench_dir.parent().ok_or("bench/ has no parent")?;
-    std::fs::write(root.join("BENCHMARKS.md"), markdown(report, speed)).map_err(|e| e.to_string())?;
+    std::fs::write(root.join("BENCHMARKS.md"), markdown(report, speed))
+        .map_err(|e| e.to_string())?;
     println!("wrote bench/results/latest.json, bench/results/*.svg and BENCHMARKS.md");
     Ok(())
 }
