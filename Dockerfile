@@ -24,5 +24,5 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/purposegate-server /out/purposegate-sidecar /usr/local/bin/
 USER 65532:65532
 # gRPC, metrics, webhook; the sidecar's proxy, local API and metrics.
-EXPOSE 50051 9090 8443 15001 15002 15090
+EXPOSE 50051 8181 9090 8443 15001 15002 15090
 ENTRYPOINT ["/usr/local/bin/purposegate-server"]

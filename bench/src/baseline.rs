@@ -108,6 +108,12 @@ impl pb::decision_service_server::DecisionService for Bare {
     ) -> Result<tonic::Response<pb::CheckBatchResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("bare"))
     }
+    async fn permitted_purposes(
+        &self,
+        _request: tonic::Request<pb::CheckRequest>,
+    ) -> Result<tonic::Response<pb::PermittedPurposesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("bare"))
+    }
     type WatchPolicyStream = tokio_stream::Empty<Result<pb::PolicyRevision, tonic::Status>>;
     async fn watch_policy(
         &self,

@@ -88,6 +88,14 @@ impl Policy {
                 Reason::unknown_purpose(self, &req.purpose),
             );
         };
+        self.evaluate_purpose(purpose, req)
+    }
+
+    /// Decides a valid request for the declared `purpose` (the request's
+    /// own purpose field is not read): what [`Policy::evaluate`] answers
+    /// once the purpose is found, and what the reverse question asks of
+    /// every purpose.
+    pub(crate) fn evaluate_purpose(&self, purpose: NodeIdx, req: &DecisionRequest) -> Evaluation {
         // Purposes bound to identity: a claim outside the policy's `claims`
         // is denied before any rule is looked at.
         if let Some(claims) = self.claims() {
@@ -190,7 +198,7 @@ impl Policy {
             mine.iter().map(|c| c.id.clone()).collect(),
             format!(
                 "subject `{subject}` may not claim purpose `{}`; it may claim {}",
-                req.purpose,
+                self.purposes().id(purpose),
                 may.join(", ")
             ),
         ))

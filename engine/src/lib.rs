@@ -15,11 +15,12 @@ mod decode;
 mod diagnostic;
 mod eval;
 mod glob;
-mod json;
+pub mod json;
 mod load;
 mod matrix;
 mod model;
 mod policy;
+mod purposes;
 mod reason;
 mod request;
 mod suggest;
@@ -41,6 +42,7 @@ pub use model::{
     Settings, StateTest, Taxonomy, TaxonomyNode,
 };
 pub use policy::{Policy, RuleIdx};
+pub use purposes::{PermittedPurpose, PermittedPurposes};
 pub use reason::Reason;
 pub use request::{
     Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,

@@ -163,6 +163,21 @@ impl Taxonomy {
             .map(|(i, _)| i)
     }
 
+    /// Every node in tree order: each root in declaration order, then its
+    /// subtree, children in declaration order (depth first).
+    pub fn tree_order(&self) -> Vec<NodeIdx> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<NodeIdx> = self.roots().collect();
+        stack.reverse();
+        while let Some(idx) = stack.pop() {
+            out.push(idx);
+            if let Some(node) = self.node(idx) {
+                stack.extend(node.children.iter().rev());
+            }
+        }
+        out
+    }
+
     /// `idx` and each of its ancestors, innermost first.
     pub fn self_and_ancestors(&self, idx: NodeIdx) -> impl Iterator<Item = NodeIdx> + '_ {
         std::iter::successors(Some(idx), move |&i| self.node(i).and_then(|n| n.parent))

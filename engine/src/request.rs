@@ -125,6 +125,20 @@ impl DecisionRequest {
         self.validate_facts()
     }
 
+    /// The checks of the reverse question
+    /// ([`crate::Policy::permitted_purposes`]): the purpose left empty,
+    /// every other field as [`DecisionRequest::validate`] checks it.
+    pub fn validate_without_purpose(&self) -> Result<(), InvalidRequest> {
+        if !self.purpose.is_empty() {
+            return Err(InvalidRequest {
+                field: "purpose".to_string(),
+                problem: "must be empty: the question is for which purposes the data may be used"
+                    .to_string(),
+            });
+        }
+        self.validate_facts()
+    }
+
     /// The checks of [`DecisionRequest::validate`] but the purpose's: for
     /// the reverse question, which asks without one
     /// ([`crate::Policy::permitted_purposes`]).

@@ -209,6 +209,36 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
+    /// The reverse question is `evaluate` asked for every purpose: the
+    /// purposes it lists, in tree order, are exactly those whose answer is
+    /// PERMIT, each with that answer's rules and obligations.
+    #[test]
+    fn permitted_purposes_are_exactly_the_permits_of_evaluate(
+        rules in prop::collection::vec(rule(), 0..8),
+        req in request(),
+    ) {
+        let policy = load(&rules);
+        let mut facts = req.clone();
+        facts.purpose.clear();
+        let answer = policy.permitted_purposes(&facts).unwrap_or_else(|e| panic!("{e}"));
+        let expected: Vec<(String, Vec<std::sync::Arc<str>>)> = PURPOSES
+            .iter()
+            .filter_map(|p| {
+                let mut asked = req.clone();
+                asked.purpose = (*p).to_string();
+                let e = policy.evaluate(&asked);
+                (e.decision == Decision::Permit).then(|| ((*p).to_string(), e.rule_ids))
+            })
+            .collect();
+        let got: Vec<(String, Vec<std::sync::Arc<str>>)> = answer
+            .purposes
+            .iter()
+            .map(|p| (p.purpose.to_string(), p.rule_ids.clone()))
+            .collect();
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(&answer.policy_revision, policy.revision());
+    }
+
     /// Adding a deny rule never turns a non-permit into a permit.
     #[test]
     fn adding_a_deny_never_creates_a_permit(

@@ -15,6 +15,27 @@ pub fn request(
     req: pb::CheckRequest,
     prefix: &str,
 ) -> Result<engine::DecisionRequest, InvalidRequest> {
+    checked(req, prefix, engine::DecisionRequest::validate)
+}
+
+/// Converts the `CheckRequest` of `PermittedPurposes`: every field as
+/// [`request`] checks it, but the purpose, which must be left empty.
+pub fn purposes_request(
+    req: pb::CheckRequest,
+    prefix: &str,
+) -> Result<engine::DecisionRequest, InvalidRequest> {
+    checked(
+        req,
+        prefix,
+        engine::DecisionRequest::validate_without_purpose,
+    )
+}
+
+fn checked(
+    req: pb::CheckRequest,
+    prefix: &str,
+    validate: fn(&engine::DecisionRequest) -> Result<(), InvalidRequest>,
+) -> Result<engine::DecisionRequest, InvalidRequest> {
     let subject = req.subject.unwrap_or_default();
     let resource = req.resource.unwrap_or_default();
     let context = req.context.unwrap_or_default();
@@ -46,7 +67,7 @@ pub fn request(
         supported_obligations: req.supported_obligations,
         request_id: req.request_id,
     };
-    request.validate().map_err(|mut e| {
+    validate(&request).map_err(|mut e| {
         e.field = format!("{prefix}{}", e.field);
         e
     })?;
@@ -120,6 +141,24 @@ pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse 
             decision: decision(m.decision).into(),
             rule_ids: m.rule_ids.iter().map(ToString::to_string).collect(),
         }),
+    }
+}
+
+/// The answer to the reverse question.
+pub fn permitted_purposes(answer: engine::PermittedPurposes) -> pb::PermittedPurposesResponse {
+    pb::PermittedPurposesResponse {
+        purposes: answer
+            .purposes
+            .into_iter()
+            .map(|p| pb::PermittedPurpose {
+                purpose: p.purpose.to_string(),
+                rule_ids: p.rule_ids.iter().map(ToString::to_string).collect(),
+                obligations: p.obligations.iter().map(obligation).collect(),
+            })
+            .collect(),
+        policy_revision: answer.policy_revision.to_string(),
+        ttl_seconds: answer.ttl_seconds,
+        request_id: answer.request_id,
     }
 }
 

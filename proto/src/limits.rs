@@ -259,10 +259,15 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// The limits of `Check` and `CheckBatch` on a port with `max_batch`.
-pub fn decision_limits(max_batch: usize) -> [MethodLimit; 2] {
+pub fn decision_limits(max_batch: usize) -> [MethodLimit; 3] {
     [
         MethodLimit {
             path: "/purposegate.v1.DecisionService/Check",
+            max_bytes: MAX_CHECK_BYTES,
+            max_requests: None,
+        },
+        MethodLimit {
+            path: "/purposegate.v1.DecisionService/PermittedPurposes",
             max_bytes: MAX_CHECK_BYTES,
             max_requests: None,
         },

@@ -166,6 +166,16 @@ pub async fn serve_metrics(
     Ok(bound)
 }
 
+/// Whether the request says its body is JSON (`Content-Type:
+/// application/json`, parameters such as `charset` allowed, any case).
+pub fn sends_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

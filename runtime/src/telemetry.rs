@@ -90,6 +90,26 @@ impl Telemetry {
             .start_with_context(&self.tracer, &parent)
     }
 
+    /// Starts a server span for an HTTP request of `route` (e.g.
+    /// `/access/v1/evaluation`), a child of the caller's trace context
+    /// (W3C `traceparent` in `headers`) if it sent one.
+    pub fn http_span(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        headers: &tonic::codegen::http::HeaderMap,
+    ) -> Span {
+        let parent = parent_context(headers);
+        self.tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", route),
+            ])
+            .start_with_context(&self.tracer, &parent)
+    }
+
     /// Starts an internal span named `name`, a child of `parent`.
     pub fn span(&self, name: &'static str, parent: &Context) -> Span {
         self.tracer

@@ -68,6 +68,9 @@ struct Record {
     purpose: String,
     action: String,
     category: String,
+    /// The resource attribute `id` (AuthZEN's `resource.id`), if given.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    resource_id: String,
     origin: Vec<String>,
     owner_tenant: String,
     decision: Decision,
@@ -100,6 +103,7 @@ impl Record {
             && self.subject == other.subject
             && self.purpose == other.purpose
             && self.category == other.category
+            && self.resource_id == other.resource_id
             && self.tenant == other.tenant
             && self.owner_tenant == other.owner_tenant
             && self.action == other.action
@@ -119,6 +123,7 @@ impl Record {
             + self.purpose.len()
             + self.action.len()
             + self.category.len()
+            + self.resource_id.len()
             + self.origin.iter().map(|o| o.len() + 24).sum::<usize>()
             + self.owner_tenant.len()
             + self.rule_ids.len() * 16
@@ -246,6 +251,12 @@ impl DecisionLog {
             purpose: request.purpose,
             action: request.action,
             category: request.resource.category,
+            resource_id: request
+                .resource
+                .attributes
+                .get("id")
+                .cloned()
+                .unwrap_or_default(),
             origin: request.resource.origin,
             owner_tenant: request.resource.owner_tenant,
             decision: answer.decision,

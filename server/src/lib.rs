@@ -6,6 +6,8 @@
 pub use purposegate_engine as engine;
 
 pub mod audit;
+pub mod authzen;
+pub mod decide;
 pub mod explorer;
 pub mod grpc;
 pub mod metrics;

@@ -49,8 +49,21 @@ pub struct ServeArgs {
     /// its JSON API), or `off`. Keep it off the public network.
     #[arg(long, env = "PURPOSEGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9091", value_parser = parse_listen)]
     pub admin_listen: Listen,
-    /// Largest CheckBatch accepted; larger batches are INVALID_ARGUMENT,
-    /// counted before they are decoded.
+    /// Address to serve the OpenID AuthZEN 1.0 API on (HTTP/1.1 and h2c;
+    /// TLS with --tls-cert), or `off`.
+    #[arg(long, env = "PURPOSEGATE_AUTHZEN_LISTEN", default_value = "0.0.0.0:8181", value_parser = parse_listen)]
+    pub authzen_listen: Listen,
+    /// The AuthZEN PDP's base URL as callers reach it (e.g.
+    /// https://pdp.example.com), for the metadata at
+    /// /.well-known/authzen-configuration [default: the request's scheme and
+    /// Host].
+    #[arg(long, env = "PURPOSEGATE_AUTHZEN_BASE_URL", value_parser = crate::authzen::parse_base_url)]
+    pub authzen_base_url: Option<String>,
+    /// Largest AuthZEN request body (e.g. 1Mi); larger ones are 413.
+    #[arg(long, env = "PURPOSEGATE_AUTHZEN_MAX_BODY", default_value = "1Mi", value_parser = purposegate_runtime::units::parse_bytes)]
+    pub authzen_max_body: usize,
+    /// Largest CheckBatch (and AuthZEN evaluations) accepted; larger
+    /// batches are INVALID_ARGUMENT (400), counted before they are decoded.
     #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
     /// WatchPolicy streams open at once; more are RESOURCE_EXHAUSTED.
@@ -370,14 +383,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let tls_failures = metrics.tls_handshake_failures.clone();
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");
+    let metrics_authzen_refused = metrics.connections_refused("authzen");
+    let decider =
+        crate::decide::Decider::new(store.clone(), decision_log, metrics, telemetry.clone());
     let decisions = DecisionServer::new(
-        store.clone(),
+        decider.clone(),
         args.max_batch,
         args.max_watchers,
         shutdown_rx.clone(),
-        decision_log,
-        metrics,
-        telemetry.clone(),
     );
 
     if let (Some(addr), Some(cert), Some(key), Some(template)) = (
@@ -406,16 +419,52 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         );
     }
 
-    let tls = purposegate_runtime::tls::TlsFiles::from_flags(
+    let tls_files = purposegate_runtime::tls::TlsFiles::from_flags(
         args.tls_cert.as_ref(),
         args.tls_key.as_ref(),
         args.tls_client_ca.as_ref(),
-    )?
-    .map(|files| {
-        purposegate_runtime::tls::ServerTls::new(files, &[b"h2"])
-            .map(|tls| tls.counting_failures(tls_failures))
-    })
-    .transpose()?;
+    )?;
+    let authzen = match args.authzen_listen {
+        Listen(None) => None,
+        Listen(Some(addr)) => {
+            let tls = tls_files
+                .clone()
+                .map(|files| {
+                    purposegate_runtime::tls::ServerTls::new(files, &[b"h2", b"http/1.1"])
+                        .map(|tls| tls.counting_failures(tls_failures.clone()))
+                })
+                .transpose()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--authzen-listen): {e}"))?;
+            let api = Arc::new(crate::authzen::AuthZen::new(
+                decider.clone(),
+                args.max_batch,
+                args.authzen_max_body,
+                args.authzen_base_url.clone(),
+                tls.is_some(),
+            ));
+            let face = purposegate_runtime::listen::Face {
+                name: "authzen",
+                limits: purposegate_runtime::listen::Limits::default(),
+                protocols: purposegate_runtime::listen::Protocols::Both,
+                tls,
+                refused: metrics_authzen_refused,
+            };
+            Some(crate::authzen::serve(
+                listener,
+                face,
+                shutdown_rx.clone(),
+                api,
+            )?)
+        }
+    };
+    let tls = tls_files
+        .map(|files| {
+            purposegate_runtime::tls::ServerTls::new(files, &[b"h2"])
+                .map(|tls| tls.counting_failures(tls_failures))
+        })
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -463,7 +512,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     )
     .await;
     let _ = shutdown_tx.send(true);
-    purposegate_runtime::listen::drain(&[&served], drain).await;
+    let mut listeners = vec![&served];
+    listeners.extend(authzen.as_ref());
+    purposegate_runtime::listen::drain(&listeners, drain).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }

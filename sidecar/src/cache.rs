@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use prost::Message;
 use purposegate_proto::v1 as pb;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -45,6 +44,81 @@ use crate::metrics::CacheMetrics;
 
 /// An answer as the cache hands it out: shared, never copied.
 pub type Answer = Arc<pb::CheckResponse>;
+
+/// What the cache keeps: an answer of the PDP (`Check`'s, or
+/// `PermittedPurposes`'), with what the cache reads of it.
+pub trait Cacheable: prost::Message + PartialEq + Default + Clone + Send + Sync + 'static {
+    /// How long the PDP lets it be cached.
+    fn ttl_seconds(&self) -> u32;
+    /// The revision that decided it.
+    fn policy_revision(&self) -> &str;
+    /// Whether it lets anything through: kept for its TTL; others at most
+    /// `--cache-deny-ttl`.
+    fn lets_through(&self) -> bool;
+    /// The caller's request id is the caller's, not the answer's.
+    fn clear_request_id(&mut self);
+    /// The bytes it takes on the heap.
+    fn heap_bytes(&self) -> usize;
+}
+
+impl Cacheable for pb::CheckResponse {
+    fn ttl_seconds(&self) -> u32 {
+        self.ttl_seconds
+    }
+
+    fn policy_revision(&self) -> &str {
+        &self.policy_revision
+    }
+
+    fn lets_through(&self) -> bool {
+        self.decision() == pb::Decision::Permit
+    }
+
+    fn clear_request_id(&mut self) {
+        self.request_id.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        answer_bytes(self)
+    }
+}
+
+impl Cacheable for pb::PermittedPurposesResponse {
+    fn ttl_seconds(&self) -> u32 {
+        self.ttl_seconds
+    }
+
+    fn policy_revision(&self) -> &str {
+        &self.policy_revision
+    }
+
+    fn lets_through(&self) -> bool {
+        !self.purposes.is_empty()
+    }
+
+    fn clear_request_id(&mut self) {
+        self.request_id.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        ANSWER_OVERHEAD
+            + self.policy_revision.len()
+            + self.request_id.len()
+            + self
+                .purposes
+                .iter()
+                .map(|p| {
+                    STRING
+                        + p.purpose.len()
+                        + p.rule_ids.iter().map(|r| r.len() + STRING).sum::<usize>()
+                        + p.obligations
+                            .iter()
+                            .map(|o| o.id.len() + STRING + pairs(&o.params))
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
 
 /// What an entry costs besides its question's bytes: its place in the map
 /// (digest, entry, the table's spare room) and the question's allocation.
@@ -60,13 +134,15 @@ const MAP_NODE: usize = 16;
 /// each is counted until it leaves its queue.
 const SLOT_BYTES: usize = 64;
 
+/// The bytes of a map of strings.
+fn pairs(m: &HashMap<String, String>) -> usize {
+    m.iter()
+        .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
+        .sum::<usize>()
+}
+
 /// The bytes an answer takes on the heap.
 fn answer_bytes(answer: &pb::CheckResponse) -> usize {
-    let pairs = |m: &HashMap<String, String>| {
-        m.iter()
-            .map(|(k, v)| k.len() + v.len() + 2 * STRING + MAP_NODE)
-            .sum::<usize>()
-    };
     ANSWER_OVERHEAD
         + answer.reason.len()
         + answer.policy_revision.len()
@@ -130,9 +206,9 @@ impl Hasher for Digested {
 }
 
 #[derive(Debug)]
-struct Cached {
+struct Cached<A> {
     question: Box<[u8]>,
-    answer: Answer,
+    answer: Arc<A>,
     /// The digest of the answer's content, its place in the table of
     /// answers; `None` when it has a copy of its own.
     shared_as: Option<u64>,
@@ -155,16 +231,25 @@ struct Slot {
     dead_at: u64,
 }
 
-type Pending = Arc<OnceCell<Result<Answer, tonic::Status>>>;
+type Pending<A> = Arc<OnceCell<Result<Arc<A>, tonic::Status>>>;
 
 /// What the cache changes only under its lock: the queues (insertion
 /// order of the entries, one per kind of TTL, permits and denials, so each
 /// is also in order of expiry) and the table of answers.
-#[derive(Debug, Default)]
-struct Books {
+#[derive(Debug)]
+struct Books<A> {
     queues: [VecDeque<Slot>; 2],
     /// Each answer once, by the digest of its content.
-    answers: HashMap<u64, Answer>,
+    answers: HashMap<u64, Arc<A>>,
+}
+
+impl<A> Default for Books<A> {
+    fn default() -> Self {
+        Books {
+            queues: Default::default(),
+            answers: HashMap::new(),
+        }
+    }
 }
 
 /// The revision the cache answers for, and its generation: a number that
@@ -187,16 +272,18 @@ pub struct CacheLimits {
     pub deny_ttl: Duration,
 }
 
+/// Answers of `Check` by default; `DecisionCache<pb::PermittedPurposesResponse>`
+/// keeps those of the reverse question.
 #[derive(Debug)]
-pub struct DecisionCache {
+pub struct DecisionCache<A = pb::CheckResponse> {
     /// Entries by the digest of their question.
-    entries: DashMap<u64, Cached, BuildHasherDefault<Digested>>,
+    entries: DashMap<u64, Cached<A>, BuildHasherDefault<Digested>>,
     /// Flights by the generation and question they ask.
-    in_flight: DashMap<Flight, Pending>,
+    in_flight: DashMap<Flight, Pending<A>>,
     /// Keyed with random keys of this process, so no caller can choose
     /// questions whose digests collide.
     hasher: RandomState,
-    books: Mutex<Books>,
+    books: Mutex<Books<A>>,
     bytes: AtomicUsize,
     /// Entries held (`DashMap::len` would lock every shard).
     count: AtomicUsize,
@@ -221,7 +308,7 @@ fn millis(d: Duration) -> u64 {
         .saturating_add(u64::from(d.subsec_millis()))
 }
 
-impl DecisionCache {
+impl<A: Cacheable> DecisionCache<A> {
     pub fn new(limits: CacheLimits, metrics: CacheMetrics) -> Self {
         DecisionCache {
             entries: DashMap::default(),
@@ -272,10 +359,10 @@ impl DecisionCache {
         &self,
         req: &pb::CheckRequest,
         ask: F,
-    ) -> Result<(Answer, Source), tonic::Status>
+    ) -> Result<(Arc<A>, Source), tonic::Status>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<pb::CheckResponse, tonic::Status>>,
+        Fut: Future<Output = Result<A, tonic::Status>>,
     {
         let revision = self.revision.load();
         let generation = revision.generation;
@@ -350,7 +437,7 @@ impl DecisionCache {
         millis(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    fn fresh(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Answer> {
+    fn fresh(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Arc<A>> {
         let entry = self.entries.get(&digest)?;
         (entry.generation == generation
             && *entry.question == *question
@@ -358,7 +445,7 @@ impl DecisionCache {
         .then(|| entry.answer.clone())
     }
 
-    fn stale(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Answer> {
+    fn stale(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Arc<A>> {
         if self.stale_ms == 0 {
             return None;
         }
@@ -371,20 +458,14 @@ impl DecisionCache {
 
     /// Keeps `answer` for `question` (asked under `revision`) for its TTL,
     /// and gives it back shared.
-    fn store(
-        &self,
-        digest: u64,
-        question: &[u8],
-        revision: &Revision,
-        mut answer: pb::CheckResponse,
-    ) -> Answer {
+    fn store(&self, digest: u64, question: &[u8], revision: &Revision, mut answer: A) -> Arc<A> {
         // An answer from another revision than the question's (a reload the
         // watch has not announced yet) is used once, not cached.
-        if answer.ttl_seconds == 0 || answer.policy_revision != revision.id {
+        if answer.ttl_seconds() == 0 || answer.policy_revision() != revision.id {
             return Arc::new(answer);
         }
-        let permit = answer.decision() == pb::Decision::Permit;
-        let mut ttl = Duration::from_secs(u64::from(answer.ttl_seconds));
+        let permit = answer.lets_through();
+        let mut ttl = Duration::from_secs(u64::from(answer.ttl_seconds()));
         if !permit {
             ttl = ttl.min(self.limits.deny_ttl);
         }
@@ -392,8 +473,8 @@ impl DecisionCache {
             return Arc::new(answer);
         }
         // What the caller asked with is the caller's, not the answer's.
-        answer.request_id.clear();
-        let answer_cost = answer_bytes(&answer);
+        answer.clear_request_id();
+        let answer_cost = answer.heap_bytes();
         let entry_cost = ENTRY_OVERHEAD + question.len();
         if entry_cost + answer_cost + SLOT_BYTES > self.limits.max_bytes {
             return Arc::new(answer);
@@ -471,7 +552,7 @@ impl DecisionCache {
 
     /// Gives back what an entry that left the map counted: its bytes, and
     /// its answer's if it held the last copy the table shares.
-    fn release(&self, answers: &mut HashMap<u64, Answer>, gone: Cached) {
+    fn release(&self, answers: &mut HashMap<u64, Arc<A>>, gone: Cached<A>) {
         self.bytes.fetch_sub(gone.bytes as usize, Ordering::Relaxed);
         let Some(content) = gone.shared_as else {
             return;
@@ -484,18 +565,18 @@ impl DecisionCache {
         {
             answers.remove(&content);
             self.bytes
-                .fetch_sub(answer_bytes(&gone.answer), Ordering::Relaxed);
+                .fetch_sub(gone.answer.heap_bytes(), Ordering::Relaxed);
         }
     }
 
     /// Drops the answers of the table no one holds any more (a hit held one
     /// while its last entry went).
-    fn drop_unheld_answers(&self, books: &mut Books) {
+    fn drop_unheld_answers(&self, books: &mut Books<A>) {
         let mut freed = 0;
         books.answers.retain(|_, answer| {
             let unheld = Arc::strong_count(answer) == 1;
             if unheld {
-                freed += answer_bytes(answer);
+                freed += answer.heap_bytes();
             }
             !unheld
         });
@@ -504,7 +585,7 @@ impl DecisionCache {
 
     /// Drops the entry of the oldest slot of either queue; false when both
     /// are empty.
-    fn evict_oldest(&self, books: &mut Books) -> bool {
+    fn evict_oldest(&self, books: &mut Books<A>) -> bool {
         let Books { queues, answers } = books;
         let [permits, denials] = queues;
         let queue = match (permits.front(), denials.front()) {
@@ -530,7 +611,7 @@ impl DecisionCache {
 
     /// Removes the entry a slot stands for, unless a later store replaced
     /// it. True if an entry went.
-    fn remove(&self, answers: &mut HashMap<u64, Answer>, slot: &Slot) -> bool {
+    fn remove(&self, answers: &mut HashMap<u64, Arc<A>>, slot: &Slot) -> bool {
         match self
             .entries
             .remove_if(&slot.digest, |_, cached| cached.serial == slot.serial)
@@ -545,7 +626,7 @@ impl DecisionCache {
     }
 
     /// Drops entries past their TTL and the stale window, oldest first.
-    fn sweep_locked(&self, books: &mut Books, now: u64) -> usize {
+    fn sweep_locked(&self, books: &mut Books<A>, now: u64) -> usize {
         let Books { queues, answers } = books;
         let mut swept = 0;
         for queue in queues.iter_mut() {
@@ -621,13 +702,13 @@ impl DecisionCache {
 
 /// Removes a flight from the in-flight map when it ends, unless a newer
 /// flight for the same question has taken its place.
-struct Landed<'a> {
-    in_flight: &'a DashMap<Flight, Pending>,
+struct Landed<'a, A> {
+    in_flight: &'a DashMap<Flight, Pending<A>>,
     flight: &'a Flight,
-    cell: &'a Pending,
+    cell: &'a Pending<A>,
 }
 
-impl Drop for Landed<'_> {
+impl<A> Drop for Landed<'_, A> {
     fn drop(&mut self) {
         self.in_flight
             .remove_if(self.flight, |_, flight| Arc::ptr_eq(flight, self.cell));

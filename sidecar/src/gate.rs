@@ -16,6 +16,8 @@ use crate::pdp::Pdp;
 #[derive(Debug, Clone)]
 pub struct Gate {
     pub cache: Arc<DecisionCache>,
+    /// Answers of the reverse question (`PermittedPurposes`), apart.
+    pub purposes: Arc<DecisionCache<pb::PermittedPurposesResponse>>,
     pub pdp: Pdp,
     pub telemetry: Option<Telemetry>,
     /// `--dry-run`: decisions are recorded but not enforced.
@@ -80,6 +82,63 @@ impl Gate {
             "decided"
         );
         lookup
+    }
+
+    /// The reverse question for `request` (its purpose left empty): from
+    /// the cache, or asked of the PDP once for all concurrent askers. A
+    /// `purposegate.permitted_purposes` span, a child of `parent`.
+    pub async fn permitted_purposes(
+        &self,
+        request: &pb::CheckRequest,
+        parent: &Context,
+    ) -> (
+        Result<Arc<pb::PermittedPurposesResponse>, tonic::Status>,
+        Source,
+    ) {
+        let cx = self
+            .telemetry
+            .as_ref()
+            .map(|t| parent.with_span(t.span("purposegate.permitted_purposes", parent)));
+        let ask = || {
+            let mut outgoing = tonic::Request::new(request.clone());
+            if let Some(cx) = &cx {
+                inject_context(cx, outgoing.metadata_mut().as_mut());
+            }
+            self.pdp.permitted_purposes(outgoing)
+        };
+        let (answer, source) = match self.purposes.get_or_ask(request, ask).await {
+            Ok((answer, source)) => (Ok(answer), source),
+            Err(status) => (Err(status), Source::Miss),
+        };
+        if let Some(cx) = cx {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new("purposegate.cache", source.as_str()));
+            match &answer {
+                Ok(answer) => {
+                    let purposes: Vec<StringValue> = answer
+                        .purposes
+                        .iter()
+                        .map(|p| p.purpose.clone().into())
+                        .collect();
+                    span.set_attributes([
+                        KeyValue::new(
+                            "purposegate.permitted_purposes",
+                            Value::Array(purposes.into()),
+                        ),
+                        KeyValue::new(
+                            "purposegate.policy_revision",
+                            answer.policy_revision.clone(),
+                        ),
+                    ]);
+                }
+                Err(status) => span.set_status(SpanStatus::error(format!(
+                    "the decision point could not answer: {}",
+                    status.message()
+                ))),
+            }
+            span.end();
+        }
+        (answer, source)
     }
 
     /// Records a call refused before any decision could be asked (no

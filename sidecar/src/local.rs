@@ -137,6 +137,32 @@ impl DecisionService for LocalDecisions {
         Ok(Response::new(pb::CheckBatchResponse { responses }))
     }
 
+    async fn permitted_purposes(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::PermittedPurposesResponse>, Status> {
+        let parent = self
+            .gate
+            .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
+        let req = request.into_inner();
+        purposegate_proto::convert::purposes_request(req.clone(), "")
+            .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
+        let (answer, source) = self.gate.permitted_purposes(&req, &parent).await;
+        match answer {
+            Ok(answer) => {
+                let mut answer = Arc::unwrap_or_clone(answer);
+                answer.request_id.clone_from(&req.request_id);
+                let mut response = Response::new(answer);
+                response.metadata_mut().insert(
+                    "x-purposegate-cache",
+                    tonic::metadata::MetadataValue::from_static(source.as_str()),
+                );
+                Ok(response)
+            }
+            Err(status) => Err(not_answered(&status)),
+        }
+    }
+
     type WatchPolicyStream =
         Pin<Box<dyn Stream<Item = Result<pb::PolicyRevision, Status>> + Send + 'static>>;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use purposegate_proto::limits::MessageLimits;
+use purposegate_proto::v1 as pb;
 use purposegate_proto::v1::decision_service_server::DecisionServiceServer;
 use purposegate_runtime::grpc::set_status;
 use purposegate_runtime::listen::{Face, Limits, Protocols};
@@ -317,6 +318,18 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         metrics.cache.clone(),
     ));
     cache.sweep_every(Duration::from_secs(1));
+    // The reverse question is rarer and its answers larger: an eighth of
+    // the byte bound, the same entry bound and windows.
+    let purposes = Arc::new(DecisionCache::<pb::PermittedPurposesResponse>::new(
+        CacheLimits {
+            max_entries: args.cache_max_entries,
+            max_bytes: args.cache_max_bytes / 8,
+            stale_window: args.stale_if_error,
+            deny_ttl: args.cache_deny_ttl,
+        },
+        metrics.purposes_cache.clone(),
+    ));
+    purposes.sweep_every(Duration::from_secs(1));
     let tls = purposegate_runtime::tls::TlsFiles::from_flags(
         args.tls_cert.as_ref(),
         args.tls_key.as_ref(),
@@ -345,13 +358,14 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     };
     let pdp = Pdp::new(&args.pdp, args.pdp_timeout, pdp_tls)?;
     let (revisions_tx, revisions) = watch::channel(None);
-    pdp.follow_revisions(cache.clone(), revisions_tx);
+    pdp.follow_revisions(cache.clone(), purposes.clone(), revisions_tx);
     let telemetry = purposegate_runtime::telemetry::Telemetry::from_env(
         "purposegate-sidecar",
         metrics.spans_dropped.clone(),
     )?;
     let gate = Gate {
         cache: cache.clone(),
+        purposes,
         pdp,
         telemetry: telemetry.clone(),
         dry_run: args.dry_run,

@@ -27,6 +27,8 @@ pub struct CacheMetrics {
 pub struct SidecarMetrics {
     pub registry: Arc<Registry>,
     pub cache: CacheMetrics,
+    /// Counters of the cache of `PermittedPurposes` answers.
+    pub purposes_cache: CacheMetrics,
     /// Spans a full export queue turned away.
     pub spans_dropped: Counter,
     /// Callers of the proxy that never completed a TLS handshake.
@@ -39,45 +41,23 @@ impl SidecarMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("purposegate_sidecar");
         let cache = CacheMetrics::default();
-        for (name, help, counter) in [
-            ("cache_hits", "Decisions served from the cache", &cache.hits),
-            (
-                "cache_misses",
-                "Decisions not in the cache (asked of the PDP or coalesced)",
-                &cache.misses,
-            ),
-            (
-                "cache_stale_serves",
-                "Expired decisions served because the PDP could not be reached",
-                &cache.stale,
-            ),
-            (
-                "cache_coalesced_waits",
-                "Misses that waited for an identical request's PDP call",
-                &cache.coalesced,
-            ),
-            (
-                "cache_evictions",
-                "Decisions evicted to keep the cache within --cache-max-entries and --cache-max-bytes",
-                &cache.evictions,
-            ),
-            (
-                "pdp_errors",
-                "PDP calls that failed or timed out",
-                &cache.pdp_errors,
-            ),
-        ] {
-            registry.register(name, help, counter.clone());
-        }
+        register_cache(&mut registry, "cache", "Decisions", &cache);
         registry.register(
-            "cache_entries",
-            "Decisions held in the cache",
-            cache.entries.clone(),
+            "pdp_errors",
+            "PDP calls that failed or timed out",
+            cache.pdp_errors.clone(),
         );
-        registry.register(
-            "cache_bytes",
-            "Bytes the cached decisions take, as the cache counts them (bounded by --cache-max-bytes)",
-            cache.bytes.clone(),
+        // The answers of PermittedPurposes have a cache of their own; a PDP
+        // error counts once, whichever question failed.
+        let purposes_cache = CacheMetrics {
+            pdp_errors: cache.pdp_errors.clone(),
+            ..CacheMetrics::default()
+        };
+        register_cache(
+            &mut registry,
+            "purposes_cache",
+            "Answers of PermittedPurposes",
+            &purposes_cache,
         );
         let spans_dropped = Counter::default();
         registry.register(
@@ -105,11 +85,60 @@ impl SidecarMetrics {
         SidecarMetrics {
             registry: Arc::new(registry),
             cache,
+            purposes_cache,
             spans_dropped,
             tls_handshake_failures,
             connections_refused,
         }
     }
+}
+
+/// Registers the counters and gauges of one cache as `{prefix}_hits`, ...;
+/// `what` names what it holds, for the help texts.
+fn register_cache(registry: &mut Registry, prefix: &str, what: &str, cache: &CacheMetrics) {
+    for (name, help, counter) in [
+        ("hits", format!("{what} served from the cache"), &cache.hits),
+        (
+            "misses",
+            format!("{what} not in the cache (asked of the PDP or coalesced)"),
+            &cache.misses,
+        ),
+        (
+            "stale_serves",
+            format!(
+                "Expired {} served because the PDP could not be reached",
+                what.to_lowercase()
+            ),
+            &cache.stale,
+        ),
+        (
+            "coalesced_waits",
+            "Misses that waited for an identical request's PDP call".to_string(),
+            &cache.coalesced,
+        ),
+        (
+            "evictions",
+            format!(
+                "{what} evicted to keep the cache within --cache-max-entries and --cache-max-bytes"
+            ),
+            &cache.evictions,
+        ),
+    ] {
+        registry.register(format!("{prefix}_{name}"), help, counter.clone());
+    }
+    registry.register(
+        format!("{prefix}_entries"),
+        format!("{what} held in the cache"),
+        cache.entries.clone(),
+    );
+    registry.register(
+        format!("{prefix}_bytes"),
+        format!(
+            "Bytes the cached {} take, as the cache counts them (bounded by --cache-max-bytes)",
+            what.to_lowercase()
+        ),
+        cache.bytes.clone(),
+    );
 }
 
 impl SidecarMetrics {

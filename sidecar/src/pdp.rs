@@ -85,6 +85,26 @@ impl Pdp {
         &self,
         request: tonic::Request<pb::CheckRequest>,
     ) -> Result<pb::CheckResponse, tonic::Status> {
+        let mut client = self.client.clone();
+        self.within_limits(client.check(request)).await
+    }
+
+    /// Asks the PDP the reverse question, within the same limits as
+    /// [`Pdp::check`].
+    pub async fn permitted_purposes(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> Result<pb::PermittedPurposesResponse, tonic::Status> {
+        let mut client = self.client.clone();
+        self.within_limits(client.permitted_purposes(request)).await
+    }
+
+    /// A call to the PDP, in one of its places in flight, all within
+    /// `--pdp-timeout`.
+    async fn within_limits<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
         // One deadline for the wait and the call together.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
@@ -93,8 +113,7 @@ impl Pdp {
                 "{MAX_CHECKS_IN_FLIGHT} checks already wait for the decision point"
             )));
         };
-        let mut client = self.client.clone();
-        match tokio::time::timeout_at(deadline, client.check(request)).await {
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(answer) => answer.map(tonic::Response::into_inner),
             Err(_) => Err(tonic::Status::deadline_exceeded(
                 "the decision point did not answer within --pdp-timeout",
@@ -114,6 +133,7 @@ impl Pdp {
     pub fn follow_revisions(
         &self,
         cache: Arc<DecisionCache>,
+        purposes: Arc<DecisionCache<pb::PermittedPurposesResponse>>,
         announce: watch::Sender<Option<pb::PolicyRevision>>,
     ) {
         let pdp = self.clone();
@@ -128,7 +148,10 @@ impl Pdp {
                             match item {
                                 Ok(revision) => {
                                     backoff.reset();
-                                    if cache.set_revision(&revision.revision) {
+                                    // Both caches flush before anything
+                                    // hears of the new revision.
+                                    let flushed = purposes.set_revision(&revision.revision);
+                                    if cache.set_revision(&revision.revision) || flushed {
                                         info!(revision = %revision.revision, policy = %revision.name, "policy revision changed; decision cache flushed");
                                     }
                                     announce.send_replace(Some(revision));

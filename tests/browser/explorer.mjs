@@ -77,6 +77,18 @@ try {
   };
   await result.screenshot({ path: join(outDir, "explorer-result.png") });
 
+  // The reverse question: the purpose left at "any".
+  await page.selectOption("#purpose", "");
+  await page.selectOption("#category", "customer-data");
+  await page.selectOption("#deidentification", "");
+  await page.fill("#subject", "crm");
+  await page.locator("#try-form button[type=submit]").press("Enter");
+  const permitted = page.locator('#result[data-decision="PERMITTED_PURPOSES"]');
+  await permitted.waitFor({ state: "visible" });
+  seen.permitted = await page
+    .locator("#result-purposes tbody tr")
+    .evaluateAll((rows) => rows.map((r) => r.dataset.purpose));
+
   // The policy changes on disk: the page follows without a manual reload.
   copyFileSync(replacementPath, policyPath + ".new");
   renameSync(policyPath + ".new", policyPath);

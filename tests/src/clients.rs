@@ -202,3 +202,91 @@ pub fn check_request(purpose: &str, category: &str) -> purposegate_proto::v1::Ch
         ..Default::default()
     }
 }
+
+/// A client of the server's AuthZEN API: JSON over HTTP/1.1 (hyper), one
+/// pooled connection per task.
+#[derive(Debug, Clone)]
+pub struct AuthZenClient {
+    base: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+impl AuthZenClient {
+    /// A client of `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Self {
+        AuthZenClient {
+            base: base.trim_end_matches('/').to_string(),
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build_http(),
+        }
+    }
+
+    /// POSTs `body` as JSON to `path`: the status and the JSON answer
+    /// (`Value::String` of the text when it is not JSON).
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap_or_else(|e| panic!("request: {e}"));
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.client.request(request),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("POST {path}: no answer within 10 s"))
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: the body: {e}"))
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).to_string())
+        });
+        (status, value)
+    }
+}
+
+/// The AuthZEN form of `req` (its purpose as the action): the mapping the
+/// server documents, field by field.
+pub fn authzen_request(req: &purposegate_proto::v1::CheckRequest) -> serde_json::Value {
+    use serde_json::json;
+    let subject = req.subject.clone().unwrap_or_default();
+    let resource = req.resource.clone().unwrap_or_default();
+    let context = req.context.clone().unwrap_or_default();
+    let mut attributes = resource.attributes.clone();
+    let id = attributes.remove("id").unwrap_or_else(|| "-".to_string());
+    let deidentification =
+        purposegate_proto::v1::Deidentification::try_from(resource.deidentification)
+            .map(|d| d.as_str_name().to_string())
+            .unwrap_or_default();
+    let mut value = json!({
+        "subject": {"type": "workload", "id": subject.id, "properties": {"tenant": subject.tenant, "roles": subject.roles}},
+        "resource": {"type": resource.category, "id": id, "properties": {
+            "owner_tenant": resource.owner_tenant,
+            "deidentification": deidentification,
+            "group_size": resource.group_size,
+            "origin": resource.origin,
+            "attributes": attributes,
+        }},
+        "context": {
+            "customer_instruction": context.customer_instruction,
+            "attributes": context.attributes,
+            "supported_obligations": req.supported_obligations,
+        },
+    });
+    if let (false, Some(fields)) = (req.purpose.is_empty(), value.as_object_mut()) {
+        fields.insert("action".into(), json!({ "name": req.purpose }));
+    }
+    value
+}

@@ -342,6 +342,8 @@ pub struct ServerProcess {
     pub metrics_addr: std::net::SocketAddr,
     /// Where the policy explorer is served, unless `--admin-listen off`.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Where AuthZEN is served, unless `--authzen-listen off`.
+    pub authzen_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::ops::Deref for ServerProcess {
@@ -373,10 +375,16 @@ impl ServerProcess {
         if !args.contains(&"--admin-listen") {
             all.extend(["--admin-listen", "127.0.0.1:0"]);
         }
+        if !args.contains(&"--authzen-listen") {
+            all.extend(["--authzen-listen", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
         let mut keys = vec!["addr", "metrics_addr"];
         if !all.windows(2).any(|w| w == ["--admin-listen", "off"]) {
             keys.push("admin_addr");
+        }
+        if !all.windows(2).any(|w| w == ["--authzen-listen", "off"]) {
+            keys.push("authzen_addr");
         }
         let daemon = Daemon::start("purposegate-server", &all, env, &keys);
         ServerProcess {
@@ -385,6 +393,9 @@ impl ServerProcess {
             admin_addr: keys
                 .contains(&"admin_addr")
                 .then(|| daemon.addr("admin_addr")),
+            authzen_addr: keys
+                .contains(&"authzen_addr")
+                .then(|| daemon.addr("authzen_addr")),
             daemon,
         }
     }
@@ -397,6 +408,15 @@ impl ServerProcess {
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
         metrics_text(self.metrics_addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the AuthZEN API.
+    pub fn authzen_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.authzen_addr
+                .unwrap_or_else(|| panic!("the server was started with --authzen-listen off"))
+        )
     }
 }
 

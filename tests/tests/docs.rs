@@ -61,6 +61,10 @@ impl Stage {
                             "localhost:9091".into(),
                             server.admin_addr.unwrap().to_string(),
                         ),
+                        (
+                            "localhost:8181".into(),
+                            server.authzen_addr.unwrap().to_string(),
+                        ),
                     ];
                     Running {
                         _server: server,

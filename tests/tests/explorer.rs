@@ -12,8 +12,8 @@
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
-    ServerProcess, TempDir, channel, curl, default_policy_text, default_policy_without_prohibition,
-    repo_root,
+    ServerProcess, TempDir, channel, check_request, curl, default_policy_text,
+    default_policy_without_prohibition, repo_root,
 };
 use serde_json::Value;
 
@@ -329,6 +329,50 @@ async fn the_json_api_answers_as_check_does_and_refuses_bad_input() {
     }
     let big = format!(r#"{{"purpose":"{}"}}"#, "x".repeat(100_000));
     assert_eq!(http(admin, "POST", "/api/check", JSON, Some(&big)).0, 413);
+
+    // The reverse question: the purposes PermittedPurposes names.
+    let (status, _, body) = http(
+        admin,
+        "POST",
+        "/api/permitted-purposes",
+        JSON,
+        Some(
+            r#"{"subject":{"id":"crm"},"resource":{"category":"diagnostic-data","deidentification":"anonymized"}}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let mut reverse = check_request("", "diagnostic-data");
+    if let Some(resource) = reverse.resource.as_mut() {
+        resource.deidentification = pb::Deidentification::Anonymized.into();
+    }
+    let want = DecisionServiceClient::new(channel(&server.url()).await)
+        .permitted_purposes(reverse)
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<&str> = answer["purposes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["purpose"].as_str().unwrap())
+        .collect();
+    let wanted: Vec<&str> = want.purposes.iter().map(|p| p.purpose.as_str()).collect();
+    assert_eq!(shown, wanted);
+    assert!(wanted.contains(&"lbo.billing"), "{wanted:?}");
+    assert_eq!(
+        answer["purposes"][0]["ruleIds"],
+        serde_json::json!(want.purposes[0].rule_ids)
+    );
+    let (status, _, text) = http(
+        admin,
+        "POST",
+        "/api/permitted-purposes",
+        JSON,
+        Some(r#"{"purpose":"provide","resource":{"category":"customer-data"}}"#),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("must be empty"), "{text}");
     assert_eq!(http(admin, "GET", "/nothing", &[], None).0, 404);
     let (status, head, _) = http(admin, "DELETE", "/api/policy", &[], None);
     assert_eq!(status, 405);
@@ -508,6 +552,20 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
         reason.replace('`', "").as_str(),
         "{seen}"
     );
+    // The reverse question shows exactly what PermittedPurposes answers.
+    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
+    let reverse = client
+        .permitted_purposes(check_request("", "customer-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let want: Vec<&str> = reverse
+        .purposes
+        .iter()
+        .map(|p| p.purpose.as_str())
+        .collect();
+    assert!(want.contains(&"provide.personalization"), "{want:?}");
+    assert_eq!(seen["permitted"], serde_json::json!(want), "{seen}");
     assert_ne!(seen["revisionAfter"], seen["revision"], "{seen}");
     assert!(
         seen["advertisingCustomerDataAfter"]

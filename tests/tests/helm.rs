@@ -175,3 +175,35 @@ fn network_policies_keep_callers_on_the_sidecar_and_the_webhook_to_the_api_serve
     let docs = render("helm/purposegate/ci/default-values.yaml").unwrap();
     object(&docs, "NetworkPolicy", "purposegate");
 }
+
+#[test]
+fn the_authzen_port_is_served_and_reached_like_grpc() {
+    let docs = render("helm/purposegate/ci/default-values.yaml").unwrap();
+    let server = &object(&docs, "Deployment", "purposegate")["spec"]["template"]["spec"];
+    let args = server["containers"][0]["args"].to_string();
+    assert!(args.contains("--authzen-listen=0.0.0.0:8181"), "{args}");
+    assert!(
+        server["containers"][0]["ports"]
+            .to_string()
+            .contains(r#""containerPort":8181,"name":"authzen""#),
+        "{}",
+        server["containers"][0]["ports"]
+    );
+    let service = object(&docs, "Service", "purposegate");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "authzen" && p["port"] == 8181),
+        "{service}"
+    );
+    // Reached by whoever may call gRPC.
+    let policy = object(&docs, "NetworkPolicy", "purposegate");
+    assert!(
+        policy["spec"]["ingress"][0]["ports"]
+            .to_string()
+            .contains(r#""port":"authzen""#),
+        "{policy}"
+    );
+}

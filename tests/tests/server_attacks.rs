@@ -229,6 +229,8 @@ async fn out_of_descriptors_the_server_backs_off_and_recovers() {
             "127.0.0.1:0",
             "--admin-listen",
             "off",
+            "--authzen-listen",
+            "off",
             "--decision-log",
             "off",
         ],

@@ -64,6 +64,8 @@ impl Webhook {
             failure_policy,
             "--sidecar-image",
             "registry.example/purposegate:test",
+            "--authzen-listen",
+            "off",
         ];
         args.extend_from_slice(extra);
         let daemon = Daemon::start("purposegate-server", &args, &[], &["addr", "webhook_addr"]);

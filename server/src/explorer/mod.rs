@@ -11,6 +11,8 @@
 //!   reload error), so polling with `If-None-Match` costs a 304.
 //! - `POST /api/check`: a `CheckRequest` in its JSON form (as the CLI's
 //!   `check` reads it); the answer `Check` gives, in its JSON form.
+//! - `POST /api/permitted-purposes`: the same request without a purpose;
+//!   the purposes `Check` would permit, as `PermittedPurposes` names them.
 //!
 //! Everything is embedded in the binary; nothing is fetched at run time.
 
@@ -236,7 +238,16 @@ impl Explorer {
                 .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
                 .collect(),
         };
-        let tried = (!form.get("purpose").is_empty()).then(|| match form_request(&form) {
+        // A purpose asks `Check`'s question; none (with a category chosen:
+        // the form was sent) asks the reverse one.
+        let asked = !form.get("purpose").is_empty() || !form.get("category").is_empty();
+        let tried = asked.then(|| match form_request(&form) {
+            Ok(request) if request.purpose.is_empty() => {
+                match policy.permitted_purposes(&request) {
+                    Ok(permitted) => Tried::Purposes(Box::new(permitted)),
+                    Err(invalid) => Tried::Invalid(invalid.to_string()),
+                }
+            }
             Ok(request) => match request.validate() {
                 Ok(()) => Tried::Answer(Box::new(policy.evaluate(&request))),
                 Err(invalid) => Tried::Invalid(invalid.to_string()),
@@ -302,47 +313,9 @@ impl Explorer {
     }
 
     async fn check(&self, req: Request) -> Response {
-        // JSON only: a page on another site cannot send it without asking
-        // first (CORS preflight), which this server never grants.
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the request as `Content-Type: application/json`",
-            );
-        }
-        let body = match purposegate_runtime::http::read_body(
-            req.into_body(),
-            MAX_CHECK_BYTES,
-            CHECK_TIME,
-        )
-        .await
-        {
-            Ok(body) => body,
-            Err(BodyError::TooLarge(_)) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the request is over {MAX_CHECK_BYTES} bytes"),
-                );
-            }
-            Err(e @ BodyError::TooSlow(_)) => {
-                return error(StatusCode::REQUEST_TIMEOUT, &format!("the request: {e}"));
-            }
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the request body could not be read: {e}"),
-                );
-            }
-        };
-        let request = match engine::request_from_json_text("request", &body) {
-            Ok(r) => r,
-            Err(diagnostics) => return error(StatusCode::BAD_REQUEST, &diagnostics.to_string()),
+        let request = match read_request(req).await {
+            Ok(request) => request,
+            Err(refused) => return refused,
         };
         if let Err(invalid) = request.validate() {
             return error(
@@ -350,14 +323,73 @@ impl Explorer {
                 &format!("invalid request: {invalid}"),
             );
         }
-        let evaluation = self.store.current().evaluate(&request);
-        match serde_json::to_vec(&evaluation) {
-            Ok(body) => reply(StatusCode::OK, "application/json", Bytes::from(body)),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot encode the answer: {e}"),
+        json_reply(&self.store.current().evaluate(&request))
+    }
+
+    /// The reverse question: the request without a purpose, the purposes
+    /// `Check` would permit for it.
+    async fn permitted_purposes(&self, req: Request) -> Response {
+        let request = match read_request(req).await {
+            Ok(request) => request,
+            Err(refused) => return refused,
+        };
+        match self.store.current().permitted_purposes(&request) {
+            Ok(permitted) => json_reply(&permitted),
+            Err(invalid) => error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {invalid}"),
             ),
         }
+    }
+}
+
+/// A `CheckRequest` in its JSON form, sent as `application/json` within
+/// [`MAX_CHECK_BYTES`] and [`CHECK_TIME`]; otherwise the answer refusing it.
+async fn read_request(req: Request) -> Result<engine::DecisionRequest, Response> {
+    // JSON only: a page on another site cannot send it without asking
+    // first (CORS preflight), which this server never grants.
+    let json = purposegate_runtime::http::sends_json(req.headers());
+    if !json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as `Content-Type: application/json`",
+        ));
+    }
+    let body =
+        match purposegate_runtime::http::read_body(req.into_body(), MAX_CHECK_BYTES, CHECK_TIME)
+            .await
+        {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(_)) => {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request is over {MAX_CHECK_BYTES} bytes"),
+                ));
+            }
+            Err(e @ BodyError::TooSlow(_)) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("the request: {e}"),
+                ));
+            }
+            Err(e) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the request body could not be read: {e}"),
+                ));
+            }
+        };
+    engine::request_from_json_text("request", &body)
+        .map_err(|diagnostics| error(StatusCode::BAD_REQUEST, &diagnostics.to_string()))
+}
+
+fn json_reply(answer: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(answer) {
+        Ok(body) => reply(StatusCode::OK, "application/json", Bytes::from(body)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {e}"),
+        ),
     }
 }
 
@@ -475,6 +507,15 @@ fn router(explorer: Arc<Explorer>) -> Router {
             post(
                 |State(explorer): State<Arc<Explorer>>, req: Request| async move {
                     explorer.check(req).await
+                },
+            )
+            .fallback(|| async { not_allowed("POST") }),
+        )
+        .route(
+            "/api/permitted-purposes",
+            post(
+                |State(explorer): State<Arc<Explorer>>, req: Request| async move {
+                    explorer.permitted_purposes(req).await
                 },
             )
             .fallback(|| async { not_allowed("POST") }),

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{Cell, CellKind, Evaluation, Matrix, Policy, Taxonomy};
+use crate::engine::{Cell, CellKind, Evaluation, Matrix, PermittedPurposes, Policy, Taxonomy};
 
 /// Text for HTML content and attribute values.
 pub fn esc(text: &str) -> String {
@@ -77,6 +77,8 @@ impl Form {
 #[derive(Debug)]
 pub enum Tried {
     Answer(Box<Evaluation>),
+    /// The purpose was left empty: the purposes the data may serve.
+    Purposes(Box<PermittedPurposes>),
     Invalid(String),
 }
 
@@ -147,7 +149,7 @@ impl Page<'_> {
         tree_section(&mut h, "categories", "Data categories", p.categories());
         h.push_str(
             r#"</main>
-<footer><p>Served by purposegate-server. The same data as JSON: <a href="/api/policy"><code>/api/policy</code></a>; decisions: <code>POST /api/check</code>.</p></footer>
+<footer><p>Served by purposegate-server. The same data as JSON: <a href="/api/policy"><code>/api/policy</code></a>; decisions: <code>POST /api/check</code>; the purposes a request may serve: <code>POST /api/permitted-purposes</code>.</p></footer>
 </body>
 </html>
 "#,
@@ -244,18 +246,26 @@ impl Page<'_> {
         h.push_str(
             r#"<section id="try" aria-labelledby="try-title">
 <h2 id="try-title">Try a request</h2>
-<p>The answer is the one <code>Check</code> gives for the same request.</p>
+<p>The answer is the one <code>Check</code> gives for the same request. Leave the purpose at <em>any</em> to ask the reverse question: for which purposes may this data be used (<code>PermittedPurposes</code>)?</p>
 <form method="get" action="/#result" id="try-form">
 <div class="fields">
 "#,
         );
-        select(h, "purpose", "Purpose", p.purposes(), form.get("purpose"));
+        select(
+            h,
+            "purpose",
+            "Purpose",
+            p.purposes(),
+            form.get("purpose"),
+            Some("any: which purposes may this data serve?"),
+        );
         select(
             h,
             "category",
             "Data category",
             p.categories(),
             form.get("category"),
+            None,
         );
         text_input(h, "subject", "Subject id", form.get("subject"), "e.g. crm");
         text_input(
@@ -366,6 +376,7 @@ impl Page<'_> {
                 }
                 h.push_str("</dl></div>\n");
             }
+            Some(Tried::Purposes(permitted)) => permitted_section(h, permitted),
         }
         h.push_str("</section>\n");
     }
@@ -532,11 +543,69 @@ fn example_item(h: &mut String, policy: &Policy, request: &crate::engine::Decisi
     );
 }
 
-fn select(h: &mut String, name: &str, title: &str, tree: &Taxonomy, chosen: &str) {
+/// The answer to the reverse question: each permitted purpose with the
+/// rules that permit it and the obligations it carries.
+fn permitted_section(h: &mut String, permitted: &PermittedPurposes) {
+    let count = permitted.purposes.len();
+    let _ = write!(
+        h,
+        r#"<div id="result" class="result" role="status" data-decision="PERMITTED_PURPOSES" data-count="{count}">
+<p class="decision">{headline}</p>
+"#,
+        headline = match count {
+            0 => "No purpose is permitted for this data.".to_string(),
+            1 => "One purpose is permitted for this data:".to_string(),
+            n => format!("{n} purposes are permitted for this data:"),
+        },
+    );
+    if count > 0 {
+        h.push_str(
+            r#"<table id="result-purposes"><thead><tr><th scope="col">Purpose</th><th scope="col">Rules</th><th scope="col">Obligations</th></tr></thead><tbody>"#,
+        );
+        let codes = |ids: &mut dyn Iterator<Item = &str>| -> String {
+            let shown: Vec<String> = ids.map(|id| format!("<code>{}</code>", esc(id))).collect();
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            }
+        };
+        for p in &permitted.purposes {
+            let _ = write!(
+                h,
+                r#"<tr data-purpose="{id}"><th scope="row"><code>{id}</code></th><td>{rules}</td><td>{obligations}</td></tr>"#,
+                id = esc(&p.purpose),
+                rules = codes(&mut p.rule_ids.iter().map(|r| &**r)),
+                obligations = codes(&mut p.obligations.iter().map(|o| &*o.id)),
+            );
+        }
+        h.push_str("</tbody></table>\n");
+    }
+    let _ = writeln!(
+        h,
+        r#"<dl><dt>Revision</dt><dd><code>{}</code></dd></dl></div>"#,
+        esc(&permitted.policy_revision)
+    );
+}
+
+/// A choice of one node of `tree`; with `any`, a first option of that
+/// label leaves the field empty.
+fn select(
+    h: &mut String,
+    name: &str,
+    title: &str,
+    tree: &Taxonomy,
+    chosen: &str,
+    any: Option<&str>,
+) {
     let _ = write!(
         h,
         r#"<label for="{name}">{title}</label><select id="{name}" name="{name}">"#
     );
+    if let Some(label) = any {
+        let selected = if chosen.is_empty() { " selected" } else { "" };
+        let _ = write!(h, r#"<option value=""{selected}>{}</option>"#, esc(label));
+    }
     for (_, node) in tree.nodes() {
         let selected = if &*node.id == chosen { " selected" } else { "" };
         let _ = write!(

@@ -16,13 +16,11 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use crate::audit::DecisionLog;
-use crate::engine::{DecisionRequest, Evaluation, InvalidRequest};
-use crate::metrics::Metrics;
-use crate::store::PolicyStore;
+use crate::decide::Decider;
+use crate::engine::InvalidRequest;
 use purposegate_proto::convert;
 use purposegate_runtime::grpc::end_on_shutdown;
-use purposegate_runtime::telemetry::{Telemetry, record_error};
+use purposegate_runtime::telemetry::record_error;
 
 /// Places for `WatchPolicy` streams: each holds one for as long as it is
 /// open; with none left, a new watch is `RESOURCE_EXHAUSTED`.
@@ -67,46 +65,37 @@ const SERVICE: &str = <pb::decision_service_server::DecisionServiceServer<Decisi
 /// Serves decisions from the store's current policy.
 #[derive(Debug, Clone)]
 pub struct DecisionServer {
-    store: Arc<PolicyStore>,
+    decider: Decider,
     max_batch: usize,
     watchers: Watchers,
     /// Becomes true when the server begins to shut down; open watch streams
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
-    decision_log: DecisionLog,
-    metrics: Metrics,
-    telemetry: Option<Telemetry>,
 }
 
 impl DecisionServer {
     pub fn new(
-        store: Arc<PolicyStore>,
+        decider: Decider,
         max_batch: usize,
         max_watchers: usize,
         shutdown: watch::Receiver<bool>,
-        decision_log: DecisionLog,
-        metrics: Metrics,
-        telemetry: Option<Telemetry>,
     ) -> Self {
+        let refused = decider.metrics().watchers_refused.clone();
         DecisionServer {
-            store,
+            decider,
             max_batch,
-            watchers: Watchers::new(max_watchers, metrics.watchers_refused.clone()),
+            watchers: Watchers::new(max_watchers, refused),
             shutdown,
-            decision_log,
-            metrics,
-            telemetry,
         }
     }
 
     fn span(&self, method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Option<Span> {
-        self.telemetry
-            .as_ref()
+        self.decider
+            .telemetry()
             .map(|t| t.rpc_span(SERVICE, method, metadata))
     }
 
-    /// Decides one request; counts it, traces it into `span` and hands it
-    /// to the decision log.
+    /// Decides one request through the decider (counted, traced, logged).
     fn evaluate(
         &self,
         policy: &crate::engine::Policy,
@@ -114,16 +103,8 @@ impl DecisionServer {
         start: Instant,
         span: Option<&mut Span>,
     ) -> pb::CheckResponse {
-        let answer = policy.evaluate(&req);
-        // The reason in words, written once for the answer and the log.
-        let reason = answer.reason.to_string();
-        self.metrics.decided(answer.decision);
-        if let Some(span) = span {
-            record_decision(span, &req, &answer);
-        }
-        self.decision_log
-            .record(req, &answer, reason.clone(), start.elapsed());
-        convert::response_with_reason(answer, reason)
+        let decided = self.decider.decide(policy, req, start, span);
+        convert::response_with_reason(decided.evaluation, decided.reason)
     }
 }
 
@@ -146,9 +127,9 @@ impl DecisionService for DecisionServer {
         let mut span = self.span("Check", request.metadata());
         let req =
             convert::request(request.into_inner(), "").map_err(|e| invalid(e, span.as_mut()))?;
-        let policy = self.store.current();
+        let policy = self.decider.policy();
         let response = self.evaluate(&policy, req, start, span.as_mut());
-        self.metrics.answered(start.elapsed());
+        self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(response))
     }
 
@@ -159,7 +140,7 @@ impl DecisionService for DecisionServer {
         let start = Instant::now();
         let mut span = self.span("CheckBatch", request.metadata());
         let requests = request.into_inner().requests;
-        self.metrics.batch(requests.len());
+        self.decider.metrics().batch(requests.len());
         if let Some(span) = span.as_mut() {
             span.set_attribute(KeyValue::new(
                 "purposegate.batch_size",
@@ -190,12 +171,12 @@ impl DecisionService for DecisionServer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(e, span.as_mut()))?;
         // One policy for the whole batch: every answer has the same revision.
-        let policy = self.store.current();
+        let policy = self.decider.policy();
         let responses = converted
             .into_iter()
             .map(|r| self.evaluate(&policy, r, start, None))
             .collect();
-        self.metrics.answered(start.elapsed());
+        self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
     }
 
@@ -208,8 +189,8 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         // The watch stream yields the current policy first, then each
         // change; the stream ends when shutdown begins.
-        let revisions =
-            WatchStream::new(self.store.subscribe()).map(|policy| Ok(convert::revision(&policy)));
+        let revisions = WatchStream::new(self.decider.store().subscribe())
+            .map(|policy| Ok(convert::revision(&policy)));
         let revisions = self.watchers.hold(revisions)?;
         Ok(Response::new(Box::pin(end_on_shutdown(
             revisions,
@@ -222,39 +203,26 @@ impl DecisionService for DecisionServer {
         &self,
         _request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        let policy = self.store.current();
+        let store = self.decider.store();
         Ok(Response::new(convert::policy_info(
-            &policy,
-            self.store.last_reload_error(),
+            &store.current(),
+            store.last_reload_error(),
         )))
     }
-}
 
-/// The decision's attributes on its span.
-fn record_decision(span: &mut Span, req: &DecisionRequest, answer: &Evaluation) {
-    let rule_ids: Vec<opentelemetry::StringValue> = answer
-        .rule_ids
-        .iter()
-        .map(|r| r.to_string().into())
-        .collect();
-    span.set_attributes([
-        KeyValue::new("purposegate.decision", answer.decision.as_str()),
-        KeyValue::new("purposegate.purpose", req.purpose.clone()),
-        KeyValue::new("purposegate.data_category", req.resource.category.clone()),
-        KeyValue::new(
-            "purposegate.rule_ids",
-            opentelemetry::Value::Array(rule_ids.into()),
-        ),
-        KeyValue::new(
-            "purposegate.policy_revision",
-            answer.policy_revision.to_string(),
-        ),
-        KeyValue::new("purposegate.subject", req.subject.id.clone()),
-    ]);
-    if let Some(monitor) = &answer.monitor {
-        span.set_attribute(KeyValue::new(
-            "purposegate.monitor.decision",
-            monitor.decision.as_str(),
-        ));
+    async fn permitted_purposes(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::PermittedPurposesResponse>, Status> {
+        let start = Instant::now();
+        let mut span = self.span("PermittedPurposes", request.metadata());
+        let req = convert::purposes_request(request.into_inner(), "")
+            .map_err(|e| invalid(e, span.as_mut()))?;
+        let answer = self
+            .decider
+            .permitted_purposes(&req, span.as_mut())
+            .map_err(|e| invalid(e, span.as_mut()))?;
+        self.decider.metrics().answered(start.elapsed());
+        Ok(Response::new(convert::permitted_purposes(answer)))
     }
 }

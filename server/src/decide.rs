@@ -1,0 +1,147 @@
+//! `Decider`: the one path a question takes through the server, whichever
+//! face it arrives on (gRPC `Check`, `CheckBatch`, AuthZEN over HTTP):
+//! the serving policy decides it, and the decision is counted, traced
+//! into the call's span and written to the decision log, the same way
+//! for every face.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Span as _;
+use opentelemetry_sdk::trace::Span;
+
+use crate::audit::DecisionLog;
+use crate::engine::{DecisionRequest, Evaluation, PermittedPurposes, Policy};
+use crate::metrics::Metrics;
+use crate::store::PolicyStore;
+use purposegate_runtime::telemetry::Telemetry;
+
+/// A decision and its reason in words (written once, for the answer and
+/// the log).
+#[derive(Debug)]
+pub struct Decided {
+    pub evaluation: Evaluation,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decider {
+    store: Arc<PolicyStore>,
+    decision_log: DecisionLog,
+    metrics: Metrics,
+    telemetry: Option<Telemetry>,
+}
+
+impl Decider {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        decision_log: DecisionLog,
+        metrics: Metrics,
+        telemetry: Option<Telemetry>,
+    ) -> Self {
+        Decider {
+            store,
+            decision_log,
+            metrics,
+            telemetry,
+        }
+    }
+
+    /// The serving policy: one for a whole batch, so every answer has the
+    /// same revision.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.store.current()
+    }
+
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+
+    /// Decides one request; counts it, traces it into `span` and hands it
+    /// to the decision log.
+    pub fn decide(
+        &self,
+        policy: &Policy,
+        req: DecisionRequest,
+        start: Instant,
+        span: Option<&mut Span>,
+    ) -> Decided {
+        let evaluation = policy.evaluate(&req);
+        let reason = evaluation.reason.to_string();
+        self.metrics.decided(evaluation.decision);
+        if let Some(span) = span {
+            record_decision(span, &req, &evaluation);
+        }
+        self.decision_log
+            .record(req, &evaluation, reason.clone(), start.elapsed());
+        Decided { evaluation, reason }
+    }
+
+    /// The reverse question for a valid request (checked with
+    /// `validate_without_purpose`), traced into `span`.
+    pub fn permitted_purposes(
+        &self,
+        req: &DecisionRequest,
+        span: Option<&mut Span>,
+    ) -> Result<PermittedPurposes, crate::engine::InvalidRequest> {
+        let answer = self.policy().permitted_purposes(req)?;
+        if let Some(span) = span {
+            let purposes: Vec<opentelemetry::StringValue> = answer
+                .purposes
+                .iter()
+                .map(|p| p.purpose.to_string().into())
+                .collect();
+            span.set_attributes([
+                KeyValue::new(
+                    "purposegate.permitted_purposes",
+                    opentelemetry::Value::Array(purposes.into()),
+                ),
+                KeyValue::new("purposegate.data_category", req.resource.category.clone()),
+                KeyValue::new(
+                    "purposegate.policy_revision",
+                    answer.policy_revision.to_string(),
+                ),
+                KeyValue::new("purposegate.subject", req.subject.id.clone()),
+            ]);
+        }
+        Ok(answer)
+    }
+}
+
+/// The decision's attributes on its span.
+fn record_decision(span: &mut Span, req: &DecisionRequest, answer: &Evaluation) {
+    let rule_ids: Vec<opentelemetry::StringValue> = answer
+        .rule_ids
+        .iter()
+        .map(|r| r.to_string().into())
+        .collect();
+    span.set_attributes([
+        KeyValue::new("purposegate.decision", answer.decision.as_str()),
+        KeyValue::new("purposegate.purpose", req.purpose.clone()),
+        KeyValue::new("purposegate.data_category", req.resource.category.clone()),
+        KeyValue::new(
+            "purposegate.rule_ids",
+            opentelemetry::Value::Array(rule_ids.into()),
+        ),
+        KeyValue::new(
+            "purposegate.policy_revision",
+            answer.policy_revision.to_string(),
+        ),
+        KeyValue::new("purposegate.subject", req.subject.id.clone()),
+    ]);
+    if let Some(monitor) = &answer.monitor {
+        span.set_attribute(KeyValue::new(
+            "purposegate.monitor.decision",
+            monitor.decision.as_str(),
+        ));
+    }
+}
