@@ -54,8 +54,12 @@ fn kind(v: &Value) -> &'static str {
 
 /// `v` as an object, or why not.
 pub fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Problem> {
-    v.as_object()
-        .ok_or_else(|| problem(format!("`{path}` must be an object, not {}", kind(v))))
+    v.as_object().ok_or_else(|| not_an_object(v, path))
+}
+
+/// Why `v`, which is not an object, cannot be the object at `path`.
+pub fn not_an_object(v: &Value, path: &str) -> Problem {
+    problem(format!("`{path}` must be an object, not {}", kind(v)))
 }
 
 /// The value of `snake` (or its lowerCamelCase spelling) in `obj`, if any.

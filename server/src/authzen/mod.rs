@@ -400,9 +400,13 @@ impl AuthZen {
         let policy = self.decider.policy();
         let mut answers = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let answer = match mapping::object(item, &format!("evaluations[{i}]")) {
-                Err(p) => mapping::failed(&p.0),
-                Ok(item) => {
+            // The item's path is written only for an item that is not an
+            // object: nothing is formatted per item on the way to a decision.
+            let answer = match item.as_object() {
+                None => {
+                    mapping::failed(&mapping::not_an_object(item, &format!("evaluations[{i}]")).0)
+                }
+                Some(item) => {
                     let src = Source {
                         item,
                         defaults: Some(&call.body),
