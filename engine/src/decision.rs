@@ -11,7 +11,7 @@ use super::model::Obligation;
 use super::reason::Reason;
 
 /// What was decided. Only `Permit` lets data through (semantic 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Decision {
     Permit,

@@ -14,6 +14,7 @@ mod decision;
 mod decode;
 mod diagnostic;
 mod eval;
+mod facts;
 mod glob;
 pub mod json;
 mod load;
@@ -32,6 +33,7 @@ pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorEvaluation};
 pub use decode::{Decoder, Fields};
 pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};
+pub use facts::Fact;
 pub use glob::{glob, glob_slice};
 pub use load::{
     MAX_POLICY_BYTES, MAX_POLICY_FILE_BYTES, POLICY_VERSION, PolicySource, file_too_large,
@@ -48,6 +50,7 @@ pub use request::{
     Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,
     MAX_SUBJECT_ID_BYTES, MAX_TEXT_BYTES, Resource, Subject,
 };
+pub use suggest::did_you_mean;
 pub use yaml::{Key, Node, Value};
 
 impl Policy {

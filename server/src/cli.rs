@@ -57,6 +57,45 @@ enum Command {
     /// CheckRequest, as grpcurl takes it) on stdin or from --json; print the
     /// decision as JSON.
     Check(Box<CheckArgs>),
+    /// Decide every request of decision log files again under a policy;
+    /// report the decisions that would flip, by kind (a denial becoming a
+    /// permit first) and by purpose x category, with examples, and the
+    /// lines that could not be replayed and why. Exit 1 if any logged
+    /// refusal would now be permitted, 2 on an invalid policy or a file
+    /// that cannot be read.
+    Replay {
+        /// The policy to decide under: a file or a directory.
+        #[arg(long)]
+        policy: PathBuf,
+        /// `text` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Decision log files.
+        #[arg(required = true, value_name = "LOG")]
+        logs: Vec<PathBuf>,
+    },
+    /// Check the decision log's hash chain and signed checkpoints. Give
+    /// the files in order (rotated ones first). Prints OK with the count
+    /// and head hash and exits 0; exits 1 naming the first line that was
+    /// edited, removed, inserted, reordered or cut short, or a checkpoint
+    /// whose signature does not hold; 2 if a file cannot be read.
+    VerifyLog {
+        /// Ed25519 public key (SubjectPublicKeyInfo PEM) the checkpoints
+        /// must be signed with (repeatable; without it, checkpoints are
+        /// counted, not verified).
+        #[arg(long = "public-key", value_name = "PEM")]
+        public_keys: Vec<PathBuf>,
+        /// Decision log files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +188,12 @@ pub fn run(cli: Cli) -> ExitCode {
             verbose,
         }) => test(&policy, &cases, verbose),
         Some(Command::Check(args)) => check(*args),
+        Some(Command::Replay {
+            policy,
+            format,
+            logs,
+        }) => replay(&policy, format, &logs),
+        Some(Command::VerifyLog { public_keys, files }) => verify_log(&public_keys, &files),
         None => serve::run(cli.serve),
     }
 }
@@ -420,5 +465,214 @@ impl From<&RequestFlags> for DecisionRequest {
             supported_obligations: a.supported_obligations.clone(),
             request_id: a.request_id.clone().unwrap_or_default(),
         }
+    }
+}
+
+fn verify_log(public_keys: &[PathBuf], files: &[PathBuf]) -> ExitCode {
+    use purposegate_server::audit::{signing::PublicKey, verify};
+    let keys: Result<Vec<PublicKey>, String> = public_keys
+        .iter()
+        .map(|p| PublicKey::from_file(p))
+        .collect();
+    let keys = match keys {
+        Ok(k) => k,
+        Err(e) => {
+            err(&format!("error: --public-key {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let v = match verify::verify(files, &keys) {
+        Ok(v) => v,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    for f in &v.files {
+        if f.lines > 0 {
+            out(&format!(
+                "{}: {}, seq {} to {}",
+                f.path.display(),
+                plural(f.lines as usize, "line", "lines"),
+                f.first_seq,
+                f.last_seq
+            ));
+        } else if v.broken.as_ref().is_none_or(|b| b.path != f.path) {
+            out(&format!("{}: empty", f.path.display()));
+        }
+    }
+    if let Some(broken) = &v.broken {
+        out(&format!("FAIL: {broken}"));
+        out(&format!(
+            "verified before it: {}",
+            plural(v.lines as usize, "line", "lines")
+        ));
+        return ExitCode::FAILURE;
+    }
+    let files_word = plural(v.files.len(), "file", "files");
+    if v.lines == 0 {
+        out(&format!("FAIL: {files_word} with no line to verify"));
+        return ExitCode::FAILURE;
+    }
+    let from = if v.follows_seq > 0 {
+        format!(" (continuing seq {} of a file not given)", v.follows_seq)
+    } else {
+        String::new()
+    };
+    out(&format!(
+        "OK: {} in {files_word}, seq {} to {}{from}, head {}",
+        plural(v.lines as usize, "line", "lines"),
+        v.follows_seq + 1,
+        v.head.seq,
+        v.head.head
+    ));
+    let tail = if v.unsigned_tail > 0 {
+        format!(
+            "; the last {} after the last checkpoint {} not signed yet",
+            plural(v.unsigned_tail as usize, "line", "lines"),
+            if v.unsigned_tail == 1 { "is" } else { "are" }
+        )
+    } else {
+        String::new()
+    };
+    if keys.is_empty() {
+        if v.checkpoints == 0 {
+            out("signatures: none (the log has no checkpoints)");
+        } else {
+            out(&format!(
+                "signatures: {}, not verified (give --public-key){tail}",
+                plural(v.checkpoints as usize, "checkpoint", "checkpoints")
+            ));
+        }
+        return ExitCode::SUCCESS;
+    }
+    if v.checkpoints == 0 {
+        out("FAIL: signatures: the log has no checkpoint to verify with the given key");
+        return ExitCode::FAILURE;
+    }
+    out(&format!(
+        "signatures: {} verified, signed by key {}{tail}",
+        plural(v.signed as usize, "checkpoint", "checkpoints"),
+        v.signers.join(", ")
+    ));
+    ExitCode::SUCCESS
+}
+
+fn replay(policy_path: &Path, format: ReportFormat, logs: &[PathBuf]) -> ExitCode {
+    let policy = match policy_files::read_policy(policy_path) {
+        Ok(p) => p,
+        Err(e) => {
+            report_policy_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let report = match purposegate_server::replay::replay(&policy, logs) {
+        Ok(r) => r,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match format {
+        ReportFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => out(&json),
+            Err(e) => {
+                err(&format!("error: cannot print the report: {e}"));
+                return ExitCode::from(2);
+            }
+        },
+        ReportFormat::Text => print_replay(&report),
+    }
+    if report.newly_permitted > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_replay(r: &purposegate_server::replay::Replay) {
+    let n = |count: u64, one: &str, many: &str| plural(count as usize, one, many);
+    let revisions: Vec<String> = r
+        .logged_revisions
+        .iter()
+        .map(|(rev, count)| format!("{rev} ({count})"))
+        .collect();
+    out(&format!(
+        "replayed {} ({}) under `{}` (revision {}){}",
+        n(r.decisions, "decision", "decisions"),
+        n(r.lines, "line", "lines"),
+        r.policy,
+        r.revision,
+        if revisions.is_empty() {
+            String::new()
+        } else {
+            format!(", logged under revision {}", revisions.join(", "))
+        }
+    ));
+    if r.flipped == 0 {
+        out("no decision flips");
+    } else {
+        out(&format!(
+            "flipped: {}, {} of them newly permitted",
+            n(r.flipped, "decision", "decisions"),
+            r.newly_permitted
+        ));
+        for flip in &r.flips {
+            out(&format!(
+                "  {} -> {}: {}",
+                flip.from,
+                flip.to,
+                n(flip.decisions, "decision", "decisions")
+            ));
+            for e in &flip.examples {
+                let request = serde_json::to_string(&e.request).unwrap_or_default();
+                let rules = |ids: &[String]| {
+                    if ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {}", ids.join(", "))
+                    }
+                };
+                out(&format!("    {}: {request}", e.place));
+                out(&format!(
+                    "      was {}{}, now {}{}: {}",
+                    e.was,
+                    rules(&e.was_rule_ids),
+                    e.now,
+                    rules(&e.now_rule_ids),
+                    e.now_reason
+                ));
+            }
+        }
+        out("by cell:");
+        for c in &r.cells {
+            out(&format!(
+                "  {} x {}: {} -> {}, {}",
+                c.purpose,
+                c.category,
+                c.from,
+                c.to,
+                n(c.decisions, "decision", "decisions")
+            ));
+        }
+    }
+    if r.unreplayed > 0 {
+        out(&format!(
+            "not replayed: {}",
+            n(r.unreplayed, "line", "lines")
+        ));
+        for (why, count) in &r.unreplayed_reasons {
+            out(&format!("  {why}: {}", n(*count, "line", "lines")));
+        }
+        for u in &r.unreplayed_lines {
+            out(&format!("  {}: {}", u.place, u.why));
+        }
+    }
+    if r.other_lines > 0 || r.dropped_in_log > 0 {
+        out(&format!(
+            "not decisions: {} (chain starts, checkpoints, drops); the log says {} dropped",
+            n(r.other_lines, "line", "lines"),
+            n(r.dropped_in_log, "decision was", "decisions were")
+        ));
     }
 }

@@ -54,6 +54,10 @@ impl Decider {
         self.store.current()
     }
 
+    pub fn decision_log(&self) -> &DecisionLog {
+        &self.decision_log
+    }
+
     pub fn store(&self) -> &Arc<PolicyStore> {
         &self.store
     }

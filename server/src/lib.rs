@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod policy_files;
 pub mod reload;
+pub mod replay;
 pub mod serve;
 pub mod store;
 pub mod webhook;

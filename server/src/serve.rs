@@ -113,6 +113,28 @@ pub struct ServeArgs {
     /// saying how many, between which times.
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_QUEUE", default_value = "8Mi", value_parser = purposegate_runtime::units::parse_bytes)]
     pub decision_log_queue: usize,
+    /// Request fields the decision log leaves out or hashes:
+    /// `FIELD[=drop|hash],...` (e.g. `subject=hash,roles`). A hashed value
+    /// is `sha256:` and 16 hex digits, so equal values stay equal
+    /// [default: none].
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_REDACT", value_name = "FIELDS")]
+    pub decision_log_redact: Option<crate::audit::line::Redaction>,
+    /// Rotate the decision log file once it would grow past this size
+    /// (e.g. 100Mi; at least 4Ki): it is renamed FILE.<last seq> and a new
+    /// FILE continues the chain [default: never].
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_MAX_BYTES", value_name = "BYTES", value_parser = parse_log_max_bytes)]
+    pub decision_log_max_bytes: Option<u64>,
+    /// Ed25519 private key (PKCS#8 PEM) to sign checkpoints of the
+    /// decision log's hash chain with; `verify-log --public-key` checks
+    /// them [default: no checkpoints].
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_SIGNING_KEY", value_name = "PEM")]
+    pub decision_log_signing_key: Option<PathBuf>,
+    /// With a signing key: a checkpoint after this many lines...
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_CHECKPOINT_LINES", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub decision_log_checkpoint_lines: u64,
+    /// ...or this long after the last one (and at shutdown).
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_CHECKPOINT_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
+    pub decision_log_checkpoint_interval: Duration,
     /// PEM certificate chain to serve gRPC with over TLS; plaintext is then
     /// refused. Reloaded when the file changes.
     #[arg(long, env = "PURPOSEGATE_TLS_CERT", requires = "tls_key")]
@@ -372,13 +394,25 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let (reflection_v1, reflection_v1alpha) =
         purposegate_runtime::grpc::reflection(&[purposegate_proto::FILE_DESCRIPTOR_SET])?;
 
+    let signer = args
+        .decision_log_signing_key
+        .as_deref()
+        .map(crate::audit::signing::Signer::from_file)
+        .transpose()
+        .map_err(|e| format!("--decision-log-signing-key: {e}"))?;
     let decision_log = crate::audit::DecisionLog::start(
-        args.decision_log.clone(),
+        &args.decision_log,
         args.decision_log_queue,
+        crate::audit::Options {
+            redaction: args.decision_log_redact.clone().unwrap_or_default(),
+            max_bytes: args.decision_log_max_bytes,
+            signer,
+            checkpoint_lines: args.decision_log_checkpoint_lines,
+            checkpoint_interval: args.decision_log_checkpoint_interval,
+        },
         metrics.decision_log_dropped.clone(),
         metrics.decision_log_write_errors.clone(),
     )
-    .await
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
     let tls_failures = metrics.tls_handshake_failures.clone();
     let metrics_refused = metrics.connections_refused("grpc");
@@ -515,9 +549,19 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let mut listeners = vec![&served];
     listeners.extend(authzen.as_ref());
     purposegate_runtime::listen::drain(&listeners, drain).await;
+    let log = decider.decision_log().clone();
+    let _ = tokio::task::spawn_blocking(move || log.finish(Duration::from_secs(2))).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }
     info!("stopped");
     Ok(())
+}
+
+fn parse_log_max_bytes(s: &str) -> Result<u64, String> {
+    let bytes = purposegate_runtime::units::parse_bytes(s)?;
+    if bytes < 4096 {
+        return Err(format!("{bytes} bytes is too small; give at least 4Ki"));
+    }
+    Ok(bytes as u64)
 }

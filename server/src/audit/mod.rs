@@ -1,38 +1,46 @@
 //! The decision log: every decision as one JSON line, written off the
-//! request path.
+//! request path, each line sealed into a hash chain.
 //!
 //! A check hands its record to a queue bounded in bytes and moves on; one
-//! writer task serialises and writes. The queue never waits and never
-//! grows past its budget, and it loses nothing silently:
+//! writer thread (`writer.rs`) serialises, seals (`chain.rs`) and writes.
+//! The queue never waits and never grows past its budget, and it loses
+//! nothing silently:
 //!
 //! - once the queue is half full, a decision identical to the one queued
-//!   just before it (same subject, question and answer) is folded into it:
-//!   one line with `count` and `last_time`, so a flood of the same call
-//!   costs one line (below that, every decision has its own line);
+//!   just before it (same question and answer) is folded into it: one
+//!   line with `count` and `last_time`, so a flood of the same call costs
+//!   one line (below that, every decision has its own line);
 //! - denials and permits wait in separate queues: when the budget is
 //!   spent, a denial takes the place of the oldest permit, so a flood of
 //!   permitted noise cannot push out the denial an insider wants hidden;
 //! - what still does not fit is dropped, counted
 //!   (`purposegate_decision_log_dropped_total`) and written as a line of
 //!   its own, `{"dropped": N, "denied_dropped": D, "from": …, "to": …}`,
-//!   before the decisions that follow it.
+//!   sealed into the chain like any other, before the decisions that
+//!   follow it.
 //!
-//! A failing write is counted and logged. Nothing here ever slows or fails
-//! a check.
+//! A line carries the whole question (`line.rs`), so `replay` can ask it
+//! again; `--decision-log-redact` drops or hashes fields. A failing write
+//! is counted and logged. Nothing here ever slows or fails a check.
+
+pub mod chain;
+pub mod line;
+pub mod signing;
+pub mod verify;
+mod writer;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
-
 use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::Notify;
-use tracing::warn;
 
 use crate::engine::{Decision, DecisionRequest, Evaluation};
+use line::Record;
+pub use writer::Options;
 
 /// Where decision lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,88 +63,18 @@ impl std::str::FromStr for Target {
     }
 }
 
-/// One decision (or a run of identical ones), as logged.
-#[derive(Debug, Serialize)]
-struct Record {
-    /// Taken when the decision is made, written out as RFC 3339 by the
-    /// writer, off the request path.
-    #[serde(serialize_with = "as_rfc3339")]
-    time: SystemTime,
-    request_id: String,
-    subject: String,
-    tenant: String,
-    purpose: String,
-    action: String,
-    category: String,
-    /// The resource attribute `id` (AuthZEN's `resource.id`), if given.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    resource_id: String,
-    origin: Vec<String>,
-    owner_tenant: String,
-    decision: Decision,
-    rule_ids: Vec<Arc<str>>,
-    reason: String,
-    revision: Arc<str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    monitor_decision: Option<Decision>,
-    latency_us: u64,
-    /// Identical decisions folded into this line (absent when 1).
-    #[serde(skip_serializing_if = "is_one")]
-    count: u64,
-    /// When the last of them was made.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "as_optional_rfc3339"
-    )]
-    last_time: Option<SystemTime>,
-}
-
-fn is_one(n: &u64) -> bool {
-    *n == 1
-}
-
-impl Record {
-    /// Whether `other` is the same decision again: all but its time,
-    /// request id and latency.
-    fn same_decision(&self, other: &Record) -> bool {
-        self.decision == other.decision
-            && self.subject == other.subject
-            && self.purpose == other.purpose
-            && self.category == other.category
-            && self.resource_id == other.resource_id
-            && self.tenant == other.tenant
-            && self.owner_tenant == other.owner_tenant
-            && self.action == other.action
-            && self.origin == other.origin
-            && self.revision == other.revision
-            && self.rule_ids == other.rule_ids
-            && self.reason == other.reason
-            && self.monitor_decision == other.monitor_decision
-    }
-
-    /// What the record takes in the queue.
-    fn bytes(&self) -> usize {
-        RECORD_OVERHEAD
-            + self.request_id.len()
-            + self.subject.len()
-            + self.tenant.len()
-            + self.purpose.len()
-            + self.action.len()
-            + self.category.len()
-            + self.resource_id.len()
-            + self.origin.iter().map(|o| o.len() + 24).sum::<usize>()
-            + self.owner_tenant.len()
-            + self.rule_ids.len() * 16
-            + self.reason.len()
-    }
-}
-
 /// A record's fixed cost: its struct and the queue's slot.
-const RECORD_OVERHEAD: usize = 320;
+const RECORD_OVERHEAD: usize = 480;
+
+/// How long the writer waits for lines before it looks at the file and
+/// the checkpoint clock again.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Decisions dropped since the last line said so.
 #[derive(Debug, Serialize)]
 struct Dropped {
+    #[serde(serialize_with = "as_rfc3339")]
+    time: SystemTime,
     dropped: u64,
     denied_dropped: u64,
     #[serde(serialize_with = "as_rfc3339")]
@@ -166,6 +104,7 @@ impl Queue {
             }
             None => {
                 self.dropped = Some(Dropped {
+                    time: SystemTime::now(),
                     dropped: record.count,
                     denied_dropped: denied * record.count,
                     from: record.time,
@@ -174,15 +113,23 @@ impl Queue {
             }
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.denials.is_empty() && self.permits.is_empty() && self.dropped.is_none()
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
-    ready: Notify,
+    ready: Condvar,
     budget: usize,
     /// Decisions dropped.
     dropped: Counter,
+    /// Set by `finish`: write what is queued, sign, and stop.
+    closing: AtomicBool,
+    /// The writer thread's end, for `finish` to wait on.
+    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 /// The request-path side of the log: cheap to clone, never blocks.
@@ -197,40 +144,51 @@ impl DecisionLog {
         DecisionLog { shared: None }
     }
 
-    /// Opens the target and starts the writer task (inside a runtime).
-    /// `budget` is the queue's size in bytes; `dropped` counts decisions
-    /// that did not fit, `write_errors` lines that could not be written.
-    pub async fn start(
-        target: Target,
+    /// Opens the target (continuing its chain) and starts the writer
+    /// thread. `budget` is the queue's size in bytes; `dropped` counts
+    /// decisions that did not fit, `write_errors` lines that could not be
+    /// written.
+    pub fn start(
+        target: &Target,
         budget: usize,
+        options: Options,
         dropped: Counter,
         write_errors: Counter,
     ) -> std::io::Result<Self> {
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = match &target {
-            Target::Off => return Ok(Self::off()),
-            Target::Stdout => Box::new(tokio::io::stdout()),
-            Target::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await?,
-            ),
+        let Some(mut writer) = writer::Writer::open(target, options, write_errors)? else {
+            return Ok(Self::off());
         };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
+            ready: Condvar::new(),
             budget: budget.max(RECORD_OVERHEAD * 4),
             dropped,
+            closing: AtomicBool::new(false),
+            done: Mutex::new(Some(done_rx)),
         });
-        tokio::spawn(write_loop(
-            shared.clone(),
-            BufWriter::new(writer),
-            write_errors,
-        ));
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || {
+                write_loop(&thread_shared, &mut writer);
+                let _ = done_tx.send(());
+            })?;
         Ok(DecisionLog {
             shared: Some(shared),
         })
+    }
+
+    /// Writes what is queued, signs a last checkpoint (with a key) and
+    /// stops the writer, waiting at most `within`.
+    pub fn finish(&self, within: Duration) {
+        let Some(shared) = &self.shared else { return };
+        shared.closing.store(true, Ordering::Release);
+        shared.ready.notify_one();
+        let done = shared.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(done) = done {
+            let _ = done.recv_timeout(within);
+        }
     }
 
     /// Queues a decision (folding, displacing or dropping as the module
@@ -245,20 +203,7 @@ impl DecisionLog {
         let Some(shared) = &self.shared else { return };
         let record = Record {
             time: SystemTime::now(),
-            request_id: request.request_id,
-            subject: request.subject.id,
-            tenant: request.subject.tenant,
-            purpose: request.purpose,
-            action: request.action,
-            category: request.resource.category,
-            resource_id: request
-                .resource
-                .attributes
-                .get("id")
-                .cloned()
-                .unwrap_or_default(),
-            origin: request.resource.origin,
-            owner_tenant: request.resource.owner_tenant,
+            request,
             decision: answer.decision,
             rule_ids: answer.rule_ids.clone(),
             reason,
@@ -316,15 +261,19 @@ impl DecisionLog {
 
 /// Takes everything queued: the drop note first, then the decisions in
 /// the order they were made.
+#[cfg(test)]
 fn take(shared: &Shared) -> (Option<Dropped>, Vec<Record>) {
     let Ok(mut queue) = shared.queue.lock() else {
         return (None, Vec::new());
     };
+    take_from(&mut queue)
+}
+
+fn take_from(queue: &mut Queue) -> (Option<Dropped>, Vec<Record>) {
     let dropped = queue.dropped.take();
     let denials = std::mem::take(&mut queue.denials);
     let permits = std::mem::take(&mut queue.permits);
     queue.bytes = 0;
-    drop(queue);
     let mut merged = Vec::with_capacity(denials.len() + permits.len());
     let (mut d, mut p) = (
         denials.into_iter().peekable(),
@@ -343,48 +292,31 @@ fn take(shared: &Shared) -> (Option<Dropped>, Vec<Record>) {
     (dropped, merged)
 }
 
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
-    write_errors: Counter,
-) {
+/// The writer thread: waits for lines (at most a tick), writes them,
+/// then looks after the file and the checkpoints.
+fn write_loop(shared: &Shared, writer: &mut writer::Writer) {
     loop {
-        shared.ready.notified().await;
-        let (dropped, records) = take(&shared);
-        let mut lines = Vec::with_capacity(records.len() + 1);
-        if let Some(dropped) = &dropped {
-            lines.push(serde_json::to_vec(dropped));
-        }
-        lines.extend(records.iter().map(serde_json::to_vec));
-        for line in lines {
-            let Ok(mut line) = line else {
-                write_errors.inc();
-                continue;
+        let (dropped, records, closing) = {
+            let Ok(mut queue) = shared.queue.lock() else {
+                return;
             };
-            line.push(b'\n');
-            if let Err(e) = out.write_all(&line).await {
-                let n = write_errors.inc();
-                if n.is_power_of_two() || n == 0 {
-                    warn!(error = %e, failures = n + 1, "cannot write the decision log");
-                }
+            if queue.is_empty() && !shared.closing.load(Ordering::Acquire) {
+                queue = match shared.ready.wait_timeout(queue, TICK) {
+                    Ok((queue, _)) => queue,
+                    Err(_) => return,
+                };
+            }
+            let (dropped, records) = take_from(&mut queue);
+            (dropped, records, shared.closing.load(Ordering::Acquire))
+        };
+        writer.write(dropped.as_ref(), &records);
+        writer.tick(closing);
+        if closing {
+            let empty = shared.queue.lock().map(|q| q.is_empty()).unwrap_or(true);
+            if empty {
+                return;
             }
         }
-        if let Err(e) = out.flush().await {
-            let n = write_errors.inc();
-            if n.is_power_of_two() || n == 0 {
-                warn!(error = %e, failures = n + 1, "cannot write the decision log");
-            }
-        }
-    }
-}
-
-fn as_optional_rfc3339<S: serde::Serializer>(
-    time: &Option<SystemTime>,
-    out: S,
-) -> Result<S::Ok, S::Error> {
-    match time {
-        Some(t) => out.serialize_str(&rfc3339(*t)),
-        None => out.serialize_none(),
     }
 }
 
@@ -393,7 +325,7 @@ fn as_rfc3339<S: serde::Serializer>(time: &SystemTime, out: S) -> Result<S::Ok, 
 }
 
 /// `2026-11-29T08:15:02.123456Z`
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
@@ -425,9 +357,11 @@ mod tests {
     fn unwritten(budget: usize) -> (DecisionLog, Arc<Shared>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
+            ready: Condvar::new(),
             budget,
             dropped: Counter::default(),
+            closing: AtomicBool::new(false),
+            done: Mutex::new(None),
         });
         (
             DecisionLog {
@@ -478,10 +412,11 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].count, 1000);
         assert!(records[0].last_time.is_some());
-        let line = String::from_utf8(serde_json::to_vec(&records[0]).unwrap()).unwrap();
+        let line =
+            String::from_utf8(records[0].to_json(&line::Redaction::default()).unwrap()).unwrap();
         assert!(line.contains("\"count\":1000"), "{line}");
         assert!(
-            !String::from_utf8(serde_json::to_vec(&records[1]).unwrap())
+            !String::from_utf8(records[1].to_json(&line::Redaction::default()).unwrap())
                 .unwrap()
                 .contains("count")
         );
@@ -501,7 +436,7 @@ mod tests {
         assert!(
             records
                 .iter()
-                .any(|r| r.subject == "insider" && r.decision == Decision::Deny),
+                .any(|r| r.request.subject.id == "insider" && r.decision == Decision::Deny),
             "the denial was lost"
         );
         let dropped = dropped.expect("the drops are told");

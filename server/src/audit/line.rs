@@ -1,0 +1,406 @@
+//! What one decision line says: the whole question (so it can be asked
+//! again, `replay`), the answer and the revision, with the fields a
+//! deployment must not log dropped or hashed (`--decision-log-redact`).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::{Decision, DecisionRequest};
+
+/// A request field the decision log can leave out or hash, by its key in
+/// the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    RequestId,
+    Subject,
+    Tenant,
+    Roles,
+    Action,
+    ResourceId,
+    OwnerTenant,
+    Deidentification,
+    GroupSize,
+    Origin,
+    ResourceAttributes,
+    CustomerInstruction,
+    ContextAttributes,
+    SupportedObligations,
+}
+
+impl Field {
+    pub const ALL: [Field; 14] = [
+        Field::RequestId,
+        Field::Subject,
+        Field::Tenant,
+        Field::Roles,
+        Field::Action,
+        Field::ResourceId,
+        Field::OwnerTenant,
+        Field::Deidentification,
+        Field::GroupSize,
+        Field::Origin,
+        Field::ResourceAttributes,
+        Field::CustomerInstruction,
+        Field::ContextAttributes,
+        Field::SupportedObligations,
+    ];
+
+    /// Its key in the decision line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::RequestId => "request_id",
+            Field::Subject => "subject",
+            Field::Tenant => "tenant",
+            Field::Roles => "roles",
+            Field::Action => "action",
+            Field::ResourceId => "resource_id",
+            Field::OwnerTenant => "owner_tenant",
+            Field::Deidentification => "deidentification",
+            Field::GroupSize => "group_size",
+            Field::Origin => "origin",
+            Field::ResourceAttributes => "resource_attributes",
+            Field::CustomerInstruction => "customer_instruction",
+            Field::ContextAttributes => "context_attributes",
+            Field::SupportedObligations => "supported_obligations",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.key() == key)
+    }
+
+    /// Whether hashing keeps anything: a state or a number hashed says
+    /// nothing a reader could not guess, so those can only be dropped.
+    fn hashable(self) -> bool {
+        !matches!(self, Field::Deidentification | Field::GroupSize)
+    }
+}
+
+/// What is done to a redacted field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// Left out of the line.
+    Drop,
+    /// Each value replaced by `sha256:` and 16 hex digits of its SHA-256:
+    /// equal values stay equal (a tenant and the data's owner, say), the
+    /// value itself is not written.
+    Hash,
+}
+
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Drop => "drop",
+            How::Hash => "hash",
+        }
+    }
+}
+
+/// `--decision-log-redact`: the fields left out or hashed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    fields: BTreeMap<Field, How>,
+}
+
+impl std::str::FromStr for Redaction {
+    type Err = String;
+
+    /// `FIELD[=drop|hash],...`, e.g. `subject=hash,roles`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut fields = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, how) = match part.split_once('=') {
+                Some((key, "drop")) => (key, How::Drop),
+                Some((key, "hash")) => (key, How::Hash),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "`{part}`: unknown treatment `{other}`; use `drop` or `hash`"
+                    ));
+                }
+                None => (part, How::Drop),
+            };
+            let field = Field::from_key(key).ok_or_else(|| {
+                let keys = Field::ALL.map(Field::key);
+                format!(
+                    "unknown field `{key}`{}; the fields are {}",
+                    crate::engine::did_you_mean(key, keys),
+                    keys.join(", ")
+                )
+            })?;
+            if how == How::Hash && !field.hashable() {
+                return Err(format!("`{key}` can only be dropped, not hashed"));
+            }
+            if fields.insert(field, how).is_some() {
+                return Err(format!("`{key}` is given twice"));
+            }
+        }
+        Ok(Redaction { fields })
+    }
+}
+
+impl Redaction {
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn how(&self, field: Field) -> Option<How> {
+        self.fields.get(&field).copied()
+    }
+
+    /// The `redacted` member of every decision line: each field and what
+    /// was done to it.
+    pub fn described(&self) -> BTreeMap<&'static str, &'static str> {
+        self.fields
+            .iter()
+            .map(|(f, how)| (f.key(), how.as_str()))
+            .collect()
+    }
+}
+
+/// `sha256:` and the first 16 hex digits of the value's SHA-256.
+pub fn hashed(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let hex = super::chain::hex(digest.get(..8).unwrap_or_default());
+    format!("sha256:{hex}")
+}
+
+/// One decision (or a run of identical ones), as queued.
+#[derive(Debug)]
+pub struct Record {
+    /// Taken when the decision is made, written out as RFC 3339 by the
+    /// writer, off the request path.
+    pub time: SystemTime,
+    pub request: DecisionRequest,
+    pub decision: Decision,
+    pub rule_ids: Vec<Arc<str>>,
+    pub reason: String,
+    pub revision: Arc<str>,
+    pub monitor_decision: Option<Decision>,
+    pub latency_us: u64,
+    /// Identical decisions folded into this one.
+    pub count: u64,
+    /// When the last of them was made.
+    pub last_time: Option<SystemTime>,
+}
+
+/// Bytes a list entry or map entry costs beyond its text.
+const ENTRY_OVERHEAD: usize = 24;
+
+impl Record {
+    /// Whether `other` is the same decision again: all but its time,
+    /// request id and latency.
+    pub fn same_decision(&self, other: &Record) -> bool {
+        let (a, b) = (&self.request, &other.request);
+        self.decision == other.decision
+            && self.revision == other.revision
+            && self.rule_ids == other.rule_ids
+            && self.reason == other.reason
+            && self.monitor_decision == other.monitor_decision
+            && a.purpose == b.purpose
+            && a.resource == b.resource
+            && a.subject == b.subject
+            && a.action == b.action
+            && a.context == b.context
+            && a.supported_obligations == b.supported_obligations
+    }
+
+    /// What the record takes in the queue.
+    pub fn bytes(&self) -> usize {
+        let r = &self.request;
+        let list = |l: &[String]| l.iter().map(|s| s.len() + ENTRY_OVERHEAD).sum::<usize>();
+        let map = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * ENTRY_OVERHEAD)
+                .sum::<usize>()
+        };
+        super::RECORD_OVERHEAD
+            + r.request_id.len()
+            + r.subject.id.len()
+            + r.subject.tenant.len()
+            + list(&r.subject.roles)
+            + r.purpose.len()
+            + r.action.len()
+            + r.resource.category.len()
+            + r.resource.owner_tenant.len()
+            + list(&r.resource.origin)
+            + map(&r.resource.attributes)
+            + r.context.customer_instruction.len()
+            + map(&r.context.attributes)
+            + list(&r.supported_obligations)
+            + self.rule_ids.len() * 16
+            + self.reason.len()
+    }
+
+    /// The line's members (without `seq` and `hash`, which the chain
+    /// adds), as JSON.
+    pub fn to_json<'s>(&'s self, redaction: &Redaction) -> serde_json::Result<Vec<u8>> {
+        let r = &self.request;
+        let text = |field: Field, value: &'s str| one(redaction, field, value);
+        let described = redaction.described();
+        let resource_id_rule = redaction
+            .how(Field::ResourceId)
+            .or(redaction.how(Field::ResourceAttributes));
+        let line = Line {
+            time: super::rfc3339(self.time),
+            request_id: text(Field::RequestId, &r.request_id),
+            subject: text(Field::Subject, &r.subject.id),
+            tenant: text(Field::Tenant, &r.subject.tenant),
+            roles: list(redaction, Field::Roles, &r.subject.roles),
+            purpose: &r.purpose,
+            action: text(Field::Action, &r.action),
+            category: &r.resource.category,
+            resource_id: r
+                .resource
+                .attributes
+                .get("id")
+                .and_then(|id| treat(resource_id_rule, id)),
+            origin: list(redaction, Field::Origin, &r.resource.origin),
+            owner_tenant: text(Field::OwnerTenant, &r.resource.owner_tenant),
+            deidentification: r
+                .resource
+                .deidentification
+                .filter(|_| redaction.how(Field::Deidentification).is_none())
+                .map(|d| d.as_str()),
+            group_size: r
+                .resource
+                .group_size
+                .filter(|_| redaction.how(Field::GroupSize).is_none()),
+            resource_attributes: attributes(
+                redaction.how(Field::ResourceAttributes),
+                resource_id_rule,
+                &r.resource.attributes,
+            ),
+            customer_instruction: text(Field::CustomerInstruction, &r.context.customer_instruction)
+                .filter(|v| !v.is_empty()),
+            context_attributes: attributes(
+                redaction.how(Field::ContextAttributes),
+                redaction.how(Field::ContextAttributes),
+                &r.context.attributes,
+            ),
+            supported_obligations: list(
+                redaction,
+                Field::SupportedObligations,
+                &r.supported_obligations,
+            )
+            .filter(|l| !l.is_empty()),
+            decision: self.decision,
+            rule_ids: &self.rule_ids,
+            reason: &self.reason,
+            revision: &self.revision,
+            monitor_decision: self.monitor_decision,
+            latency_us: self.latency_us,
+            count: self.count,
+            last_time: self.last_time.map(super::rfc3339),
+            redacted: (!described.is_empty()).then_some(described),
+        };
+        serde_json::to_vec(&line)
+    }
+}
+
+/// A text field as the redaction says: `None` when dropped.
+fn one<'a>(redaction: &Redaction, field: Field, value: &'a str) -> Option<Cow<'a, str>> {
+    treat(redaction.how(field), value)
+}
+
+fn treat(how: Option<How>, value: &str) -> Option<Cow<'_, str>> {
+    match how {
+        None => Some(Cow::Borrowed(value)),
+        Some(How::Drop) => None,
+        Some(How::Hash) if value.is_empty() => Some(Cow::Borrowed("")),
+        Some(How::Hash) => Some(Cow::Owned(hashed(value))),
+    }
+}
+
+fn list<'a>(
+    redaction: &Redaction,
+    field: Field,
+    values: &'a [String],
+) -> Option<Vec<Cow<'a, str>>> {
+    let how = redaction.how(field);
+    if how == Some(How::Drop) {
+        return None;
+    }
+    values.iter().map(|v| treat(how, v)).collect()
+}
+
+/// A map whose values are treated as `how` says, but `id`, which is
+/// treated as `id_how` (the resource id).
+fn attributes<'a>(
+    how: Option<How>,
+    id_how: Option<How>,
+    values: &'a BTreeMap<String, String>,
+) -> Option<BTreeMap<&'a str, Cow<'a, str>>> {
+    if how == Some(How::Drop) || values.is_empty() {
+        return None;
+    }
+    let map: BTreeMap<&str, Cow<'_, str>> = values
+        .iter()
+        .filter_map(|(k, v)| {
+            let rule = if k == "id" { id_how.or(how) } else { how };
+            treat(rule, v).map(|v| (k.as_str(), v))
+        })
+        .collect();
+    (!map.is_empty()).then_some(map)
+}
+
+/// A decision line's members, in the order they are written.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "is_none_or_empty")]
+    roles: Option<Vec<Cow<'a, str>>>,
+    purpose: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<Cow<'a, str>>,
+    category: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Vec<Cow<'a, str>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_tenant: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deidentification: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_attributes: Option<BTreeMap<&'a str, Cow<'a, str>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_instruction: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_attributes: Option<BTreeMap<&'a str, Cow<'a, str>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supported_obligations: Option<Vec<Cow<'a, str>>>,
+    decision: Decision,
+    rule_ids: &'a [Arc<str>],
+    reason: &'a str,
+    revision: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monitor_decision: Option<Decision>,
+    latency_us: u64,
+    #[serde(skip_serializing_if = "is_one")]
+    count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacted: Option<BTreeMap<&'static str, &'static str>>,
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+fn is_none_or_empty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_none_or(Vec::is_empty)
+}
