@@ -13,6 +13,7 @@ mod cases;
 mod decision;
 mod decode;
 mod diagnostic;
+mod diff;
 mod eval;
 mod facts;
 mod glob;
@@ -33,6 +34,7 @@ pub use cases::{Case, CaseFile, CaseResult};
 pub use decision::{Decision, Evaluation, MonitorEvaluation};
 pub use decode::{Decoder, Fields};
 pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};
+pub use diff::{CellChange, Changes, Example, PolicyDiff, RuleChange, Side};
 pub use facts::Fact;
 pub use glob::{glob, glob_slice};
 pub use load::{

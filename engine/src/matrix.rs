@@ -172,7 +172,7 @@ impl Policy {
         }
     }
 
-    fn cell(
+    pub(crate) fn cell(
         &self,
         p: NodeIdx,
         purpose: &Arc<str>,
@@ -276,6 +276,71 @@ impl Policy {
         }
         facts.into_dimensions(self, category)
     }
+}
+
+/// Calls `visit` with every combination of the facts the enforced rules
+/// of any of `policies` read on `purpose` × `category` (ids that a policy
+/// does not declare give it no rules), at most `left` of them, as a matrix
+/// cell does; whether it was every combination. For comparing policies
+/// on the same questions (`diff`).
+pub(crate) fn for_each_question(
+    policies: &[&Policy],
+    purpose: &str,
+    category: &str,
+    left: usize,
+    visit: impl FnMut(&DecisionRequest),
+) -> bool {
+    let mut facts = Facts::default();
+    let mut claimant = None;
+    let mut anchor = None;
+    for policy in policies {
+        let (Some(p), Some(c)) = (
+            policy.purposes().lookup(purpose),
+            policy.categories().lookup(category),
+        ) else {
+            continue;
+        };
+        anchor.get_or_insert((*policy, c));
+        if let Some(subject) = policy.claimant(p) {
+            if claimant.is_none() {
+                claimant = Some(subject.clone());
+            }
+            facts.subjects.insert(subject);
+        }
+        for rule in policy
+            .candidates(p, c)
+            .filter_map(|r| policy.rule(r))
+            .filter(|r| r.mode == Mode::Enforce)
+        {
+            for condition in rule.when.iter().chain(&rule.unless) {
+                facts.collect(condition);
+            }
+            if rule.effect == Effect::Permit {
+                facts
+                    .obligations
+                    .extend(rule.obligations.iter().map(|o| o.id.to_string()));
+            }
+        }
+    }
+    let bare = DecisionRequest {
+        purpose: purpose.to_string(),
+        subject: Subject {
+            id: claimant.unwrap_or_default(),
+            ..Subject::default()
+        },
+        resource: Resource {
+            category: category.to_string(),
+            ..Resource::default()
+        },
+        ..DecisionRequest::default()
+    };
+    let Some((policy, c)) = anchor else {
+        let mut visit = visit;
+        visit(&bare);
+        return true;
+    };
+    let (dimensions, cut) = facts.into_dimensions(policy, c);
+    for_each_request(&bare, &dimensions, left, visit) && !cut
 }
 
 /// Everything the conditions of a cell's rules read.

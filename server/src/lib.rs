@@ -8,6 +8,7 @@ pub use purposegate_engine as engine;
 pub mod audit;
 pub mod authzen;
 pub mod decide;
+pub mod diff_report;
 pub mod explorer;
 pub mod grpc;
 pub mod metrics;
