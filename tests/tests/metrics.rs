@@ -167,6 +167,10 @@ async fn a_full_decision_log_keeps_denials_and_says_what_it_dropped() {
         .filter_map(|v| v.get("dropped").and_then(serde_json::Value::as_u64))
         .sum();
     assert_eq!(told as f64, dropped, "every drop is told in the log");
+    // The drop lines are links of the chain like any other line.
+    let copy = dir.write("decisions.log", &text);
+    let verified = purposegate_tests::server_cli(&["verify-log", &copy], None);
+    assert_eq!(verified.code, Some(0), "{verified:?}");
     let peak = server.peak_resident_kib();
     assert!(peak < 64 * 1024, "the server reached {peak} KiB");
 }

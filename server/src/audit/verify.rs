@@ -312,11 +312,18 @@ fn check_checkpoint(
     ) else {
         return Err("edited: a checkpoint without its head, seq, key_id or signature".to_string());
     };
-    if seq != before.seq || head != before.head {
+    if seq != before.seq {
         return Err(format!(
             "this checkpoint signs seq {seq}, not the line before it (seq {})",
             before.seq
         ));
+    }
+    if head != before.head {
+        return Err(
+            "forged: this checkpoint signs another head than the line before it \
+             (lines before it were changed and the chain sealed again)"
+                .to_string(),
+        );
     }
     v.checkpoints += 1;
     if keys.is_empty() {
