@@ -2,6 +2,14 @@
 //! effect is known, `replay` of a log the real server wrote, and
 //! `verify-log` on real logs and on copies an attacker edited.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
