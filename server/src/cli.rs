@@ -545,12 +545,12 @@ fn verify_log(public_keys: &[PathBuf], files: &[PathBuf]) -> ExitCode {
         String::new()
     };
     out(&format!(
-        "OK: {} in {files_word}, seq {} to {}{from}, head {}",
+        "OK: {} in {files_word}, seq {} to {}{from}",
         plural(v.lines as usize, "line", "lines"),
         v.follows_seq + 1,
         v.head.seq,
-        v.head.head
     ));
+    out(&format!("head: {}", v.head.head));
     let tail = if v.unsigned_tail > 0 {
         format!(
             "; the last {} after the last checkpoint {} not signed yet",

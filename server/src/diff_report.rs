@@ -52,7 +52,7 @@ pub fn verdict(diff: &PolicyDiff) -> String {
 
 fn flows_summary(diff: &PolicyDiff) -> String {
     format!(
-        "{} of {} changed; {} newly permit requests, {} refuse requests the old policy permitted",
+        "{} of {} changed, {} widened (newly permitting requests), {} narrowed",
         plural(diff.cells.len(), "cell", "cells"),
         diff.compared,
         diff.widened,

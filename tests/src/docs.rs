@@ -9,8 +9,10 @@
 //!   continuations) is followed by what it prints, up to the next `$` line
 //!   or the end of the block. KIND says what the commands run against:
 //!   `cli` (the binaries, in the document's directory), `server` (a running
-//!   decision server on its default policy) or `sidecar` (a server, the demo
-//!   app and a sidecar in front of it, as the walkthrough starts them);
+//!   decision server on its default policy), `sidecar` (a server, the demo
+//!   app and a sidecar in front of it, as the walkthrough starts them) or
+//!   `logged` (a server on the directory's `policy.yaml` writing its
+//!   decision log to `decisions.log` there, commands run in the directory);
 //! - anything else is shown, not run, and may not look like a session.
 //!
 //! In a shown output, a line `...` stands for any number of lines.

@@ -543,7 +543,7 @@ async fn verify_log_names_the_line_an_attacker_touched() {
     assert_eq!(ok.code, Some(0), "{ok:?}");
     assert!(
         ok.stdout
-            .contains("OK: 8 lines in 1 file, seq 1 to 8, head "),
+            .contains("OK: 8 lines in 1 file, seq 1 to 8\nhead: "),
         "{ok:?}"
     );
     let lines = lines_of(&log);

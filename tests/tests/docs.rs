@@ -29,6 +29,7 @@ struct Stage {
     dir: TempDir,
     server: Option<Running>,
     sidecar: Option<Running>,
+    logged: Option<Running>,
 }
 
 impl Stage {
@@ -43,6 +44,7 @@ impl Stage {
             dir,
             server: None,
             sidecar: None,
+            logged: None,
         }
     }
 
@@ -104,9 +106,31 @@ impl Stage {
                 });
                 (repo_root(), running.addresses.clone())
             }
+            "logged" => {
+                let dir = self.dir.path().to_path_buf();
+                let running = self.logged.get_or_insert_with(|| {
+                    let policy = dir.join("policy.yaml").display().to_string();
+                    let log = dir.join("decisions.log").display().to_string();
+                    let server = ServerProcess::start(&[
+                        "--policy",
+                        &policy,
+                        "--decision-log",
+                        &log,
+                        "--authzen-listen",
+                        "off",
+                    ]);
+                    let addresses = vec![("localhost:50051".into(), server.addr.to_string())];
+                    Running {
+                        _server: server,
+                        _app: None,
+                        addresses,
+                    }
+                });
+                (dir, running.addresses.clone())
+            }
             other => panic!(
                 "{place}: `console {other}` is not a session a test can run; \
-                 say `console cli`, `console server` or `console sidecar`"
+                 say `console cli`, `console server`, `console sidecar` or `console logged`"
             ),
         }
     }
@@ -177,6 +201,11 @@ fn replay(relative: &str) {
             let command = addresses
                 .iter()
                 .fold(shown.command.clone(), |c, (doc, real)| c.replace(doc, real));
+            if kind == "logged" {
+                // The decision log is written off the request path: give
+                // the writer thread the moment it takes.
+                std::thread::sleep(Duration::from_millis(300));
+            }
             let got = run(&command, &dir, &block.place);
             let got: String = addresses
                 .iter()
