@@ -4,17 +4,19 @@
 // waits for the page to follow. Prints one JSON line of what it saw; exits
 // non-zero on any failure. Run by tests/tests/explorer.rs.
 //
-//   node explorer.mjs <page url> <output dir> <policy file> <replacement policy file>
+// Between the two, it compares a candidate policy on /compare.
+//
+//   node explorer.mjs <page url> <output dir> <policy file> <replacement policy file> <candidate policy file>
 import { chromium } from "playwright-core";
-import { copyFileSync, mkdirSync, renameSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
 const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
-const [url, outDir, policyPath, replacementPath] = process.argv.slice(2);
-if (!url || !outDir || !policyPath || !replacementPath) {
-  console.error("usage: explorer.mjs <url> <output dir> <policy file> <replacement policy file>");
+const [url, outDir, policyPath, replacementPath, candidatePath] = process.argv.slice(2);
+if (!url || !outDir || !policyPath || !replacementPath || !candidatePath) {
+  console.error("usage: explorer.mjs <url> <output dir> <policy file> <replacement policy file> <candidate policy file>");
   process.exit(2);
 }
 mkdirSync(outDir, { recursive: true });
@@ -88,6 +90,28 @@ try {
   seen.permitted = await page
     .locator("#result-purposes tbody tr")
     .evaluateAll((rows) => rows.map((r) => r.dataset.purpose));
+
+  // A candidate compared on /compare, reached from the page's navigation:
+  // changed cells marked, the verdict, the examples; nothing served.
+  await page.locator('nav a[href="/compare"]').click();
+  await page.fill("#policy", readFileSync(candidatePath, "utf8"));
+  await page.locator("form[action='/compare'] button[type=submit]").click();
+  const compared = page.locator("#result[data-result]");
+  await compared.waitFor({ state: "visible" });
+  seen.compare = {
+    result: await compared.getAttribute("data-result"),
+    widened: await page.locator("td.widened").evaluateAll((tds) => tds.map((td) => `${td.dataset.purpose} x ${td.dataset.category}`)),
+    widenedText: (await page.locator("td.widened").first().innerText()).trim(),
+    verdict: (await page.locator(".verdict").innerText()).trim(),
+    examples: (await page.locator("#changes").innerText()).trim(),
+  };
+  await page.addScriptTag({ path: axePath });
+  seen.compareAccessibility = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help }));
+  });
+  await page.screenshot({ path: join(outDir, "explorer-compare.png"), fullPage: false });
+  await page.goto(url);
 
   // The policy changes on disk: the page follows without a manual reload.
   copyFileSync(replacementPath, policyPath + ".new");

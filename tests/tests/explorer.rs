@@ -466,6 +466,7 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
     let dir = TempDir::new("explorer-browser");
     let policy = dir.write("policy.yaml", &default_policy_text());
     let replacement = dir.write("replacement.yaml", &default_policy_without_prohibition());
+    let candidate = dir.write("candidate.yaml", &billing_anything());
     let server = ServerProcess::start(&["--decision-log", "off", "--policy", &policy]);
     let out_dir = repo_root().join("target/explorer-test");
     let url = format!("http://{}/", server.admin_addr.unwrap());
@@ -476,6 +477,7 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
             &out_dir.display().to_string(),
             &policy,
             &replacement,
+            &candidate,
         ])
         .output()
         .unwrap_or_else(|e| panic!("node: {e}"));
@@ -525,6 +527,37 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
     ] {
         assert!(explanation.contains(says), "{says}: {seen}");
     }
+    // The compare view marks the one widened cell, before and after, and
+    // shows the request both policies decided.
+    assert_eq!(seen["compare"]["result"], "widens", "{seen}");
+    assert_eq!(
+        seen["compare"]["widened"],
+        serde_json::json!(["lbo.billing x customer-data"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["compare"]["widenedText"], "◐ conditional → ✓ permit",
+        "{seen}"
+    );
+    assert!(
+        seen["compare"]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("widens what data may be used for"),
+        "{seen}"
+    );
+    assert!(
+        seen["compare"]["examples"]
+            .as_str()
+            .unwrap()
+            .contains("after: PERMIT (billing-anything)"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["compareAccessibility"],
+        serde_json::json!([]),
+        "{seen}"
+    );
     assert_eq!(seen["tried"]["decision"], "PERMIT", "{seen}");
     assert!(
         seen["tried"]["rules"]
@@ -590,4 +623,90 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
         "{}",
         screenshot.display()
     );
+}
+
+/// The default policy with a rule that permits billing on customer data
+/// whatever its state: one cell widened.
+fn billing_anything() -> String {
+    format!(
+        "{}\n  - id: billing-anything\n    effect: permit\n    dataCategories: [customer-data]\n    purposes: [lbo.billing]\n",
+        default_policy_text().trim_end()
+    )
+}
+
+#[tokio::test]
+async fn the_diff_api_compares_a_candidate_without_serving_it() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let admin = server.admin_addr.unwrap();
+    let before = policy_json(&server)["revision"].clone();
+    let yaml = ["Content-Type: application/yaml"];
+    let candidate = billing_anything();
+    let (status, _, body) = http(admin, "POST", "/api/diff", &yaml, Some(&candidate));
+    assert_eq!(status, 200, "{body}");
+    let diff: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(diff["widened"], 1, "{diff}");
+    assert_eq!(diff["old"]["revision"], before);
+    let cell = &diff["cells"][0];
+    assert_eq!(
+        (&cell["purpose"], &cell["category"]),
+        (&"lbo.billing".into(), &"customer-data".into())
+    );
+    // The example is confirmed by the serving policy over gRPC: refused.
+    let example = &cell["newlyPermitted"]["request"];
+    let (decision, _, _) = check_over_grpc(&server, example).await;
+    assert_ne!(decision, "PERMIT", "{example}");
+    // Evaluated, never served.
+    assert_eq!(policy_json(&server)["revision"], before);
+
+    // An invalid candidate: 400 with its diagnostics.
+    let bad = candidate.replace("purposes: [lbo.billing]", "purposes: [lbo.biling]");
+    let (status, _, body) = http(admin, "POST", "/api/diff", &yaml, Some(&bad));
+    assert_eq!(status, 400, "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        refused["diagnostics"][0]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `lbo.billing`?"),
+        "{refused}"
+    );
+    // Not YAML by its type (a form another site could post): 415.
+    let (status, _, _) = http(
+        admin,
+        "POST",
+        "/api/diff",
+        &["Content-Type: text/plain"],
+        Some(&candidate),
+    );
+    assert_eq!(status, 415);
+    // Too large: 413.
+    let dir = TempDir::new("diff-huge");
+    let huge = dir.write("huge.yaml", &"#".repeat(200 * 1024));
+    let (status, _, _) = http(admin, "POST", "/api/diff", &yaml, Some(&format!("@{huge}")));
+    assert_eq!(status, 413);
+    // The form page answers without JavaScript, and says what was wrong.
+    let (status, headers, page) = http(admin, "GET", "/compare", &[], None);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-security-policy"),
+        "{headers}"
+    );
+    assert!(
+        page.contains(r#"<form method="post" action="/compare">"#),
+        "{page}"
+    );
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let (status, _, page) = http(
+        admin,
+        "POST",
+        "/compare",
+        &form,
+        Some("policy=version%3A%202"),
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-result="invalid""#), "{page}");
+    let (status, _, _) = http(admin, "DELETE", "/compare", &[], None);
+    assert_eq!(status, 405);
 }

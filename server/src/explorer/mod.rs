@@ -13,9 +13,16 @@
 //!   `check` reads it); the answer `Check` gives, in its JSON form.
 //! - `POST /api/permitted-purposes`: the same request without a purpose;
 //!   the purposes `Check` would permit, as `PermittedPurposes` names them.
+//! - `GET /compare`, `POST /compare` (the form) and `POST /api/diff` (a
+//!   candidate policy as `application/yaml`): what the candidate changes
+//!   against the serving policy, cell by cell with example requests
+//!   (`compare.rs`; the engine's `Policy::diff`). The candidate is only
+//!   evaluated, never served; comparisons are drawn two at a time on the
+//!   blocking pool, as pages are.
 //!
 //! Everything is embedded in the binary; nothing is fetched at run time.
 
+mod compare;
 mod document;
 mod view;
 
@@ -51,6 +58,13 @@ const CHECK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 type MatrixCell = Arc<tokio::sync::OnceCell<Arc<Matrix>>>;
 /// An `/api/policy` body or a page, once written.
 type DocumentCell = Arc<tokio::sync::OnceCell<Bytes>>;
+
+/// The largest candidate policy `/api/diff` and `/compare` take: one
+/// policy file.
+const MAX_CANDIDATE_BYTES: usize = engine::MAX_POLICY_FILE_BYTES;
+/// The compare form's body: the candidate, URL-encoded (up to three bytes
+/// a byte).
+const MAX_COMPARE_FORM_BYTES: usize = 3 * MAX_CANDIDATE_BYTES + 1024;
 
 /// Pages drawn at once: a wide matrix makes a page of megabytes.
 const PAGES_AT_ONCE: usize = 2;
@@ -326,6 +340,118 @@ impl Explorer {
         json_reply(&self.store.current().evaluate(&request))
     }
 
+    /// Compares `candidate` (a policy's text) with the serving policy on
+    /// the blocking pool, a few at a time: the diff and the candidate's
+    /// matrix, or the candidate's diagnostics.
+    async fn compare(&self, candidate: String) -> Result<compare::Outcome, String> {
+        let serving = self.store.current();
+        let _place = self
+            .drawing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| format!("the comparison could not be made: {e}"))?;
+        tokio::task::spawn_blocking(move || match Policy::parse("candidate.yaml", &candidate) {
+            Err(diagnostics) => compare::Outcome::Invalid(
+                diagnostics
+                    .iter()
+                    .take(engine::MAX_SHOWN)
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            Ok(policy) => compare::Outcome::Compared {
+                diff: Box::new(serving.diff(&policy)),
+                candidate: Box::new(policy.matrix()),
+            },
+        })
+        .await
+        .map_err(|e| format!("the comparison could not be made: {e}"))
+    }
+
+    /// `GET /compare` (no candidate) and `POST /compare` (the form).
+    async fn compare_page(&self, req: Option<Request>) -> Response {
+        let serving = self.store.current();
+        let (candidate, outcome) = match req {
+            None => (String::new(), compare::Outcome::Empty),
+            Some(req) => {
+                if !sends(req.headers(), &["application/x-www-form-urlencoded"]) {
+                    return error(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "send the form as `application/x-www-form-urlencoded`",
+                    );
+                }
+                let body = match read_limited(req, MAX_COMPARE_FORM_BYTES).await {
+                    Ok(body) => body,
+                    Err(refused) => return refused,
+                };
+                let candidate = form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "policy")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let outcome = if candidate.trim().is_empty() {
+                    compare::Outcome::Invalid(vec!["the form's `policy` is empty".into()])
+                } else {
+                    match self.compare(candidate.clone()).await {
+                        Ok(outcome) => outcome,
+                        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                    }
+                };
+                (candidate, outcome)
+            }
+        };
+        let html = compare::render(serving.name(), serving.revision(), &candidate, &outcome);
+        let mut response = reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from(html),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; form-action 'self'; img-src 'self'",
+            ),
+        );
+        response
+    }
+
+    /// `POST /api/diff`: the candidate as YAML; the diff as JSON.
+    async fn diff_json(&self, req: Request) -> Response {
+        // A YAML type is not one a page on another site may send without
+        // asking first (CORS preflight), which this server never grants.
+        if !sends(
+            req.headers(),
+            &["application/yaml", "application/x-yaml", "text/yaml"],
+        ) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the candidate policy as `Content-Type: application/yaml`",
+            );
+        }
+        let body = match read_limited(req, MAX_CANDIDATE_BYTES).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        };
+        let Ok(text) = String::from_utf8(body.to_vec()) else {
+            return error(StatusCode::BAD_REQUEST, "the candidate policy is not UTF-8");
+        };
+        match self.compare(text).await {
+            Ok(compare::Outcome::Compared { diff, .. }) => json_reply(&diff),
+            Ok(compare::Outcome::Invalid(diagnostics)) => reply(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                Bytes::from(
+                    json!({
+                        "error": "the candidate policy is invalid",
+                        "diagnostics": diagnostics,
+                    })
+                    .to_string(),
+                ),
+            ),
+            Ok(compare::Outcome::Empty) => error(StatusCode::BAD_REQUEST, "no candidate policy"),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    }
+
     /// The reverse question: the request without a purpose, the purposes
     /// `Check` would permit for it.
     async fn permitted_purposes(&self, req: Request) -> Response {
@@ -355,32 +481,38 @@ async fn read_request(req: Request) -> Result<engine::DecisionRequest, Response>
             "send the request as `Content-Type: application/json`",
         ));
     }
-    let body =
-        match purposegate_runtime::http::read_body(req.into_body(), MAX_CHECK_BYTES, CHECK_TIME)
-            .await
-        {
-            Ok(body) => body,
-            Err(BodyError::TooLarge(_)) => {
-                return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the request is over {MAX_CHECK_BYTES} bytes"),
-                ));
-            }
-            Err(e @ BodyError::TooSlow(_)) => {
-                return Err(error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &format!("the request: {e}"),
-                ));
-            }
-            Err(e) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the request body could not be read: {e}"),
-                ));
-            }
-        };
+    let body = read_limited(req, MAX_CHECK_BYTES).await?;
     engine::request_from_json_text("request", &body)
         .map_err(|diagnostics| error(StatusCode::BAD_REQUEST, &diagnostics.to_string()))
+}
+
+/// Whether the request's `Content-Type` is one of `types`.
+fn sends(headers: &HeaderMap, types: &[&str]) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| types.iter().any(|y| t.trim().eq_ignore_ascii_case(y)))
+}
+
+/// A request's body within `limit` bytes and [`CHECK_TIME`]; otherwise
+/// the answer refusing it.
+async fn read_limited(req: Request, limit: usize) -> Result<Bytes, Response> {
+    match purposegate_runtime::http::read_body(req.into_body(), limit, CHECK_TIME).await {
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request is over {limit} bytes"),
+        )),
+        Err(e @ BodyError::TooSlow(_)) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("the request: {e}"),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body could not be read: {e}"),
+        )),
+    }
 }
 
 fn json_reply(answer: &impl serde::Serialize) -> Response {
@@ -516,6 +648,27 @@ fn router(explorer: Arc<Explorer>) -> Router {
             post(
                 |State(explorer): State<Arc<Explorer>>, req: Request| async move {
                     explorer.permitted_purposes(req).await
+                },
+            )
+            .fallback(|| async { not_allowed("POST") }),
+        )
+        .route(
+            "/compare",
+            get(|State(explorer): State<Arc<Explorer>>| async move {
+                explorer.compare_page(None).await
+            })
+            .post(
+                |State(explorer): State<Arc<Explorer>>, req: Request| async move {
+                    explorer.compare_page(Some(req)).await
+                },
+            )
+            .fallback(|| async { not_allowed("GET, HEAD, POST") }),
+        )
+        .route(
+            "/api/diff",
+            post(
+                |State(explorer): State<Arc<Explorer>>, req: Request| async move {
+                    explorer.diff_json(req).await
                 },
             )
             .fallback(|| async { not_allowed("POST") }),

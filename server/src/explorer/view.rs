@@ -22,6 +22,29 @@ pub fn esc(text: &str) -> String {
     out
 }
 
+/// The document's start up to `</head>`: `title` (escaped here), the
+/// stylesheet and, with `script`, the script that follows reloads.
+pub fn head(h: &mut String, title: &str, script: bool) {
+    let _ = write!(
+        h,
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{}</title>
+<link rel="stylesheet" href="/explorer.css">
+{}</head>
+"#,
+        esc(title),
+        if script {
+            "<script src=\"/explorer.js\" defer></script>\n"
+        } else {
+            ""
+        }
+    );
+}
+
 /// Backquoted ids in the engine's sentences become `<code>`.
 fn prose(text: &str) -> String {
     let mut out = String::new();
@@ -105,18 +128,14 @@ impl Page<'_> {
     pub fn render(&self) -> String {
         let p = self.policy;
         let mut h = String::with_capacity(64 * 1024);
+        head(
+            &mut h,
+            &format!("{} · purposegate policy explorer", p.name()),
+            true,
+        );
         let _ = write!(
             h,
-            r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{name} · purposegate policy explorer</title>
-<link rel="stylesheet" href="/explorer.css">
-<script src="/explorer.js" defer></script>
-</head>
-<body data-revision="{revision}" data-etag="{etag}">
+            r##"<body data-revision="{revision}" data-etag="{etag}">
 <a class="skip" href="#matrix">Skip to the matrix</a>
 <header>
 <h1>Policy explorer</h1>
@@ -137,7 +156,7 @@ impl Page<'_> {
             );
         }
         h.push_str(
-            r##"<nav aria-label="Sections"><ul><li><a href="#matrix">Matrix</a></li><li><a href="#try">Try a request</a></li><li><a href="#rules">Rules</a></li><li><a href="#purposes">Purposes</a></li><li><a href="#categories">Data categories</a></li></ul></nav>
+            r##"<nav aria-label="Sections"><ul><li><a href="#matrix">Matrix</a></li><li><a href="#try">Try a request</a></li><li><a href="#rules">Rules</a></li><li><a href="#purposes">Purposes</a></li><li><a href="#categories">Data categories</a></li><li><a href="/compare">Compare a change</a></li></ul></nav>
 </header>
 <main>
 "##,
