@@ -54,6 +54,10 @@ pub struct Network {
     /// h2load runs: every path at every number of streams.
     pub h2load: Vec<crate::h2load::Run>,
     pub memory: Vec<Memory>,
+    /// Lines the server with the decision log on wrote during the run
+    /// (chained; signed when openssl could make a key).
+    pub decision_log_lines: usize,
+    pub decision_log_signed: bool,
 }
 
 /// The request every network measurement sends, from subject `id`.
@@ -312,6 +316,25 @@ pub async fn run() -> Result<Network, String> {
         what: "server, idle".into(),
         resident_kib: server.resident_kib(),
     });
+    // The same server writing the chained decision log to a file, with
+    // signed checkpoints: the chain is the writer thread's work, so the
+    // call should not see it.
+    let log_dir = purposegate_tests::TempDir::new("bench-decision-log");
+    let key = log_dir.path().join("log-key.pem").display().to_string();
+    let log_path = log_dir.path().join("decisions.log");
+    let log = log_path.display().to_string();
+    let signed = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out", &key])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut logged_args = vec!["--decision-log", log.as_str()];
+    if signed {
+        logged_args.extend(["--decision-log-signing-key", key.as_str()]);
+    }
+    let logged_server = ServerProcess::start(&logged_args);
+    out.decision_log_signed = signed;
     // The bare RPC in a process of its own, as the server is.
     let bare_process = Daemon::start("purposegate-baseline", &["bare"], &[], &["addr"]);
     let bare_url = format!("http://{}", bare_process.addr("addr"));
@@ -328,6 +351,9 @@ pub async fn run() -> Result<Network, String> {
     let (Some(real), Some(bare)) = (real_all.first().cloned(), bare_all.first().cloned()) else {
         return Err("no channel".into());
     };
+    let logged = pb::decision_service_client::DecisionServiceClient::new(
+        channel(&logged_server.url()).await,
+    );
     let rpc =
         |client: &pb::decision_service_client::DecisionServiceClient<Channel>| -> Call<'static> {
             let client = client.clone();
@@ -345,8 +371,13 @@ pub async fn run() -> Result<Network, String> {
     out.server = interleaved(vec![
         ("bare tonic RPC", rpc(&bare)),
         ("purposegate Check", rpc(&real)),
+        ("purposegate Check, chained decision log on", rpc(&logged)),
     ])
     .await?;
+    drop(logged_server);
+    out.decision_log_lines = std::fs::read_to_string(&log_path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
     for (channels, in_flight) in LEVELS {
         let (Some(bare_some), Some(real_some)) =
             (bare_all.get(..channels), real_all.get(..channels))

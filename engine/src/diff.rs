@@ -205,12 +205,14 @@ impl Policy {
             out.exhaustive = false;
             return out;
         }
-        // Each request is decided twice.
+        // Each request is decided twice; the cells' kinds (each policy's
+        // own matrix cell) share a budget of their own.
         let mut left = MAX_EVALUATIONS / 2;
+        let mut kinds_left = MAX_EVALUATIONS;
         for purpose in &purposes {
             for category in &categories {
                 out.compared += 1;
-                let change = compare_cell(old, new, purpose, category, &mut left);
+                let change = compare_cell(old, new, purpose, category, &mut left, &mut kinds_left);
                 out.exhaustive &= change.exhaustive;
                 let kinds_differ = change.old != change.new;
                 if change.newly_permitted.is_some() {
@@ -233,12 +235,17 @@ impl Policy {
     }
 }
 
-fn kind_of(policy: &Policy, purpose: &Arc<str>, category: &Arc<str>) -> Option<CellKind> {
+/// The cell's kind in `policy`'s own matrix (so the kinds are the
+/// explorer's), within the `left` evaluations of the comparison's budget.
+fn kind_of(
+    policy: &Policy,
+    purpose: &Arc<str>,
+    category: &Arc<str>,
+    left: &mut usize,
+) -> Option<CellKind> {
     let p = policy.purposes().lookup(purpose)?;
     let c = policy.categories().lookup(category)?;
-    // A cell of its own matrix, so the kinds are the explorer's.
-    let mut left = MAX_EVALUATIONS;
-    Some(policy.cell(p, purpose, c, category, &mut left).kind)
+    Some(policy.cell(p, purpose, c, category, left).kind)
 }
 
 fn compare_cell(
@@ -247,6 +254,7 @@ fn compare_cell(
     purpose: &Arc<str>,
     category: &Arc<str>,
     left: &mut usize,
+    kinds_left: &mut usize,
 ) -> CellChange {
     let mut newly_permitted = None;
     let mut newly_refused = None;
@@ -277,8 +285,8 @@ fn compare_cell(
     CellChange {
         purpose: purpose.clone(),
         category: category.clone(),
-        old: kind_of(old, purpose, category),
-        new: kind_of(new, purpose, category),
+        old: kind_of(old, purpose, category, kinds_left),
+        new: kind_of(new, purpose, category, kinds_left),
         newly_permitted,
         newly_refused,
         evaluated,
@@ -360,4 +368,47 @@ fn other_changes(old: &Policy, new: &Policy) -> Vec<String> {
         out.push(format!("name: `{}` -> `{}`", old.name(), new.name()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse("p.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn a_new_purpose_widens_and_a_removed_permit_narrows() {
+        let old = policy(
+            "version: 1\nname: a\npurposes:\n  p: P\ndataCategories:\n  c: C\nrules:\n  - id: p-on-c\n    effect: permit\n    purposes: [p]\n",
+        );
+        let new = policy(
+            "version: 1\nname: a\npurposes:\n  p: P\n  q: Q\ndataCategories:\n  c: C\nrules:\n  - id: q-on-c\n    effect: permit\n    purposes: [q]\n",
+        );
+        let diff = old.diff(&new);
+        assert_eq!((diff.widened, diff.narrowed, diff.compared), (1, 1, 2));
+        assert!(diff.widens());
+        // Widened cells first.
+        let q = &diff.cells[0];
+        assert_eq!(
+            (&*q.purpose, q.old, q.new),
+            ("q", None, Some(CellKind::Permit))
+        );
+        let example = q.newly_permitted.as_ref().unwrap();
+        assert_eq!(example.old, Decision::NotApplicable);
+        assert_eq!(example.new, Decision::Permit);
+        let p = &diff.cells[1];
+        assert_eq!(
+            (&*p.purpose, p.old, p.new),
+            ("p", Some(CellKind::Permit), Some(CellKind::NotApplicable))
+        );
+        assert!(p.newly_refused.is_some() && p.newly_permitted.is_none());
+        assert_eq!(diff.purposes.added, vec![Arc::<str>::from("q")]);
+        let changes: Vec<(&str, &str)> = diff.rules.iter().map(|r| (&*r.id, r.change)).collect();
+        assert_eq!(changes, [("q-on-c", "added"), ("p-on-c", "removed")]);
+        // Nothing changes against itself.
+        assert!(new.diff(&new).is_empty());
+        assert!(!new.diff(&new).widens());
+    }
 }

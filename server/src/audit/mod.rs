@@ -69,6 +69,9 @@ const RECORD_OVERHEAD: usize = 480;
 /// How long the writer waits for lines before it looks at the file and
 /// the checkpoint clock again.
 const TICK: Duration = Duration::from_secs(1);
+/// Once woken, how long the writer lets lines gather before it takes
+/// them: under load a batch, one write and no wake-up per call.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Decisions dropped since the last line said so.
 #[derive(Debug, Serialize)]
@@ -248,6 +251,10 @@ impl DecisionLog {
             queue.note_dropped(&record);
             return;
         }
+        // Only the first record of a batch wakes the writer: it takes
+        // everything queued when it runs (a wake-up per call would cost
+        // the call a system call).
+        let first = queue.denials.is_empty() && queue.permits.is_empty();
         queue.bytes += size;
         if denial {
             queue.denials.push_back(record);
@@ -255,7 +262,9 @@ impl DecisionLog {
             queue.permits.push_back(record);
         }
         drop(queue);
-        shared.ready.notify_one();
+        if first {
+            shared.ready.notify_one();
+        }
     }
 }
 
@@ -305,6 +314,14 @@ fn write_loop(shared: &Shared, writer: &mut writer::Writer) {
                     Ok((queue, _)) => queue,
                     Err(_) => return,
                 };
+                if !queue.is_empty() && !shared.closing.load(Ordering::Acquire) {
+                    drop(queue);
+                    std::thread::sleep(LINGER);
+                    queue = match shared.queue.lock() {
+                        Ok(queue) => queue,
+                        Err(_) => return,
+                    };
+                }
             }
             let (dropped, records) = take_from(&mut queue);
             (dropped, records, shared.closing.load(Ordering::Acquire))

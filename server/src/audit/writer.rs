@@ -206,6 +206,10 @@ impl Writer {
         for record in records {
             let json = record.to_json(&self.opts.redaction);
             self.emit(json);
+            // Every N lines, however the lines came in batches.
+            if self.opts.signer.is_some() && self.since_checkpoint >= self.opts.checkpoint_lines {
+                self.checkpoint();
+            }
         }
     }
 
