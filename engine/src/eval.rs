@@ -96,6 +96,18 @@ impl Policy {
     /// once the purpose is found, and what the reverse question asks of
     /// every purpose.
     pub(crate) fn evaluate_purpose(&self, purpose: NodeIdx, req: &DecisionRequest) -> Evaluation {
+        // A purpose inherited from upstream is the ceiling: a wider or
+        // unrelated purpose is denied before any rule is looked at.
+        if !req.inherited_purpose.is_empty() {
+            let asked = self.purposes().id(purpose);
+            if !super::model::purpose_within(asked, &req.inherited_purpose) {
+                let reason = format!(
+                    "`{asked}` is not within the inherited purpose `{}`",
+                    req.inherited_purpose
+                );
+                return self.answer(req, Decision::Deny, Vec::new(), Reason::words(reason));
+            }
+        }
         // Purposes bound to identity: a claim outside the policy's `claims`
         // is denied before any rule is looked at.
         if let Some(claims) = self.claims() {

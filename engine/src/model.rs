@@ -203,6 +203,19 @@ impl Taxonomy {
 }
 
 /// The parent of a dotted id: `lbo` for `lbo.billing`, none for `lbo`.
+/// Whether purpose `purpose` is within `ceiling`: the same purpose or a
+/// descendant of it in the tree the dots make (`provide.personalization`
+/// is within `provide`; `provide` is not within `provide.personalization`,
+/// nor `provider` within `provide`). The question a purpose inherited from
+/// upstream asks of the purpose a hop states.
+pub fn purpose_within(purpose: &str, ceiling: &str) -> bool {
+    match purpose.strip_prefix(ceiling) {
+        Some("") => !ceiling.is_empty(),
+        Some(rest) => rest.starts_with('.') && !ceiling.is_empty(),
+        None => false,
+    }
+}
+
 pub fn parent_id(id: &str) -> Option<&str> {
     id.rfind('.').map(|at| id.get(..at).unwrap_or(""))
 }
@@ -527,4 +540,22 @@ pub struct Claim {
     pub purposes: Vec<Arc<str>>,
     #[serde(skip)]
     pub purpose_idx: Vec<NodeIdx>,
+}
+
+#[cfg(test)]
+mod purpose_tests {
+    use super::purpose_within;
+
+    #[test]
+    fn a_purpose_is_within_itself_and_its_ancestors_only() {
+        assert!(purpose_within("provide", "provide"));
+        assert!(purpose_within("provide.personalization", "provide"));
+        assert!(purpose_within("a.b.c", "a"));
+        assert!(!purpose_within("provide", "provide.personalization"));
+        assert!(!purpose_within("improve", "provide"));
+        // A shared prefix is not a parent.
+        assert!(!purpose_within("provider", "provide"));
+        assert!(!purpose_within("provide", ""));
+        assert!(!purpose_within("", "provide"));
+    }
 }

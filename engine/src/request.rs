@@ -40,6 +40,10 @@ pub struct DecisionRequest {
     pub supported_obligations: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub request_id: String,
+    /// The purpose the data was permitted for upstream (a verified purpose
+    /// context): `purpose` must be it or a descendant of it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub inherited_purpose: String,
 }
 
 /// Who processes the data.
@@ -224,6 +228,7 @@ impl DecisionRequest {
         text("purpose", &self.purpose, MAX_ID_BYTES)?;
         text("action", &self.action, MAX_ID_BYTES)?;
         text("request_id", &self.request_id, MAX_ID_BYTES)?;
+        text("inherited_purpose", &self.inherited_purpose, MAX_ID_BYTES)?;
         text("subject.id", &self.subject.id, MAX_SUBJECT_ID_BYTES)?;
         text("subject.tenant", &self.subject.tenant, MAX_ID_BYTES)?;
         list("subject.roles", &self.subject.roles, MAX_LIST_ENTRIES)?;
@@ -259,6 +264,8 @@ const REQUEST_KEYS: &[&str] = &[
     "supportedObligations",
     "request_id",
     "requestId",
+    "inherited_purpose",
+    "inheritedPurpose",
 ];
 
 /// Reads a request written as the protobuf JSON of `CheckRequest` (camel or
@@ -275,6 +282,8 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
     req.action = text(d, f.get("action"), "`action`");
     let request_id = f.get_one(d, &["request_id", "requestId"]);
     req.request_id = text(d, request_id, "`request_id`");
+    let inherited = f.get_one(d, &["inherited_purpose", "inheritedPurpose"]);
+    req.inherited_purpose = text(d, inherited, "`inherited_purpose`");
     if let Some(n) = f.get_one(d, &["supported_obligations", "supportedObligations"]) {
         req.supported_obligations = d.strings(n, "`supported_obligations`").unwrap_or_default();
     }

@@ -470,3 +470,37 @@ fn a_claims_policy_matrix_asks_as_a_permitted_claimant() {
         }
     }
 }
+
+#[test]
+fn an_inherited_purpose_is_a_ceiling_narrowing_is_allowed() {
+    let policy = default_policy::load().unwrap_or_else(|d| panic!("{d}"));
+    let ask = |purpose: &str, inherited: &str| {
+        let mut r = request(purpose, "customer-data");
+        r.inherited_purpose = inherited.into();
+        policy.evaluate(&r)
+    };
+    // The inherited purpose itself, and a narrower one: decided as ever.
+    assert_eq!(ask("provide", "provide").decision, Decision::Permit);
+    assert_eq!(
+        ask("provide.personalization", "provide").decision,
+        Decision::Permit
+    );
+    // Wider or unrelated: denied, naming both, with no rule.
+    let wider = ask("improve", "provide");
+    assert_eq!(wider.decision, Decision::Deny);
+    assert_eq!(
+        wider.reason.to_string(),
+        "`improve` is not within the inherited purpose `provide`"
+    );
+    assert!(wider.rule_ids.is_empty());
+    let broader = ask("provide", "provide.personalization");
+    assert_eq!(broader.decision, Decision::Deny);
+    // The reverse question keeps to the ceiling too.
+    let mut reverse = request("", "customer-data");
+    reverse.inherited_purpose = "provide".into();
+    let permitted = policy
+        .permitted_purposes(&reverse)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let purposes: Vec<&str> = permitted.purposes.iter().map(|p| &*p.purpose).collect();
+    assert_eq!(purposes, ["provide", "provide.personalization"]);
+}

@@ -66,6 +66,7 @@ fn checked(
         },
         supported_obligations: req.supported_obligations,
         request_id: req.request_id,
+        inherited_purpose: req.inherited_purpose,
     };
     validate(&request).map_err(|mut e| {
         e.field = format!("{prefix}{}", e.field);
@@ -141,6 +142,7 @@ pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse 
             decision: decision(m.decision).into(),
             rule_ids: m.rule_ids.iter().map(ToString::to_string).collect(),
         }),
+        purpose_context: String::new(),
     }
 }
 
@@ -166,6 +168,7 @@ pub fn revision(policy: &Policy) -> pb::PolicyRevision {
     pb::PolicyRevision {
         revision: policy.revision().to_string(),
         name: policy.name().to_string(),
+        purpose_context_keys: Vec::new(),
     }
 }
 
@@ -232,6 +235,7 @@ pub fn policy_info(policy: &Policy, last_reload_error: String) -> pb::PolicyInfo
                 purposes: c.purposes.iter().map(ToString::to_string).collect(),
             })
             .collect(),
+        purpose_context_keys: Vec::new(),
     }
 }
 

@@ -187,6 +187,10 @@ struct RequestFlags {
     /// Correlation id echoed in the answer.
     #[arg(long)]
     request_id: Option<String>,
+    /// The purpose inherited from upstream (a purpose context): --purpose
+    /// must be it or a descendant of it.
+    #[arg(long)]
+    inherited_purpose: Option<String>,
 }
 
 fn parse_deidentification(s: &str) -> Result<Deidentification, String> {
@@ -489,12 +493,14 @@ impl From<&RequestFlags> for DecisionRequest {
             },
             supported_obligations: a.supported_obligations.clone(),
             request_id: a.request_id.clone().unwrap_or_default(),
+            inherited_purpose: a.inherited_purpose.clone().unwrap_or_default(),
         }
     }
 }
 
 fn verify_log(public_keys: &[PathBuf], files: &[PathBuf]) -> ExitCode {
-    use purposegate_server::audit::{signing::PublicKey, verify};
+    use purposegate_server::audit::verify;
+    use purposegate_server::signing::PublicKey;
     let keys: Result<Vec<PublicKey>, String> = public_keys
         .iter()
         .map(|p| PublicKey::from_file(p))

@@ -308,6 +308,7 @@ impl Logged {
         let decision = Decision::parse(&text("decision")?).ok_or("`decision` is not a decision")?;
         let mut request = DecisionRequest {
             purpose: text("purpose")?,
+            inherited_purpose: text("inherited_purpose")?,
             action: text("action")?,
             request_id: text("request_id")?,
             supported_obligations: list("supported_obligations")?,

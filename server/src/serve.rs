@@ -135,6 +135,16 @@ pub struct ServeArgs {
     /// ...or this long after the last one (and at shutdown).
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_CHECKPOINT_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
     pub decision_log_checkpoint_interval: Duration,
+    /// Ed25519 private key (PKCS#8 PEM) to sign purpose contexts with: a
+    /// permit asked with `issue_purpose_context` carries one, for the next
+    /// hop to inherit. Followed on disk: a new key is used within a second,
+    /// and the one before stays published [default: no contexts].
+    #[arg(long, env = "PURPOSEGATE_PURPOSE_SIGNING_KEY", value_name = "PEM")]
+    pub purpose_signing_key: Option<PathBuf>,
+    /// How long a purpose context is valid (answers carrying one are
+    /// cached no longer).
+    #[arg(long, env = "PURPOSEGATE_PURPOSE_CONTEXT_TTL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
+    pub purpose_context_ttl: Duration,
     /// PEM certificate chain to serve gRPC with over TLS; plaintext is then
     /// refused. Reloaded when the file changes.
     #[arg(long, env = "PURPOSEGATE_TLS_CERT", requires = "tls_key")]
@@ -397,7 +407,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let signer = args
         .decision_log_signing_key
         .as_deref()
-        .map(crate::audit::signing::Signer::from_file)
+        .map(crate::signing::Signer::from_file)
         .transpose()
         .map_err(|e| format!("--decision-log-signing-key: {e}"))?;
     let decision_log = crate::audit::DecisionLog::start(
@@ -420,8 +430,18 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let metrics_authzen_refused = metrics.connections_refused("authzen");
     let decider =
         crate::decide::Decider::new(store.clone(), decision_log, metrics, telemetry.clone());
+    let purpose_keys = match &args.purpose_signing_key {
+        Some(path) => {
+            let keys = crate::purpose_context::PurposeKeys::load(path, args.purpose_context_ttl)
+                .map_err(|e| format!("--purpose-signing-key: {e}"))?;
+            keys.follow(path.clone());
+            keys
+        }
+        None => crate::purpose_context::PurposeKeys::off(),
+    };
     let decisions = DecisionServer::new(
         decider.clone(),
+        purpose_keys,
         args.max_batch,
         args.max_watchers,
         shutdown_rx.clone(),

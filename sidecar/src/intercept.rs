@@ -237,6 +237,8 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, R
         // caller's claim.
         supported_obligations: route.obligations.clone(),
         request_id: stated.get(headers::REQUEST_ID).to_string(),
+        issue_purpose_context: false,
+        inherited_purpose: String::new(),
     })
 }
 

@@ -93,6 +93,7 @@ fn to_proto(json: &Value) -> pb::CheckRequest {
         }),
         supported_obligations: list(&json["supportedObligations"]),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -202,6 +202,7 @@ impl Record {
             && self.reason == other.reason
             && self.monitor_decision == other.monitor_decision
             && a.purpose == b.purpose
+            && a.inherited_purpose == b.inherited_purpose
             && a.resource == b.resource
             && a.subject == b.subject
             && a.action == b.action
@@ -224,6 +225,7 @@ impl Record {
             + r.subject.tenant.len()
             + list(&r.subject.roles)
             + r.purpose.len()
+            + r.inherited_purpose.len()
             + r.action.len()
             + r.resource.category.len()
             + r.resource.owner_tenant.len()
@@ -252,6 +254,7 @@ impl Record {
             tenant: text(Field::Tenant, &r.subject.tenant),
             roles: list(redaction, Field::Roles, &r.subject.roles),
             purpose: &r.purpose,
+            inherited_purpose: &r.inherited_purpose,
             action: text(Field::Action, &r.action),
             category: &r.resource.category,
             resource_id: r
@@ -361,6 +364,8 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "is_none_or_empty")]
     roles: Option<Vec<Cow<'a, str>>>,
     purpose: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    inherited_purpose: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<Cow<'a, str>>,
     category: &'a str,

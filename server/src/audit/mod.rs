@@ -25,7 +25,6 @@
 
 pub mod chain;
 pub mod line;
-pub mod signing;
 pub mod verify;
 mod writer;
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::chain::{Chain, Sealed, unseal};
-use super::signing::{PublicKey, checkpoint_message};
+use crate::signing::{PublicKey, checkpoint_message};
 
 /// The longest line read; a longer one is not a line the server wrote.
 const MAX_LINE_BYTES: u64 = 1024 * 1024;

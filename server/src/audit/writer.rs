@@ -24,8 +24,8 @@ use tracing::warn;
 
 use super::chain::{Chain, Tail, read_tail};
 use super::line::{Record, Redaction};
-use super::signing::{Signer, checkpoint_message};
 use super::{Dropped, Target};
+use crate::signing::{Signer, checkpoint_message};
 
 /// How the decision log is written, beyond where.
 #[derive(Debug, Default)]

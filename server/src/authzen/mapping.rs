@@ -560,6 +560,7 @@ mod tests {
             },
             supported_obligations: vec!["log-access".into()],
             request_id: "rid".into(),
+            inherited_purpose: String::new(),
         };
         assert_eq!(req, Ok(want));
     }

@@ -65,6 +65,7 @@ pub(super) fn form_request(form: &Form) -> Result<DecisionRequest, String> {
         },
         supported_obligations: list("obligations"),
         request_id: String::new(),
+        inherited_purpose: String::new(),
     })
 }
 

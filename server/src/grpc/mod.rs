@@ -66,6 +66,8 @@ const SERVICE: &str = <pb::decision_service_server::DecisionServiceServer<Decisi
 #[derive(Debug, Clone)]
 pub struct DecisionServer {
     decider: Decider,
+    /// Signs purpose contexts on permits that ask for one.
+    keys: std::sync::Arc<crate::purpose_context::PurposeKeys>,
     max_batch: usize,
     watchers: Watchers,
     /// Becomes true when the server begins to shut down; open watch streams
@@ -76,6 +78,7 @@ pub struct DecisionServer {
 impl DecisionServer {
     pub fn new(
         decider: Decider,
+        keys: std::sync::Arc<crate::purpose_context::PurposeKeys>,
         max_batch: usize,
         max_watchers: usize,
         shutdown: watch::Receiver<bool>,
@@ -83,6 +86,7 @@ impl DecisionServer {
         let refused = decider.metrics().watchers_refused.clone();
         DecisionServer {
             decider,
+            keys,
             max_batch,
             watchers: Watchers::new(max_watchers, refused),
             shutdown,
@@ -95,16 +99,31 @@ impl DecisionServer {
             .map(|t| t.rpc_span(SERVICE, method, metadata))
     }
 
-    /// Decides one request through the decider (counted, traced, logged).
+    /// Decides one request through the decider (counted, traced, logged);
+    /// with `issue`, a permit carries a signed purpose context.
     fn evaluate(
         &self,
         policy: &crate::engine::Policy,
         req: crate::engine::DecisionRequest,
         start: Instant,
         span: Option<&mut Span>,
+        issue: bool,
     ) -> pb::CheckResponse {
+        let stated = issue.then(|| {
+            (
+                req.purpose.clone(),
+                req.resource.category.clone(),
+                req.subject.id.clone(),
+            )
+        });
         let decided = self.decider.decide(policy, req, start, span);
-        convert::response_with_reason(decided.evaluation, decided.reason)
+        let mut response = convert::response_with_reason(decided.evaluation, decided.reason);
+        if let Some((purpose, category, subject)) = stated {
+            if response.decision() == pb::Decision::Permit {
+                self.keys.attach(&mut response, purpose, category, subject);
+            }
+        }
+        response
     }
 }
 
@@ -125,10 +144,11 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let start = Instant::now();
         let mut span = self.span("Check", request.metadata());
-        let req =
-            convert::request(request.into_inner(), "").map_err(|e| invalid(e, span.as_mut()))?;
+        let request = request.into_inner();
+        let issue = request.issue_purpose_context;
+        let req = convert::request(request, "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.decider.policy();
-        let response = self.evaluate(&policy, req, start, span.as_mut());
+        let response = self.evaluate(&policy, req, start, span.as_mut(), issue);
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(response))
     }
@@ -162,11 +182,14 @@ impl DecisionService for DecisionServer {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
+                let issue = r.issue_purpose_context;
                 // The prefix is written only for the one that is invalid.
-                convert::request(r, "").map_err(|mut e| {
-                    e.field = format!("requests[{i}].{}", e.field);
-                    e
-                })
+                convert::request(r, "")
+                    .map(|r| (r, issue))
+                    .map_err(|mut e| {
+                        e.field = format!("requests[{i}].{}", e.field);
+                        e
+                    })
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(e, span.as_mut()))?;
@@ -174,7 +197,7 @@ impl DecisionService for DecisionServer {
         let policy = self.decider.policy();
         let responses = converted
             .into_iter()
-            .map(|r| self.evaluate(&policy, r, start, None))
+            .map(|(r, issue)| self.evaluate(&policy, r, start, None, issue))
             .collect();
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
@@ -189,8 +212,19 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<Self::WatchPolicyStream>, Status> {
         // The watch stream yields the current policy first, then each
         // change; the stream ends when shutdown begins.
+        // A revision, or the signing keys rotated: the sidecars learn both
+        // from the same stream.
+        let keys = self.keys.clone();
+        let store = self.decider.store().clone();
+        let rotated =
+            WatchStream::from_changes(self.keys.subscribe()).map(move |_| store.current());
         let revisions = WatchStream::new(self.decider.store().subscribe())
-            .map(|policy| Ok(convert::revision(&policy)));
+            .merge(rotated)
+            .map(move |policy| {
+                let mut revision = convert::revision(&policy);
+                revision.purpose_context_keys = keys.published();
+                Ok(revision)
+            });
         let revisions = self.watchers.hold(revisions)?;
         Ok(Response::new(Box::pin(end_on_shutdown(
             revisions,
@@ -204,10 +238,9 @@ impl DecisionService for DecisionServer {
         _request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
         let store = self.decider.store();
-        Ok(Response::new(convert::policy_info(
-            &store.current(),
-            store.last_reload_error(),
-        )))
+        let mut info = convert::policy_info(&store.current(), store.last_reload_error());
+        info.purpose_context_keys = self.keys.published();
+        Ok(Response::new(info))
     }
 
     async fn permitted_purposes(

@@ -86,6 +86,10 @@ pub fn write(req: &pb::CheckRequest, out: &mut Vec<u8>) {
         }
     }
     list(out, &req.supported_obligations);
+    // A permit asked with a purpose context carries a token; one asked
+    // without does not: they are different answers.
+    number(out, u64::from(req.issue_purpose_context));
+    text(out, &req.inherited_purpose);
 }
 
 /// A number as LEB128: seven bits a byte, the high bit set on all but the

@@ -65,6 +65,8 @@ fn to_proto(request: &DecisionRequest) -> pb::CheckRequest {
         }),
         supported_obligations: request.supported_obligations.clone(),
         request_id: request.request_id.clone(),
+        inherited_purpose: request.inherited_purpose.clone(),
+        issue_purpose_context: false,
     }
 }
 

@@ -1,6 +1,6 @@
-//! Ed25519 keys for the decision log's signed checkpoints: the server
-//! signs with a private key (PKCS#8 PEM, as `openssl genpkey -algorithm
-//! ed25519` writes it), `verify-log` checks with the public key
+//! Ed25519 keys: the server signs the decision log's checkpoints and
+//! purpose contexts with a private key (PKCS#8 PEM, as `openssl genpkey
+//! -algorithm ed25519` writes it); `verify-log` checks with the public key
 //! (`openssl pkey -pubout`, a SubjectPublicKeyInfo PEM).
 //!
 //! A key is named by its id: the first 16 hex digits of the SHA-256 of its
@@ -30,9 +30,10 @@ pub fn checkpoint_message(seq: u64, head: &str) -> Vec<u8> {
 
 /// A key's id: 16 hex digits of the SHA-256 of its raw public key.
 pub fn key_id(public: &[u8]) -> String {
-    super::chain::hex(&Sha256::digest(public))
-        .chars()
-        .take(16)
+    Sha256::digest(public)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
         .collect()
 }
 
@@ -74,6 +75,16 @@ impl Signer {
 
     pub fn key_id(&self) -> &str {
         &self.id
+    }
+
+    /// The 32 raw bytes of the public key.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.pair.public_key().as_ref().to_vec()
+    }
+
+    /// The raw 64-byte signature of `message`.
+    pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
     }
 
     /// The signature of `message`, base64 (standard alphabet).

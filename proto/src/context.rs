@@ -1,0 +1,257 @@
+//! The purpose context: a token the decision server signs on a permit and
+//! a sidecar passes downstream in the W3C `baggage` entry `purposegate`,
+//! so the next hop inherits the purpose as its ceiling.
+//!
+//! ```text
+//! purposegate=v1.<payload>.<signature>
+//! ```
+//!
+//! `payload` is base64url (no padding) of a JSON object: `k` the key id,
+//! `p` the purpose, `c` the data category, `s` the subject, `r` the policy
+//! revision, `e` the expiry (Unix seconds). `signature` is base64url of
+//! the Ed25519 signature of the payload's bytes as written (base64url
+//! text), so a verifier checks before it decodes. Both characters sets are
+//! plain baggage value octets: no percent-encoding is needed.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use ring::signature::{ED25519, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::v1 as pb;
+
+/// The baggage entry's key.
+pub const BAGGAGE_KEY: &str = "purposegate";
+/// The token's version prefix.
+const VERSION: &str = "v1";
+/// The longest token read: a W3C baggage list-member is at most 4,096
+/// bytes.
+pub const MAX_TOKEN_BYTES: usize = 4000;
+
+/// What a purpose context states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(rename = "k")]
+    pub key_id: String,
+    #[serde(rename = "p")]
+    pub purpose: String,
+    #[serde(rename = "c")]
+    pub category: String,
+    #[serde(rename = "s")]
+    pub subject: String,
+    #[serde(rename = "r")]
+    pub revision: String,
+    /// Unix seconds after which the context is expired.
+    #[serde(rename = "e")]
+    pub expires: u64,
+}
+
+/// Why a purpose context is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a token of this format.
+    Unparsable,
+    /// Signed by a key the sidecar does not know.
+    UnknownKey,
+    /// The signature does not hold (edited, or signed by another key).
+    Forged,
+    Expired,
+}
+
+impl Refused {
+    /// The label of `purposegate_sidecar_purpose_contexts_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::Unparsable => "unparsable",
+            Refused::UnknownKey => "unknown-key",
+            Refused::Forged => "forged",
+            Refused::Expired => "expired",
+        }
+    }
+
+    /// Why, in words, for the refusal's reason.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refused::Unparsable => "the purpose context (baggage `purposegate`) cannot be read",
+            Refused::UnknownKey => {
+                "the purpose context (baggage `purposegate`) is signed by a key the decision server does not publish"
+            }
+            Refused::Forged => {
+                "the purpose context (baggage `purposegate`) does not carry a valid signature"
+            }
+            Refused::Expired => "the purpose context (baggage `purposegate`) has expired",
+        }
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// Writes the token for `claims`, signed by `sign` (the raw signature of
+/// the bytes it is given).
+pub fn encode(claims: &Claims, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let json = serde_json::to_vec(claims).unwrap_or_default();
+    let payload = b64().encode(json);
+    let signature = b64().encode(sign(payload.as_bytes()));
+    format!("{VERSION}.{payload}.{signature}")
+}
+
+/// The keys a verifier knows, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    keys: HashMap<String, Vec<u8>>,
+}
+
+impl Keys {
+    /// From what `GetPolicy` or `WatchPolicy` publishes.
+    pub fn from_published(published: &[pb::PurposeContextKey]) -> Self {
+        Keys {
+            keys: published
+                .iter()
+                .filter(|k| k.public_key.len() == 32)
+                .map(|k| (k.key_id.clone(), k.public_key.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The claims of `token` if a known key signed it and it has not
+    /// expired at `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, Refused> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Refused::Unparsable);
+        }
+        let mut parts = token.split('.');
+        let (Some(VERSION), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Refused::Unparsable);
+        };
+        let json = b64().decode(payload).map_err(|_| Refused::Unparsable)?;
+        let signature = b64().decode(signature).map_err(|_| Refused::Unparsable)?;
+        let claims: Claims = serde_json::from_slice(&json).map_err(|_| Refused::Unparsable)?;
+        let key = self.keys.get(&claims.key_id).ok_or(Refused::UnknownKey)?;
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(payload.as_bytes(), &signature)
+            .map_err(|_| Refused::Forged)?;
+        if claims.expires < now {
+            return Err(Refused::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// The `purposegate` entries of W3C `baggage` header values: the values
+/// as written (properties after `;` dropped), or why the header cannot be
+/// read. More than one entry is refused by the caller.
+pub fn baggage_entries<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    values
+        .flat_map(|v| v.split(','))
+        .filter_map(|member| {
+            let (key, value) = member.split_once('=')?;
+            (key.trim() == BAGGAGE_KEY).then(|| value.split(';').next().unwrap_or("").trim())
+        })
+        .collect()
+}
+
+/// `baggage` header values with the `purposegate` entry replaced by
+/// `token` (or added): what a permitted call is forwarded with.
+pub fn with_entry<'a>(values: impl Iterator<Item = &'a str>, token: &str) -> String {
+    let mut members: Vec<&str> = values
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .filter(|m| {
+            m.split_once('=')
+                .is_none_or(|(k, _)| k.trim() != BAGGAGE_KEY)
+        })
+        .collect();
+    let entry = format!("{BAGGAGE_KEY}={token}");
+    members.push(&entry);
+    members.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn pair(seed: u8) -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            key_id: "k1".into(),
+            purpose: "provide".into(),
+            category: "customer-data".into(),
+            subject: "spiffe://cluster.local/ns/a/sa/crm".into(),
+            revision: "700985de9b1f6f02".into(),
+            expires: 1_000,
+        }
+    }
+
+    fn keys(key: &Ed25519KeyPair) -> Keys {
+        Keys::from_published(&[pb::PurposeContextKey {
+            key_id: "k1".into(),
+            public_key: key.public_key().as_ref().to_vec(),
+        }])
+    }
+
+    #[test]
+    fn a_signed_context_verifies_and_every_forgery_is_named() {
+        let key = pair(1);
+        let token = encode(&claims(), |m| key.sign(m).as_ref().to_vec());
+        assert!(token.starts_with("v1."), "{token}");
+        assert!(token.len() < 400, "{}", token.len());
+        let keys = keys(&key);
+        assert_eq!(keys.verify(&token, 999), Ok(claims()));
+        assert_eq!(keys.verify(&token, 1_001), Err(Refused::Expired));
+        // Another key signed it.
+        let other = pair(2);
+        let forged = encode(&claims(), |m| other.sign(m).as_ref().to_vec());
+        assert_eq!(keys.verify(&forged, 999), Err(Refused::Forged));
+        // The payload edited (a wider purpose), the signature kept.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut wider = claims();
+        wider.purpose = "improve".into();
+        let edited = format!(
+            "v1.{}.{}",
+            b64().encode(serde_json::to_vec(&wider).unwrap()),
+            parts[2]
+        );
+        assert_eq!(keys.verify(&edited, 999), Err(Refused::Forged));
+        let mut unknown = claims();
+        unknown.key_id = "k9".into();
+        let unknown = encode(&unknown, |m| key.sign(m).as_ref().to_vec());
+        assert_eq!(keys.verify(&unknown, 999), Err(Refused::UnknownKey));
+        for bad in [
+            "",
+            "v1",
+            "v1.x.y",
+            "v2.a.b",
+            "v1.a.b.c",
+            &"v1.".repeat(2000),
+        ] {
+            assert_eq!(keys.verify(bad, 999), Err(Refused::Unparsable), "{bad}");
+        }
+    }
+
+    #[test]
+    fn baggage_entries_are_found_and_replaced() {
+        let values = ["userid=alice, purposegate=v1.a.b;prop=1", "other=x"];
+        assert_eq!(baggage_entries(values.into_iter()), ["v1.a.b"]);
+        assert_eq!(
+            with_entry(values.into_iter(), "v1.c.d"),
+            "userid=alice,other=x,purposegate=v1.c.d"
+        );
+        assert_eq!(with_entry(std::iter::empty(), "t"), "purposegate=t");
+        let twice = ["purposegate=a", "purposegate=b"];
+        assert_eq!(baggage_entries(twice.into_iter()).len(), 2);
+    }
+}
