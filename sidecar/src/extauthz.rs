@@ -154,12 +154,19 @@ async fn judge_described(
         &path,
         header("content-type").starts_with("application/grpc"),
     );
+    let baggage = header("baggage");
     let call = Call {
         table,
         path: &path,
         method: &http.method,
         stated: &stated,
         certified_subject,
+        baggage: if baggage.is_empty() {
+            Vec::new()
+        } else {
+            vec![baggage]
+        },
+        issue_context: false,
     };
     (
         judge(&authz.gate, &authz.routes, &call, parent).await,

@@ -22,6 +22,8 @@ pub struct Gate {
     pub telemetry: Option<Telemetry>,
     /// `--dry-run`: decisions are recorded but not enforced.
     pub dry_run: bool,
+    /// The purpose contexts calls inherit, and the keys that verify them.
+    pub inheritance: Arc<crate::inherit::Inheritance>,
 }
 
 /// What the gate found, for the caller to enforce.
@@ -169,6 +171,12 @@ impl Gate {
             .as_ref()
             .map(|r| r.category.clone())
             .unwrap_or_default();
+        if !request.inherited_purpose.is_empty() {
+            span.set_attribute(KeyValue::new(
+                "purposegate.inherited_purpose",
+                request.inherited_purpose.clone(),
+            ));
+        }
         span.set_attributes([
             KeyValue::new("purposegate.purpose", request.purpose.clone()),
             KeyValue::new("purposegate.data_category", category),

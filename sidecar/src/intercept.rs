@@ -25,6 +25,11 @@ pub struct Call<'a> {
     /// if it names none), when the call came over mutual TLS: then
     /// `x-subject` is not believed.
     pub certified_subject: Option<&'a str>,
+    /// The values of the call's `baggage` headers (the purpose context).
+    pub baggage: Vec<&'a str>,
+    /// Whether a permit should carry a purpose context for the call to
+    /// pass on (the proxy forwards it; ext_authz does not).
+    pub issue_context: bool,
 }
 
 /// Why a call is not let through, before or after asking.
@@ -93,7 +98,20 @@ pub enum Enforcement {
 /// Judges one call: refused before asking, denied, permitted, or let
 /// through under `--dry-run`. Logs every call that is not permitted.
 pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Enforcement {
-    match check_request(routes, call) {
+    let purpose = call.stated.get(headers::PURPOSE);
+    let inherited = match gate.inheritance.read(&call.baggage) {
+        Ok(inherited) => inherited,
+        Err(reason) => {
+            return refused_before_asking(
+                gate,
+                parent,
+                purpose,
+                call.path,
+                Refusal::refused(reason),
+            );
+        }
+    };
+    match check_request(routes, call, inherited.as_ref(), &gate.inheritance) {
         Ok(check) => {
             let lookup = gate.ask(&check, parent).await;
             enforce(gate, call.path, Some(check), permitted(lookup))
@@ -159,8 +177,14 @@ pub async fn judge_again(gate: &Gate, request: &pb::CheckRequest) -> Result<Answ
     permitted(gate.ask(request, &Context::new()).await)
 }
 
-/// The question the call asks, from its route and headers.
-fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, Refusal> {
+/// The question the call asks, from its route and headers, and the purpose
+/// it inherited: with none stated, the call's purpose is the inherited one.
+fn check_request(
+    routes: &Routes,
+    call: &Call<'_>,
+    inherited: Option<&purposegate_proto::context::Claims>,
+    inheritance: &crate::inherit::Inheritance,
+) -> Result<pb::CheckRequest, Refusal> {
     let (path, method, stated) = (call.path, call.method, call.stated);
     let refuse = Refusal::refused;
     let Some(route) = routes.route(call.table, method, path).map_err(refuse)? else {
@@ -172,7 +196,14 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, R
             }
         )));
     };
-    let purpose = stated.get(headers::PURPOSE);
+    if inherited.is_none() && (inheritance.require || route.require_purpose_context) {
+        return Err(refuse(inheritance.missing()));
+    }
+    let inherited_purpose = inherited.map_or("", |c| c.purpose.as_str());
+    let purpose = match stated.get(headers::PURPOSE) {
+        "" => inherited_purpose,
+        stated => stated,
+    };
     if purpose.is_empty() {
         return Err(refuse(
             "the call states no purpose (header `x-purpose`); it is denied".to_string(),
@@ -237,8 +268,8 @@ fn check_request(routes: &Routes, call: &Call<'_>) -> Result<pb::CheckRequest, R
         // caller's claim.
         supported_obligations: route.obligations.clone(),
         request_id: stated.get(headers::REQUEST_ID).to_string(),
-        issue_purpose_context: false,
-        inherited_purpose: String::new(),
+        issue_purpose_context: call.issue_context,
+        inherited_purpose: inherited_purpose.to_string(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod canonical;
 pub mod extauthz;
 pub mod gate;
 pub mod headers;
+pub mod inherit;
 pub mod intercept;
 pub mod local;
 pub mod metrics;

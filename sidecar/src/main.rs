@@ -70,6 +70,11 @@ struct Args {
     /// (rolling out a policy log-only).
     #[arg(long, env = "PURPOSEGATE_SIDECAR_DRY_RUN")]
     dry_run: bool,
+    /// Deny every call that carries no valid purpose context (W3C baggage
+    /// entry `purposegate`): for services that must only be reached
+    /// downstream of a permitted call. Per route: `requirePurposeContext`.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_REQUIRE_PURPOSE_CONTEXT")]
+    require_purpose_context: bool,
     /// The decision server (PDP).
     #[arg(
         long,
@@ -358,7 +363,16 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     };
     let pdp = Pdp::new(&args.pdp, args.pdp_timeout, pdp_tls)?;
     let (revisions_tx, revisions) = watch::channel(None);
-    pdp.follow_revisions(cache.clone(), purposes.clone(), revisions_tx);
+    let inheritance = Arc::new(purposegate_sidecar::inherit::Inheritance::new(
+        args.require_purpose_context,
+        metrics.contexts.clone(),
+    ));
+    pdp.follow_revisions(
+        cache.clone(),
+        purposes.clone(),
+        inheritance.clone(),
+        revisions_tx,
+    );
     let telemetry = purposegate_runtime::telemetry::Telemetry::from_env(
         "purposegate-sidecar",
         metrics.spans_dropped.clone(),
@@ -369,6 +383,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         pdp,
         telemetry: telemetry.clone(),
         dry_run: args.dry_run,
+        inheritance,
     };
 
     // Shutdown: health turns NOT_SERVING, the listeners stop accepting,

@@ -35,6 +35,8 @@ pub struct SidecarMetrics {
     pub tls_handshake_failures: Counter,
     /// Connections closed at a listener's cap, by listener.
     connections_refused: Family<Vec<(String, String)>, Counter>,
+    /// Purpose contexts inherited, refused and missing.
+    pub contexts: crate::inherit::ContextMetrics,
 }
 
 impl SidecarMetrics {
@@ -82,7 +84,24 @@ impl SidecarMetrics {
             "Log lines dropped because stderr could not take them fast enough",
             purposegate_runtime::log::dropped_lines(),
         );
+        let contexts = crate::inherit::ContextMetrics::default();
+        registry.register(
+            "purpose_contexts_inherited",
+            "Calls that carried a valid purpose context (their purpose the ceiling)",
+            contexts.inherited.clone(),
+        );
+        registry.register(
+            "purpose_contexts_refused",
+            "Purpose contexts refused, by reason (forged, expired, unparsable, unknown-key)",
+            contexts.refused.clone(),
+        );
+        registry.register(
+            "purpose_contexts_missing",
+            "Calls denied because they carried no purpose context where one is required",
+            contexts.missing.clone(),
+        );
         SidecarMetrics {
+            contexts,
             registry: Arc::new(registry),
             cache,
             purposes_cache,

@@ -134,6 +134,7 @@ impl Pdp {
         &self,
         cache: Arc<DecisionCache>,
         purposes: Arc<DecisionCache<pb::PermittedPurposesResponse>>,
+        inheritance: Arc<crate::inherit::Inheritance>,
         announce: watch::Sender<Option<pb::PolicyRevision>>,
     ) {
         let pdp = self.clone();
@@ -148,6 +149,9 @@ impl Pdp {
                             match item {
                                 Ok(revision) => {
                                     backoff.reset();
+                                    // The keys first: a context signed by
+                                    // a rotated key verifies from now on.
+                                    inheritance.set_keys(&revision.purpose_context_keys);
                                     // Both caches flush before anything
                                     // hears of the new revision.
                                     let flushed = purposes.set_revision(&revision.revision);

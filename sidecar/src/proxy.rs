@@ -245,6 +245,13 @@ impl Proxy {
                         method: req.method().as_str(),
                         stated: &stated,
                         certified_subject: certified,
+                        baggage: req
+                            .headers()
+                            .get_all("baggage")
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("\u{0}"))
+                            .collect(),
+                        issue_context: true,
                     };
                     match judge(gate, &self.inner.routes, &call, &parent).await {
                         Enforcement::LetThrough(permit) => {
@@ -317,6 +324,26 @@ impl Proxy {
         for (name, value) in permit.decided_headers() {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 parts.headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        // The permit's purpose context goes on with the call, in its
+        // baggage, for the next hop to inherit (replacing one it came with).
+        if let Some(token) = permit
+            .answer
+            .as_ref()
+            .map(|a| a.purpose_context.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            let merged = purposegate_proto::context::with_entry(
+                parts
+                    .headers
+                    .get_all("baggage")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+                token,
+            );
+            if let Ok(value) = HeaderValue::from_str(&merged) {
+                parts.headers.insert("baggage", value);
             }
         }
         if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {

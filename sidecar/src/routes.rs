@@ -8,6 +8,7 @@
 //!       deidentification: IDENTIFIED
 //!       attributes: { system: crm }
 //!     obligations: [log-access]                      # what the app fulfils here
+//!     requirePurposeContext: true                    # only downstream of a permit
 //!   - http: /customers/                              # path prefix
 //!     methods: [GET]                                 # optional; any if absent
 //!     dataCategory: customer-data
@@ -43,6 +44,9 @@ pub struct Route {
     /// Obligations the app fulfils on this route (besides the sidecar's
     /// `--obligations`).
     pub obligations: Vec<String>,
+    /// `requirePurposeContext: true`: a call without a valid purpose
+    /// context is denied (as `--require-purpose-context` does everywhere).
+    pub require_purpose_context: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +236,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
             "dataCategory",
             "resource",
             "obligations",
+            "requirePurposeContext",
         ],
     )?;
     let matcher = match (f.get("grpc"), f.get("http")) {
@@ -312,6 +317,10 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
             .collect(),
         None => Vec::new(),
     };
+    let require_purpose_context = match f.get("requirePurposeContext") {
+        Some(n) => d.bool(n, &format!("{what}: `requirePurposeContext`"))?,
+        None => false,
+    };
     let mut route = Route {
         matcher,
         category,
@@ -319,6 +328,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         owner_tenant: None,
         attributes: BTreeMap::new(),
         obligations,
+        require_purpose_context,
     };
     if let Some(r) = f.get("resource") {
         let r = d.fields(

@@ -117,7 +117,8 @@ impl Pki {
     }
 }
 
-fn openssl(args: &[&str]) {
+/// Runs the real `openssl` with `args`; fails the test if it fails.
+pub fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .output()
@@ -128,4 +129,9 @@ fn openssl(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A new Ed25519 private key (PKCS#8 PEM) at `path`, made by openssl.
+pub fn ed25519_key(path: &str) {
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", path]);
 }

@@ -502,9 +502,16 @@ impl std::ops::Deref for DemoService {
 
 impl DemoService {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`DemoService::start`], with `args` added (`--downstream`).
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
         let daemon = Daemon::start(
             "purposegate-demo-service",
-            &["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+            &all,
             &[],
             &["addr", "http_addr"],
         );

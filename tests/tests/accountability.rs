@@ -17,7 +17,7 @@ use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
     Run, ServerProcess, TempDir, channel, check_request, default_policy_text,
-    default_policy_without_prohibition, eventually, server_cli,
+    default_policy_without_prohibition, ed25519_key, eventually, openssl, server_cli,
 };
 use serde_json::Value;
 
@@ -464,16 +464,6 @@ fn verify(files: &[&Path], key: Option<&str>) -> Run {
     server_cli(&args, None)
 }
 
-fn openssl(args: &[&str]) {
-    let status = std::process::Command::new("openssl")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl {args:?}");
-}
-
 /// An Ed25519 key pair made by openssl: (private, public) PEM paths.
 fn key_pair(dir: &TempDir, name: &str) -> (String, String) {
     let private = dir.path().join(format!("{name}.pem")).display().to_string();
@@ -482,7 +472,7 @@ fn key_pair(dir: &TempDir, name: &str) -> (String, String) {
         .join(format!("{name}.pub.pem"))
         .display()
         .to_string();
-    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &private]);
+    ed25519_key(&private);
     openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
     (private, public)
 }

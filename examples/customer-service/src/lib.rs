@@ -124,13 +124,23 @@ impl pb::customer_service_server::CustomerService for CustomerService {
     }
 }
 
-/// The HTTP/1.1 API: `GET /customers/{id}` (JSON) and `POST /echo` (the
-/// body back).
+/// Where `GET /relay/customers/{id}` reads the record: the second
+/// service's sidecar (`--downstream HOST:PORT`).
+pub static DOWNSTREAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The HTTP/1.1 API: `GET /customers/{id}` (JSON), `POST /echo` (the body
+/// back) and `GET /relay/customers/{id}?purpose=P` (the record read from
+/// the downstream service for purpose P, the call's W3C baggage passed on
+/// as an OpenTelemetry-instrumented app does).
 pub async fn http(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     info!(method = %method, %path, "received");
     let (status, body) = match (&method, path.as_str()) {
+        (&Method::GET, p) if p.starts_with("/relay/customers/") => {
+            let id = p.trim_start_matches("/relay/customers/").to_string();
+            relay(&req, &id).await
+        }
         // HEAD as GET, as web frameworks serve it (hyper sends no body).
         (&Method::GET | &Method::HEAD, p) if p.starts_with("/customers/") => {
             let id = p.trim_start_matches("/customers/");
@@ -161,4 +171,83 @@ fn customer_json(c: &pb::Customer) -> String {
         text(&c.email),
         text(&c.tenant)
     )
+}
+
+/// Reads customer `id` from the downstream service for the purpose the
+/// query names (none: the downstream hop inherits it), carrying the
+/// caller's baggage on: extracted from the incoming headers into an
+/// OpenTelemetry context and injected into the outgoing call by the
+/// standard baggage propagator.
+async fn relay(req: &Request<Incoming>, id: &str) -> (StatusCode, Bytes) {
+    use opentelemetry::propagation::TextMapPropagator;
+    let Some(downstream) = DOWNSTREAM.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"no --downstream service\n"),
+        );
+    };
+    let purpose = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("purpose="))
+        .unwrap_or("")
+        .to_string();
+    let incoming: std::collections::HashMap<String, String> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let propagator = opentelemetry_sdk::propagation::BaggagePropagator::new();
+    let cx = propagator.extract(&incoming);
+    let mut outgoing = std::collections::HashMap::new();
+    propagator.inject_context(&cx, &mut outgoing);
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("/customers/{id}"))
+        .header("host", downstream.as_str())
+        .header("x-subject", "demo-relay");
+    if !purpose.is_empty() {
+        request = request.header("x-purpose", purpose.as_str());
+    }
+    for (k, v) in &outgoing {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let Ok(request) = request.body(Full::new(Bytes::new())) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"bad request\n"),
+        );
+    };
+    match send(downstream, request).await {
+        Ok((status, body)) => (status, body),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Bytes::from(format!("the downstream service did not answer: {e}\n")),
+        ),
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own.
+async fn send(
+    addr: &str,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await??;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sender.send_request(request),
+    )
+    .await??;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }

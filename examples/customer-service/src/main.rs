@@ -28,6 +28,10 @@ struct Args {
     /// A second address with the HTTP/1.1 API alone.
     #[arg(long, env = "DEMO_HTTP_LISTEN", default_value = "127.0.0.1:8081")]
     http_listen: SocketAddr,
+    /// The second service, as `GET /relay/customers/{id}` reaches it
+    /// (HOST:PORT: its sidecar's proxy) [default: none].
+    #[arg(long, env = "DEMO_DOWNSTREAM")]
+    downstream: Option<String>,
     /// Log format (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -44,6 +48,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let signalled = wait_for_signal();
+    if let Some(downstream) = args.downstream.clone() {
+        let _ = purposegate_demo_service::DOWNSTREAM.set(downstream);
+    }
     let http = tokio::net::TcpListener::bind(args.http_listen).await?;
     info!(http_addr = %http.local_addr()?, "serving the HTTP/1.1 API");
     tokio::spawn(async move {
