@@ -12,7 +12,10 @@
 //!   decision server on its default policy), `sidecar` (a server, the demo
 //!   app and a sidecar in front of it, as the walkthrough starts them) or
 //!   `logged` (a server on the directory's `policy.yaml` writing its
-//!   decision log to `decisions.log` there, commands run in the directory);
+//!   decision log to `decisions.log` there, commands run in the directory)
+//!   or `chain` (a server signing purpose contexts and two demo apps behind
+//!   their sidecars, the first relaying to the second, as README's
+//!   "Purpose across services" starts them);
 //! - anything else is shown, not run, and may not look like a session.
 //!
 //! In a shown output, a line `...` stands for any number of lines.

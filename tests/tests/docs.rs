@@ -30,6 +30,14 @@ struct Stage {
     server: Option<Running>,
     sidecar: Option<Running>,
     logged: Option<Running>,
+    chain: Option<Chain>,
+}
+
+/// The two-hop walkthrough: a server signing purpose contexts, two demo
+/// apps each behind a sidecar, the first relaying to the second.
+struct Chain {
+    _running: Running,
+    _second: (DemoService, SidecarProcess),
 }
 
 impl Stage {
@@ -45,6 +53,7 @@ impl Stage {
             server: None,
             sidecar: None,
             logged: None,
+            chain: None,
         }
     }
 
@@ -128,9 +137,68 @@ impl Stage {
                 });
                 (dir, running.addresses.clone())
             }
+            "chain" => {
+                let dir = self.dir.path().to_path_buf();
+                let chain = self.chain.get_or_insert_with(|| {
+                    let key = dir.join("purpose-key.pem").display().to_string();
+                    purposegate_tests::ed25519_key(&key);
+                    let server = ServerProcess::start(&[
+                        "--purpose-signing-key",
+                        &key,
+                        "--decision-log",
+                        "off",
+                    ]);
+                    let routes = "examples/customer-service/routes.yaml";
+                    let second = DemoService::start();
+                    let second_sidecar = SidecarProcess::start(
+                        &server.url(),
+                        &[
+                            "--upstream",
+                            &format!("http://{}", second.grpc_addr),
+                            "--routes",
+                            routes,
+                        ],
+                        &[],
+                    );
+                    let first = DemoService::start_with(&[
+                        "--downstream",
+                        &second_sidecar.proxy_addr.to_string(),
+                    ]);
+                    let first_sidecar = SidecarProcess::start(
+                        &server.url(),
+                        &[
+                            "--upstream",
+                            &format!("http://{}", first.grpc_addr),
+                            "--routes",
+                            routes,
+                        ],
+                        &[],
+                    );
+                    let addresses = vec![
+                        (
+                            "localhost:15001".into(),
+                            first_sidecar.proxy_addr.to_string(),
+                        ),
+                        (
+                            "localhost:16001".into(),
+                            second_sidecar.proxy_addr.to_string(),
+                        ),
+                        ("localhost:50051".into(), server.addr.to_string()),
+                    ];
+                    Chain {
+                        _running: Running {
+                            _server: server,
+                            _app: Some((first, first_sidecar)),
+                            addresses,
+                        },
+                        _second: (second, second_sidecar),
+                    }
+                });
+                (repo_root(), chain._running.addresses.clone())
+            }
             other => panic!(
                 "{place}: `console {other}` is not a session a test can run; \
-                 say `console cli`, `console server`, `console sidecar` or `console logged`"
+                 say `console cli`, `console server`, `console sidecar`, `console logged` or `console chain`"
             ),
         }
     }
