@@ -58,6 +58,8 @@ pub struct Network {
     /// (chained; signed when openssl could make a key).
     pub decision_log_lines: usize,
     pub decision_log_signed: bool,
+    /// Whether the sidecar was timed with an inherited purpose context.
+    pub inherited_context: bool,
 }
 
 /// The request every network measurement sends, from subject `id`.
@@ -310,8 +312,23 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
 pub async fn run() -> Result<Network, String> {
     let mut out = Network::default();
 
-    // The server and the bare RPC.
-    let server = ServerProcess::start(&["--decision-log", "off"]);
+    // An Ed25519 key (openssl) for the decision log's checkpoints and
+    // the purpose contexts.
+    let log_dir = purposegate_tests::TempDir::new("bench-decision-log");
+    let key = log_dir.path().join("log-key.pem").display().to_string();
+    let signed = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out", &key])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    // The server and the bare RPC. With a key, permits the sidecar asks
+    // for carry a purpose context, as a deployment that uses them does.
+    let mut server_args = vec!["--decision-log", "off"];
+    if signed {
+        server_args.extend(["--purpose-signing-key", key.as_str()]);
+    }
+    let server = ServerProcess::start(&server_args);
     out.memory.push(Memory {
         what: "server, idle".into(),
         resident_kib: server.resident_kib(),
@@ -319,16 +336,8 @@ pub async fn run() -> Result<Network, String> {
     // The same server writing the chained decision log to a file, with
     // signed checkpoints: the chain is the writer thread's work, so the
     // call should not see it.
-    let log_dir = purposegate_tests::TempDir::new("bench-decision-log");
-    let key = log_dir.path().join("log-key.pem").display().to_string();
     let log_path = log_dir.path().join("decisions.log");
     let log = log_path.display().to_string();
-    let signed = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "ed25519", "-out", &key])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
     let mut logged_args = vec!["--decision-log", log.as_str()];
     if signed {
         logged_args.extend(["--decision-log-signing-key", key.as_str()]);
@@ -437,11 +446,13 @@ pub async fn run() -> Result<Network, String> {
     // `fresh_subject`: a new x-subject each call, so the sidecar's cache
     // misses and the PDP is asked.
     let get = |client: &demo::customer_service_client::CustomerServiceClient<Channel>,
-               fresh_subject: bool|
+               fresh_subject: bool,
+               baggage: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>|
      -> Call<'static> {
         let client = client.clone();
         Box::new(move |i| {
             let mut client = client.clone();
+            let baggage = baggage.clone();
             Box::pin(async move {
                 let mut request =
                     tonic::Request::new(demo::GetCustomerRequest { id: "c-1".into() });
@@ -455,6 +466,9 @@ pub async fn run() -> Result<Network, String> {
                         m.insert("x-subject", subject);
                     }
                 }
+                if let Some(baggage) = baggage {
+                    m.insert("baggage", baggage);
+                }
                 client
                     .get_customer(request)
                     .await
@@ -463,16 +477,38 @@ pub async fn run() -> Result<Network, String> {
             })
         })
     };
-    out.sidecar = interleaved(vec![
-        ("direct to the app", get(&direct, false)),
-        ("plain pass-through proxy", get(&proxied, false)),
-        ("sidecar, cache hit", get(&through_sidecar, false)),
+    // A purpose context as an upstream hop's sidecar forwards it: signed
+    // by the server for `provide` on customer data.
+    let inherited = if signed {
+        let mut request = check_request();
+        request.issue_purpose_context = true;
+        real.clone()
+            .check(request)
+            .await
+            .ok()
+            .map(|r| r.into_inner().purpose_context)
+            .filter(|t| !t.is_empty())
+            .and_then(|t| format!("purposegate={t}").parse().ok())
+    } else {
+        None
+    };
+    out.inherited_context = inherited.is_some();
+    let mut paths = vec![
+        ("direct to the app", get(&direct, false, None)),
+        ("plain pass-through proxy", get(&proxied, false, None)),
+        ("sidecar, cache hit", get(&through_sidecar, false, None)),
         (
             "sidecar, cache miss (PDP asked)",
-            get(&through_sidecar, true),
+            get(&through_sidecar, true, None),
         ),
-    ])
-    .await?;
+    ];
+    if inherited.is_some() {
+        paths.push((
+            "sidecar, cache hit with an inherited purpose context",
+            get(&through_sidecar, false, inherited),
+        ));
+    }
+    out.sidecar = interleaved(paths).await?;
 
     out.h2load = load_generator(&server, &demo_app, pass_through, &sidecar, &routes).await?;
 

@@ -7,6 +7,8 @@
 //! call with none is judged as ever, unless a purpose context is required
 //! (`--require-purpose-context`, or `requirePurposeContext` on its route).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -33,9 +35,18 @@ pub struct ContextMetrics {
     pub missing: Counter,
 }
 
+/// Bytes of verified tokens remembered; past it, they are forgotten at
+/// once (and verified again as they come).
+const VERIFIED_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug)]
 pub struct Inheritance {
     keys: ArcSwap<Keys>,
+    /// Tokens whose signature held, with their claims: a context seen
+    /// again costs a lookup, not a signature check. Cleared when the keys
+    /// change; expiry is checked on every use.
+    verified: dashmap::DashMap<Box<str>, Arc<Claims>>,
+    verified_bytes: AtomicUsize,
     /// `--require-purpose-context`.
     pub require: bool,
     metrics: ContextMetrics,
@@ -45,6 +56,8 @@ impl Inheritance {
     pub fn new(require: bool, metrics: ContextMetrics) -> Self {
         Inheritance {
             keys: ArcSwap::from_pointee(Keys::default()),
+            verified: dashmap::DashMap::new(),
+            verified_bytes: AtomicUsize::new(0),
             require,
             metrics,
         }
@@ -59,7 +72,7 @@ impl Inheritance {
     /// The verified context of a call whose `baggage` header values are
     /// `baggage`; `None` when it carries none; the reason when it is
     /// refused.
-    pub fn read(&self, baggage: &[&str]) -> Result<Option<Claims>, String> {
+    pub fn read(&self, baggage: &[&str]) -> Result<Option<Arc<Claims>>, String> {
         let entries = context::baggage_entries(baggage.iter().copied());
         let token = match entries.as_slice() {
             [] => return Ok(None),
@@ -76,9 +89,18 @@ impl Inheritance {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        if let Some(claims) = self.verified.get(token).map(|c| c.clone()) {
+            if claims.expires >= now {
+                self.metrics.inherited.inc();
+                return Ok(Some(claims));
+            }
+            self.verified.remove(token);
+        }
         match self.keys.load().verify(token, now) {
             Ok(claims) => {
                 self.metrics.inherited.inc();
+                let claims = Arc::new(claims);
+                self.remember(token, &claims);
                 Ok(Some(claims))
             }
             Err(refused) => {
@@ -86,6 +108,15 @@ impl Inheritance {
                 Err(format!("{}; the call is denied", refused.describe()))
             }
         }
+    }
+
+    fn remember(&self, token: &str, claims: &Arc<Claims>) {
+        let size = 2 * token.len() + 256;
+        if self.verified_bytes.fetch_add(size, Ordering::Relaxed) + size > VERIFIED_BYTES {
+            self.verified.clear();
+            self.verified_bytes.store(size, Ordering::Relaxed);
+        }
+        self.verified.insert(token.into(), claims.clone());
     }
 
     /// A call with no context on a route (or a sidecar) that requires one.

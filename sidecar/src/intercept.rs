@@ -111,7 +111,7 @@ pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Conte
             );
         }
     };
-    match check_request(routes, call, inherited.as_ref(), &gate.inheritance) {
+    match check_request(routes, call, inherited.as_deref(), &gate.inheritance) {
         Ok(check) => {
             let lookup = gate.ask(&check, parent).await;
             enforce(gate, call.path, Some(check), permitted(lookup))
