@@ -482,6 +482,11 @@ pub async fn run() -> Result<Network, String> {
     let inherited = if signed {
         let mut request = check_request();
         request.issue_purpose_context = true;
+        // The purpose the calls below state, on the data they read.
+        request.purpose = "provide".into();
+        if let Some(resource) = request.resource.as_mut() {
+            resource.category = "customer-data".into();
+        }
         real.clone()
             .check(request)
             .await

@@ -65,8 +65,10 @@ impl Inheritance {
 
     /// The keys the server published (`GetPolicy`, `WatchPolicy`).
     pub fn set_keys(&self, published: &[pb::PurposeContextKey]) {
-        self.keys
-            .store(std::sync::Arc::new(Keys::from_published(published)));
+        self.keys.store(Arc::new(Keys::from_published(published)));
+        // A key no longer published verifies nothing remembered either.
+        self.verified.clear();
+        self.verified_bytes.store(0, Ordering::Relaxed);
     }
 
     /// The verified context of a call whose `baggage` header values are
@@ -134,5 +136,46 @@ impl Inheritance {
                 reason: refused.as_str(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    #[test]
+    fn a_verified_context_is_remembered_until_the_keys_change() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap();
+        let published = [pb::PurposeContextKey {
+            key_id: "k".into(),
+            public_key: key.public_key().as_ref().to_vec(),
+        }];
+        let inheritance = Inheritance::new(false, ContextMetrics::default());
+        let claims = Claims {
+            key_id: "k".into(),
+            purpose: "provide".into(),
+            category: "customer-data".into(),
+            subject: "crm".into(),
+            revision: "r".into(),
+            expires: u64::MAX,
+        };
+        let token = context::encode(&claims, |m| key.sign(m).as_ref().to_vec());
+        let baggage = format!("purposegate={token}");
+        // No keys yet: refused.
+        assert!(inheritance.read(&[&baggage]).is_err());
+        inheritance.set_keys(&published);
+        let read = inheritance.read(&[&baggage]).unwrap().unwrap();
+        assert_eq!(read.purpose, "provide");
+        assert_eq!(inheritance.verified.len(), 1);
+        assert_eq!(inheritance.metrics.inherited.get(), 1);
+        // Seen again: from memory, the same claims.
+        assert_eq!(inheritance.read(&[&baggage]).unwrap().unwrap(), read);
+        // The keys change: forgotten, and refused under keys that lack it.
+        inheritance.set_keys(&[]);
+        assert!(inheritance.verified.is_empty());
+        assert!(inheritance.read(&[&baggage]).is_err());
+        // None in the baggage: none inherited.
+        assert_eq!(inheritance.read(&["userid=alice"]).unwrap(), None);
     }
 }

@@ -88,7 +88,8 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     let dir = TempDir::new("purpose-context");
     let key = dir.path().join("purpose-key.pem").display().to_string();
     ed25519_key(&key);
-    let server = ServerProcess::start(&["--purpose-signing-key", &key, "--decision-log", "off"]);
+    let log = dir.path().join("decisions.log").display().to_string();
+    let server = ServerProcess::start(&["--purpose-signing-key", &key, "--decision-log", &log]);
     let routes = repo_root().join(ROUTES).display().to_string();
     // The second service, behind its sidecar.
     let second = DemoService::start();
@@ -140,6 +141,18 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
         "{body}"
     );
     assert_eq!(second.received(), reached, "a widened call reached the app");
+    // The decision log names the inherited purpose beside the asked one.
+    let (line, _) = eventually("the widened call is logged", || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("\"purpose\":\"improve\""))
+            .map(str::to_string)
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["inherited_purpose"], "provide", "{line}");
+    assert_eq!(line["decision"], "DENY", "{line}");
     assert!(
         metric(
             &second_sidecar.metrics(),
