@@ -121,10 +121,12 @@ pub struct PolicyDiff {
 }
 
 impl PolicyDiff {
-    /// Whether the new policy permits anything the old did not (or the
-    /// comparison could not be made, which is treated the same).
+    /// Whether the new policy permits anything the old did not, or the
+    /// comparison could not show it does not (cells left out, or tried
+    /// fact by fact only, where a permit needing two facts at once may
+    /// hide): both are treated as widening.
     pub fn widens(&self) -> bool {
-        self.widened > 0 || self.omitted.is_some()
+        self.widened > 0 || self.omitted.is_some() || !self.exhaustive
     }
 
     /// Whether nothing at all changed.

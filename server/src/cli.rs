@@ -553,7 +553,7 @@ fn verify_log(public_keys: &[PathBuf], files: &[PathBuf]) -> ExitCode {
     out(&format!(
         "OK: {} in {files_word}, seq {} to {}{from}",
         plural(v.lines as usize, "line", "lines"),
-        v.follows_seq + 1,
+        v.follows_seq.saturating_add(1),
         v.head.seq,
     ));
     out(&format!("head: {}", v.head.head));

@@ -42,12 +42,12 @@ pub fn verdict(diff: &PolicyDiff) -> String {
             if diff.widened == 1 { "s" } else { "" }
         );
     }
-    let partial = if diff.exhaustive {
-        ""
-    } else {
-        " (some cells were too large to try every combination of facts)"
-    };
-    format!("nothing is newly permitted{partial}")
+    if !diff.exhaustive {
+        return "cannot tell whether this change widens what data may be used for: some cells \
+                have too many combinations of facts to try every one"
+            .to_string();
+    }
+    "nothing is newly permitted".to_string()
 }
 
 fn flows_summary(diff: &PolicyDiff) -> String {

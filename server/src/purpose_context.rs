@@ -108,7 +108,9 @@ impl PurposeKeys {
             return;
         }
         response.purpose_context = token;
-        let life = u32::try_from(self.ttl.as_secs()).unwrap_or(u32::MAX);
+        // A second short of the context's life: its expiry counts whole
+        // seconds, and a PEP starts counting when the answer arrives.
+        let life = u32::try_from(self.ttl.as_secs().saturating_sub(1)).unwrap_or(u32::MAX);
         response.ttl_seconds = response.ttl_seconds.min(life);
     }
 

@@ -212,16 +212,18 @@ fn replay_file(
         }
         let now = policy.evaluate(&logged.request);
         out.lines += 1;
-        out.decisions += logged.count;
-        *out.logged_revisions
+        out.decisions = out.decisions.saturating_add(logged.count);
+        let by_revision = out
+            .logged_revisions
             .entry(logged.revision.clone())
-            .or_default() += logged.count;
+            .or_default();
+        *by_revision = by_revision.saturating_add(logged.count);
         if now.decision == logged.decision {
             continue;
         }
-        out.flipped += logged.count;
+        out.flipped = out.flipped.saturating_add(logged.count);
         if now.decision == Decision::Permit {
-            out.newly_permitted += logged.count;
+            out.newly_permitted = out.newly_permitted.saturating_add(logged.count);
         }
         let flip = flips
             .entry((logged.decision, now.decision))
@@ -231,15 +233,16 @@ fn replay_file(
                 decisions: 0,
                 examples: Vec::new(),
             });
-        flip.decisions += logged.count;
-        *cells
+        flip.decisions = flip.decisions.saturating_add(logged.count);
+        let cell = cells
             .entry((
                 logged.request.purpose.clone(),
                 logged.request.resource.category.clone(),
                 logged.decision,
                 now.decision,
             ))
-            .or_default() += logged.count;
+            .or_default();
+        *cell = cell.saturating_add(logged.count);
         if flip.examples.len() < EXAMPLES {
             flip.examples.push(Example {
                 place,

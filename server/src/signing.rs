@@ -126,6 +126,15 @@ impl PublicKey {
         &self.id
     }
 
+    /// The public half of a signer.
+    pub fn of(signer: &Signer) -> Self {
+        let raw = signer.public_key();
+        PublicKey {
+            id: key_id(&raw),
+            raw,
+        }
+    }
+
     /// Whether `signature` (base64) signs `message` with this key.
     pub fn verifies(&self, message: &[u8], signature: &str) -> bool {
         let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(signature) else {

@@ -727,6 +727,46 @@ async fn signed_checkpoints_verify_and_a_forged_one_does_not() {
         "{lines:?}"
     );
 
+    // A restart continues the chain it signed itself.
+    logged_run(
+        &log,
+        &["--decision-log-signing-key", &private],
+        known_requests(),
+    )
+    .await;
+    let run = verify(&[&log], Some(&public));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        lines_of(&log)
+            .iter()
+            .any(|l| l.contains("\"chain\":\"continued\""))
+    );
+    // A log someone else wrote (sealed, but never signed by this key) is
+    // not continued, so the server's checkpoints never vouch for it.
+    let planted = dir.path().join("planted.log");
+    let mut fake = lines[..3].to_vec();
+    fake.retain(|l| !l.contains("\"checkpoint\":"));
+    fake[1] = fake[1].replace("\"DENY\"", "\"PERMIT\"");
+    reseal(&mut fake, 0);
+    write_lines(&planted, &fake);
+    logged_run(
+        &planted,
+        &["--decision-log-signing-key", &private],
+        known_requests(),
+    )
+    .await;
+    let run = verify(&[&planted], Some(&public));
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the server vouched for a planted log: {run:?}"
+    );
+    assert!(
+        lines_of(&planted)
+            .iter()
+            .any(|l| l.contains("not follow a checkpoint this server's key signed"))
+    );
+
     // Without the key: counted, not verified.
     let run = verify(&[&log], None);
     assert_eq!(run.code, Some(0), "{run:?}");

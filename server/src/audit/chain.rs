@@ -72,7 +72,7 @@ impl Chain {
             .strip_prefix(b"{")
             .and_then(|o| o.strip_suffix(b"}"))
             .unwrap_or_default();
-        let seq = self.seq + 1;
+        let seq = self.seq.saturating_add(1);
         let mut line = Vec::with_capacity(object.len() + 24 + SEAL_BYTES);
         line.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
         if !inner.is_empty() {

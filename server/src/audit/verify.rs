@@ -248,7 +248,10 @@ fn check_line(
         }
         (Some(current), None) => current.clone(),
     };
-    let want = expected.seq + 1;
+    let want = expected
+        .seq
+        .checked_add(1)
+        .ok_or("edited: a seq at the end of the numbers")?;
     if sealed.seq == want {
         if !sealed.follows(&expected.head) {
             let inserted = next.is_some_and(|n| n.seq == sealed.seq && n.follows(&expected.head));

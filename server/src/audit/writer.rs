@@ -153,6 +153,17 @@ impl Writer {
             Target::File(path) => {
                 let (tail, partial) = read_tail(path)?;
                 let file = LogFile::open(path)?;
+                // With a key, the server signs only a chain it can trust:
+                // one that runs from a checkpoint it signed itself.
+                let tail = match (tail, &opts.signer) {
+                    (Tail::Sealed(_), Some(signer)) => match signed_tail(path, signer)? {
+                        Some(chain) => Tail::Sealed(chain),
+                        None => Tail::Unsealed(
+                            "its end does not follow a checkpoint this server's key signed",
+                        ),
+                    },
+                    (tail, _) => tail,
+                };
                 match tail {
                     Tail::Empty => (Sink::File(file), Chain::default(), "started", None, partial),
                     Tail::Sealed(chain) => (Sink::File(file), chain, "continued", None, partial),
@@ -334,6 +345,79 @@ impl Writer {
             warn!(error = %e, failures = n + 1, "cannot write the decision log");
         }
     }
+}
+
+/// How much of a file's end is read to find the checkpoint its chain
+/// continues from.
+const SIGNED_TAIL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Where the chain at the end of `path` stands, if it runs unbroken from
+/// the last checkpoint `signer` signed (within the file's last
+/// [`SIGNED_TAIL_BYTES`]); `None` if it does not: lines written or
+/// rewritten by someone else are not continued, and so never signed.
+fn signed_tail(path: &Path, signer: &Signer) -> std::io::Result<Option<Chain>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(SIGNED_TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut end = Vec::new();
+    file.take(SIGNED_TAIL_BYTES).read_to_end(&mut end)?;
+    let mut lines: Vec<&[u8]> = end.split(|&b| b == b'\n').collect();
+    // The part after the last newline is a cut line (or nothing); the
+    // first part is cut too when the read began inside the file.
+    lines.pop();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let key = crate::signing::PublicKey::of(signer);
+    let signed_at = lines.iter().rposition(|line| {
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return false;
+        };
+        let field = |name: &str| json.get("checkpoint").and_then(|c| c.get(name));
+        let (Some(seq), Some(head), Some(id), Some(signature)) = (
+            field("seq").and_then(serde_json::Value::as_u64),
+            field("head").and_then(serde_json::Value::as_str),
+            field("key_id").and_then(serde_json::Value::as_str),
+            field("signature").and_then(serde_json::Value::as_str),
+        ) else {
+            return false;
+        };
+        id == key.key_id() && key.verifies(&checkpoint_message(seq, head), signature)
+    });
+    let Some(at) = signed_at else {
+        return Ok(None);
+    };
+    let Some(first) = lines.get(at).and_then(|l| super::chain::unseal(l).ok()) else {
+        return Ok(None);
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(lines.get(at).copied().unwrap_or_default()).unwrap_or_default();
+    let head = json
+        .get("checkpoint")
+        .and_then(|c| c.get("head"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    if !first.follows(head) {
+        return Ok(None);
+    }
+    let mut chain = Chain {
+        seq: first.seq,
+        head: first.hash,
+    };
+    for line in lines.iter().skip(at + 1) {
+        match super::chain::unseal(line) {
+            Ok(next) if next.seq == chain.seq.saturating_add(1) && next.follows(&chain.head) => {
+                chain = Chain {
+                    seq: next.seq,
+                    head: next.hash,
+                };
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(chain))
 }
 
 /// `FILE.<seq>` (12 digits, so the names sort in order), or with `.N`

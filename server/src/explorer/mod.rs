@@ -74,13 +74,19 @@ async fn draw(
     drawing: Arc<tokio::sync::Semaphore>,
     render: impl FnOnce() -> Bytes + Send + 'static,
 ) -> Result<Bytes, String> {
-    let _place = drawing
+    let place = drawing
         .acquire_owned()
         .await
         .map_err(|e| format!("the page could not be drawn: {e}"))?;
-    tokio::task::spawn_blocking(render)
-        .await
-        .map_err(|e| format!("the page could not be drawn: {e}"))
+    // The place goes with the work: a caller that gives up does not free
+    // it while the drawing still runs.
+    tokio::task::spawn_blocking(move || {
+        let page = render();
+        drop(place);
+        page
+    })
+    .await
+    .map_err(|e| format!("the page could not be drawn: {e}"))
 }
 
 /// The explorer's state: the store, and the matrix of the serving
@@ -345,24 +351,29 @@ impl Explorer {
     /// matrix, or the candidate's diagnostics.
     async fn compare(&self, candidate: String) -> Result<compare::Outcome, String> {
         let serving = self.store.current();
-        let _place = self
+        let place = self
             .drawing
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| format!("the comparison could not be made: {e}"))?;
-        tokio::task::spawn_blocking(move || match Policy::parse("candidate.yaml", &candidate) {
-            Err(diagnostics) => compare::Outcome::Invalid(
-                diagnostics
-                    .iter()
-                    .take(engine::MAX_SHOWN)
-                    .map(ToString::to_string)
-                    .collect(),
-            ),
-            Ok(policy) => compare::Outcome::Compared {
-                diff: Box::new(serving.diff(&policy)),
-                candidate: Box::new(policy.matrix()),
-            },
+        // The place goes with the work, as for pages: a caller that gives
+        // up does not let another comparison start beside this one.
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            match Policy::parse("candidate.yaml", &candidate) {
+                Err(diagnostics) => compare::Outcome::Invalid(
+                    diagnostics
+                        .iter()
+                        .take(engine::MAX_SHOWN)
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                Ok(policy) => compare::Outcome::Compared {
+                    diff: Box::new(serving.diff(&policy)),
+                    candidate: Box::new(policy.matrix()),
+                },
+            }
         })
         .await
         .map_err(|e| format!("the comparison could not be made: {e}"))
@@ -374,6 +385,18 @@ impl Explorer {
         let (candidate, outcome) = match req {
             None => (String::new(), compare::Outcome::Empty),
             Some(req) => {
+                // A form any site could post: only this page's own.
+                let cross_site = req
+                    .headers()
+                    .get("sec-fetch-site")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|site| site != "same-origin" && site != "none");
+                if cross_site {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "the compare form is answered only when it is sent from this page",
+                    );
+                }
                 if !sends(req.headers(), &["application/x-www-form-urlencoded"]) {
                     return error(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
