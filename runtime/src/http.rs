@@ -169,11 +169,17 @@ pub async fn serve_metrics(
 /// Whether the request says its body is JSON (`Content-Type:
 /// application/json`, parameters such as `charset` allowed, any case).
 pub fn sends_json(headers: &axum::http::HeaderMap) -> bool {
+    sends(headers, &["application/json"])
+}
+
+/// Whether the request's `Content-Type` (its parameters aside) is one of
+/// `types`, in any case.
+pub fn sends(headers: &axum::http::HeaderMap, types: &[&str]) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|t| types.iter().any(|y| t.trim().eq_ignore_ascii_case(y)))
 }
 
 #[cfg(test)]

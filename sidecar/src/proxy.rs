@@ -234,10 +234,22 @@ impl Proxy {
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_bytes())),
                 ),
+                req.headers()
+                    .get_all("baggage")
+                    .iter()
+                    .map(|v| v.to_str().ok())
+                    .collect::<Option<Vec<&str>>>(),
             ) {
-                (Err(ambiguous), _) => refused(ambiguous.to_string()),
-                (_, Err(unreadable)) => refused(unreadable.to_string()),
-                (Ok(path), Ok(stated)) => {
+                (Err(ambiguous), _, _) => refused(ambiguous.to_string()),
+                (_, Err(unreadable), _) => refused(unreadable.to_string()),
+                // A purpose context hidden where the sidecar cannot read
+                // it could still reach the app: unreadable baggage is
+                // refused, not ignored.
+                (_, _, None) => refused(
+                    "header `baggage` holds bytes that are not visible ASCII; it is refused"
+                        .to_string(),
+                ),
+                (Ok(path), Ok(stated), Some(baggage)) => {
                     let table = self.inner.routes.table(&path, reply_grpc);
                     let call = Call {
                         table,
@@ -245,12 +257,7 @@ impl Proxy {
                         method: req.method().as_str(),
                         stated: &stated,
                         certified_subject: certified,
-                        baggage: req
-                            .headers()
-                            .get_all("baggage")
-                            .iter()
-                            .map(|v| v.to_str().unwrap_or("\u{0}"))
-                            .collect(),
+                        baggage,
                         issue_context: true,
                     };
                     match judge(gate, &self.inner.routes, &call, &parent).await {

@@ -208,6 +208,18 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
         );
         assert!(refused >= 1.0, "{label}");
     }
+    // Baggage the sidecar cannot read (bytes past ASCII): refused, not
+    // passed on unread.
+    let (status, headers, _) = get(
+        &second_sidecar,
+        "/customers/c-1",
+        &["x-purpose: provide", "baggage: purposegate=caf\u{e9}"],
+    );
+    assert_eq!(status, 403);
+    assert!(
+        headers.contains("header `baggage` holds bytes"),
+        "{headers}"
+    );
     // Twice in the baggage: refused.
     let twice = format!("baggage: purposegate={genuine},purposegate={genuine}");
     let (status, _, _) = get(

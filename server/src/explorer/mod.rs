@@ -397,7 +397,10 @@ impl Explorer {
                         "the compare form is answered only when it is sent from this page",
                     );
                 }
-                if !sends(req.headers(), &["application/x-www-form-urlencoded"]) {
+                if !purposegate_runtime::http::sends(
+                    req.headers(),
+                    &["application/x-www-form-urlencoded"],
+                ) {
                     return error(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "send the form as `application/x-www-form-urlencoded`",
@@ -441,7 +444,7 @@ impl Explorer {
     async fn diff_json(&self, req: Request) -> Response {
         // A YAML type is not one a page on another site may send without
         // asking first (CORS preflight), which this server never grants.
-        if !sends(
+        if !purposegate_runtime::http::sends(
             req.headers(),
             &["application/yaml", "application/x-yaml", "text/yaml"],
         ) {
@@ -507,15 +510,6 @@ async fn read_request(req: Request) -> Result<engine::DecisionRequest, Response>
     let body = read_limited(req, MAX_CHECK_BYTES).await?;
     engine::request_from_json_text("request", &body)
         .map_err(|diagnostics| error(StatusCode::BAD_REQUEST, &diagnostics.to_string()))
-}
-
-/// Whether the request's `Content-Type` is one of `types`.
-fn sends(headers: &HeaderMap, types: &[&str]) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| types.iter().any(|y| t.trim().eq_ignore_ascii_case(y)))
 }
 
 /// A request's body within `limit` bytes and [`CHECK_TIME`]; otherwise
