@@ -13,6 +13,7 @@ pub mod http;
 pub mod listen;
 pub mod log;
 pub mod process;
+pub mod shares;
 pub mod telemetry;
 pub mod tls;
 pub mod units;

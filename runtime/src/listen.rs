@@ -25,9 +25,8 @@
 //! call in flight), and [`Served::drained`] resolves when the last one is
 //! gone.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,10 +37,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::shares::Shares;
 use crate::tls::ServerTls;
 use stream::Stream;
 
@@ -117,57 +117,36 @@ pub struct Peer {
     /// With mutual TLS: the subject the caller's verified certificate
     /// names (empty if it names none).
     pub subject: Option<Arc<str>>,
+    /// Closes this connection (see [`Closer`]).
+    pub closer: Closer,
+}
+
+/// A service's way to end its own connection: asked to close gracefully
+/// (HTTP/2 GOAWAY, HTTP/1.1 after the call in flight), the connection is
+/// dropped [`CLOSE_GRACE`] later whatever its calls are doing. For what a
+/// service cannot end otherwise: a call whose caller stopped reading, its
+/// response stuck behind a shut flow-control window.
+#[derive(Debug, Clone, Default)]
+pub struct Closer(Arc<Notify>);
+
+impl Closer {
+    pub fn close(&self) {
+        // Kept as a permit if the connection is not listening right now.
+        self.0.notify_one();
+    }
+
+    /// Resolves once the connection was asked to close.
+    pub async fn asked(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// One listener's shared state.
 #[derive(Debug)]
 struct Shared {
-    limits: Limits,
-    slots: Arc<Semaphore>,
-    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections open, and each peer's share of them.
+    connections: Arc<Shares>,
     refused: Counter,
-}
-
-/// What a connection holds while it is open: its slot, and its place in
-/// its peer's count.
-#[derive(Debug)]
-struct Admission {
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if let Ok(mut per_peer) = self.shared.per_peer.lock() {
-            if let Some(count) = per_peer.get_mut(&self.ip) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    per_peer.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
-impl Shared {
-    /// A place for a connection from `ip`, unless the listener or the peer
-    /// is at its cap.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        let mut per_peer = self.per_peer.lock().ok()?;
-        let count = per_peer.entry(ip).or_insert(0);
-        if *count >= self.limits.max_connections_per_peer {
-            return None;
-        }
-        *count += 1;
-        drop(per_peer);
-        Some(Admission {
-            _slot: slot,
-            shared: self.clone(),
-            ip,
-        })
-    }
 }
 
 /// A listener being served; [`Served::drained`] waits for its connections
@@ -180,13 +159,12 @@ pub struct Served {
 impl Served {
     /// Resolves once no connection is open (call it after shutdown began).
     pub async fn drained(&self) {
-        let all = u32::try_from(self.shared.limits.max_connections).unwrap_or(u32::MAX);
-        let _ = self.shared.slots.acquire_many(all).await;
+        self.shared.connections.emptied().await;
     }
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.shared.limits.max_connections - self.shared.slots.available_permits()
+        self.shared.connections.taken()
     }
 }
 
@@ -252,9 +230,7 @@ where
         ..limits
     };
     let shared = Arc::new(Shared {
-        limits,
-        slots: Arc::new(Semaphore::new(max)),
-        per_peer: Mutex::new(HashMap::new()),
+        connections: Shares::new(max, limits.max_connections_per_peer),
         refused,
     });
     let served = Served {
@@ -287,7 +263,7 @@ where
                 },
                 () = until_down(&mut shutdown) => return,
             };
-            let Some(admission) = shared.admit(addr.ip()) else {
+            let Ok(admission) = shared.connections.take(addr.ip()) else {
                 shared.refused.inc();
                 debug!(peer = %addr, "{what}: at the connection cap; connection closed");
                 continue;
@@ -343,21 +319,36 @@ async fn connection<M, S, B>(
             (Stream::Tls(Box::new(stream)), subject.map(Arc::from))
         }
     };
-    let service = make(&Peer { addr, subject });
-    http(stream, service, protocols, limits, shutdown, addr, what).await;
+    let closer = Closer::default();
+    let service = make(&Peer {
+        addr,
+        subject,
+        closer: closer.clone(),
+    });
+    let setting = Setting {
+        protocols,
+        limits,
+        closer,
+        addr,
+        what,
+    };
+    http(stream, service, setting, shutdown).await;
 }
 
-/// Serves the calls of one connection until it ends, it idles, or
-/// shutdown asks it to close.
-async fn http<S, B>(
-    io: Stream,
-    service: S,
+/// What one connection is served with.
+#[derive(Debug)]
+struct Setting {
     protocols: Protocols,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    closer: Closer,
     addr: SocketAddr,
     what: &'static str,
-) where
+}
+
+/// Serves the calls of one connection until it ends, it idles, its
+/// service closes it, or shutdown asks it to close.
+async fn http<S, B>(io: Stream, service: S, setting: Setting, mut shutdown: watch::Receiver<bool>)
+where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -365,6 +356,13 @@ async fn http<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let Setting {
+        protocols,
+        limits,
+        closer,
+        addr,
+        what,
+    } = setting;
     let activity = Arc::new(Activity::new());
     let service = Tracked {
         inner: Arc::new(service),
@@ -412,6 +410,14 @@ async fn http<S, B>(
             () = until_down(&mut shutdown), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            () = closer.asked(), if deadline.is_none() => {
+                debug!(peer = %addr, "{what}: closed by its service");
+                if !closing {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                deadline = Some(Instant::now() + CLOSE_GRACE);
             }
             () = sleep_until_some(deadline) => return,
         }

@@ -203,23 +203,104 @@ pub fn request_target(path: &str, query: Option<&str>) -> String {
     }
 }
 
-/// Whether a query names `_method`, which Spring, Rails and Laravel read as
-/// the method to run instead of the request's.
-pub fn query_overrides_method(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let key = pair.split('=').next().unwrap_or("");
-        key.eq_ignore_ascii_case("_method")
-            || key.eq_ignore_ascii_case("%5Fmethod")
-            || key.eq_ignore_ascii_case("_%6Dethod")
+/// The method-override parameter a query names, if any, in every
+/// spelling a framework reads as one: Rails, Laravel, Symfony, Spring and
+/// Jersey read `_method`; some read the override headers' names as
+/// parameters too. A key is read as the framework would: `+` as a space,
+/// percent-decoded (twice, for apps that decode twice), then as PHP names
+/// variables (leading spaces dropped, `.`, ` ` and `[` as `_`, an array
+/// suffix `[...]` cut), `-` and `_` alike, any case. Pairs split on `&`
+/// and `;` (which some servers also take as a separator).
+pub fn query_overrides_method(query: &str) -> Option<String> {
+    const NAMES: [&str; 4] = [
+        "_method",
+        "x_http_method_override",
+        "x_http_method",
+        "x_method_override",
+    ];
+    query.split(['&', ';']).find_map(|pair| {
+        let raw = pair.split('=').next().unwrap_or("");
+        let decoded = decoded_key(raw);
+        // PHP drops leading spaces; others read them as `_`: either way.
+        [decoded.trim_start_matches([' ', '\0']), decoded.as_str()]
+            .into_iter()
+            .map(framework_key)
+            .any(|key| NAMES.iter().any(|name| key.eq_ignore_ascii_case(name)))
+            .then(|| raw.to_string())
     })
+}
+
+/// A query key decoded as a framework would: `+` as a space,
+/// percent-decoded twice.
+fn decoded_key(raw: &str) -> String {
+    let mut key = raw.replace('+', " ");
+    for _ in 0..2 {
+        let decoded = percent_decode_lossy(&key);
+        if decoded == key {
+            break;
+        }
+        key = decoded;
+    }
+    key
+}
+
+/// A decoded query key as a framework names the parameter.
+fn framework_key(key: &str) -> String {
+    // `a[b]` is the array `a`; an unmatched `[` is read as `_`.
+    let key = match key.find('[') {
+        Some(open) if key.get(open..).is_some_and(|rest| rest.contains(']')) => {
+            key.get(..open).unwrap_or(key)
+        }
+        _ => key,
+    };
+    key.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' | '-' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// `%XX` decoded once; bytes that are not UTF-8 replaced.
+fn percent_decode_lossy(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = match (
+            bytes.get(i + 1).copied().and_then(hex_value),
+            bytes.get(i + 2).copied().and_then(hex_value),
+        ) {
+            (Some(h), Some(l)) if b == b'%' => Some(h * 16 + l),
+            _ => None,
+        };
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a canonical path has the shape of a gRPC method,
 /// `/package.Service/Method`: two segments of identifier characters, the
-/// first with at least one dot.
+/// first with at least one dot. With more after it (`/a.B/Get/`,
+/// `/a.B/Get/x`), it is still a method's path to every table: no HTTP
+/// route may judge what a gRPC server could take as a method (and then
+/// no gRPC route covers it, so it is denied).
 pub fn is_grpc_method(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
+    };
+    let rest = match rest.match_indices('/').nth(1) {
+        Some((second_slash, _)) => rest.get(..second_slash).unwrap_or(rest),
+        None => rest,
     };
     let Some((service, method)) = rest.split_once('/') else {
         return false;
@@ -316,11 +397,37 @@ mod tests {
     }
 
     #[test]
-    fn a_query_that_names_another_method_is_seen() {
-        assert!(query_overrides_method("_method=DELETE"));
-        assert!(query_overrides_method("a=1&_METHOD=put"));
-        assert!(query_overrides_method("%5fmethod=delete"));
-        assert!(!query_overrides_method("method=x&my_method=y"));
+    fn a_query_that_names_another_method_is_seen_in_every_spelling() {
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=put",
+            "%5fmethod=delete",
+            "%5F%6D%65%74%68%6F%64=delete",
+            "%255fmethod=delete",
+            ".method=DELETE",
+            "+method=DELETE",
+            "%20method=DELETE",
+            "%2Emethod=DELETE",
+            "[method=DELETE",
+            "_method[]=DELETE",
+            "_method[x]=DELETE",
+            " _method=DELETE",
+            "a=1;_method=DELETE",
+            "-method=DELETE",
+            "X-HTTP-Method-Override=DELETE",
+            "x_http_method=PUT",
+            "_method",
+        ] {
+            assert!(query_overrides_method(query).is_some(), "{query}");
+        }
+        for query in [
+            "method=x&my_method=y",
+            "_methods=1",
+            "a=_method",
+            "_method_x=1",
+        ] {
+            assert_eq!(query_overrides_method(query), None, "{query}");
+        }
     }
 
     #[test]
@@ -329,8 +436,10 @@ mod tests {
         assert!(is_grpc_method("/a.B/c_1"));
         assert!(!is_grpc_method("/Service/Method"));
         assert!(!is_grpc_method("/customers/c-1"));
-        assert!(!is_grpc_method("/demo.v1.CustomerService/Get/x"));
+        assert!(is_grpc_method("/demo.v1.CustomerService/Get/x"));
+        assert!(is_grpc_method("/demo.v1.CustomerService/Get/"));
         assert!(!is_grpc_method("/demo.v1.CustomerService/"));
+        assert!(!is_grpc_method("/demo.v1.CustomerService"));
         assert!(!is_grpc_method("/demo..v1/Get"));
         assert!(!is_grpc_method("/demo.v1.S/Get%41"));
     }

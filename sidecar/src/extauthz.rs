@@ -18,10 +18,11 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
-use crate::canonical;
 use crate::gate::Gate;
-use crate::headers::{self, Stated};
-use crate::intercept::{Call, Enforcement, Permit, Refusal, judge, refused_before_asking};
+use crate::headers;
+use crate::intercept::{Call, Enforcement, Permit, judge, refused_before_asking};
+use crate::reading::{self, Described};
+use crate::refusal::{Refusal, RefusalKind};
 use crate::routes::Routes;
 
 /// The encoded descriptors of `envoy/service/auth/v3/external_auth.proto`
@@ -50,7 +51,11 @@ impl ExtAuthz {
 
 fn denied(refusal: &Refusal) -> CheckResponse {
     let mut http = DeniedHttpResponseBuilder::new();
-    http.set_http_status(HttpStatusCode::Forbidden);
+    http.set_http_status(match refusal.kind {
+        RefusalKind::Denied => HttpStatusCode::Forbidden,
+        RefusalKind::Malformed => HttpStatusCode::BadRequest,
+        RefusalKind::Idle => HttpStatusCode::RequestTimeout,
+    });
     for (name, value) in refusal.headers() {
         http.add_header(name, value, None, false);
     }
@@ -87,7 +92,40 @@ fn described_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
     }
 }
 
-/// Judges the request Envoy describes, as the proxy would judge it.
+/// Whether the request Envoy describes carries a body: its length, or
+/// framing that says one may come.
+fn carries_body(http: &HttpRequest, headers: &[(&str, &[u8])]) -> bool {
+    let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+    http.size > 0
+        || header("transfer-encoding").is_some()
+        || header("content-length")
+            .is_some_and(|(_, v)| v.iter().any(|b| (b'1'..=b'9').contains(b)))
+}
+
+/// Names Envoy must remove before the app sees the call: every name the
+/// proxy would remove (see [`crate::strip`]) but those Envoy frames or
+/// sets itself (hop-by-hop headers, `x-forwarded-for`,
+/// `x-forwarded-proto`).
+fn to_remove(headers: &[(&str, &[u8])]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in headers {
+        let name = name.to_ascii_lowercase();
+        let remove = match crate::strip::removed(&name) {
+            None | Some(crate::strip::Removed::HopByHop) => false,
+            Some(crate::strip::Removed::Forwarding) => {
+                name != "x-forwarded-for" && name != "x-forwarded-proto"
+            }
+            Some(_) => true,
+        };
+        if remove && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Judges the request Envoy describes, as the proxy would judge it; the
+/// names Envoy must remove if it goes through.
 async fn judge_described(
     authz: &ExtAuthz,
     http: &HttpRequest,
@@ -95,83 +133,40 @@ async fn judge_described(
     parent: &opentelemetry::Context,
 ) -> (Enforcement, Vec<String>) {
     let headers = described_headers(http);
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .unwrap_or("")
+    let remove = to_remove(&headers);
+    let (raw_path, query) = match http.path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (http.path.as_str(), None),
     };
-    // Spellings of decided headers (and forged `x-purposegate-*`) Envoy
-    // must remove before the app sees them.
-    let reserved: Vec<String> = headers
-        .iter()
-        .map(|(n, _)| n.to_ascii_lowercase())
-        .filter(|n| headers::is_reserved(n))
-        .collect();
-    let raw_path = http.path.split('?').next().unwrap_or("");
-    let refused = |reason: String| {
-        refused_before_asking(
-            &authz.gate,
-            parent,
-            header(headers::PURPOSE),
-            raw_path,
-            Refusal::refused(reason),
-        )
+    let described = Described {
+        method: &http.method,
+        path: raw_path,
+        query,
+        headers: || headers.iter().copied(),
+        body: carries_body(http, &headers),
+        // Envoy forwards the path it has, not ours.
+        forwards_canonical: false,
     };
-    // Envoy forwards the path it has, not ours: only a path that is
-    // already canonical can be judged as the one the app will get.
-    let path = match canonical::path(raw_path) {
-        Err(ambiguous) => return (refused(ambiguous.to_string()), reserved),
-        Ok(path) if path != raw_path => {
+    let reading = match reading::read(&authz.routes, described) {
+        Ok(reading) => reading,
+        Err(refusal) => {
+            let purpose = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(headers::PURPOSE))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .unwrap_or("");
             return (
-                refused(format!(
-                    "the request path `{raw_path}` is not in canonical form (`{path}`); configure Envoy with normalize_path, merge_slashes and path_with_escaped_slashes_action: REJECT_REQUEST"
-                )),
-                reserved,
+                refused_before_asking(&authz.gate, parent, purpose, raw_path, refusal),
+                remove,
             );
         }
-        Ok(path) => path,
     };
-    if http
-        .path
-        .split_once('?')
-        .is_some_and(|(_, query)| canonical::query_overrides_method(query))
-    {
-        return (
-            refused(
-                "the query names `_method`, which would make the app run another method than the one judged; it is refused"
-                    .to_string(),
-            ),
-            reserved,
-        );
-    }
-    let stated = match Stated::read(headers.iter().copied()) {
-        Ok(stated) => stated,
-        Err(unreadable) => return (refused(unreadable.to_string()), reserved),
-    };
-    let table = authz.routes.table(
-        &path,
-        header("content-type").starts_with("application/grpc"),
-    );
-    let baggage = header("baggage");
     let call = Call {
-        table,
-        path: &path,
-        method: &http.method,
-        stated: &stated,
+        reading: &reading,
         certified_subject,
-        baggage: if baggage.is_empty() {
-            Vec::new()
-        } else {
-            vec![baggage]
-        },
         issue_context: false,
     };
-    (
-        judge(&authz.gate, &authz.routes, &call, parent).await,
-        reserved,
-    )
+    (judge(&authz.gate, &call, parent).await, remove)
 }
 
 /// Envoy's answer for a call that goes through: the decided values set,
@@ -191,8 +186,7 @@ fn let_through(permit: &Permit, reserved: Vec<String>) -> CheckResponse {
     for name in reserved {
         // Only what is not set again: Envoy may remove after it sets.
         let decided_now = decided.iter().any(|(n, _)| *n == name);
-        let forged = headers::is_own(&name);
-        let keep_as_stated = permit.request.is_none() && !forged;
+        let keep_as_stated = permit.request.is_none() && headers::is_decided(&name);
         if !decided_now && !keep_as_stated && !remove.contains(&name) {
             remove.push(name);
         }

@@ -11,14 +11,15 @@ use purposegate_proto::v1 as pb;
 use purposegate_runtime::telemetry::{Telemetry, inject_context};
 
 use crate::cache::{Answer, DecisionCache, Source};
-use crate::pdp::Pdp;
+use crate::pdp::DecisionPoint;
 
 #[derive(Debug, Clone)]
 pub struct Gate {
     pub cache: Arc<DecisionCache>,
     /// Answers of the reverse question (`PermittedPurposes`), apart.
     pub purposes: Arc<DecisionCache<pb::PermittedPurposesResponse>>,
-    pub pdp: Pdp,
+    /// The decision point: the server, or a fake in tests.
+    pub pdp: Arc<dyn DecisionPoint>,
     pub telemetry: Option<Telemetry>,
     /// `--dry-run`: decisions are recorded but not enforced.
     pub dry_run: bool,

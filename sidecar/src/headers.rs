@@ -29,33 +29,39 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The obligations of a permit, for the app to fulfil (JSON).
 pub const OBLIGATIONS: &str = "x-purposegate-obligations";
 
-/// Headers that make frameworks (Spring, Rails, Laravel, ASP.NET) run
-/// another method than the request's: the method judged would not be the
-/// method served, so a call carrying one is refused.
-const METHOD_OVERRIDES: [&str; 3] = [
+/// Headers that make frameworks run another method than the request's
+/// (read by Google APIs, Jersey, ASP.NET, Symfony and Laravel): the method
+/// judged would not be the method served, so a call carrying one, in any
+/// spelling, is refused.
+pub const METHOD_OVERRIDES: [&str; 3] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
 ];
 
-/// Headers a proxy in front of an app sets and the app believes: where the
-/// call came from, under which host, prefix or URL. A caller could forge
-/// them (and some, like `x-original-url` or `x-forwarded-prefix`, change
-/// the path an app routes on), so the proxy removes them and sets
-/// `x-forwarded-for` and `x-forwarded-proto` itself.
-const FORWARDING: [&str; 11] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-client-cert",
-    "x-real-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-];
+/// The method-override header `name` is, in any spelling.
+pub fn overrides_method(name: &str) -> Option<&'static str> {
+    METHOD_OVERRIDES.iter().copied().find(|m| folds_to(name, m))
+}
+
+/// Whether `name` equals `lower` (lower case, `-`) once `_` is read as `-`
+/// and case is folded, as CGI and WSGI servers read names.
+pub fn folds_to(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.bytes().zip(lower.bytes()).all(|(a, b)| fold(a) == b)
+}
+
+/// Whether `name` starts with `lower` and goes on, folded as [`folds_to`].
+pub fn folds_to_prefix(name: &str, lower: &str) -> bool {
+    name.len() > lower.len() && name.bytes().zip(lower.bytes()).all(|(a, b)| fold(a) == b)
+}
+
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
 
 /// The headers the sidecar decides on, and how long each may be.
 pub const DECIDED: [(&str, Limit); 10] = [
@@ -108,7 +114,7 @@ impl Stated {
         let mut stated = Stated::default();
         let mut seen = [false; 10];
         for (name, value) in headers {
-            if let Some(overriding) = METHOD_OVERRIDES.iter().find(|m| folds_to(name, m)) {
+            if let Some(overriding) = overrides_method(name) {
                 return Err(UnreadableHeaders(format!(
                     "header `{overriding}` would make the app run another method than the one judged; it is refused"
                 )));
@@ -198,52 +204,23 @@ fn read_value(name: &str, limit: Limit, value: &[u8]) -> Result<String, Unreadab
     }
 }
 
-/// Whether a request header must not reach the app: a decided header or
-/// one of the sidecar's own `x-purposegate-*` headers, in any spelling
-/// that folds to it (`_` for `-`, any case). The decided values are put
-/// back by [`decided`].
+/// Whether a request header must not reach the app as the caller wrote
+/// it: a decided header or one of the sidecar's own `x-purposegate-*`
+/// headers, in any spelling that folds to it (`_` for `-`, any case). The
+/// decided values are put back by [`decided`].
 pub fn is_reserved(name: &str) -> bool {
-    DECIDED.iter().any(|(decided, _)| folds_to(name, decided)) || is_own(name)
+    is_decided(name) || is_own(name)
 }
 
-/// Whether a request header is one a proxy sets ([`FORWARDING`]), in any
-/// spelling that folds to it.
-pub fn is_forwarding(name: &str) -> bool {
-    FORWARDING.iter().any(|f| folds_to(name, f))
-}
-
-/// Removes every reserved header (see [`is_reserved`]) from `headers`: from
-/// trailers, say, where a caller could slip one in after the decision.
-pub fn remove_reserved(headers: &mut hyper::HeaderMap) {
-    let reserved: Vec<hyper::header::HeaderName> = headers
-        .keys()
-        .filter(|name| is_reserved(name.as_str()))
-        .cloned()
-        .collect();
-    for name in reserved {
-        headers.remove(name);
-    }
-}
-
-/// Whether `name` equals `lower` (lower case, `-`) once `_` is read as `-`
-/// and case is folded.
-fn folds_to(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.bytes().zip(lower.bytes()).all(|(a, b)| fold(a) == b)
+/// Whether a request header is a decided one, in any spelling.
+pub fn is_decided(name: &str) -> bool {
+    DECIDED.iter().any(|(decided, _)| folds_to(name, decided))
 }
 
 /// Whether a request header is one of the sidecar's own `x-purposegate-*`
 /// headers (in any spelling), which no caller may send to the app.
 pub fn is_own(name: &str) -> bool {
-    const OWN: &str = "x-purposegate-";
-    name.len() > OWN.len() && name.bytes().zip(OWN.bytes()).all(|(a, b)| fold(a) == b)
-}
-
-fn fold(b: u8) -> u8 {
-    if b == b'_' {
-        b'-'
-    } else {
-        b.to_ascii_lowercase()
-    }
+    folds_to_prefix(name, "x-purposegate-")
 }
 
 /// The decided headers the app receives for `request` (a question the
@@ -370,9 +347,6 @@ mod tests {
         for name in ["x-purposes", "x-purposegate-", "content-type", "x_other"] {
             assert!(!is_reserved(name), "{name}");
         }
-        assert!(is_forwarding("X_Forwarded_For"));
-        assert!(is_forwarding("x-original-url"));
-        assert!(!is_forwarding("x-forwarded"));
     }
 
     #[test]

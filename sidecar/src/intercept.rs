@@ -10,57 +10,23 @@ use tracing::info;
 
 use crate::cache::Answer;
 use crate::gate::{Gate, Lookup};
-use crate::headers::{self, Stated};
-use crate::routes::{Routes, Table};
+use crate::headers;
+use crate::reading::Reading;
+use crate::refusal::Refusal;
+use crate::routes::Table;
 
-/// What the sidecar knows of an intercepted call.
+/// A call read as one thing ([`crate::reading`]), and who certified its
+/// caller.
 #[derive(Debug)]
-pub struct Call<'a> {
-    pub table: Table,
-    /// The canonical path, without the query.
-    pub path: &'a str,
-    pub method: &'a str,
-    pub stated: &'a Stated,
+pub struct Call<'c, 'a, 'r> {
+    pub reading: &'c Reading<'a, 'r>,
     /// The caller's subject as its verified certificate names it (empty
     /// if it names none), when the call came over mutual TLS: then
     /// `x-subject` is not believed.
-    pub certified_subject: Option<&'a str>,
-    /// The values of the call's `baggage` headers (the purpose context).
-    pub baggage: Vec<&'a str>,
+    pub certified_subject: Option<&'c str>,
     /// Whether a permit should carry a purpose context for the call to
     /// pass on (the proxy forwards it; ext_authz does not).
     pub issue_context: bool,
-}
-
-/// Why a call is not let through, before or after asking.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub decision: &'static str,
-    pub reason: String,
-    pub rule_ids: Vec<String>,
-    pub revision: String,
-}
-
-impl Refusal {
-    /// Refused before any decision: no purpose, no route, a bad header.
-    pub fn refused(reason: String) -> Self {
-        Refusal {
-            decision: "DENY",
-            reason,
-            rule_ids: Vec::new(),
-            revision: String::new(),
-        }
-    }
-
-    /// The `x-purposegate-*` headers a denied caller gets.
-    pub fn headers(&self) -> [(&'static str, String); 4] {
-        [
-            ("x-purposegate-decision", self.decision.to_string()),
-            ("x-purposegate-reason", self.reason.clone()),
-            ("x-purposegate-rule-ids", self.rule_ids.join(",")),
-            ("x-purposegate-revision", self.revision.clone()),
-        ]
-    }
 }
 
 /// A call that goes through.
@@ -97,32 +63,27 @@ pub enum Enforcement {
 
 /// Judges one call: refused before asking, denied, permitted, or let
 /// through under `--dry-run`. Logs every call that is not permitted.
-pub async fn judge(gate: &Gate, routes: &Routes, call: &Call<'_>, parent: &Context) -> Enforcement {
-    let purpose = call.stated.get(headers::PURPOSE);
-    let inherited = match gate.inheritance.read(&call.baggage) {
+pub async fn judge(gate: &Gate, call: &Call<'_, '_, '_>, parent: &Context) -> Enforcement {
+    let reading = call.reading;
+    let purpose = reading.stated.get(headers::PURPOSE);
+    let inherited = match gate.inheritance.read(&reading.baggage) {
         Ok(inherited) => inherited,
         Err(reason) => {
             return refused_before_asking(
                 gate,
                 parent,
                 purpose,
-                call.path,
+                &reading.path,
                 Refusal::refused(reason),
             );
         }
     };
-    match check_request(routes, call, inherited.as_deref(), &gate.inheritance) {
+    match check_request(call, inherited.as_deref(), &gate.inheritance) {
         Ok(check) => {
             let lookup = gate.ask(&check, parent).await;
-            enforce(gate, call.path, Some(check), permitted(lookup))
+            enforce(gate, &reading.path, Some(check), permitted(lookup))
         }
-        Err(refusal) => refused_before_asking(
-            gate,
-            parent,
-            call.stated.get(headers::PURPOSE),
-            call.path,
-            refusal,
-        ),
+        Err(refusal) => refused_before_asking(gate, parent, purpose, &reading.path, refusal),
     }
 }
 
@@ -151,7 +112,7 @@ fn enforce(
             request,
             answer: Some(answer),
         })),
-        Err(refusal) if gate.dry_run => {
+        Err(refusal) if gate.dry_run && refusal.dry_run_may_pass() => {
             info!(
                 path,
                 decision = refusal.decision,
@@ -180,17 +141,17 @@ pub async fn judge_again(gate: &Gate, request: &pb::CheckRequest) -> Result<Answ
 /// The question the call asks, from its route and headers, and the purpose
 /// it inherited: with none stated, the call's purpose is the inherited one.
 fn check_request(
-    routes: &Routes,
-    call: &Call<'_>,
+    call: &Call<'_, '_, '_>,
     inherited: Option<&purposegate_proto::context::Claims>,
     inheritance: &crate::inherit::Inheritance,
 ) -> Result<pb::CheckRequest, Refusal> {
-    let (path, method, stated) = (call.path, call.method, call.stated);
+    let reading = call.reading;
+    let (path, method, stated) = (reading.path.as_str(), reading.method, &reading.stated);
     let refuse = Refusal::refused;
-    let Some(route) = routes.route(call.table, method, path).map_err(refuse)? else {
+    let Some(route) = reading.route else {
         return Err(refuse(format!(
             "no route covers {} `{path}`; calls on no route are denied",
-            match call.table {
+            match reading.table {
                 Table::Grpc => "gRPC method",
                 Table::Http => method,
             }
@@ -256,7 +217,7 @@ fn check_request(
                 .collect(),
         }),
         purpose: purpose.to_string(),
-        action: match call.table {
+        action: match reading.table {
             Table::Grpc => path.rsplit('/').next().unwrap_or("").to_string(),
             Table::Http => method.to_string(),
         },
@@ -278,6 +239,7 @@ fn permitted(lookup: Lookup) -> Result<Answer, Refusal> {
     match lookup.answer {
         Ok(answer) if answer.decision() == pb::Decision::Permit => Ok(answer),
         Ok(answer) => Err(Refusal {
+            kind: crate::refusal::RefusalKind::Denied,
             decision: answer.decision().as_str_name(),
             reason: answer.reason.clone(),
             rule_ids: answer.rule_ids.clone(),

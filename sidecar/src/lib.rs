@@ -14,5 +14,10 @@ pub mod local;
 pub mod metrics;
 pub mod pdp;
 pub mod proxy;
+pub mod reading;
+pub mod refusal;
 pub mod routes;
+pub mod strip;
 pub mod supervise;
+#[cfg(test)]
+mod testing;

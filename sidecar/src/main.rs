@@ -136,10 +136,24 @@ struct Args {
     /// permitted is ended.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_STREAM_AGE", default_value = "60s", value_parser = parse_timeout)]
     max_stream_age: Duration,
-    /// Calls the proxy carries at once (a call counts from its decision
+    /// Calls the proxy carries at once (a call counts from its arrival
     /// until both its directions end); more get 503 or RESOURCE_EXHAUSTED.
-    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CALLS", default_value_t = 4096)]
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CALLS", default_value_t = 1024)]
     max_calls: usize,
+    /// Calls one peer address may have in flight through the proxy at
+    /// once, its share of --max-calls; more get 503 or RESOURCE_EXHAUSTED,
+    /// other addresses are still served.
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_MAX_CALLS_PER_PEER",
+        default_value_t = 128
+    )]
+    max_calls_per_peer: usize,
+    /// How long a proxied call may go without moving body data in either
+    /// direction (a held upload, a caller that stopped reading, an app that
+    /// stopped answering) before it is ended: 408 or DEADLINE_EXCEEDED.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_CALL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    call_idle_timeout: Duration,
     /// Largest CheckBatch the local decision API accepts, checked before
     /// the batch is decoded.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_BATCH", default_value_t = 1000)]
@@ -380,7 +394,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     let gate = Gate {
         cache: cache.clone(),
         purposes,
-        pdp,
+        pdp: Arc::new(pdp),
         telemetry: telemetry.clone(),
         dry_run: args.dry_run,
         inheritance,
@@ -402,14 +416,22 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         tls = if proxy_tls.is_some() { "mutual" } else { "off" },
         "proxying to the app"
     );
-    let supervisor = Supervisor::new(gate.clone(), revisions.clone(), args.max_stream_age);
+    let supervisor = Supervisor::new(
+        gate.clone(),
+        revisions.clone(),
+        args.max_stream_age,
+        args.call_idle_timeout,
+    );
     let proxy = proxy::Proxy::new(
         gate.clone(),
         routes.clone(),
         args.upstream.clone(),
         args.upstream_protocol,
         supervisor,
-        args.max_calls,
+        proxy::CallLimits {
+            max_calls: args.max_calls,
+            max_calls_per_peer: args.max_calls_per_peer,
+        },
     )
     .serve(
         proxy_listener,

@@ -21,6 +21,45 @@ use tracing::{info, warn};
 
 use crate::cache::DecisionCache;
 
+/// The decision point the gate asks. [`Pdp`] is the real one (the
+/// server, over gRPC); tests of the request path put a fake in its place,
+/// as linkerd2-proxy tests its inbound stack with fake connectors.
+pub trait DecisionPoint: std::fmt::Debug + Send + Sync {
+    fn check(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> BoxFuture<'_, Result<pb::CheckResponse, tonic::Status>>;
+
+    fn permitted_purposes(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> BoxFuture<'_, Result<pb::PermittedPurposesResponse, tonic::Status>>;
+
+    fn get_policy(&self) -> BoxFuture<'_, Result<pb::PolicyInfo, tonic::Status>>;
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl DecisionPoint for Pdp {
+    fn check(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> BoxFuture<'_, Result<pb::CheckResponse, tonic::Status>> {
+        Box::pin(Pdp::check(self, request))
+    }
+
+    fn permitted_purposes(
+        &self,
+        request: tonic::Request<pb::CheckRequest>,
+    ) -> BoxFuture<'_, Result<pb::PermittedPurposesResponse, tonic::Status>> {
+        Box::pin(Pdp::permitted_purposes(self, request))
+    }
+
+    fn get_policy(&self) -> BoxFuture<'_, Result<pb::PolicyInfo, tonic::Status>> {
+        Box::pin(Pdp::get_policy(self))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Pdp {
     client: DecisionServiceClient<Channel>,

@@ -12,7 +12,15 @@
 //!   - http: /customers/                              # path prefix
 //!     methods: [GET]                                 # optional; any if absent
 //!     dataCategory: customer-data
+//!   - http: /search
+//!     methods: [GET]
+//!     allowBody: true        # a GET here may carry a body (as Elasticsearch's)
+//!     dataCategory: customer-data
 //! ```
+//!
+//! A call whose method has no body (`GET`, `HEAD`, `DELETE`, `OPTIONS`,
+//! `TRACE`) but carries one is refused unless its route says `allowBody`
+//! (see the reading of a call, `reading.rs`).
 //!
 //! Routes match the canonical path ([`crate::canonical`]). The first
 //! matching route of the call's table wins; a call on no route is denied.
@@ -47,6 +55,8 @@ pub struct Route {
     /// `requirePurposeContext: true`: a call without a valid purpose
     /// context is denied (as `--require-purpose-context` does everywhere).
     pub require_purpose_context: bool,
+    /// `allowBody: true`: calls may carry a body whatever their method.
+    pub allow_body: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +247,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
             "resource",
             "obligations",
             "requirePurposeContext",
+            "allowBody",
         ],
     )?;
     let matcher = match (f.get("grpc"), f.get("http")) {
@@ -288,6 +299,21 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
                     return None;
                 }
             }
+            // Paths under `/pkg.Service/` have a method's shape: gRPC
+            // routes judge them, never this one. A prefix that covers only
+            // such paths would never judge a call.
+            let below = format!("{}/x", prefix.trim_end_matches('/'));
+            if canonical::is_grpc_method(&below)
+                && (prefix.ends_with('/') || canonical::is_grpc_method(&prefix))
+            {
+                d.error(
+                    h.span,
+                    format!(
+                        "{what}: `http` prefix `{prefix}` names what looks like a gRPC service (`/package.Service/`): paths below it are judged by `grpc` routes only"
+                    ),
+                );
+                return None;
+            }
             let methods = match f.get("methods") {
                 Some(m) => d.strings(m, &format!("{what}: `methods`"))?,
                 None => Vec::new(),
@@ -321,6 +347,17 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         Some(n) => d.bool(n, &format!("{what}: `requirePurposeContext`"))?,
         None => false,
     };
+    let allow_body = match f.get("allowBody") {
+        Some(n) if matches!(matcher, Matcher::Grpc(_)) => {
+            d.error(
+                n.span,
+                format!("{what}: `allowBody` belongs to `http` routes (gRPC calls carry bodies)"),
+            );
+            return None;
+        }
+        Some(n) => d.bool(n, &format!("{what}: `allowBody`"))?,
+        None => false,
+    };
     let mut route = Route {
         matcher,
         category,
@@ -329,6 +366,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         attributes: BTreeMap::new(),
         obligations,
         require_purpose_context,
+        allow_body,
     };
     if let Some(r) = f.get("resource") {
         let r = d.fields(
@@ -496,5 +534,23 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("route #6: `grpc` is a method path"), "{err}");
+        let err = Routes::parse(
+            "r.yaml",
+            "routes:\n  - http: /demo.v1.S/\n    dataCategory: c\n  - http: /a.B/Get\n    dataCategory: c\n  - grpc: /a.B/Get\n    dataCategory: c\n    allowBody: true\n  - http: /index.html\n    dataCategory: c\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "route #1: `http` prefix `/demo.v1.S/` names what looks like a gRPC service"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("route #2: `http` prefix `/a.B/Get`"), "{err}");
+        assert!(
+            err.contains("route #3: `allowBody` belongs to `http` routes"),
+            "{err}"
+        );
+        assert!(!err.contains("route #4"), "{err}");
     }
 }

@@ -13,6 +13,16 @@
 //! HTTP/2: `PERMISSION_DENIED` in trailers; otherwise the stream or
 //! connection is reset).
 //!
+//! Every forwarded call is also watched for idleness: a call on which no
+//! body data moves in either direction for `--call-idle-timeout` (a held
+//! slow upload, a caller that stopped reading, an app that stopped
+//! answering) is ended the same way (HTTP 408, gRPC `DEADLINE_EXCEEDED`).
+//!
+//! An ended call whose bodies are still held a second later (its caller
+//! does not read, so its response body is never asked for its next frame,
+//! and HTTP/2 gives a server no way to reset one stream from outside it)
+//! has its connection closed.
+//!
 //! The supervisor lives until both bodies are done. If it stops without a
 //! refusal, the call is ended too: nothing goes on unsupervised.
 //!
@@ -21,21 +31,25 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
 use purposegate_proto::v1 as pb;
+use purposegate_runtime::listen::Closer;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::cache::Answer;
 use crate::gate::Gate;
-use crate::intercept::{Refusal, judge_again};
+use crate::intercept::judge_again;
+use crate::refusal::Refusal;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// How long an ended call's bodies may stay held before its connection is
+/// closed under them.
+const ENDING_GRACE: Duration = Duration::from_secs(1);
 
 /// What supervises open calls: the gate, the revisions the sidecar hears
 /// of, and how long a call may go without being judged again.
@@ -44,6 +58,17 @@ pub struct Supervisor {
     gate: Gate,
     revisions: watch::Receiver<Option<pb::PolicyRevision>>,
     max_age: Duration,
+    /// `--call-idle-timeout`.
+    idle: Duration,
+}
+
+/// A call to watch: the question it was permitted on (`None` for a call
+/// `--dry-run` let through, which is only watched for idleness), and the
+/// connection to close if it cannot be ended otherwise.
+#[derive(Debug)]
+pub struct Watched {
+    pub permitted: Option<(pb::CheckRequest, Answer)>,
+    pub closer: Closer,
 }
 
 impl Supervisor {
@@ -51,32 +76,57 @@ impl Supervisor {
         gate: Gate,
         revisions: watch::Receiver<Option<pb::PolicyRevision>>,
         max_age: Duration,
+        idle: Duration,
     ) -> Self {
         Supervisor {
             gate,
             revisions,
             max_age,
+            idle,
         }
     }
 
-    /// Supervises a call permitted by `answer` to `request` until every
-    /// [`Supervised`] handle of it is dropped.
-    pub fn watch(&self, request: pb::CheckRequest, answer: &Answer) -> Supervised {
+    /// Supervises `call` until every [`Supervised`] handle of it is
+    /// dropped.
+    pub fn watch(&self, call: Watched) -> Supervised {
         let (ending, refusal) = watch::channel(None);
-        let task = tokio::spawn(supervise(
-            self.gate.clone(),
-            request,
-            answer.clone(),
-            self.revisions.clone(),
-            self.max_age,
-            ending,
-        ));
+        let progress = Progress::new();
+        let task = tokio::spawn(supervise(self.clone(), call, progress.clone(), ending));
         Supervised {
             changes: WatchStream::from_changes(refusal.clone()),
             refusal,
             task: Arc::new(AbortOnDrop(task.abort_handle())),
             ended: None,
+            progress,
         }
+    }
+}
+
+/// When a call last moved body data, in either direction: milliseconds
+/// since the call began, written by its bodies with each frame.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    began: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            began: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Data moved now.
+    pub fn moved(&self) {
+        let ms = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When data last moved.
+    fn last(&self) -> Instant {
+        self.began + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -100,6 +150,7 @@ pub struct Supervised {
     task: Arc<AbortOnDrop>,
     /// The refusal, once seen.
     ended: Option<Refusal>,
+    progress: Progress,
 }
 
 impl Clone for Supervised {
@@ -109,11 +160,17 @@ impl Clone for Supervised {
             changes: WatchStream::from_changes(self.refusal.clone()),
             task: self.task.clone(),
             ended: self.ended.clone(),
+            progress: self.progress.clone(),
         }
     }
 }
 
 impl Supervised {
+    /// Body data of the call moved now (see [`Progress`]).
+    pub fn moved(&self) {
+        self.progress.moved();
+    }
+
     /// Ready with the refusal that ends the call; pending while it may go on.
     pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Refusal> {
         if let Some(refusal) = &self.ended {
@@ -144,6 +201,11 @@ impl Supervised {
         }
     }
 
+    /// The refusal that ended the call, if it was ended.
+    pub fn ended_now(&self) -> Option<Refusal> {
+        self.ended.clone().or_else(|| self.refusal.borrow().clone())
+    }
+
     /// Waits for the refusal that ends the call.
     pub async fn ended(&mut self) -> Refusal {
         std::future::poll_fn(|cx| self.poll_ended(cx)).await
@@ -151,21 +213,59 @@ impl Supervised {
 }
 
 async fn supervise(
-    gate: Gate,
-    request: pb::CheckRequest,
-    permit: Answer,
-    mut revisions: watch::Receiver<Option<pb::PolicyRevision>>,
-    max_age: Duration,
+    supervisor: Supervisor,
+    call: Watched,
+    progress: Progress,
     ending: watch::Sender<Option<Refusal>>,
 ) {
+    let refusal = until_ended(&supervisor, call.permitted, &progress, &ending).await;
+    let Some(refusal) = refusal else {
+        // Both bodies are done.
+        return;
+    };
+    tracing::info!(
+        kind = ?refusal.kind,
+        decision = refusal.decision,
+        reason = %refusal.reason,
+        "ending an open call"
+    );
+    ending.send_replace(Some(refusal));
+    // Stay until the call's bodies are gone, so they see the refusal
+    // rather than a stopped supervisor. A body never asked for its next
+    // frame (its caller stopped reading) cannot see it: its connection is
+    // closed under it.
+    if tokio::time::timeout(ENDING_GRACE, ending.closed())
+        .await
+        .is_err()
+    {
+        tracing::info!("an ended call's caller is not reading; closing its connection");
+        call.closer.close();
+        ending.closed().await;
+    }
+}
+
+/// Watches a call until it must end (the refusal) or both its bodies are
+/// done (`None`).
+async fn until_ended(
+    supervisor: &Supervisor,
+    permitted: Option<(pb::CheckRequest, Answer)>,
+    progress: &Progress,
+    ending: &watch::Sender<Option<Refusal>>,
+) -> Option<Refusal> {
+    let mut revisions = supervisor.revisions.clone();
     // A revision announced since the decision was made: judge at once.
-    let mut judge_now = revisions
-        .borrow_and_update()
-        .as_ref()
-        .is_some_and(|r| r.revision != permit.policy_revision);
-    let mut hearing = true;
+    let mut judge_now = permitted.as_ref().is_some_and(|(_, permit)| {
+        revisions
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|r| r.revision != permit.policy_revision)
+    });
+    let judged = permitted.is_some();
+    let mut hearing = judged;
+    let mut next_age = Instant::now() + supervisor.max_age;
     loop {
         if !judge_now {
+            let idle_at = progress.last() + supervisor.idle;
             tokio::select! {
                 changed = revisions.changed(), if hearing => {
                     // The follower of revisions is gone: only the age is left.
@@ -174,12 +274,27 @@ async fn supervise(
                         continue;
                     }
                 }
-                () = tokio::time::sleep(max_age) => {}
-                () = ending.closed() => return,
+                () = tokio::time::sleep_until(next_age), if judged => {}
+                () = tokio::time::sleep_until(idle_at) => {
+                    if progress.last() + supervisor.idle <= Instant::now() {
+                        return Some(Refusal::idle(format!(
+                            "the call moved no data for {:?} (--call-idle-timeout); it is ended",
+                            supervisor.idle
+                        )));
+                    }
+                    continue;
+                }
+                () = ending.closed() => return None,
             }
         }
         judge_now = false;
-        let refusal = match judge_again(&gate, &request).await {
+        next_age = Instant::now() + supervisor.max_age;
+        let Some((request, permit)) = &permitted else {
+            continue;
+        };
+        // Boxed: asking is rare, and an open call's supervisor should
+        // weigh little while it waits.
+        let refusal = match Box::pin(judge_again(&supervisor.gate, request)).await {
             Ok(answer) if answer.obligations == permit.obligations => continue,
             Ok(_) => Refusal::refused(
                 "the permit's obligations changed since the call began; call again to learn them"
@@ -187,17 +302,8 @@ async fn supervise(
             ),
             Err(refusal) => refusal,
         };
-        tracing::info!(
-            purpose = %request.purpose,
-            decision = refusal.decision,
-            reason = %refusal.reason,
-            "an open call is no longer permitted; ending it"
-        );
-        ending.send_replace(Some(refusal));
-        // Stay until the call's bodies are gone, so they see the refusal
-        // rather than a stopped supervisor.
-        ending.closed().await;
-        return;
+        tracing::debug!(purpose = %request.purpose, "re-judged: no longer permitted");
+        return Some(refusal);
     }
 }
 
@@ -213,68 +319,77 @@ impl std::fmt::Display for Revoked {
 
 impl std::error::Error for Revoked {}
 
-/// The caller's request body on its way to the app: fails once the call
-/// is ended (so the app's stream is reset), and drops reserved names from
-/// trailers (a caller must not slip `x-purpose` in after the decision).
-#[derive(Debug)]
-pub struct GuardedRequest<B> {
-    body: B,
-    supervised: Option<Supervised>,
-    /// The call's place among those in flight, held while either
-    /// direction is open.
-    _place: Arc<tokio::sync::OwnedSemaphorePermit>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fake_gate;
 
-impl<B> GuardedRequest<B> {
-    pub fn new(
-        body: B,
-        supervised: Option<Supervised>,
-        place: Arc<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Self {
-        GuardedRequest {
-            body,
-            supervised,
-            _place: place,
-        }
-    }
-}
-
-impl<B> Body for GuardedRequest<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(supervised) = self.supervised.as_mut() {
-            if let Poll::Ready(refusal) = supervised.poll_ended(cx) {
-                return Poll::Ready(Some(Err(Box::new(Revoked(refusal.reason)))));
-            }
-        }
-        match Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    crate::headers::remove_reserved(&mut trailers);
-                    Frame::trailers(trailers)
-                }
-                Err(frame) => frame,
-            }))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+    fn supervisor(idle: Duration) -> (Supervisor, watch::Sender<Option<pb::PolicyRevision>>) {
+        let (tx, revisions) = watch::channel(None);
+        (
+            Supervisor::new(fake_gate(), revisions, Duration::from_secs(3600), idle),
+            tx,
+        )
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_moves_no_data_ends_after_the_idle_timeout() {
+        let (supervisor, _tx) = supervisor(Duration::from_secs(60));
+        let closer = Closer::default();
+        let mut call = supervisor.watch(Watched {
+            permitted: None,
+            closer: closer.clone(),
+        });
+        let start = Instant::now();
+        // Data moves at 30 s: the call idles from then on.
+        let mover = call.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            mover.moved();
+        });
+        let refusal = call.ended().await;
+        assert_eq!(refusal.kind, crate::refusal::RefusalKind::Idle);
+        assert!(
+            refusal.reason.contains("--call-idle-timeout"),
+            "{refusal:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(90));
+        // Its bodies still held a second later (a caller that does not
+        // read): the connection is closed under them.
+        tokio::time::timeout(Duration::from_millis(1100), closer.asked())
+            .await
+            .expect("the connection was asked to close");
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_call_whose_bodies_go_leaves_its_connection_open() {
+        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
+        let closer = Closer::default();
+        let mut call = supervisor.watch(Watched {
+            permitted: None,
+            closer: closer.clone(),
+        });
+        call.ended().await;
+        drop(call);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), closer.asked())
+                .await
+                .is_err(),
+            "a call whose bodies went does not close its connection"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_watched_while_any_handle_of_it_remains() {
+        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
+        let call = supervisor.watch(Watched {
+            permitted: None,
+            closer: Closer::default(),
+        });
+        let mut other = call.clone();
+        drop(call);
+        // One handle left: still watched, ended when idle.
+        let refusal = tokio::time::timeout(Duration::from_secs(6), other.ended()).await;
+        assert!(refusal.is_ok());
     }
 }

@@ -175,3 +175,22 @@ pub fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An HTTP/2 connection (prior knowledge) to `to` from the loopback
+/// address `from`, driven by a task of its own.
+pub async fn h2_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = connect_from(from, to)
+        .await
+        .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
+    tokio::spawn(conn);
+    sender
+}

@@ -19,6 +19,7 @@ mod fixtures;
 mod peers;
 mod pki;
 mod process;
+pub mod python_apps;
 
 pub use clients::*;
 pub use fixtures::*;

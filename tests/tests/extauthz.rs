@@ -165,3 +165,71 @@ claims:
     let headers = denied["deniedResponse"]["headers"].to_string();
     assert!(headers.contains("billing"), "{headers}");
 }
+
+#[test]
+fn ext_authz_reads_a_call_as_the_proxy_does() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let routes = repo_root()
+        .join("examples/customer-service/routes.yaml")
+        .display()
+        .to_string();
+    let sidecar = SidecarProcess::start(&server.url(), &["--routes", &routes], &[]);
+    let b64 = |text: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    };
+
+    // A body on a GET: 400 for Envoy to send, never forwarded.
+    let body = authorize(
+        &sidecar,
+        "GET",
+        "/customers/c-1",
+        serde_json::json!({"x-purpose": "provide", "content-length": "60"}),
+    );
+    assert_eq!(status_code(&body), 7, "{body}");
+    assert_eq!(
+        body["deniedResponse"]["status"]["code"], "BadRequest",
+        "{body}"
+    );
+
+    // Every `baggage` value is read: a purpose context in the second one
+    // is judged (here: unreadable, so refused), not skipped.
+    let two = authorize_raw(
+        &sidecar,
+        &serde_json::json!({"attributes": {"request": {"http": {
+            "method": "GET", "path": "/customers/c-1",
+            "headerMap": {"headers": [
+                {"key": "x-purpose", "rawValue": b64("provide")},
+                {"key": "baggage", "rawValue": b64("userid=alice")},
+                {"key": "baggage", "rawValue": b64("purposegate=v1.forged.x")}
+            ]}
+        }}}}),
+    );
+    assert_eq!(status_code(&two), 7, "{two}");
+
+    // A method override in the query, in a spelling PHP reads.
+    let query = authorize(
+        &sidecar,
+        "GET",
+        "/customers/c-1?.method=DELETE",
+        serde_json::json!({"x-purpose": "provide"}),
+    );
+    assert_eq!(status_code(&query), 7, "{query}");
+
+    // Rewrite and client-address headers: Envoy is told to remove them
+    // (but not `x-forwarded-for`, which Envoy sets itself).
+    let ok = authorize(
+        &sidecar,
+        "GET",
+        "/customers/c-1",
+        serde_json::json!({"x-purpose": "provide", "x-original-host": "admin",
+            "true-client-ip": "10.0.0.1", "x-forwarded-server": "admin",
+            "x-forwarded-for": "10.1.1.1"}),
+    );
+    assert_eq!(status_code(&ok), 0, "{ok}");
+    let removed = ok["okResponse"]["headersToRemove"].to_string();
+    for name in ["x-original-host", "true-client-ip", "x-forwarded-server"] {
+        assert!(removed.contains(name), "{name}: {ok}");
+    }
+    assert!(!removed.contains("x-forwarded-for"), "{ok}");
+}

@@ -1,5 +1,7 @@
 //! The answers the proxy gives itself, never the app's: a refusal (403,
-//! or gRPC `PERMISSION_DENIED` trailers-only), no room (503 or
+//! or gRPC `PERMISSION_DENIED` trailers-only; 400 or `INVALID_ARGUMENT`
+//! for a call that cannot be forwarded as one request; 408 or
+//! `DEADLINE_EXCEEDED` for one that idled), no room (503 or
 //! `RESOURCE_EXHAUSTED`, with `Retry-After`), an unreachable app (502 or
 //! `UNAVAILABLE`). Free text goes into headers as printable ASCII and into
 //! `grpc-message` percent-encoded.
@@ -10,7 +12,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::{ProxyBody, ProxyResponse};
-use crate::intercept::Refusal;
+use crate::refusal::Refusal;
 
 /// A header value from free text: printable ASCII kept, the rest `?`.
 fn header_text(text: &str) -> HeaderValue {
@@ -34,10 +36,14 @@ fn grpc_message(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("denied"))
 }
 
-/// `grpc-status: 7` and the refusal's `x-purposegate-*` headers.
+/// The refusal's `grpc-status` (7 for a denial) and `x-purposegate-*`
+/// headers.
 pub(super) fn refusal_trailers(refusal: &Refusal) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("grpc-status", HeaderValue::from_static("7"));
+    h.insert(
+        "grpc-status",
+        HeaderValue::from_static(refusal.grpc_status()),
+    );
     h.insert("grpc-message", grpc_message(&refusal.reason));
     for (name, value) in refusal.headers() {
         h.insert(HeaderName::from_static(name), header_text(&value));
@@ -60,7 +66,7 @@ pub(super) fn deny(grpc: bool, refusal: &Refusal) -> ProxyResponse {
         "{}: {}\n",
         refusal.decision, refusal.reason
     )))));
-    *r.status_mut() = StatusCode::FORBIDDEN;
+    *r.status_mut() = refusal.http_status();
     let h = r.headers_mut();
     h.insert(
         hyper::header::CONTENT_TYPE,

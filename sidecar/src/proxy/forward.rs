@@ -1,0 +1,235 @@
+//! Step 7 of the request path: a permitted call on its way to the app, and
+//! the app's answer back, in named steps:
+//!
+//! 1. [`target`]: the app's address with the canonical path judged and the
+//!    query as sent;
+//! 2. [`app_headers`]: the list of removed headers applied
+//!    ([`crate::strip`]), the decided values set, the permit's purpose
+//!    context in the baggage, `x-forwarded-for` and `x-forwarded-proto`,
+//!    the loop mark;
+//! 3. framing: no body at all where the call carries none; and
+//!    `connection: close` on an HTTP/1.1 request that carries a body (the
+//!    app may leave it unread, and would then read it as the next request)
+//!    or is a `HEAD` (whose answer's framing is the request's, not the
+//!    bytes'), so that connection is never used again;
+//! 4. [`send`]: over the caller's own connection to the app, under the
+//!    call's supervisor;
+//! 5. [`relay`]: the app's answer streamed back; an informational or
+//!    upgrade answer, which the sidecar never asks for, is a 502.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri};
+use purposegate_runtime::listen::Peer;
+use purposegate_runtime::shares::Share;
+use tracing::warn;
+
+use super::body::{GuardedRequest, ProxyBody};
+use super::reply::{deny, upstream_error};
+use super::upstream::Upstream;
+use super::{Downstream, Proxy, ProxyResponse, VIA, is_grpc_content_type};
+use crate::canonical;
+use crate::intercept::Permit;
+use crate::refusal::Refusal;
+use crate::routes::Table;
+use crate::supervise::{Supervised, Watched};
+
+/// Sends the call to the app and streams its answer back. `judged` is the
+/// canonical path and its table (`None` only for a call refused before
+/// asking that `--dry-run` lets through as it came); `body`, whether the
+/// call carries one.
+pub(super) async fn forward(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    downstream: &Downstream,
+    place: Arc<Share>,
+    judged: Option<(&str, Table)>,
+    permit: Permit,
+    body: bool,
+) -> ProxyResponse {
+    let reply_grpc = is_grpc_content_type(req.headers());
+    // Only gRPC over HTTP/2 can be told in trailers that its call ended;
+    // HTTP/1.1 (and grpc-web) callers see it reset.
+    let caller_takes_trailers = req.version() == hyper::Version::HTTP_2;
+    let (mut parts, incoming) = req.into_parts();
+    let grpc = judged.map_or(reply_grpc, |(_, table)| table == Table::Grpc);
+    let upstream = proxy.upstream();
+    let Some(uri) = target(upstream, judged, &parts.uri) else {
+        return upstream_error(reply_grpc, "cannot build the upstream address");
+    };
+    parts.uri = uri;
+    app_headers(
+        &mut parts.headers,
+        &permit,
+        grpc,
+        &downstream.peer,
+        proxy.via(),
+    );
+    let http2 = upstream.http2(grpc);
+    if !http2 && (body || parts.method == Method::HEAD) {
+        parts
+            .headers
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // The client sets the version and authority of its own connection.
+    parts.version = hyper::Version::HTTP_11;
+    let permitted = match (permit.request, permit.answer) {
+        (Some(request), Some(answer)) if !proxy.dry_run() => Some((request, answer)),
+        _ => None,
+    };
+    let supervised = proxy.supervisor().watch(Watched {
+        permitted,
+        closer: downstream.peer.closer.clone(),
+    });
+    let outgoing = Request::from_parts(
+        parts,
+        GuardedRequest::new(body.then_some(incoming), supervised.clone(), place.clone()),
+    );
+    match send(proxy, downstream, outgoing, http2, supervised.clone()).await {
+        Ok(response) => relay(
+            response,
+            caller_takes_trailers,
+            reply_grpc,
+            supervised,
+            place,
+            upstream,
+        ),
+        Err(refusal) => deny(reply_grpc, &refusal),
+    }
+}
+
+/// 1. The app's address with the canonical `path` judged (or, for a call
+///    let through as it came, the target as sent) and the query as sent.
+fn target(upstream: &Upstream, judged: Option<(&str, Table)>, sent: &Uri) -> Option<Uri> {
+    let path_and_query = match judged {
+        Some((path, _)) => canonical::request_target(path, sent.query()),
+        None => sent
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), ToString::to_string),
+    };
+    let mut uri = upstream.uri.clone().into_parts();
+    uri.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(uri).ok()
+}
+
+/// 2. The headers the app receives: what is left of the caller's once the
+///    list of removed headers is applied, and the values the sidecar
+///    decided or sets itself. (A call let through by `--dry-run` without a
+///    question keeps the decided headers it stated; only the sidecar's own
+///    and the other removed ones never pass.)
+fn app_headers(
+    headers: &mut HeaderMap,
+    permit: &Permit,
+    grpc: bool,
+    peer: &Peer,
+    via: &HeaderValue,
+) {
+    crate::strip::request_headers(headers, grpc, permit.request.is_none());
+    for (name, value) in permit.decided_headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    // The permit's purpose context goes on with the call, in its baggage,
+    // for the next hop to inherit (replacing one it came with).
+    if let Some(token) = permit
+        .answer
+        .as_ref()
+        .map(|a| a.purpose_context.as_str())
+        .filter(|t| !t.is_empty())
+    {
+        let merged = purposegate_proto::context::with_entry(
+            headers
+                .get_all("baggage")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            token,
+        );
+        if let Ok(value) = HeaderValue::from_str(&merged) {
+            headers.insert("baggage", value);
+        }
+    }
+    if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+        headers.insert("x-forwarded-for", ip);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if peer.subject.is_some() {
+            "https"
+        } else {
+            "http"
+        }),
+    );
+    headers.append(VIA, via.clone());
+    headers.remove(hyper::header::HOST);
+}
+
+/// 4. The request, over the caller's own connection to the app; the
+///    caller's refusal instead if the call is ended before the app answers.
+async fn send(
+    proxy: &Proxy,
+    downstream: &Downstream,
+    outgoing: Request<GuardedRequest>,
+    http2: bool,
+    mut supervised: Supervised,
+) -> Result<Result<hyper::Response<Incoming>, AppError>, Refusal> {
+    let client = proxy.upstream().client(&downstream.apps, http2);
+    let response = tokio::select! {
+        biased;
+        refusal = supervised.ended() => return Err(refusal),
+        response = client.request(outgoing) => response,
+    };
+    // A request body ended by the supervisor fails the request too: the
+    // caller learns why, not that the app could not be reached.
+    match (response, supervised.ended_now()) {
+        (Err(_), Some(refusal)) => Err(refusal),
+        (response, _) => Ok(response),
+    }
+}
+
+type AppError = hyper_util::client::legacy::Error;
+
+/// 5. The app's answer, streamed back under the supervisor; a 502 when
+///    the app cannot be reached or answers what the sidecar never asked
+///    for (`101 Switching Protocols`, any 1xx as a final answer).
+fn relay(
+    response: Result<hyper::Response<Incoming>, AppError>,
+    caller_takes_trailers: bool,
+    reply_grpc: bool,
+    supervised: Supervised,
+    place: Arc<Share>,
+    upstream: &Upstream,
+) -> ProxyResponse {
+    match response {
+        Ok(response) if response.status().is_informational() => {
+            warn!(status = %response.status(), upstream = %upstream.uri, "the app answered with an informational status the sidecar did not ask for");
+            upstream_error(
+                reply_grpc,
+                "the app behind the sidecar answered with an informational status",
+            )
+        }
+        Ok(response) => {
+            let grpc_trailers = caller_takes_trailers
+                && response
+                    .headers()
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| {
+                        ct.starts_with("application/grpc")
+                            && !ct.starts_with("application/grpc-web")
+                    });
+            response.map(|body| ProxyBody::Upstream {
+                body,
+                supervised,
+                grpc_trailers,
+                _place: place,
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, upstream = %upstream.uri, "the app cannot be reached");
+            upstream_error(reply_grpc, "the app behind the sidecar cannot be reached")
+        }
+    }
+}
