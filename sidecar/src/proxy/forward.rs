@@ -68,6 +68,12 @@ pub(super) async fn forward(
         proxy.via(),
     );
     let http2 = upstream.http2(grpc);
+    if !body {
+        // No framing for a body that does not come: a length the caller
+        // declared (with no bytes behind it) would make the app wait for
+        // bytes, or read the next request's.
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    }
     if !http2 && (body || parts.method == Method::HEAD) {
         parts
             .headers
