@@ -7,9 +7,16 @@
 //! - a plain pass-through proxy (h2c, no decision), the baseline of the
 //!   sidecar's own forwarding: the same hyper client and pooling, nothing
 //!   else.
+//!
+//! And an app for the memory of held calls: the firehose, which streams as
+//! fast as its callers' windows let it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 
 use hyper::body::Incoming;
 use hyper::{Request, Uri};
@@ -137,4 +144,41 @@ pub async fn bare(listener: tokio::net::TcpListener, answer: pb::CheckResponse) 
         ))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await;
+}
+
+/// Bytes of each chunk the firehose sends.
+const CHUNK: usize = 16 * 1024;
+
+/// The firehose: `GET` answers an endless stream of 16 KiB chunks; `POST`
+/// reads its body to the end and then answers.
+pub async fn firehose(listener: tokio::net::TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let body = if req.method() == hyper::Method::POST {
+                    let _ = req.into_body().collect().await;
+                    endless(0)
+                } else {
+                    endless(usize::MAX)
+                };
+                Ok::<_, Infallible>(hyper::Response::new(body))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Endless = StreamBody<
+    tokio_stream::Iter<
+        std::iter::Map<std::iter::RepeatN<Bytes>, fn(Bytes) -> Result<Frame<Bytes>, Infallible>>,
+    >,
+>;
+
+fn endless(chunks: usize) -> Endless {
+    let frame: fn(Bytes) -> Result<Frame<Bytes>, Infallible> = |b| Ok(Frame::data(b));
+    StreamBody::new(tokio_stream::iter(
+        std::iter::repeat_n(Bytes::from(vec![b'x'; CHUNK]), chunks).map(frame),
+    ))
 }

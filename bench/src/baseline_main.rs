@@ -4,6 +4,7 @@
 //!
 //!     purposegate-baseline bare
 //!     purposegate-baseline pass-through UPSTREAM_ADDR
+//!     purposegate-baseline firehose
 //!
 //! `bare` answers every Check with what the default policy answers the
 //! benchmark's request, in the same bytes the server would send.
@@ -55,6 +56,10 @@ fn run(words: &[&str]) -> Result<(), String> {
                 let answer = purposegate_proto::convert::response(policy.evaluate(&request));
                 eprintln!("{{\"addr\":\"{addr}\"}}");
                 baseline::bare(listener, answer).await;
+            }
+            ["firehose"] => {
+                eprintln!("{{\"addr\":\"{addr}\"}}");
+                baseline::firehose(listener).await;
             }
             ["pass-through", upstream] => {
                 let upstream = upstream

@@ -20,6 +20,7 @@
 
 mod cachehit;
 mod h2load;
+mod held;
 mod net;
 mod report;
 mod scaling;
@@ -118,7 +119,7 @@ fn pin_to_one_core() -> bool {
 
 /// One part of the run, printed, nothing written.
 fn run_part(part: &str) -> Result<(), String> {
-    if part != "network" {
+    if part != "network" && part != "held" {
         pin_to_one_core();
     }
     match part {
@@ -129,6 +130,15 @@ fn run_part(part: &str) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?
             .block_on(net::run())
+            .map(drop),
+        "held" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(async {
+                let server = purposegate_tests::ServerProcess::start(&["--decision-log", "off"]);
+                held::run(&server).await
+            })
             .map(drop),
         "engines" => engines(&default_policy::load().map_err(|d| d.to_string())?).map(drop),
         "decide" => {
@@ -152,7 +162,7 @@ fn run_part(part: &str) -> Result<(), String> {
             Ok(())
         }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, decide, scaling or network (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling, network or held (or nothing, for the whole run)"
         )),
     }
 }

@@ -547,6 +547,7 @@ pub async fn run() -> Result<Network, String> {
         what: format!("sidecar, {held:.0} cached decisions"),
         resident_kib: sidecar.resident_kib(),
     });
+    out.memory.extend(crate::held::run(&server).await?);
     for m in &out.memory {
         println!(
             "{:>34}: {:>7.1} MiB resident",

@@ -88,6 +88,10 @@ impl Default for Limits {
 /// for a decision (or for a slow app) cannot pile up in memory.
 const STREAM_WINDOW: u32 = 64 * 1024;
 const CONNECTION_WINDOW: u32 = 256 * 1024;
+/// What one HTTP/2 stream may hold of its answer that the caller's window
+/// or socket has not taken (hyper's default is 400 KiB): a caller that
+/// stops reading holds at most this of the sidecar's memory per call.
+const SEND_BUFFER: usize = 16 * 1024;
 /// HTTP/2 pings find peers that vanished without closing.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -382,6 +386,7 @@ where
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buf_size(SEND_BUFFER)
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let builder = match protocols {

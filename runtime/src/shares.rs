@@ -3,9 +3,11 @@
 //! and lock every other caller out. Every listener counts its connections
 //! with it, and the sidecar its calls in flight.
 //!
-//! A place is taken at once or refused at once ([`Shares::take`]); it is
-//! given back when its [`Share`] is dropped. Counting is one short lock per
-//! take and per release.
+//! A peer is an IPv4 address, or an IPv6 /64 (one host may pick its
+//! source address from a whole /64; an IPv4-mapped address is its IPv4
+//! one). A place is taken at once or refused at once ([`Shares::take`]);
+//! it is given back when its [`Share`] is dropped. Counting is one short
+//! lock per take and per release.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -67,6 +69,7 @@ impl Shares {
 
     /// A place for `peer`, unless every place or the peer's share is taken.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Share, Full> {
+        let peer = peer_of(peer);
         let Ok(mut taken) = self.taken.lock() else {
             return Err(Full::Everyone);
         };
@@ -92,6 +95,7 @@ impl Shares {
 
     /// Places `peer` holds now.
     pub fn held_by(&self, peer: IpAddr) -> usize {
+        let peer = peer_of(peer);
         self.taken
             .lock()
             .map_or(0, |t| t.by_peer.get(&peer).copied().unwrap_or(0))
@@ -125,6 +129,19 @@ impl Shares {
     }
 }
 
+/// The peer an address belongs to: itself for IPv4, its /64 for IPv6.
+fn peer_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 impl Drop for Share {
     fn drop(&mut self) {
         self.shares.give_back(self.peer);
@@ -155,6 +172,24 @@ mod tests {
         drop((a2, b, c));
         assert_eq!(shares.taken(), 1);
         assert_eq!(shares.held_by(ip(2)), 0);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_peer_whatever_address_of_its_64_it_picks() {
+        let shares = Shares::new(10, 2);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:1234".parse().unwrap();
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let _a = shares.take(a).unwrap();
+        let _b = shares.take(b).unwrap();
+        assert_eq!(
+            shares.take("2001:db8::99".parse().unwrap()).unwrap_err(),
+            Full::Peer
+        );
+        assert!(shares.take(other).is_ok());
+        let mapped: IpAddr = "::ffff:127.0.0.9".parse().unwrap();
+        let _m = shares.take(mapped).unwrap();
+        assert_eq!(shares.held_by(ip(9)), 1);
     }
 
     #[test]

@@ -221,8 +221,10 @@ pub fn query_overrides_method(query: &str) -> Option<String> {
     query.split(['&', ';']).find_map(|pair| {
         let raw = pair.split('=').next().unwrap_or("");
         let decoded = decoded_key(raw);
+        // PHP ends a name at a NUL byte.
+        let decoded = decoded.split('\0').next().unwrap_or("").to_string();
         // PHP drops leading spaces; others read them as `_`: either way.
-        [decoded.trim_start_matches([' ', '\0']), decoded.as_str()]
+        [decoded.trim_start_matches(' '), decoded.as_str()]
             .into_iter()
             .map(framework_key)
             .any(|key| NAMES.iter().any(|name| key.eq_ignore_ascii_case(name)))
@@ -413,6 +415,8 @@ mod tests {
             "_method[x]=DELETE",
             " _method=DELETE",
             "a=1;_method=DELETE",
+            "_method%00=DELETE",
+            "_method%00x=DELETE",
             "-method=DELETE",
             "X-HTTP-Method-Override=DELETE",
             "x_http_method=PUT",

@@ -92,11 +92,14 @@ fn described_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
     }
 }
 
-/// Whether the request Envoy describes carries a body: its length, or
-/// framing that says one may come.
+/// Whether the request Envoy describes carries a body: its length, framing
+/// that says one may come, or the body itself (Envoy sends it with
+/// `with_request_body`; over HTTP/2 nothing else tells).
 fn carries_body(http: &HttpRequest, headers: &[(&str, &[u8])]) -> bool {
     let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
     http.size > 0
+        || !http.body.is_empty()
+        || !http.raw_body.is_empty()
         || header("transfer-encoding").is_some()
         || header("content-length")
             .is_some_and(|(_, v)| v.iter().any(|b| (b'1'..=b'9').contains(b)))

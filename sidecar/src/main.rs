@@ -431,6 +431,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         proxy::CallLimits {
             max_calls: args.max_calls,
             max_calls_per_peer: args.max_calls_per_peer,
+            max_streams_per_connection: args.max_concurrent_streams,
         },
     )
     .serve(

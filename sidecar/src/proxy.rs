@@ -78,6 +78,9 @@ pub enum UpstreamProtocol {
 pub struct CallLimits {
     pub max_calls: usize,
     pub max_calls_per_peer: usize,
+    /// Calls at once on one caller's HTTP/2 connection
+    /// (`--max-concurrent-streams`).
+    pub max_streams_per_connection: u32,
 }
 
 /// Everything the proxy needs per call. Cheap to clone.
@@ -131,7 +134,7 @@ impl Proxy {
             inner: Arc::new(Inner {
                 gate,
                 routes,
-                upstream: Upstream::new(upstream, protocol),
+                upstream: Upstream::new(upstream, protocol, limits.max_streams_per_connection),
                 supervisor,
                 calls: Shares::new(limits.max_calls, limits.max_calls_per_peer),
                 via: HeaderValue::from_str(&instance_mark())
@@ -197,7 +200,8 @@ impl Proxy {
                 ),
             );
         }
-        let body = carries_body(&mut req).await;
+        let look = carries_body(&mut req).await;
+        let body = look.present;
         let gate = &self.inner.gate;
         let parent = gate.parent(|| parent_context(req.headers()));
         let described = Described {
@@ -245,7 +249,7 @@ impl Proxy {
                 let canonical = canonical
                     .as_ref()
                     .map(|(path, table)| (path.as_str(), *table));
-                forward::forward(self, req, downstream, place, canonical, *permit, body).await
+                forward::forward(self, req, downstream, place, canonical, *permit, look).await
             }
             Err(refusal) => deny(reply_grpc, &refusal),
         }
@@ -270,40 +274,65 @@ impl Proxy {
     }
 }
 
+/// What the proxy learnt of a call's body before reading the call.
+#[derive(Debug, Default)]
+pub struct BodyLook {
+    /// Whether the call carries a body.
+    pub present: bool,
+    /// A frame read to find that out, to be sent on before the rest.
+    pub first: Option<hyper::body::Frame<bytes::Bytes>>,
+    /// The length the body was declared with, when it was.
+    pub length: Option<u64>,
+}
+
 /// Whether a call carries a body. An HTTP/1.1 request says so in its
 /// framing (`content-length` above 0, or chunked); an HTTP/2 stream did
 /// not end with its headers. Only for methods without a body is an HTTP/2
 /// stream read a moment ([`BODY_LOOK`]), since some clients end one with
-/// an empty DATA frame: empty frames that end it are no body.
-async fn carries_body(req: &mut Request<Incoming>) -> bool {
+/// an empty DATA frame: empty frames that end it are no body; a frame with
+/// bytes is kept to go on first (where a route allows the body).
+async fn carries_body(req: &mut Request<Incoming>) -> BodyLook {
     let body = req.body();
-    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
-        return false;
+    let length = body.size_hint().exact();
+    if body.is_end_stream() || length == Some(0) {
+        return BodyLook::default();
     }
+    let mut look = BodyLook {
+        present: true,
+        first: None,
+        length,
+    };
     if req.version() != hyper::Version::HTTP_2 || reading::takes_body(req.method().as_str()) {
-        return true;
+        return look;
     }
-    let look = async {
+    let read = async {
         // At most a few frames: a stream of empty frames is no way to
         // hold the proxy.
         for _ in 0..4 {
             match http_body_util::BodyExt::frame(req.body_mut()).await {
-                None => return false,
-                Some(Ok(frame)) if frame.data_ref().is_some_and(bytes::Buf::has_remaining) => {
-                    return true;
-                }
-                Some(Ok(frame)) if frame.is_trailers() => return true,
-                Some(Ok(_)) => {
+                None => return (false, None),
+                Some(Ok(frame)) => {
+                    let empty = frame
+                        .data_ref()
+                        .is_some_and(|data| !bytes::Buf::has_remaining(data));
+                    if !empty {
+                        return (true, Some(frame));
+                    }
                     if req.body().is_end_stream() {
-                        return false;
+                        return (false, None);
                     }
                 }
-                Some(Err(_)) => return true,
+                Some(Err(_)) => return (true, None),
             }
         }
-        true
+        (true, None)
     };
-    tokio::time::timeout(BODY_LOOK, look).await.unwrap_or(true)
+    let (present, first) = tokio::time::timeout(BODY_LOOK, read)
+        .await
+        .unwrap_or((true, None));
+    look.present = present;
+    look.first = first;
+    look
 }
 
 /// A mark of this process, different for each run.

@@ -7,7 +7,8 @@
 //!    `OPTIONS`, `TRACE`), unless its route allows one: an app that does
 //!    not read it takes it for the next request on its connection, one no
 //!    one judged (400, never let through, not even by `--dry-run`);
-//! 2. `CONNECT`, which would make the sidecar a tunnel;
+//! 2. `CONNECT`, which would make the sidecar a tunnel (400, never let
+//!    through);
 //! 3. a method override in the query, in any spelling a framework decodes
 //!    to one ([`canonical::query_overrides_method`]);
 //! 4. the path, made canonical ([`canonical::path`]); a face that cannot
@@ -96,7 +97,8 @@ where
         }
     }
     if call.method.eq_ignore_ascii_case("CONNECT") {
-        return Err(Refusal::refused("CONNECT is not proxied".to_string()));
+        // Never a request to forward, not even under `--dry-run`.
+        return Err(Refusal::malformed("CONNECT is not proxied".to_string()));
     }
     if let Some(spelling) = call.query.and_then(canonical::query_overrides_method) {
         return Err(Refusal::refused(format!(
@@ -198,7 +200,8 @@ mod tests {
     fn each_step_refuses_what_it_cannot_read_as_one_thing() {
         let routes = Routes::parse("r.yaml", ROUTES).unwrap();
         let reason = |c| read(&routes, c).unwrap_err().reason;
-        assert!(reason(call("CONNECT", "/x", &[], false)).contains("CONNECT"));
+        let connect = read(&routes, call("CONNECT", "/x", &[], false)).unwrap_err();
+        assert_eq!(connect.kind, RefusalKind::Malformed, "never let through");
         let mut with_query = call("GET", "/x", &[], false);
         with_query.query = Some("a=1&.method=DELETE");
         assert!(reason(with_query).contains("`.method`"));

@@ -67,7 +67,7 @@ pub const FORWARDING: [&str; 14] = [
 /// Headers that change the URL, host, prefix or method an app (or its
 /// middleware: IIS URL Rewrite, Symfony, Laravel, werkzeug's ProxyFix,
 /// Envoy) serves, besides every `x-envoy-*`.
-pub const REWRITE: [&str; 12] = [
+pub const REWRITE: [&str; 13] = [
     "x-original-url",
     "x-original-uri",
     "x-rewrite-url",
@@ -78,6 +78,7 @@ pub const REWRITE: [&str; 12] = [
     "x-host",
     "x-http-destinationurl",
     "x-script-name",
+    "script-name",
     "x-scheme",
     "x-proxy-url",
 ];

@@ -96,7 +96,7 @@ impl Supervisor {
             changes: WatchStream::from_changes(refusal.clone()),
             refusal,
             task: Arc::new(AbortOnDrop(task.abort_handle())),
-            ended: None,
+            ended: false,
             progress,
         }
     }
@@ -148,8 +148,9 @@ pub struct Supervised {
     /// Wakes the body that polls it when the refusal changes.
     changes: WatchStream<Option<Refusal>>,
     task: Arc<AbortOnDrop>,
-    /// The refusal, once seen.
-    ended: Option<Refusal>,
+    /// Whether the refusal was seen (it stays in `refusal`; a flag keeps
+    /// the handle small, as each call's bodies carry one).
+    ended: bool,
     progress: Progress,
 }
 
@@ -159,7 +160,7 @@ impl Clone for Supervised {
             refusal: self.refusal.clone(),
             changes: WatchStream::from_changes(self.refusal.clone()),
             task: self.task.clone(),
-            ended: self.ended.clone(),
+            ended: self.ended,
             progress: self.progress.clone(),
         }
     }
@@ -173,37 +174,34 @@ impl Supervised {
 
     /// Ready with the refusal that ends the call; pending while it may go on.
     pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Refusal> {
-        if let Some(refusal) = &self.ended {
-            return Poll::Ready(refusal.clone());
-        }
-        // A refusal given before this handle first looked.
-        if let Some(refusal) = self.refusal.borrow().clone() {
-            self.ended = Some(refusal.clone());
-            return Poll::Ready(refusal);
+        // Seen before, or given before this handle first looked.
+        if self.ended || self.refusal.borrow().is_some() {
+            self.ended = true;
+            return Poll::Ready(self.refusal_seen());
         }
         loop {
             match Pin::new(&mut self.changes).poll_next(cx) {
-                Poll::Ready(Some(Some(refusal))) => {
-                    self.ended = Some(refusal.clone());
-                    return Poll::Ready(refusal);
+                Poll::Ready(Some(Some(_))) | Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(self.refusal_seen());
                 }
                 Poll::Ready(Some(None)) => continue,
-                // The supervisor stopped without a refusal: nothing goes on
-                // unsupervised.
-                Poll::Ready(None) => {
-                    let refusal =
-                        Refusal::refused("the call's supervision stopped; it is ended".to_string());
-                    self.ended = Some(refusal.clone());
-                    return Poll::Ready(refusal);
-                }
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 
+    /// The refusal given; a supervisor that stopped without one ends the
+    /// call too: nothing goes on unsupervised.
+    fn refusal_seen(&self) -> Refusal {
+        self.refusal.borrow().clone().unwrap_or_else(|| {
+            Refusal::refused("the call's supervision stopped; it is ended".to_string())
+        })
+    }
+
     /// The refusal that ended the call, if it was ended.
     pub fn ended_now(&self) -> Option<Refusal> {
-        self.ended.clone().or_else(|| self.refusal.borrow().clone())
+        self.refusal.borrow().clone()
     }
 
     /// Waits for the refusal that ends the call.

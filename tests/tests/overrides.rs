@@ -120,6 +120,7 @@ async fn a_method_override_in_any_spelling_a_framework_decodes_is_refused() {
         "[method=DELETE",
         "_method[]=DELETE",
         "a=1;_method=DELETE",
+        "_method%00=DELETE",
         "X-HTTP-Method-Override=DELETE",
         "x_http_method=PUT",
     ] {
@@ -156,6 +157,7 @@ fn rewrite_and_client_address_headers_never_reach_the_app() {
         ("X-Envoy-Original-Path", "/secrets/1"),
         ("X-Original-Method", "DELETE"),
         ("X-Script-Name", "/secrets"),
+        ("Script-Name", "/records"),
     ];
     let mut headers = PROVIDE.to_vec();
     headers.extend(forged);

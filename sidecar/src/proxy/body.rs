@@ -27,6 +27,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct GuardedRequest {
     /// `None`: the call has no body.
     body: Option<Incoming>,
+    /// A frame the proxy read before deciding, sent first.
+    first: Option<Frame<Bytes>>,
     supervised: Supervised,
     /// The call's place among those in flight, held while either
     /// direction is open.
@@ -34,11 +36,35 @@ pub struct GuardedRequest {
 }
 
 impl GuardedRequest {
-    pub fn new(body: Option<Incoming>, supervised: Supervised, place: Arc<Share>) -> Self {
+    /// `body`: the caller's body, after the frame read before deciding;
+    /// `None` when the call has none.
+    pub fn new(
+        body: Option<(Option<Frame<Bytes>>, Incoming)>,
+        supervised: Supervised,
+        place: Arc<Share>,
+    ) -> Self {
+        let (first, body) = match body {
+            Some((first, body)) => (first, Some(body)),
+            None => (None, None),
+        };
         GuardedRequest {
             body,
+            first,
             supervised,
             _place: place,
+        }
+    }
+
+    /// A frame of the caller's on its way: progress, and trailers without
+    /// what the app must not read there.
+    fn pass(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        self.supervised.moved();
+        match frame.into_trailers() {
+            Ok(mut trailers) => {
+                crate::strip::request_trailers(&mut trailers);
+                Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
         }
     }
 }
@@ -52,23 +78,20 @@ impl Body for GuardedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(body) = this.body.as_mut() else {
+        if this.body.is_none() {
             return Poll::Ready(None);
-        };
+        }
         if let Poll::Ready(refusal) = this.supervised.poll_ended(cx) {
             return Poll::Ready(Some(Err(Box::new(Revoked(refusal.reason)))));
         }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(this.pass(first))));
+        }
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
         match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.supervised.moved();
-                Poll::Ready(Some(Ok(match frame.into_trailers() {
-                    Ok(mut trailers) => {
-                        crate::strip::request_trailers(&mut trailers);
-                        Frame::trailers(trailers)
-                    }
-                    Err(frame) => frame,
-                })))
-            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(this.pass(frame)))),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -76,13 +99,25 @@ impl Body for GuardedRequest {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        self.first.is_none() && self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
+        let first = self
+            .first
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+            .and_then(Frame::data_ref)
+            .map_or(0, |data| bytes::Buf::remaining(data) as u64);
+        let rest = self
+            .body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
     }
 }
 

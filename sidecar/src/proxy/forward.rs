@@ -29,7 +29,7 @@ use tracing::warn;
 use super::body::{GuardedRequest, ProxyBody};
 use super::reply::{deny, upstream_error};
 use super::upstream::Upstream;
-use super::{Downstream, Proxy, ProxyResponse, VIA, is_grpc_content_type};
+use super::{BodyLook, Downstream, Proxy, ProxyResponse, VIA, is_grpc_content_type};
 use crate::canonical;
 use crate::intercept::Permit;
 use crate::refusal::Refusal;
@@ -38,8 +38,8 @@ use crate::supervise::{Supervised, Watched};
 
 /// Sends the call to the app and streams its answer back. `judged` is the
 /// canonical path and its table (`None` only for a call refused before
-/// asking that `--dry-run` lets through as it came); `body`, whether the
-/// call carries one.
+/// asking that `--dry-run` lets through as it came); `body`, what was
+/// learnt of its body.
 pub(super) async fn forward(
     proxy: &Proxy,
     req: Request<Incoming>,
@@ -47,7 +47,7 @@ pub(super) async fn forward(
     place: Arc<Share>,
     judged: Option<(&str, Table)>,
     permit: Permit,
-    body: bool,
+    body: BodyLook,
 ) -> ProxyResponse {
     let reply_grpc = is_grpc_content_type(req.headers());
     // Only gRPC over HTTP/2 can be told in trailers that its call ended;
@@ -68,13 +68,18 @@ pub(super) async fn forward(
         proxy.via(),
     );
     let http2 = upstream.http2(grpc);
-    if !body {
-        // No framing for a body that does not come: a length the caller
-        // declared (with no bytes behind it) would make the app wait for
-        // bytes, or read the next request's.
-        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    // The length is the sidecar's to say, once: none for a body that does
+    // not come (the app would wait for bytes, or read the next request's),
+    // the declared one as a single number (never `5, 5` as a caller may
+    // write it), or none for a body of unknown length (chunked to an
+    // HTTP/1.1 app).
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    if let (true, Some(length)) = (body.present, body.length) {
+        parts
+            .headers
+            .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    if !http2 && (body || parts.method == Method::HEAD) {
+    if !http2 && (body.present || parts.method == Method::HEAD) {
         parts
             .headers
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -91,7 +96,11 @@ pub(super) async fn forward(
     });
     let outgoing = Request::from_parts(
         parts,
-        GuardedRequest::new(body.then_some(incoming), supervised.clone(), place.clone()),
+        GuardedRequest::new(
+            body.present.then_some((body.first, incoming)),
+            supervised.clone(),
+            place.clone(),
+        ),
     );
     match send(proxy, downstream, outgoing, http2, supervised.clone()).await {
         Ok(response) => relay(

@@ -21,6 +21,8 @@ struct Parsed {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    /// The body it read (only `/read` and `/search` read theirs).
+    body: Vec<u8>,
 }
 
 /// An app as `http.server` is: HTTP/1.1 kept alive, a body read only by
@@ -81,7 +83,8 @@ impl RawApp {
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
             };
-            if method == "POST" && path == "/read" {
+            let mut body = Vec::new();
+            if path == "/read" || path == "/search" {
                 let length: usize = header("content-length")
                     .and_then(|l| l.parse().ok())
                     .unwrap_or(0);
@@ -92,7 +95,7 @@ impl RawApp {
                         Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                     }
                 }
-                buffer.drain(..length);
+                body = buffer.drain(..length).collect();
             }
             let close = header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
             let caller = header("x-caller").unwrap_or_default();
@@ -101,6 +104,7 @@ impl RawApp {
                 method: method.clone(),
                 path: path.clone(),
                 headers,
+                body,
             });
             let body = format!("answer to {method} {path} for {caller}\n");
             let response = format!(
@@ -160,6 +164,7 @@ async fn proxy_before(app: SocketAddr, limits: CallLimits, idle: Duration) -> So
 const ROOMY: CallLimits = CallLimits {
     max_calls: 64,
     max_calls_per_peer: 64,
+    max_streams_per_connection: 100,
 };
 
 /// Writes `bytes` on a new connection to `addr` and reads one answer
@@ -357,6 +362,7 @@ async fn one_peer_holds_only_its_share_of_the_calls() {
     let limits = CallLimits {
         max_calls: 3,
         max_calls_per_peer: 2,
+        max_streams_per_connection: 100,
     };
     let proxy = proxy_before(app_addr, limits, Duration::from_secs(60)).await;
     // Two uploads from 127.0.0.2 that never finish hold its share.
@@ -432,4 +438,45 @@ async fn a_call_refused_for_want_of_room_costs_a_small_future() {
         size <= 1024,
         "`handle` holds {size} bytes before a call has its place"
     );
+}
+
+#[tokio::test]
+async fn a_body_goes_on_whole_and_with_one_length() {
+    let (app, app_addr) = RawApp::start().await;
+    let proxy = proxy_before(app_addr, ROOMY, Duration::from_secs(60)).await;
+    // An HTTP/2 GET with a body where the route allows one: the frame read
+    // to tell a body from none goes on first.
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get("http://s/search")
+        .header("x-purpose", "provide")
+        .header("content-length", "13")
+        .body(Full::new(Bytes::from_static(b"{\"q\":\"ada\"}  ")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // A length written twice reaches the app once.
+    let answer = raw(
+        proxy,
+        b"POST /read HTTP/1.1\r\nhost: s\r\nx-purpose: provide\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let parsed = app.parsed();
+    assert_eq!(parsed.len(), 2, "{parsed:?}");
+    assert_eq!(parsed[0].body, b"{\"q\":\"ada\"}  ");
+    assert_eq!(parsed[1].body, b"hello");
+    let lengths: Vec<&str> = parsed[1]
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(lengths, ["5"]);
 }

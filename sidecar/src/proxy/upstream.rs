@@ -15,7 +15,7 @@
 //! stalls only itself: the connection's window is the stream window times
 //! the streams a caller may open, so no number of stalled streams shuts
 //! it. Each stream holds at most [`STREAM_WINDOW`] bytes the caller has
-//! not taken yet.
+//! not taken yet; an HTTP/1.1 connection at most [`MAX_HTTP1_BUFFER`].
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,23 +23,24 @@ use std::time::Duration;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::UpstreamProtocol;
 use super::body::GuardedRequest;
 
 /// What the app may send of one stream before the caller has taken it.
-pub const STREAM_WINDOW: u32 = 64 * 1024;
-/// Streams one caller connection may have open (the proxy's default
-/// `--max-concurrent-streams`); the HTTP/2 connection window covers them
-/// all.
-const STREAMS_COVERED: u32 = 128;
-/// Idle HTTP/1.1 connections to the app one caller connection keeps (an
-/// HTTP/2 caller may have several calls open to an HTTP/1.1 app at once).
-const IDLE_PER_CALLER: usize = 16;
+pub const STREAM_WINDOW: u32 = 16 * 1024;
+/// Idle HTTP/1.1 connections to the app one caller connection keeps: one,
+/// as its calls come one at a time (an HTTP/2 caller with several open at
+/// once makes more, which close after their call), so a caller cannot
+/// park connections (and an app's threads) by the hundred.
+const IDLE_PER_CALLER: usize = 1;
+/// How long an idle connection to the app is kept, checked by a timer.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response head (and read buffer) from an HTTP/1.1 app.
-const MAX_HTTP1_BUFFER: usize = 64 * 1024;
+/// Largest response head (and read buffer) from an HTTP/1.1 app, and so
+/// what one call may hold of an answer its caller has not taken (nginx
+/// takes 8 KiB of response head by default).
+const MAX_HTTP1_BUFFER: usize = 16 * 1024;
 
 pub type AppClient = Client<HttpConnector, GuardedRequest>;
 
@@ -55,7 +56,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(uri: Uri, protocol: UpstreamProtocol) -> Self {
+    /// `streams`: how many streams one caller connection may have open
+    /// (`--max-concurrent-streams`); the window of each connection to the
+    /// app covers them all.
+    pub fn new(uri: Uri, protocol: UpstreamProtocol, streams: u32) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -63,13 +67,15 @@ impl Upstream {
         http1
             .pool_max_idle_per_host(IDLE_PER_CALLER)
             .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
             .http1_max_buf_size(MAX_HTTP1_BUFFER);
         let mut http2 = Client::builder(TokioExecutor::new());
         http2
             .http2_only(true)
             .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
             .http2_initial_stream_window_size(STREAM_WINDOW)
-            .http2_initial_connection_window_size(STREAM_WINDOW.saturating_mul(STREAMS_COVERED))
+            .http2_initial_connection_window_size(STREAM_WINDOW.saturating_mul(streams.max(1)))
             .http2_max_send_buf_size(STREAM_WINDOW as usize);
         Upstream {
             uri,
