@@ -106,6 +106,12 @@ pub fn memory_goal(md: &mut String, n: &Network) {
     if !rows.is_empty() {
         let _ = writeln!(md, "\n| goal | measured | met |\n|---|---:|:---:|\n{rows}");
     }
+    if n.memory.iter().any(|m| m.what.contains("calls held")) {
+        let _ = writeln!(
+            md,
+            "Calls held: a sidecar on its defaults with every one of its 1,024 places (`--max-calls`) held, from eight addresses of 128 calls each (each address's whole `--max-calls-per-peer`; `bench/src/held.rs`): downloads its callers never read, from an app that streams as fast as the windows let it (over HTTP/1.1 a connection to the app per call, over HTTP/2 one per caller connection), and uploads that send one byte of the thousand they announce.\n"
+        );
+    }
 }
 
 pub fn scale(md: &mut String, n: &Network) {
