@@ -8,7 +8,8 @@
 //!
 //! `payload` is base64url (no padding) of a JSON object: `k` the key id,
 //! `p` the purpose, `c` the data category, `s` the subject, `r` the policy
-//! revision, `e` the expiry (Unix seconds). `signature` is base64url of
+//! revision, `e` the expiry (Unix seconds), `i` the issuer (the mTLS
+//! identity of the PEP that asked for it; empty when it had none). `signature` is base64url of
 //! the Ed25519 signature of the payload's bytes as written (base64url
 //! text), so a verifier checks before it decodes. Both characters sets are
 //! plain baggage value octets: no percent-encoding is needed.
@@ -45,6 +46,9 @@ pub struct Claims {
     /// Unix seconds after which the context is expired.
     #[serde(rename = "e")]
     pub expires: u64,
+    /// Who asked for it: the PEP's mTLS identity, as the server saw it.
+    #[serde(rename = "i", default)]
+    pub issuer: String,
 }
 
 /// Why a purpose context is refused.
@@ -159,21 +163,92 @@ pub fn baggage_entries<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str
         .collect()
 }
 
-/// `baggage` header values with the `purposegate` entry replaced by
-/// `token` (or added): what a permitted call is forwarded with.
-pub fn with_entry<'a>(values: impl Iterator<Item = &'a str>, token: &str) -> String {
-    let mut members: Vec<&str> = values
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .filter(|m| {
-            m.split_once('=')
-                .is_none_or(|(k, _)| k.trim() != BAGGAGE_KEY)
-        })
-        .collect();
-    let entry = format!("{BAGGAGE_KEY}={token}");
-    members.push(&entry);
-    members.join(",")
+/// The W3C Baggage limits (at most 8,192 bytes in all, 180 list-members,
+/// 4,096 bytes a member), which the OpenTelemetry SDKs apply when they
+/// read a header: past them Python's drops the whole header, Go's, Java's
+/// and Rust's drop the members past the limit or the header. What the
+/// sidecar forwards keeps within all three, so every SDK keeps all of it.
+pub const MAX_BAGGAGE_BYTES: usize = 8192;
+pub const MAX_BAGGAGE_MEMBERS: usize = 180;
+pub const MAX_MEMBER_BYTES: usize = 4096;
+
+/// Whether a baggage member's key reads as `purposegate` to some reader:
+/// percent-decoded (as OpenTelemetry's propagators decode keys), any
+/// case, spaces around.
+fn looks_like_ours(key: &str) -> bool {
+    let key = key.trim();
+    if key.len() > 3 * BAGGAGE_KEY.len() {
+        return false;
+    }
+    let mut decoded = Vec::with_capacity(key.len());
+    let bytes = key.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|c| char::from(*c).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push(h * 16 + l);
+                i += 3;
+            }
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded
+        .trim_ascii()
+        .eq_ignore_ascii_case(BAGGAGE_KEY.as_bytes())
+}
+
+/// The `baggage` a permitted call is forwarded with, the sidecar's own:
+/// the `purposegate` entry first (`token`; none when the call carries no
+/// context), then the caller's other members in order while they fit the
+/// W3C limits (a member too long, or one past the count or the bytes, is
+/// dropped); every member whose key reads as `purposegate` in any
+/// spelling is dropped. Returns the value (empty: send none) and how many
+/// of the caller's members were dropped for the limits.
+pub fn owned_baggage<'a>(
+    values: impl Iterator<Item = &'a str>,
+    token: Option<&str>,
+) -> (String, usize) {
+    let mut out = String::new();
+    let mut members = 0;
+    if let Some(token) = token {
+        out.push_str(BAGGAGE_KEY);
+        out.push('=');
+        out.push_str(token);
+        members = 1;
+    }
+    let mut dropped = 0;
+    for member in values.flat_map(|v| v.split(',')).map(str::trim) {
+        if member.is_empty() {
+            continue;
+        }
+        let key = member.split(['=', ';']).next().unwrap_or("");
+        if looks_like_ours(key) {
+            continue;
+        }
+        let grown = out.len() + usize::from(!out.is_empty()) + member.len();
+        if member.len() > MAX_MEMBER_BYTES
+            || members >= MAX_BAGGAGE_MEMBERS
+            || grown > MAX_BAGGAGE_BYTES
+        {
+            dropped += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(member);
+        members += 1;
+    }
+    (out, dropped)
 }
 
 #[cfg(test)]
@@ -193,6 +268,7 @@ mod tests {
             subject: "spiffe://cluster.local/ns/a/sa/crm".into(),
             revision: "700985de9b1f6f02".into(),
             expires: 1_000,
+            issuer: "spiffe://test/sidecar".into(),
         }
     }
 
@@ -243,15 +319,52 @@ mod tests {
     }
 
     #[test]
-    fn baggage_entries_are_found_and_replaced() {
+    fn baggage_entries_are_found_and_ours_goes_first() {
         let values = ["userid=alice, purposegate=v1.a.b;prop=1", "other=x"];
         assert_eq!(baggage_entries(values.into_iter()), ["v1.a.b"]);
         assert_eq!(
-            with_entry(values.into_iter(), "v1.c.d"),
-            "userid=alice,other=x,purposegate=v1.c.d"
+            owned_baggage(values.into_iter(), Some("v1.c.d")),
+            ("purposegate=v1.c.d,userid=alice,other=x".to_string(), 0)
         );
-        assert_eq!(with_entry(std::iter::empty(), "t"), "purposegate=t");
+        assert_eq!(
+            owned_baggage(std::iter::empty(), Some("t")),
+            ("purposegate=t".to_string(), 0)
+        );
+        assert_eq!(
+            owned_baggage(["a=1"].into_iter(), None),
+            ("a=1".to_string(), 0)
+        );
         let twice = ["purposegate=a", "purposegate=b"];
         assert_eq!(baggage_entries(twice.into_iter()).len(), 2);
+    }
+
+    #[test]
+    fn look_alike_keys_go_and_stuffing_cannot_push_ours_out() {
+        for alike in [
+            "purposegat%65=x",
+            "%70urposegate=x",
+            "PurposeGate=x",
+            " purposegate =x",
+            "purposegate%20=x",
+            "PURPOSEGATE;p=1",
+        ] {
+            let (out, _) = owned_baggage([alike, "keep=1"].into_iter(), Some("t"));
+            assert_eq!(out, "purposegate=t,keep=1", "{alike}");
+            let (out, _) = owned_baggage([alike].into_iter(), None);
+            assert_eq!(out, "", "{alike}");
+        }
+        // Too long in all, too many members, one member too long: ours
+        // stays first and the whole stays within every limit.
+        let big = format!("pad={}", "x".repeat(3000));
+        let many: Vec<String> = (0..400).map(|i| format!("m{i}=v")).collect();
+        let huge = format!("huge={}", "y".repeat(5000));
+        let mut values: Vec<&str> = vec![big.as_str(), big.as_str(), big.as_str(), &huge];
+        values.extend(many.iter().map(String::as_str));
+        let (out, dropped) = owned_baggage(values.into_iter(), Some("v1.token"));
+        assert!(out.starts_with("purposegate=v1.token,"), "{}", &out[..40]);
+        assert!(out.len() <= MAX_BAGGAGE_BYTES, "{}", out.len());
+        assert!(out.split(',').count() <= MAX_BAGGAGE_MEMBERS);
+        assert!(!out.contains("huge="));
+        assert!(dropped > 200, "{dropped}");
     }
 }

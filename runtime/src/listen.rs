@@ -121,6 +121,9 @@ pub struct Peer {
     /// With mutual TLS: the subject the caller's verified certificate
     /// names (empty if it names none).
     pub subject: Option<Arc<str>>,
+    /// With mutual TLS: every name the caller's verified certificate gives
+    /// it (URI SANs, then DNS SANs); empty without.
+    pub names: Arc<[String]>,
     /// Closes this connection (see [`Closer`]).
     pub closer: Closer,
 }
@@ -313,20 +316,27 @@ async fn connection<M, S, B>(
             return;
         }
     }
-    let (stream, subject) = match tls {
-        None => (Stream::Plain(stream), None),
+    let (stream, subject, names) = match tls {
+        None => (Stream::Plain(stream), None, Arc::from([])),
         Some(tls) => {
             let Some(stream) = crate::tls::handshake(&tls, stream, addr, what).await else {
                 return;
             };
-            let subject = crate::tls::peer_subject(stream.get_ref().1.peer_certificates());
-            (Stream::Tls(Box::new(stream)), subject.map(Arc::from))
+            let certificates = stream.get_ref().1.peer_certificates();
+            let subject = crate::tls::peer_subject(certificates);
+            let names = crate::tls::peer_names(certificates);
+            (
+                Stream::Tls(Box::new(stream)),
+                subject.map(Arc::from),
+                Arc::from(names),
+            )
         }
     };
     let closer = Closer::default();
     let service = make(&Peer {
         addr,
         subject,
+        names,
         closer: closer.clone(),
     });
     let setting = Setting {

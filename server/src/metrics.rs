@@ -51,6 +51,13 @@ pub struct Metrics {
     policy: Family<PolicyLabels, Gauge>,
     connections_refused: Family<ListenerLabel, Counter>,
     pub watchers_refused: Counter,
+    /// Permits asked for a purpose context that carry none, by why.
+    pub purpose_contexts_not_issued: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +150,12 @@ impl Metrics {
             "WatchPolicy calls refused because --max-watchers were open",
             watchers_refused.clone(),
         );
+        let purpose_contexts_not_issued: Family<ReasonLabel, Counter> = Family::default();
+        registry.register(
+            "purpose_contexts_not_issued",
+            "Permits asked for a purpose context that carry none, by why: not-an-issuer (the caller is not among --purpose-context-issuers), no-key (no signing key, or its file cannot be read), too-long (the subject does not fit a baggage member)",
+            purpose_contexts_not_issued.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr could not take them fast enough",
@@ -151,6 +164,7 @@ impl Metrics {
         Metrics {
             connections_refused,
             watchers_refused,
+            purpose_contexts_not_issued,
             registry: Arc::new(registry),
             decisions,
             check_seconds,

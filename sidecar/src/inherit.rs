@@ -33,6 +33,9 @@ pub struct ContextMetrics {
     pub refused: Family<ReasonLabel, Counter>,
     /// Calls without one where one is required.
     pub missing: Counter,
+    /// Members of callers' baggage dropped to keep it within the W3C
+    /// limits (so the context survives every propagator).
+    pub baggage_trimmed: Counter,
 }
 
 /// Bytes of verified tokens remembered; past it, they are forgotten at
@@ -121,6 +124,15 @@ impl Inheritance {
         self.verified.insert(token.into(), claims.clone());
     }
 
+    /// `members` of a caller's baggage were dropped for the limits.
+    pub fn trimmed(&self, members: usize) {
+        if members > 0 {
+            self.metrics
+                .baggage_trimmed
+                .inc_by(u64::try_from(members).unwrap_or(u64::MAX));
+        }
+    }
+
     /// A call with no context on a route (or a sidecar) that requires one.
     pub fn missing(&self) -> String {
         self.metrics.missing.inc();
@@ -159,6 +171,7 @@ mod tests {
             subject: "crm".into(),
             revision: "r".into(),
             expires: u64::MAX,
+            issuer: String::new(),
         };
         let token = context::encode(&claims, |m| key.sign(m).as_ref().to_vec());
         let baggage = format!("purposegate={token}");

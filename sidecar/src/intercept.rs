@@ -38,6 +38,9 @@ pub struct Permit {
     /// The enforced PERMIT; `None` under `--dry-run` for a call that was
     /// not permitted.
     pub answer: Option<Answer>,
+    /// When the purpose context the call inherited expires (Unix seconds):
+    /// the permit holds no longer than its ceiling.
+    pub inherited_until: Option<u64>,
 }
 
 impl Permit {
@@ -81,7 +84,11 @@ pub async fn judge(gate: &Gate, call: &Call<'_, '_, '_>, parent: &Context) -> En
     match check_request(call, inherited.as_deref(), &gate.inheritance) {
         Ok(check) => {
             let lookup = gate.ask(&check, parent).await;
-            enforce(gate, &reading.path, Some(check), permitted(lookup))
+            let mut enforcement = enforce(gate, &reading.path, Some(check), permitted(lookup));
+            if let Enforcement::LetThrough(permit) = &mut enforcement {
+                permit.inherited_until = inherited.map(|claims| claims.expires);
+            }
+            enforcement
         }
         Err(refusal) => refused_before_asking(gate, parent, purpose, &reading.path, refusal),
     }
@@ -111,6 +118,7 @@ fn enforce(
         Ok(answer) => Enforcement::LetThrough(Box::new(Permit {
             request,
             answer: Some(answer),
+            inherited_until: None,
         })),
         Err(refusal) if gate.dry_run && refusal.dry_run_may_pass() => {
             info!(
@@ -123,6 +131,7 @@ fn enforce(
             Enforcement::LetThrough(Box::new(Permit {
                 request,
                 answer: None,
+                inherited_until: None,
             }))
         }
         Err(refusal) => {

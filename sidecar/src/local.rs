@@ -1,5 +1,9 @@
 //! The local decision API: `purposegate.v1.DecisionService` on
-//! `--local-listen`, answered through the decision cache.
+//! `--local-listen`, answered through the decision cache. It never hands
+//! out a purpose context: a process beside the app is no PEP, and a
+//! context is what lets a call through at the next hop
+//! (`issue_purpose_context` is not asked of the server, and no answer
+//! carries one).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,11 +59,20 @@ fn validate(req: &pb::CheckRequest, prefix: &str) -> Result<(), Status> {
         .map_err(|invalid| Status::invalid_argument(invalid.to_string()))
 }
 
-/// The cache's shared answer as the caller's own: with its request id.
+/// The cache's shared answer as the caller's own: with its request id,
+/// and never a purpose context.
 fn for_caller(answer: Answer, req: &pb::CheckRequest) -> pb::CheckResponse {
     let mut answer = Arc::unwrap_or_clone(answer);
     answer.request_id.clone_from(&req.request_id);
+    answer.purpose_context.clear();
     answer
+}
+
+/// A local caller's question as the sidecar asks it: without asking for a
+/// purpose context.
+fn without_context(mut req: pb::CheckRequest) -> pb::CheckRequest {
+    req.issue_purpose_context = false;
+    req
 }
 
 /// An answer the PDP could not give: an invalid request stays
@@ -81,7 +94,7 @@ impl DecisionService for LocalDecisions {
         let parent = self
             .gate
             .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
-        let req = request.into_inner();
+        let req = without_context(request.into_inner());
         validate(&req, "")?;
         let lookup = self.gate.ask(&req, &parent).await;
         match lookup.answer {
@@ -107,7 +120,12 @@ impl DecisionService for LocalDecisions {
             .parent(|| purposegate_runtime::telemetry::parent_context(request.metadata().as_ref()));
         // The count was checked before decoding (`MessageLimits`); each item
         // goes through the cache, a few at a time, answered in order.
-        let requests = request.into_inner().requests;
+        let requests: Vec<pb::CheckRequest> = request
+            .into_inner()
+            .requests
+            .into_iter()
+            .map(without_context)
+            .collect();
         if requests.len() > self.max_batch {
             return Err(Status::invalid_argument(format!(
                 "field `requests` holds {} requests; at most {} are accepted (--max-batch)",

@@ -100,6 +100,11 @@ impl SidecarMetrics {
             "Calls denied because they carried no purpose context where one is required",
             contexts.missing.clone(),
         );
+        registry.register(
+            "baggage_members_dropped",
+            "Members of callers' baggage dropped to keep it within the W3C limits (8,192 bytes, 180 members, 4,096 bytes a member), so the purpose context survives every propagator",
+            contexts.baggage_trimmed.clone(),
+        );
         SidecarMetrics {
             contexts,
             registry: Arc::new(registry),

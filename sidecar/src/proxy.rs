@@ -367,6 +367,10 @@ impl Proxy {
     fn via(&self) -> &HeaderValue {
         &self.inner.via
     }
+
+    fn baggage_trimmed(&self, members: usize) {
+        self.inner.gate.inheritance.trimmed(members);
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub struct Supervisor {
 pub struct Watched {
     pub permitted: Option<(pb::CheckRequest, Answer)>,
     pub closer: Closer,
+    /// When the purpose context the call inherited expires (Unix
+    /// seconds): the call ends then, its ceiling gone.
+    pub inherited_until: Option<u64>,
 }
 
 impl Supervisor {
@@ -216,7 +219,14 @@ async fn supervise(
     progress: Progress,
     ending: watch::Sender<Option<Refusal>>,
 ) {
-    let refusal = until_ended(&supervisor, call.permitted, &progress, &ending).await;
+    let refusal = until_ended(
+        &supervisor,
+        call.permitted,
+        call.inherited_until,
+        &progress,
+        &ending,
+    )
+    .await;
     let Some(refusal) = refusal else {
         // Both bodies are done.
         return;
@@ -247,9 +257,18 @@ async fn supervise(
 async fn until_ended(
     supervisor: &Supervisor,
     permitted: Option<(pb::CheckRequest, Answer)>,
+    inherited_until: Option<u64>,
     progress: &Progress,
     ending: &watch::Sender<Option<Refusal>>,
 ) -> Option<Refusal> {
+    // A context is expired once its second has passed (`expires < now`).
+    let ceiling_gone = inherited_until.map(|expires| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = Duration::from_secs(expires.saturating_add(1));
+        (Instant::now() + at.saturating_sub(now), expires)
+    });
     let mut revisions = supervisor.revisions.clone();
     // A revision announced since the decision was made: judge at once.
     let mut judge_now = permitted.as_ref().is_some_and(|(_, permit)| {
@@ -273,6 +292,12 @@ async fn until_ended(
                     }
                 }
                 () = tokio::time::sleep_until(next_age), if judged => {}
+                () = sleep_until_some(ceiling_gone.map(|(at, _)| at)) => {
+                    let expires = ceiling_gone.map_or(0, |(_, expires)| expires);
+                    return Some(Refusal::refused(format!(
+                        "the purpose context the call inherited expired (at {expires}, Unix seconds); it is ended"
+                    )));
+                }
                 () = tokio::time::sleep_until(idle_at) => {
                     if progress.last() + supervisor.idle <= Instant::now() {
                         return Some(Refusal::idle(format!(
@@ -302,6 +327,13 @@ async fn until_ended(
         };
         tracing::debug!(purpose = %request.purpose, "re-judged: no longer permitted");
         return Some(refusal);
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -337,6 +369,7 @@ mod tests {
         let mut call = supervisor.watch(Watched {
             permitted: None,
             closer: closer.clone(),
+            inherited_until: None,
         });
         let start = Instant::now();
         // Data moves at 30 s: the call idles from then on.
@@ -360,12 +393,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_ends_when_the_context_it_inherited_expires() {
+        let (supervisor, _tx) = supervisor(Duration::from_secs(600));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut call = supervisor.watch(Watched {
+            permitted: None,
+            closer: Closer::default(),
+            inherited_until: Some(now + 2),
+        });
+        let start = Instant::now();
+        let refusal = call.ended().await;
+        assert!(refusal.reason.contains("inherited expired"), "{refusal:?}");
+        // Past its last second, and no later than a second after it.
+        let took = start.elapsed();
+        assert!(
+            took > Duration::from_secs(2) && took <= Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_ended_call_whose_bodies_go_leaves_its_connection_open() {
         let (supervisor, _tx) = supervisor(Duration::from_secs(5));
         let closer = Closer::default();
         let mut call = supervisor.watch(Watched {
             permitted: None,
             closer: closer.clone(),
+            inherited_until: None,
         });
         call.ended().await;
         drop(call);
@@ -383,6 +440,7 @@ mod tests {
         let call = supervisor.watch(Watched {
             permitted: None,
             closer: Closer::default(),
+            inherited_until: None,
         });
         let mut other = call.clone();
         drop(call);

@@ -290,3 +290,31 @@ pub fn authzen_request(req: &purposegate_proto::v1::CheckRequest) -> serde_json:
     }
     value
 }
+
+/// A channel to `addr` over TLS trusting `ca`, presenting `identity`
+/// (certificate and key files) if given; at most 3 s to connect.
+pub async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<(String, String)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+        std::fs::read(ca).unwrap_or_else(|e| panic!("{ca}: {e}")),
+    ));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&cert).unwrap_or_else(|e| panic!("{cert}: {e}")),
+            std::fs::read(&key).unwrap_or_else(|e| panic!("{key}: {e}")),
+        ));
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .unwrap_or_else(|e| panic!("{addr}: {e}"))
+        .tls_config(tls)
+        .unwrap_or_else(|e| panic!("TLS: {e}"))
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+}

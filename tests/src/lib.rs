@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 pub mod app;
 pub mod attacks;
 mod clients;
+pub mod contexts;
 pub mod docs;
 mod fixtures;
 mod peers;

@@ -145,6 +145,8 @@ impl Stage {
                     let server = ServerProcess::start(&[
                         "--purpose-signing-key",
                         &key,
+                        "--purpose-context-issuers",
+                        "*",
                         "--decision-log",
                         "off",
                     ]);

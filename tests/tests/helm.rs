@@ -33,6 +33,7 @@ fn every_scenario_renders_lints_and_validates() {
         "mtls-values.yaml",
         "mtls-cert-manager-values.yaml",
         "network-policy-values.yaml",
+        "purpose-contexts-values.yaml",
     ] {
         assert!(
             run.stdout
@@ -206,4 +207,32 @@ fn the_authzen_port_is_served_and_reached_like_grpc() {
             .contains(r#""port":"authzen""#),
         "{policy}"
     );
+}
+
+#[test]
+fn purpose_contexts_are_signed_for_the_sidecars_only() {
+    let docs = render("helm/purposegate/ci/purpose-contexts-values.yaml").unwrap();
+    let server = &object(&docs, "Deployment", "purposegate")["spec"]["template"]["spec"];
+    let args = server["containers"][0]["args"].to_string();
+    for arg in [
+        "--purpose-signing-key=/etc/purposegate/purpose-key/key.pem",
+        "--purpose-context-ttl=30s",
+        // With mutual TLS: the injected sidecars' SPIFFE IDs.
+        "--purpose-context-issuers=spiffe://cluster.local/ns/*/sa/*",
+    ] {
+        assert!(args.contains(arg), "{arg}: {args}");
+    }
+    assert!(
+        server["volumes"]
+            .to_string()
+            .contains("\"secretName\":\"purposegate-purpose-key\""),
+        "{}",
+        server["volumes"]
+    );
+    // Without a key, nothing of it; without TLS, no issuer unless given.
+    let docs = render("helm/purposegate/ci/default-values.yaml").unwrap();
+    let args = object(&docs, "Deployment", "purposegate")["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    assert!(!args.contains("--purpose"), "{args}");
 }

@@ -15,11 +15,11 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
+use purposegate_tests::contexts::{Chain, asked_for_context, proxy_get, published_keys};
 use purposegate_tests::{
-    DemoService, ServerProcess, SidecarProcess, TempDir, channel, check_request, curl, ed25519_key,
-    eventually, openssl, repo_root,
+    DemoService, ServerProcess, SidecarProcess, TempDir, curl, ed25519_key, eventually, openssl,
+    repo_root,
 };
 
 const ROUTES: &str = "examples/customer-service/routes.yaml";
@@ -42,39 +42,20 @@ fn forge(dir: &TempDir, key: &str, claims: &serde_json::Value) -> String {
 
 /// The key ids the server publishes, newest first.
 async fn published(server: &ServerProcess) -> Vec<String> {
-    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
-    let info = client
-        .get_policy(pb::GetPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    info.purpose_context_keys
-        .into_iter()
-        .map(|k| k.key_id)
-        .collect()
+    published_keys(&server.url()).await
 }
 
 /// A context signed by the server itself, for `purpose` on customer data.
 async fn issued(server: &ServerProcess, purpose: &str) -> String {
-    let mut client = DecisionServiceClient::new(channel(&server.url()).await);
-    let mut request = check_request(purpose, "customer-data");
-    request.issue_purpose_context = true;
-    let answer = client.check(request).await.unwrap().into_inner();
+    let answer = asked_for_context(&server.url(), purpose).await;
     assert_eq!(answer.decision(), pb::Decision::Permit);
     assert!(answer.ttl_seconds <= 60, "{answer:?}");
+    assert!(!answer.purpose_context.is_empty(), "{answer:?}");
     answer.purpose_context
 }
 
-/// GET through a sidecar's proxy with `headers`: (status, headers, body).
 fn get(sidecar: &SidecarProcess, path: &str, headers: &[&str]) -> (u16, String, String) {
-    let url = format!("{}{path}", sidecar.proxy_url());
-    let mut args = vec![];
-    for h in headers {
-        args.extend(["-H", *h]);
-    }
-    args.push(url.as_str());
-    let got = curl(&args);
-    (got.status, got.headers, got.body)
+    proxy_get(sidecar, path, headers)
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -85,45 +66,33 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn a_purpose_travels_two_hops_and_can_only_narrow() {
-    let dir = TempDir::new("purpose-context");
-    let key = dir.path().join("purpose-key.pem").display().to_string();
-    ed25519_key(&key);
-    let log = dir.path().join("decisions.log").display().to_string();
-    let server = ServerProcess::start(&["--purpose-signing-key", &key, "--decision-log", &log]);
-    let routes = repo_root().join(ROUTES).display().to_string();
-    // The second service, behind its sidecar.
-    let second = DemoService::start();
-    let second_upstream = format!("http://{}", second.grpc_addr);
-    let second_sidecar = SidecarProcess::start(
-        &server.url(),
-        &["--upstream", &second_upstream, "--routes", &routes],
-        &[],
+    // Plaintext, so any caller is an issuer (the server warns that
+    // contexts then prove nothing); purpose_attacks.rs tries mTLS issuers.
+    let log_dir = TempDir::new("purpose-context-log");
+    let log = log_dir.path().join("decisions.log").display().to_string();
+    let chain = Chain::start(
+        "purpose-context",
+        &["--purpose-context-issuers", "*", "--decision-log", &log],
     );
-    // The first, relaying to the second through that sidecar.
-    let downstream = second_sidecar.proxy_addr.to_string();
-    let first = DemoService::start_with(&["--downstream", &downstream]);
-    let first_upstream = format!("http://{}", first.grpc_addr);
-    let first_sidecar = SidecarProcess::start(
-        &server.url(),
-        &["--upstream", &first_upstream, "--routes", &routes],
-        &[],
-    );
+    let (dir, key, server) = (&chain.dir, &chain.key, &chain.server);
+    let (second, second_sidecar, first_sidecar) =
+        (&chain.second, &chain.second_sidecar, &chain.first_sidecar);
     let caller = ["x-purpose: provide", "x-subject: crm"];
 
     // The keys reach the sidecars through WatchPolicy.
-    let keys = published(&server).await;
+    let keys = published(server).await;
     assert_eq!(keys.len(), 1);
 
     // Narrowed downstream: permitted, the record comes back.
     let (status, _, body) = get(
-        &first_sidecar,
+        first_sidecar,
         "/relay/customers/c-1?purpose=provide.personalization",
         &caller,
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"id\":\"c-1\""), "{body}");
     // No purpose downstream: the inherited one.
-    let (status, _, body) = get(&first_sidecar, "/relay/customers/c-2", &caller);
+    let (status, _, body) = get(first_sidecar, "/relay/customers/c-2", &caller);
     assert_eq!(status, 200, "{body}");
     let reached = second.received();
     assert_eq!(reached, 2);
@@ -131,7 +100,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // Widened downstream: denied by the second sidecar, naming both, and
     // the second app never sees it.
     let (status, _, body) = get(
-        &first_sidecar,
+        first_sidecar,
         "/relay/customers/c-1?purpose=improve",
         &caller,
     );
@@ -162,7 +131,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
 
     // Contexts an attacker makes: tampered, expired, another key, an
     // unknown key id; each refused with its reason, never reaching the app.
-    let genuine = issued(&server, "provide").await;
+    let genuine = issued(server, "provide").await;
     // One character of the signature changed (not its last, whose low
     // bits base64 leaves unused).
     let mut tampered: Vec<char> = genuine.chars().collect();
@@ -174,11 +143,11 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
         .unwrap()
         .as_secs();
     let claims = |kid: &str, expires: u64| serde_json::json!({"k": kid, "p": "provide", "c": "customer-data", "s": "crm", "r": "x", "e": expires});
-    let expired = forge(&dir, &key, &claims(&keys[0], now - 10));
+    let expired = forge(dir, key, &claims(&keys[0], now - 10));
     let other_key = dir.path().join("other.pem").display().to_string();
     ed25519_key(&other_key);
-    let other = forge(&dir, &other_key, &claims(&keys[0], now + 60));
-    let unknown = forge(&dir, &other_key, &claims("0123456789abcdef", now + 60));
+    let other = forge(dir, &other_key, &claims(&keys[0], now + 60));
+    let unknown = forge(dir, &other_key, &claims("0123456789abcdef", now + 60));
     for (token, says, label) in [
         (
             tampered.as_str(),
@@ -196,7 +165,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     ] {
         let baggage = format!("baggage: userid=alice,purposegate={token}");
         let (status, headers, body) = get(
-            &second_sidecar,
+            second_sidecar,
             "/customers/c-1",
             &["x-purpose: provide", "x-subject: crm", &baggage],
         );
@@ -211,7 +180,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // Baggage the sidecar cannot read (bytes past ASCII): refused, not
     // passed on unread.
     let (status, headers, _) = get(
-        &second_sidecar,
+        second_sidecar,
         "/customers/c-1",
         &["x-purpose: provide", "baggage: purposegate=caf\u{e9}"],
     );
@@ -223,7 +192,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // Twice in the baggage: refused.
     let twice = format!("baggage: purposegate={genuine},purposegate={genuine}");
     let (status, _, _) = get(
-        &second_sidecar,
+        second_sidecar,
         "/customers/c-1",
         &["x-purpose: provide", &twice],
     );
@@ -236,7 +205,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // The genuine one, sent straight to the second sidecar: permitted.
     let baggage = format!("baggage: purposegate={genuine}");
     let (status, _, body) = get(
-        &second_sidecar,
+        second_sidecar,
         "/customers/c-1",
         &["x-subject: crm", &baggage],
     );
@@ -246,17 +215,17 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     let rotated = dir.path().join("rotated.pem").display().to_string();
     ed25519_key(&rotated);
     std::fs::copy(&rotated, dir.path().join("purpose-key.pem.tmp")).unwrap();
-    std::fs::rename(dir.path().join("purpose-key.pem.tmp"), &key).unwrap();
+    std::fs::rename(dir.path().join("purpose-key.pem.tmp"), key).unwrap();
     let (keys_now, _) = eventually("the server publishes the new key", || async {
-        let now = published(&server).await;
+        let now = published(server).await;
         (now.len() == 2 && now[1] == keys[0]).then_some(now)
     })
     .await;
-    let signed_new = forge(&dir, &rotated, &claims(&keys_now[0], now + 60));
+    let signed_new = forge(dir, &rotated, &claims(&keys_now[0], now + 60));
     let baggage = format!("baggage: purposegate={signed_new}");
     eventually("the sidecar verifies the new key", || async {
         let (status, _, _) = get(
-            &second_sidecar,
+            second_sidecar,
             "/customers/c-1",
             &["x-subject: crm", &baggage],
         );
@@ -266,7 +235,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // The old key's contexts still verify until they expire.
     let baggage = format!("baggage: purposegate={genuine}");
     let (status, _, _) = get(
-        &second_sidecar,
+        second_sidecar,
         "/customers/c-1",
         &["x-subject: crm", &baggage],
     );
@@ -278,7 +247,14 @@ async fn a_service_that_requires_a_context_is_reached_only_downstream() {
     let dir = TempDir::new("purpose-required");
     let key = dir.path().join("purpose-key.pem").display().to_string();
     ed25519_key(&key);
-    let server = ServerProcess::start(&["--purpose-signing-key", &key, "--decision-log", "off"]);
+    let server = ServerProcess::start(&[
+        "--purpose-signing-key",
+        &key,
+        "--purpose-context-issuers",
+        "*",
+        "--decision-log",
+        "off",
+    ]);
     let app = DemoService::start();
     let upstream = format!("http://{}", app.grpc_addr);
     let routes = repo_root().join(ROUTES).display().to_string();

@@ -15,9 +15,9 @@ use pb::customer_service_client::CustomerServiceClient;
 use purposegate_demo_service::pb;
 use purposegate_tests::{
     DemoService, Pki, Run, ServerProcess, SidecarProcess, TempDir, demo_behind_sidecar, eventually,
-    get_customer, grpcurl, metric,
+    get_customer, grpcurl, metric, tls_channel,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 const CHECK: &str =
     r#"{"purpose":"provide","subject":{"id":"crm"},"resource":{"category":"customer-data"}}"#;
@@ -260,32 +260,6 @@ fn tls_sidecar(pdp: std::net::SocketAddr, trust: &Pki, san: &str) -> (DemoServic
         ],
         &[],
     )
-}
-
-/// A channel to `addr` over TLS trusting `ca`, presenting `identity`
-/// (certificate and key files) if given; at most 3 s to connect.
-async fn tls_channel(
-    addr: std::net::SocketAddr,
-    ca: &str,
-    identity: Option<(String, String)>,
-) -> Result<Channel, tonic::transport::Error> {
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ));
-    }
-    let timeout = std::time::Duration::from_secs(3);
-    Channel::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
-        .await
 }
 
 fn mtls_stack() -> Stack {

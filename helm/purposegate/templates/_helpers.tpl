@@ -68,3 +68,15 @@ app.kubernetes.io/component: decision-server
 {{- fail "tls.enabled needs tls.secretName or tls.certManager.enabled: the server's certificate and the CA of the sidecars' certificates" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Who may obtain purpose contexts: the issuers given, or with mutual TLS the
+injected sidecars' SPIFFE IDs; empty (no one) otherwise.
+*/}}
+{{- define "purposegate.purposeContextIssuers" -}}
+{{- if .Values.purposeContexts.issuers -}}
+{{- join "," .Values.purposeContexts.issuers -}}
+{{- else if .Values.tls.enabled -}}
+{{- printf "spiffe://%s/ns/*/sa/*" .Values.purposeContexts.trustDomain -}}
+{{- end -}}
+{{- end }}

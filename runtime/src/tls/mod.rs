@@ -316,6 +316,25 @@ pub fn peer_subject(certificates: Option<&[CertificateDer<'_>]>) -> Option<Strin
     })
 }
 
+/// Every name a verified client certificate gives its holder: its URI
+/// subject alternative names (SPIFFE IDs), then its DNS ones. Empty when
+/// the peer presented no certificate or its names cannot be read (logged).
+pub fn peer_names(certificates: Option<&[CertificateDer<'_>]>) -> Vec<String> {
+    let Some(leaf) = certificates.and_then(<[_]>::first) else {
+        return Vec::new();
+    };
+    match (x509::uri_sans(leaf), x509::dns_sans(leaf)) {
+        (Ok(mut uris), Ok(dns)) => {
+            uris.extend(dns);
+            uris
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "a client certificate's SANs cannot be read; it names no one");
+            Vec::new()
+        }
+    }
+}
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,5 +1,6 @@
-//! The one thing purposegate reads out of a certificate: the URI subject
-//! alternative names, where a SPIFFE ID lives (`spiffe://trust-domain/path`).
+//! The one thing purposegate reads out of a certificate: its subject
+//! alternative names, the URI ones (where a SPIFFE ID lives,
+//! `spiffe://trust-domain/path`) and the DNS ones.
 //!
 //! rustls has verified the chain before this runs; this only walks the DER
 //! (X.509, RFC 5280 §4.1 and §4.2.1.6) to the `subjectAltName` extension.
@@ -28,6 +29,8 @@ const OCTET_STRING: u8 = 0x04;
 const EXTENSIONS: u8 = 0xa3;
 /// `uniformResourceIdentifier [6] IMPLICIT IA5String` in `GeneralName`.
 const URI_NAME: u8 = 0x86;
+/// `dNSName [2] IMPLICIT IA5String` in `GeneralName`.
+const DNS_NAME: u8 = 0x82;
 /// 2.5.29.17, `id-ce-subjectAltName`.
 const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
@@ -74,6 +77,17 @@ fn expect<'a>(
 /// The URI subject alternative names of a DER certificate, in order; empty
 /// when it has none.
 pub fn uri_sans(certificate: &[u8]) -> Result<Vec<String>, DerError> {
+    sans(certificate, URI_NAME)
+}
+
+/// The DNS subject alternative names of a DER certificate, in order.
+pub fn dns_sans(certificate: &[u8]) -> Result<Vec<String>, DerError> {
+    sans(certificate, DNS_NAME)
+}
+
+/// The subject alternative names of one kind (the `GeneralName` tag
+/// `kind`), in order.
+fn sans(certificate: &[u8], kind: u8) -> Result<Vec<String>, DerError> {
     let (certificate, _) = expect(certificate, SEQUENCE, "not a SEQUENCE")?;
     let (mut tbs, _) = expect(certificate, SEQUENCE, "no TBSCertificate")?;
     while !tbs.is_empty() {
@@ -81,13 +95,13 @@ pub fn uri_sans(certificate: &[u8]) -> Result<Vec<String>, DerError> {
         tbs = rest;
         if tag == EXTENSIONS {
             let (extensions, _) = expect(value, SEQUENCE, "extensions are not a SEQUENCE")?;
-            return extension_uris(extensions);
+            return extension_names(extensions, kind);
         }
     }
     Ok(Vec::new())
 }
 
-fn extension_uris(mut extensions: &[u8]) -> Result<Vec<String>, DerError> {
+fn extension_names(mut extensions: &[u8], kind: u8) -> Result<Vec<String>, DerError> {
     while !extensions.is_empty() {
         let (extension, rest) = expect(extensions, SEQUENCE, "extension is not a SEQUENCE")?;
         extensions = rest;
@@ -99,27 +113,27 @@ fn extension_uris(mut extensions: &[u8]) -> Result<Vec<String>, DerError> {
         if tag == BOOLEAN {
             fields = rest;
         } else if tag == OCTET_STRING {
-            return general_name_uris(value);
+            return general_names(value, kind);
         }
         let (value, _) = expect(
             fields,
             OCTET_STRING,
             "extension value is not an OCTET STRING",
         )?;
-        return general_name_uris(value);
+        return general_names(value, kind);
     }
     Ok(Vec::new())
 }
 
-fn general_name_uris(value: &[u8]) -> Result<Vec<String>, DerError> {
+fn general_names(value: &[u8], kind: u8) -> Result<Vec<String>, DerError> {
     let (mut names, _) = expect(value, SEQUENCE, "subjectAltName is not a SEQUENCE")?;
     let mut uris = Vec::new();
     while !names.is_empty() {
         let (tag, value, rest) = next_tlv(names)?;
         names = rest;
-        if tag == URI_NAME {
+        if tag == kind {
             if !value.is_ascii() {
-                return Err(DerError("URI name is not IA5 text"));
+                return Err(DerError("a name is not IA5 text"));
             }
             uris.push(String::from_utf8_lossy(value).into_owned());
         }
@@ -196,6 +210,7 @@ mod tests {
                 "urn:x".to_string()
             ])
         );
+        assert_eq!(dns_sans(&cert), Ok(vec!["localhost".to_string()]));
     }
 
     #[test]

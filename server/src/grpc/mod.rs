@@ -100,30 +100,86 @@ impl DecisionServer {
     }
 
     /// Decides one request through the decider (counted, traced, logged);
-    /// with `issue`, a permit carries a signed purpose context.
+    /// with `issue`, a permit carries a signed purpose context if the
+    /// caller (`caller`, its mTLS names) is an issuer.
     fn evaluate(
         &self,
         policy: &crate::engine::Policy,
         req: crate::engine::DecisionRequest,
         start: Instant,
         span: Option<&mut Span>,
-        issue: bool,
+        issue: Option<&CallerNames>,
     ) -> pb::CheckResponse {
-        let stated = issue.then(|| {
+        let stated = issue.map(|caller| {
             (
                 req.purpose.clone(),
                 req.resource.category.clone(),
                 req.subject.id.clone(),
+                caller,
             )
         });
         let decided = self.decider.decide(policy, req, start, span);
         let mut response = convert::response_with_reason(decided.evaluation, decided.reason);
-        if let Some((purpose, category, subject)) = stated {
+        if let Some((purpose, category, subject, caller)) = stated {
             if response.decision() == pb::Decision::Permit {
-                self.keys.attach(&mut response, purpose, category, subject);
+                self.keys
+                    .attach(&mut response, (purpose, category, subject), &caller.0);
             }
         }
         response
+    }
+}
+
+/// Who a gRPC caller is, as its connection's mutual TLS says: every name
+/// its verified certificate gives it (URI SANs, then DNS SANs); empty for
+/// a plaintext caller. Put into each request's extensions by
+/// [`Identified`], per connection.
+#[derive(Debug, Clone, Default)]
+pub struct CallerNames(pub std::sync::Arc<[String]>);
+
+fn caller_names<T>(request: &Request<T>) -> CallerNames {
+    request
+        .extensions()
+        .get::<CallerNames>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A connection's gRPC service that tells each request who the caller is
+/// ([`CallerNames`]).
+#[derive(Debug, Clone)]
+pub struct Identified<S> {
+    inner: S,
+    names: CallerNames,
+}
+
+impl<S> Identified<S> {
+    pub fn new(inner: S, names: std::sync::Arc<[String]>) -> Self {
+        Identified {
+            inner,
+            names: CallerNames(names),
+        }
+    }
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Identified<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.names.clone());
+        self.inner.call(request)
     }
 }
 
@@ -144,8 +200,9 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let start = Instant::now();
         let mut span = self.span("Check", request.metadata());
+        let caller = caller_names(&request);
         let request = request.into_inner();
-        let issue = request.issue_purpose_context;
+        let issue = request.issue_purpose_context.then_some(&caller);
         let req = convert::request(request, "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.decider.policy();
         let response = self.evaluate(&policy, req, start, span.as_mut(), issue);
@@ -159,6 +216,7 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let start = Instant::now();
         let mut span = self.span("CheckBatch", request.metadata());
+        let caller = caller_names(&request);
         let requests = request.into_inner().requests;
         self.decider.metrics().batch(requests.len());
         if let Some(span) = span.as_mut() {
@@ -197,7 +255,7 @@ impl DecisionService for DecisionServer {
         let policy = self.decider.policy();
         let responses = converted
             .into_iter()
-            .map(|(r, issue)| self.evaluate(&policy, r, start, None, issue))
+            .map(|(r, issue)| self.evaluate(&policy, r, start, None, issue.then_some(&caller)))
             .collect();
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))

@@ -66,6 +66,7 @@ pub(super) async fn forward(
         grpc,
         &downstream.peer,
         proxy.via(),
+        |dropped| proxy.baggage_trimmed(dropped),
     );
     let http2 = upstream.http2(grpc);
     // The length is the sidecar's to say, once: none for a body that does
@@ -93,6 +94,8 @@ pub(super) async fn forward(
     let supervised = proxy.supervisor().watch(Watched {
         permitted,
         closer: downstream.peer.closer.clone(),
+        // Under --dry-run nothing is ended for its decision.
+        inherited_until: permit.inherited_until.filter(|_| !proxy.dry_run()),
     });
     let outgoing = Request::from_parts(
         parts,
@@ -140,6 +143,7 @@ fn app_headers(
     grpc: bool,
     peer: &Peer,
     via: &HeaderValue,
+    trimmed: impl FnOnce(usize),
 ) {
     crate::strip::request_headers(headers, grpc, permit.request.is_none());
     for (name, value) in permit.decided_headers() {
@@ -147,23 +151,44 @@ fn app_headers(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    // The permit's purpose context goes on with the call, in its baggage,
-    // for the next hop to inherit (replacing one it came with).
-    if let Some(token) = permit
+    // The baggage is the sidecar's: the permit's purpose context first (or
+    // the one the call came with, when the permit carries none), for the
+    // next hop to inherit; look-alike keys gone; the caller's members kept
+    // within the W3C limits, so no propagator drops the entry.
+    let inherited;
+    let token = match permit
         .answer
         .as_ref()
         .map(|a| a.purpose_context.as_str())
         .filter(|t| !t.is_empty())
     {
-        let merged = purposegate_proto::context::with_entry(
+        Some(token) => Some(token),
+        None => {
+            inherited = purposegate_proto::context::baggage_entries(
+                headers
+                    .get_all("baggage")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            )
+            .first()
+            .map(|t| t.to_string());
+            inherited.as_deref()
+        }
+    };
+    if token.is_some() || headers.contains_key("baggage") {
+        let (owned, dropped) = purposegate_proto::context::owned_baggage(
             headers
                 .get_all("baggage")
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
             token,
         );
-        if let Ok(value) = HeaderValue::from_str(&merged) {
-            headers.insert("baggage", value);
+        trimmed(dropped);
+        headers.remove("baggage");
+        if let Ok(value) = HeaderValue::from_str(&owned) {
+            if !owned.is_empty() {
+                headers.insert("baggage", value);
+            }
         }
     }
     if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {

@@ -431,6 +431,7 @@ async fn a_call_refused_for_want_of_room_costs_a_small_future() {
     let downstream = Downstream::new(purposegate_runtime::listen::Peer {
         addr: "127.0.0.1:1".parse().unwrap(),
         subject: None,
+        names: Arc::from([]),
         closer: Default::default(),
     });
     let size = future_size(&|req| proxy.handle(req, &downstream));
