@@ -323,10 +323,16 @@ pub async fn run() -> Result<Network, String> {
         .status()
         .is_ok_and(|s| s.success());
     // The server and the bare RPC. With a key, permits the sidecar asks
-    // for carry a purpose context, as a deployment that uses them does.
+    // for carry a purpose context, as a deployment that uses them does
+    // (plaintext here, so any caller is an issuer).
     let mut server_args = vec!["--decision-log", "off"];
     if signed {
-        server_args.extend(["--purpose-signing-key", key.as_str()]);
+        server_args.extend([
+            "--purpose-signing-key",
+            key.as_str(),
+            "--purpose-context-issuers",
+            "*",
+        ]);
     }
     let server = ServerProcess::start(&server_args);
     out.memory.push(Memory {

@@ -163,25 +163,33 @@ pub fn baggage_entries<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str
         .collect()
 }
 
-/// The W3C Baggage limits (at most 8,192 bytes in all, 180 list-members,
-/// 4,096 bytes a member), which the OpenTelemetry SDKs apply when they
-/// read a header: past them Python's drops the whole header, Go's, Java's
-/// and Rust's drop the members past the limit or the header. What the
-/// sidecar forwards keeps within all three, so every SDK keeps all of it.
+/// What the sidecar forwards as baggage keeps within the limits every
+/// OpenTelemetry SDK applies when it reads a header, so none drops any of
+/// it: 8,192 bytes in all (W3C; past it Python's drops the whole header),
+/// 64 members (the Rust SDK's limit; W3C allows 180, Go's 180) and 4,096
+/// bytes a member (W3C).
 pub const MAX_BAGGAGE_BYTES: usize = 8192;
-pub const MAX_BAGGAGE_MEMBERS: usize = 180;
+pub const MAX_BAGGAGE_MEMBERS: usize = 64;
 pub const MAX_MEMBER_BYTES: usize = 4096;
 
-/// Whether a baggage member's key reads as `purposegate` to some reader:
-/// percent-decoded (as OpenTelemetry's propagators decode keys), any
-/// case, spaces around.
-fn looks_like_ours(key: &str) -> bool {
-    let key = key.trim();
-    if key.len() > 3 * BAGGAGE_KEY.len() {
-        return false;
-    }
-    let mut decoded = Vec::with_capacity(key.len());
+/// Whether `b` is a `tchar` (RFC 9110): what a W3C baggage key is made of.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `b` may stand in a member after its key: a W3C `baggage-octet`
+/// (no space, `"`, `,`, `;` or `\` inside a value), or what separates
+/// values and properties (`=`, `;`, spaces around them).
+fn is_member_char(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+        || matches!(b, b'=' | b';' | b' ' | b'\t')
+}
+
+/// A key as some reader may take it: `+` as a space, percent-decoded,
+/// trimmed of whitespace (Unicode's too), in lower case.
+fn as_read(key: &str) -> String {
     let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         let hex = |at: usize| {
@@ -195,24 +203,41 @@ fn looks_like_ours(key: &str) -> bool {
                 decoded.push(h * 16 + l);
                 i += 3;
             }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
             _ => {
                 decoded.push(b);
                 i += 1;
             }
         }
     }
-    decoded
-        .trim_ascii()
-        .eq_ignore_ascii_case(BAGGAGE_KEY.as_bytes())
+    String::from_utf8_lossy(&decoded).trim().to_lowercase()
+}
+
+/// Whether a caller's baggage member goes on: a W3C member (its key a
+/// token, the rest baggage octets) that no reader could take for ours (its
+/// key, however decoded, does not hold `purposegate`). Anything else is
+/// dropped, so nothing an SDK would re-encode, reject or read as our entry
+/// reaches the app.
+fn passes(member: &str) -> bool {
+    let (key, rest) = member.split_once('=').unwrap_or((member, ""));
+    let key = key.trim_matches([' ', '\t']);
+    !key.is_empty()
+        && key.bytes().all(is_token_char)
+        && rest.bytes().all(is_member_char)
+        && !as_read(key).contains(BAGGAGE_KEY)
 }
 
 /// The `baggage` a permitted call is forwarded with, the sidecar's own:
 /// the `purposegate` entry first (`token`; none when the call carries no
 /// context), then the caller's other members in order while they fit the
-/// W3C limits (a member too long, or one past the count or the bytes, is
-/// dropped); every member whose key reads as `purposegate` in any
-/// spelling is dropped. Returns the value (empty: send none) and how many
-/// of the caller's members were dropped for the limits.
+/// limits above (a member too long, or one past the count or the bytes, is
+/// dropped); every member that is not a clean W3C member, or whose key
+/// could be read as `purposegate` in any spelling, is dropped. Returns the
+/// value (empty: send none) and how many of the caller's members were
+/// dropped.
 pub fn owned_baggage<'a>(
     values: impl Iterator<Item = &'a str>,
     token: Option<&str>,
@@ -230,12 +255,15 @@ pub fn owned_baggage<'a>(
         if member.is_empty() {
             continue;
         }
-        let key = member.split(['=', ';']).next().unwrap_or("");
-        if looks_like_ours(key) {
+        let own = member
+            .split_once('=')
+            .is_some_and(|(key, _)| key.trim() == BAGGAGE_KEY);
+        if own {
             continue;
         }
         let grown = out.len() + usize::from(!out.is_empty()) + member.len();
-        if member.len() > MAX_MEMBER_BYTES
+        if !passes(member)
+            || member.len() > MAX_MEMBER_BYTES
             || members >= MAX_BAGGAGE_MEMBERS
             || grown > MAX_BAGGAGE_BYTES
         {
@@ -347,6 +375,13 @@ mod tests {
             " purposegate =x",
             "purposegate%20=x",
             "PURPOSEGATE;p=1",
+            "%20%20%20%20%20%20%20%20%20%20purposegate=x",
+            "%C2%A0purposegate=x",
+            "purposegate+=x",
+            "purposegate_v2=x",
+            "a b=x",
+            "quoted=\"x\"",
+            "back=x\\y",
         ] {
             let (out, _) = owned_baggage([alike, "keep=1"].into_iter(), Some("t"));
             assert_eq!(out, "purposegate=t,keep=1", "{alike}");
@@ -365,6 +400,12 @@ mod tests {
         assert!(out.len() <= MAX_BAGGAGE_BYTES, "{}", out.len());
         assert!(out.split(',').count() <= MAX_BAGGAGE_MEMBERS);
         assert!(!out.contains("huge="));
-        assert!(dropped > 200, "{dropped}");
+        assert!(dropped > 300, "{dropped}");
+        // Members with properties and encoded values pass as they are.
+        let (out, dropped) = owned_baggage(["userid=al%20ice;p=1", "n=1"].into_iter(), Some("t"));
+        assert_eq!(
+            (out.as_str(), dropped),
+            ("purposegate=t,userid=al%20ice;p=1,n=1", 0)
+        );
     }
 }

@@ -37,8 +37,9 @@ use crate::signing::Signer;
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Who may obtain purpose contexts: globs over the mTLS identities of the
-/// callers (their certificate's SPIFFE IDs and DNS names), `*` for anyone,
-/// plaintext callers included.
+/// callers (their certificate's one SPIFFE ID, its DNS names that are
+/// plain host names), `*` for anyone, plaintext callers included. In a glob,
+/// `*` and `?` stay inside one `/`-separated segment.
 #[derive(Debug, Clone, Default)]
 pub struct Issuers {
     globs: Vec<String>,
@@ -72,12 +73,22 @@ impl Issuers {
         }
         names
             .iter()
-            .find(|name| {
-                self.globs
-                    .iter()
-                    .any(|glob| purposegate_engine::glob(glob, name))
-            })
+            .find(|name| self.globs.iter().any(|glob| segment_glob(glob, name)))
             .map(String::as_str)
+    }
+}
+
+/// A glob whose `*` and `?` stay inside one `/`-separated segment, so
+/// `spiffe://td/ns/*/sa/pep` is not also `spiffe://td/ns/a/sa/b/sa/pep`.
+fn segment_glob(glob: &str, name: &str) -> bool {
+    let mut globs = glob.split('/');
+    let mut parts = name.split('/');
+    loop {
+        match (globs.next(), parts.next()) {
+            (None, None) => return true,
+            (Some(g), Some(p)) if purposegate_engine::glob(g, p) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -224,10 +235,10 @@ impl PurposeKeys {
             key_id: signer.key_id().to_string(),
             purpose,
             category,
-            subject,
+            subject: bounded(subject),
             revision: response.policy_revision.clone(),
             expires: now + self.ttl.as_secs(),
-            issuer: issuer.to_string(),
+            issuer: bounded(issuer.to_string()),
         };
         let token = context::encode(&claims, |m| signer.sign_raw(m));
         if token.len() > context::MAX_TOKEN_BYTES {
@@ -363,6 +374,23 @@ impl PurposeKeys {
     }
 }
 
+/// A name as a context writes it: itself, or past 256 bytes `sha256:` and
+/// the hex of its digest (the purpose and category are ids of at most 256
+/// bytes already), so no caller can make a token too long to issue.
+fn bounded(name: String) -> String {
+    use sha2::Digest as _;
+    if name.len() <= 256 {
+        return name;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 fn published(signer: &Signer) -> pb::PurposeContextKey {
     pb::PurposeContextKey {
         key_id: signer.key_id().to_string(),
@@ -373,6 +401,17 @@ fn published(signer: &Signer) -> pb::PurposeContextKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_written_as_their_digest() {
+        assert_eq!(bounded("crm".into()), "crm");
+        let long = "\\".repeat(2048);
+        let written = bounded(long);
+        assert!(
+            written.starts_with("sha256:") && written.len() == 71,
+            "{written}"
+        );
+    }
 
     #[test]
     fn issuers_are_callers_whose_names_match() {

@@ -127,16 +127,29 @@ fn to_remove(headers: &[(&str, &[u8])]) -> Vec<String> {
     names
 }
 
-/// Judges the request Envoy describes, as the proxy would judge it; the
-/// names Envoy must remove if it goes through.
+/// What Envoy is told to change if the call goes through: the names to
+/// remove, and the baggage to set (the sidecar's own, as the proxy
+/// forwards it: the context the call came with first, no look-alikes,
+/// within the limits; `Some("")` removes it).
+#[derive(Debug, Default)]
+struct Rewrite {
+    remove: Vec<String>,
+    baggage: Option<String>,
+}
+
+/// Judges the request Envoy describes, as the proxy would judge it; what
+/// Envoy must change if it goes through.
 async fn judge_described(
     authz: &ExtAuthz,
     http: &HttpRequest,
     certified_subject: Option<&str>,
     parent: &opentelemetry::Context,
-) -> (Enforcement, Vec<String>) {
+) -> (Enforcement, Rewrite) {
     let headers = described_headers(http);
-    let remove = to_remove(&headers);
+    let mut rewrite = Rewrite {
+        remove: to_remove(&headers),
+        baggage: None,
+    };
     let (raw_path, query) = match http.path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (http.path.as_str(), None),
@@ -160,7 +173,7 @@ async fn judge_described(
                 .unwrap_or("");
             return (
                 refused_before_asking(&authz.gate, parent, purpose, raw_path, refusal),
-                remove,
+                rewrite,
             );
         }
     };
@@ -169,12 +182,24 @@ async fn judge_described(
         certified_subject,
         issue_context: false,
     };
-    (judge(&authz.gate, &call, parent).await, remove)
+    if !reading.baggage.is_empty() {
+        let values = || reading.baggage.iter().copied();
+        let inherited = purposegate_proto::context::baggage_entries(values());
+        let (owned, dropped) =
+            purposegate_proto::context::owned_baggage(values(), inherited.first().copied());
+        authz.gate.inheritance.trimmed(dropped);
+        rewrite.baggage = Some(owned);
+    }
+    (judge(&authz.gate, &call, parent).await, rewrite)
 }
 
 /// Envoy's answer for a call that goes through: the decided values set,
 /// every other spelling of them removed.
-fn let_through(permit: &Permit, reserved: Vec<String>) -> CheckResponse {
+fn let_through(permit: &Permit, rewrite: Rewrite) -> CheckResponse {
+    let Rewrite {
+        remove: reserved,
+        baggage,
+    } = rewrite;
     let decided = permit.decided_headers();
     let mut ok = OkHttpResponseBuilder::new();
     for (name, value) in &decided {
@@ -186,6 +211,18 @@ fn let_through(permit: &Permit, reserved: Vec<String>) -> CheckResponse {
         );
     }
     let mut remove: Vec<String> = Vec::new();
+    match baggage {
+        Some(baggage) if baggage.is_empty() => remove.push("baggage".to_string()),
+        Some(baggage) => {
+            ok.add_header(
+                "baggage",
+                baggage,
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        None => {}
+    }
     for name in reserved {
         // Only what is not set again: Envoy may remove after it sets.
         let decided_now = decided.iter().any(|(n, _)| *n == name);
@@ -238,9 +275,9 @@ impl Authorization for ExtAuthz {
         let parent = self
             .gate
             .parent(|| purposegate_runtime::telemetry::parent_context_of(&http.headers));
-        let (judgement, reserved) = judge_described(self, http, certified_subject, &parent).await;
+        let (judgement, rewrite) = judge_described(self, http, certified_subject, &parent).await;
         let response = match judgement {
-            Enforcement::LetThrough(permit) => let_through(&permit, reserved),
+            Enforcement::LetThrough(permit) => let_through(&permit, rewrite),
             Enforcement::Deny(refusal) => denied(&refusal),
         };
         Ok(Response::new(response))

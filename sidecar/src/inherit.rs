@@ -52,6 +52,10 @@ pub struct Inheritance {
     verified_bytes: AtomicUsize,
     /// `--require-purpose-context`.
     pub require: bool,
+    /// `--purpose-context-from`: the issuers (the PEPs a context names,
+    /// `i`) whose contexts this service accepts; empty: any the server
+    /// signed for.
+    from: Vec<String>,
     metrics: ContextMetrics,
 }
 
@@ -62,8 +66,42 @@ impl Inheritance {
             verified: dashmap::DashMap::new(),
             verified_bytes: AtomicUsize::new(0),
             require,
+            from: Vec::new(),
             metrics,
         }
+    }
+
+    /// Accepts only contexts issued to a PEP matching one of `globs`
+    /// (`--purpose-context-from`; empty: any).
+    pub fn from_issuers(mut self, globs: &[String]) -> Self {
+        self.from = globs
+            .iter()
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .collect();
+        self
+    }
+
+    /// The verified `claims`, unless their issuer is not one this service
+    /// accepts contexts from.
+    fn accepted(&self, claims: Arc<Claims>) -> Result<Option<Arc<Claims>>, String> {
+        if self.from.is_empty()
+            || self
+                .from
+                .iter()
+                .any(|glob| purposegate_engine::glob(glob, &claims.issuer))
+        {
+            self.metrics.inherited.inc();
+            return Ok(Some(claims));
+        }
+        self.metrics
+            .refused
+            .get_or_create(&ReasonLabel { reason: "issuer" })
+            .inc();
+        Err(format!(
+            "the purpose context (baggage `purposegate`) was issued to `{}`, not to a PEP this service takes contexts from (--purpose-context-from); the call is denied",
+            claims.issuer
+        ))
     }
 
     /// The keys the server published (`GetPolicy`, `WatchPolicy`).
@@ -96,17 +134,15 @@ impl Inheritance {
             .as_secs();
         if let Some(claims) = self.verified.get(token).map(|c| c.clone()) {
             if claims.expires >= now {
-                self.metrics.inherited.inc();
-                return Ok(Some(claims));
+                return self.accepted(claims);
             }
             self.verified.remove(token);
         }
         match self.keys.load().verify(token, now) {
             Ok(claims) => {
-                self.metrics.inherited.inc();
                 let claims = Arc::new(claims);
                 self.remember(token, &claims);
-                Ok(Some(claims))
+                self.accepted(claims)
             }
             Err(refused) => {
                 self.count(refused);
@@ -190,5 +226,20 @@ mod tests {
         assert!(inheritance.read(&[&baggage]).is_err());
         // None in the baggage: none inherited.
         assert_eq!(inheritance.read(&["userid=alice"]).unwrap(), None);
+        // Only from the PEPs this service takes contexts from.
+        let picky = Inheritance::new(false, ContextMetrics::default())
+            .from_issuers(&["spiffe://shop/ns/a/sa/*".to_string()]);
+        picky.set_keys(&published);
+        let refused = picky.read(&[&baggage]).unwrap_err();
+        assert!(refused.contains("--purpose-context-from"), "{refused}");
+        let mut from_a = claims.clone();
+        from_a.issuer = "spiffe://shop/ns/a/sa/sidecar".into();
+        let token = context::encode(&from_a, |m| key.sign(m).as_ref().to_vec());
+        assert!(
+            picky
+                .read(&[&format!("purposegate={token}")])
+                .unwrap()
+                .is_some()
+        );
     }
 }

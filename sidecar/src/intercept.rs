@@ -84,7 +84,20 @@ pub async fn judge(gate: &Gate, call: &Call<'_, '_, '_>, parent: &Context) -> En
     match check_request(call, inherited.as_deref(), &gate.inheritance) {
         Ok(check) => {
             let lookup = gate.ask(&check, parent).await;
-            let mut enforcement = enforce(gate, &reading.path, Some(check), permitted(lookup));
+            let outcome = permitted(lookup).and_then(|answer| {
+                // A hop that passes contexts on and inherited one must pass
+                // on its own, no wider than its permit: without one, the
+                // next hop would get the wider ceiling, or none.
+                if call.issue_context && inherited.is_some() && answer.purpose_context.is_empty() {
+                    Err(Refusal::refused(
+                        "the call inherited a purpose context, and the decision point signed none for this hop (not among its issuers, or no key); a ceiling is never passed on wider than a hop's permit, so the call is denied"
+                            .to_string(),
+                    ))
+                } else {
+                    Ok(answer)
+                }
+            });
+            let mut enforcement = enforce(gate, &reading.path, Some(check), outcome);
             if let Enforcement::LetThrough(permit) = &mut enforcement {
                 permit.inherited_until = inherited.map(|claims| claims.expires);
             }

@@ -75,6 +75,17 @@ struct Args {
     /// downstream of a permitted call. Per route: `requirePurposeContext`.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_REQUIRE_PURPOSE_CONTEXT")]
     require_purpose_context: bool,
+    /// Accept purpose contexts only when issued to one of these PEPs
+    /// (globs over the issuer a context names: the mTLS identity of the
+    /// sidecar that asked for it); others are refused [default: any the
+    /// server signed].
+    #[arg(
+        long,
+        env = "PURPOSEGATE_SIDECAR_PURPOSE_CONTEXT_FROM",
+        value_name = "GLOBS",
+        value_delimiter = ','
+    )]
+    purpose_context_from: Vec<String>,
     /// The decision server (PDP).
     #[arg(
         long,
@@ -377,10 +388,13 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
     };
     let pdp = Pdp::new(&args.pdp, args.pdp_timeout, pdp_tls)?;
     let (revisions_tx, revisions) = watch::channel(None);
-    let inheritance = Arc::new(purposegate_sidecar::inherit::Inheritance::new(
-        args.require_purpose_context,
-        metrics.contexts.clone(),
-    ));
+    let inheritance = Arc::new(
+        purposegate_sidecar::inherit::Inheritance::new(
+            args.require_purpose_context,
+            metrics.contexts.clone(),
+        )
+        .from_issuers(&args.purpose_context_from),
+    );
     pdp.follow_revisions(
         cache.clone(),
         purposes.clone(),

@@ -217,8 +217,8 @@ fn purpose_contexts_are_signed_for_the_sidecars_only() {
     for arg in [
         "--purpose-signing-key=/etc/purposegate/purpose-key/key.pem",
         "--purpose-context-ttl=30s",
-        // With mutual TLS: the injected sidecars' SPIFFE IDs.
-        "--purpose-context-issuers=spiffe://cluster.local/ns/*/sa/*",
+        // The sidecars' own identity, which no app holds.
+        "--purpose-context-issuers=spiffe://cluster.local/purposegate-sidecar/*",
     ] {
         assert!(args.contains(arg), "{arg}: {args}");
     }
@@ -229,10 +229,17 @@ fn purpose_contexts_are_signed_for_the_sidecars_only() {
         "{}",
         server["volumes"]
     );
-    // Without a key, nothing of it; without TLS, no issuer unless given.
+    // Without a key, nothing of it.
     let docs = render("helm/purposegate/ci/default-values.yaml").unwrap();
     let args = object(&docs, "Deployment", "purposegate")["spec"]["template"]["spec"]["containers"]
         [0]["args"]
         .to_string();
     assert!(!args.contains("--purpose"), "{args}");
+    // A key without issuers: no default could tell a sidecar from its app.
+    let refused =
+        render("tests/fixtures/helm/purpose-key-without-issuers-values.yaml").unwrap_err();
+    assert!(
+        refused.contains("purposeContexts.issuers must name"),
+        "{refused}"
+    );
 }

@@ -28,6 +28,16 @@ use purposegate_tests::{
 
 const ROUTES: &str = "examples/customer-service/routes.yaml";
 
+/// A sidecar asking `server` in front of the demo service's gRPC face,
+/// with the example routes and `extra` flags.
+fn demo_sidecar(server: &str, app: &DemoService, extra: &[&str]) -> SidecarProcess {
+    let routes = repo_root().join(ROUTES).display().to_string();
+    let upstream = format!("http://{}", app.grpc_addr);
+    let mut args = vec!["--upstream", &upstream, "--routes", &routes];
+    args.extend_from_slice(extra);
+    SidecarProcess::start(server, &args, &[])
+}
+
 fn not_issued(server: &ServerProcess, reason: &str) -> f64 {
     metric(
         &server.metrics(),
@@ -94,9 +104,19 @@ async fn only_the_peps_the_server_knows_obtain_a_context() {
             "URI:spiffe://shop.test/ns/shop/sa/sidecar",
             Some("spiffe://shop.test/ns/shop/sa/sidecar"),
         ),
-        ("pep", "DNS:pep.shop.test", Some("pep.shop.test")),
+        ("pep", "DNS:PEP.shop.test", Some("pep.shop.test")),
+        // A DNS name that is no host name names no one, though it spells
+        // a sidecar's SPIFFE ID.
+        ("posing", "DNS:spiffe://shop.test/ns/shop/sa/sidecar", None),
         ("app", "URI:spiffe://shop.test/ns/shop/sa/app", None),
         ("other", "DNS:app.shop.test", None),
+        // Two URIs name no one; a URI below a sidecar's is not one.
+        (
+            "two",
+            "URI:spiffe://shop.test/ns/shop/sa/sidecar,URI:spiffe://x/y",
+            None,
+        ),
+        ("deep", "URI:spiffe://shop.test/ns/a/sa/b/sa/sidecar", None),
     ] {
         let answer = ask(trust.issue(name, san)).await;
         assert_eq!(answer.decision(), pb::Decision::Permit, "{name}");
@@ -167,6 +187,18 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
             "an encoded key after many members",
             format!("{many},purposegat%65={}", wide.purpose_context),
         ),
+        (
+            "a key past encoded spaces",
+            format!("{}purposegate={}", "%20".repeat(12), wide.purpose_context),
+        ),
+        (
+            "a key past a no-break space",
+            format!("%C2%A0purposegate={}", wide.purpose_context),
+        ),
+        (
+            "a key with a plus",
+            format!("purposegate+={}", wide.purpose_context),
+        ),
     ];
     let reached = chain.second.received();
     for (what, baggage) in &stuffings {
@@ -198,6 +230,22 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
         reached + stuffings.len(),
         "only the narrowed calls reached the second app"
     );
+    // A subject made to make the context too long to sign: written as its
+    // digest, the context is issued and the ceiling holds.
+    let long_subject = format!("x-subject: {}", "\\".repeat(2000));
+    let headers = ["x-purpose: provide", long_subject.as_str()];
+    let (status, _, body) = proxy_get(
+        &chain.first_sidecar,
+        "/relay/customers/c-1?purpose=improve",
+        &headers,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = proxy_get(
+        &chain.first_sidecar,
+        "/relay/customers/c-1?purpose=provide.personalization",
+        &headers,
+    );
+    assert_eq!(status, 200, "{body}");
     assert!(
         metric(
             &chain.first_sidecar.metrics(),
@@ -232,16 +280,9 @@ fn ext_authz_finds_the_ceiling_in_any_baggage_header() {
     eventually_blocking(|| !runtime.block_on(published_keys(&server.url())).is_empty());
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
     let ceiling = format!("purposegate={token}");
-    for place in 0..3 {
-        let mut headers = vec![serde_json::json!({"key": "x-purpose", "rawValue": b64("improve")})];
-        for i in 0..3 {
-            let value = if i == place {
-                ceiling.clone()
-            } else {
-                format!("other{i}=x")
-            };
-            headers.push(serde_json::json!({"key": "baggage", "rawValue": b64(&value)}));
-        }
+    // grpcurl asks the sidecar's ext_authz about a GET of a customer with
+    // these headers.
+    let ext_authz = |headers: &[serde_json::Value]| -> serde_json::Value {
         let check = serde_json::json!({"attributes": {"request": {"http": {
             "method": "GET", "path": "/customers/c-1", "headerMap": {"headers": headers}
         }}}});
@@ -256,7 +297,19 @@ fn ext_authz_finds_the_ceiling_in_any_baggage_header() {
             None,
         );
         assert_eq!(run.code, Some(0), "{run:?}");
-        let answer: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    for place in 0..3 {
+        let mut headers = vec![serde_json::json!({"key": "x-purpose", "rawValue": b64("improve")})];
+        for i in 0..3 {
+            let value = if i == place {
+                ceiling.clone()
+            } else {
+                format!("other{i}=x")
+            };
+            headers.push(serde_json::json!({"key": "baggage", "rawValue": b64(&value)}));
+        }
+        let answer = ext_authz(&headers);
         assert_eq!(
             answer["status"]["code"], 7,
             "ceiling in header {place}: {answer}"
@@ -266,6 +319,21 @@ fn ext_authz_finds_the_ceiling_in_any_baggage_header() {
             "ceiling in header {place}: {answer}"
         );
     }
+    // Let through, the call goes on with the sidecar's baggage: ours
+    // first, a look-alike gone.
+    let headers = [
+        serde_json::json!({"key": "x-purpose", "rawValue": b64("provide")}),
+        serde_json::json!({"key": "baggage", "rawValue": b64("purposegat%65=v1.x.y,a=1")}),
+        serde_json::json!({"key": "baggage", "rawValue": b64(&ceiling)}),
+    ];
+    let answer = ext_authz(&headers);
+    let set = answer["okResponse"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["header"]["key"] == "baggage")
+        .unwrap_or_else(|| panic!("no baggage set: {answer}"));
+    assert_eq!(set["header"]["value"], format!("{ceiling},a=1"), "{answer}");
 }
 
 fn eventually_blocking(mut done: impl FnMut() -> bool) {
@@ -328,17 +396,7 @@ async fn an_open_stream_ends_when_its_inherited_context_expires() {
     let dir = TempDir::new("stream-ceiling");
     let (server, _) = signing_server(&dir, &["--purpose-context-ttl", "3s"]);
     let app = DemoService::start();
-    let routes = repo_root().join(ROUTES).display().to_string();
-    let sidecar = SidecarProcess::start(
-        &server.url(),
-        &[
-            "--upstream",
-            &format!("http://{}", app.grpc_addr),
-            "--routes",
-            &routes,
-        ],
-        &[],
-    );
+    let sidecar = demo_sidecar(&server.url(), &app, &[]);
     let token = asked_for_context(&server.url(), "provide")
         .await
         .purpose_context;
@@ -384,4 +442,77 @@ async fn an_open_stream_ends_when_its_inherited_context_expires() {
         (-0.1..=1.1).contains(&late),
         "ended {late:.2} s after the expiry"
     );
+}
+
+#[tokio::test]
+async fn a_service_takes_contexts_only_from_the_peps_it_names() {
+    // Contexts from a plaintext server name no issuer: a service that takes
+    // them only from its named PEPs refuses them; one that names none
+    // takes them.
+    let dir = TempDir::new("context-from");
+    let (server, _) = signing_server(&dir, &[]);
+    let app = DemoService::start();
+    let picky = demo_sidecar(
+        &server.url(),
+        &app,
+        &[
+            "--purpose-context-from",
+            "spiffe://shop.test/ns/orders/sa/*",
+        ],
+    );
+    let open = demo_sidecar(&server.url(), &app, &[]);
+    let token = asked_for_context(&server.url(), "provide")
+        .await
+        .purpose_context;
+    let baggage = format!("baggage: purposegate={token}");
+    let (status, _, _) = eventually("the open service takes it", || async {
+        let got = proxy_get(&open, "/customers/c-1", &["x-subject: crm", &baggage]);
+        (got.0 == 200).then_some(got)
+    })
+    .await
+    .0;
+    assert_eq!(status, 200);
+    let (status, headers, _) = proxy_get(&picky, "/customers/c-1", &["x-subject: crm", &baggage]);
+    assert_eq!(status, 403, "{headers}");
+    assert!(headers.contains("--purpose-context-from"), "{headers}");
+    assert!(
+        metric(
+            &picky.metrics(),
+            "purposegate_sidecar_purpose_contexts_refused_total{reason=\"issuer\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_hop_that_cannot_pass_a_context_on_does_not_pass_the_call_on() {
+    // Two servers with one key: the first signs for anyone, the second for
+    // no one. A sidecar asking the second verifies a context the first
+    // signed, but gets none of its own to pass on: the call is denied
+    // rather than sent on with the wider ceiling it came with.
+    let dir = TempDir::new("no-onward-context");
+    let (signer, key) = signing_server(&dir, &[]);
+    let silent = ServerProcess::start(&["--purpose-signing-key", &key, "--decision-log", "off"]);
+    let app = DemoService::start();
+    let sidecar = demo_sidecar(&silent.url(), &app, &[]);
+    let token = asked_for_context(&signer.url(), "provide")
+        .await
+        .purpose_context;
+    let baggage = format!("baggage: purposegate={token}");
+    let (status, headers, _) = eventually("the sidecar knows the key", || async {
+        let got = proxy_get(&sidecar, "/customers/c-1", &["x-subject: crm", &baggage]);
+        (got.0 == 403 && got.1.contains("signed none for this hop")).then_some(got)
+    })
+    .await
+    .0;
+    assert_eq!(status, 403, "{headers}");
+    assert_eq!(app.received(), 0);
+    // Without a context the same call is judged as ever.
+    let (status, _, _) = proxy_get(
+        &sidecar,
+        "/customers/c-1",
+        &["x-purpose: provide", "x-subject: crm"],
+    );
+    assert_eq!(status, 200);
 }

@@ -70,13 +70,13 @@ app.kubernetes.io/component: decision-server
 {{- end }}
 
 {{/*
-Who may obtain purpose contexts: the issuers given, or with mutual TLS the
-injected sidecars' SPIFFE IDs; empty (no one) otherwise.
+Who may obtain purpose contexts: the issuers given. A signing key without
+them refuses to render: a pod's own SPIFFE ID is its app's too, so no
+default can tell a sidecar from the app beside it.
 */}}
 {{- define "purposegate.purposeContextIssuers" -}}
-{{- if .Values.purposeContexts.issuers -}}
-{{- join "," .Values.purposeContexts.issuers -}}
-{{- else if .Values.tls.enabled -}}
-{{- printf "spiffe://%s/ns/*/sa/*" .Values.purposeContexts.trustDomain -}}
+{{- if not .Values.purposeContexts.issuers -}}
+{{- fail "purposeContexts.issuers must name the PEPs' identities (a sidecar identity no app holds, e.g. spiffe://<trust-domain>/purposegate-sidecar/*, or a DNS name), or [\"*\"] for any caller: contexts signed for a pod's own SPIFFE ID prove nothing, as its app holds it too" -}}
 {{- end -}}
+{{- join "," .Values.purposeContexts.issuers -}}
 {{- end }}

@@ -316,23 +316,41 @@ pub fn peer_subject(certificates: Option<&[CertificateDer<'_>]>) -> Option<Strin
     })
 }
 
-/// Every name a verified client certificate gives its holder: its URI
-/// subject alternative names (SPIFFE IDs), then its DNS ones. Empty when
-/// the peer presented no certificate or its names cannot be read (logged).
+/// The names a verified client certificate gives its holder: its URI
+/// subject alternative name (the SPIFFE ID) when it has exactly one, as
+/// for [`peer_subject`], then each DNS one that is a plain host name
+/// (letters, digits, `-` and `.`, lowercased; a wildcard or anything else
+/// names no one), so a DNS name can never pass for a URI. Empty when the
+/// peer presented no certificate or its names cannot be read (logged).
 pub fn peer_names(certificates: Option<&[CertificateDer<'_>]>) -> Vec<String> {
     let Some(leaf) = certificates.and_then(<[_]>::first) else {
         return Vec::new();
     };
     match (x509::uri_sans(leaf), x509::dns_sans(leaf)) {
-        (Ok(mut uris), Ok(dns)) => {
-            uris.extend(dns);
-            uris
+        (Ok(uris), Ok(dns)) => {
+            let mut names = if uris.len() == 1 { uris } else { Vec::new() };
+            names.extend(dns.iter().filter_map(|name| host_name(name)));
+            names
         }
         (Err(e), _) | (_, Err(e)) => {
             warn!(error = %e, "a client certificate's SANs cannot be read; it names no one");
             Vec::new()
         }
     }
+}
+
+/// A DNS subject alternative name as a host name a glob can match:
+/// lowercased, only letters, digits, `-` and `.`, at most 253 bytes.
+fn host_name(name: &str) -> Option<String> {
+    let plain = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !plain {
+        warn!(name = %name.escape_debug(), "a client certificate's DNS name is no plain host name; it names no one");
+    }
+    plain.then(|| name.to_ascii_lowercase())
 }
 
 /// How long a client may take over its TLS handshake.

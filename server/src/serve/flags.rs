@@ -127,9 +127,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PURPOSEGATE_PURPOSE_SIGNING_KEY", value_name = "PEM")]
     pub purpose_signing_key: Option<PathBuf>,
     /// Who may obtain purpose contexts: globs over the mTLS identities of
-    /// callers (SPIFFE ID or DNS name of their certificate), the PEPs;
-    /// `*` for any caller, plaintext ones included (contexts then prove
-    /// nothing) [default: none, so no context is issued].
+    /// callers, the PEPs: their certificate's one SPIFFE ID, or one of its
+    /// DNS names (`*` stays inside one `/` segment); `*` alone for any
+    /// caller, plaintext ones included
+    /// (contexts then prove nothing) [default: none, so none is issued].
     #[arg(
         long,
         env = "PURPOSEGATE_PURPOSE_CONTEXT_ISSUERS",
