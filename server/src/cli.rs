@@ -1,5 +1,8 @@
 //! The command line: `validate`, `test` and `check`.
 
+mod replay;
+mod verify_log;
+
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -90,26 +93,17 @@ enum Command {
         #[arg(required = true, value_name = "LOG")]
         logs: Vec<PathBuf>,
     },
-    /// Check the decision log's hash chain and signed checkpoints. Give
-    /// the files in order (rotated ones first). Prints OK with the count
-    /// and head hash and exits 0; exits 1 naming the first line that was
-    /// edited, removed, inserted, reordered or cut short, or a checkpoint
-    /// whose signature does not hold; 2 if a file cannot be read.
-    VerifyLog {
-        /// Ed25519 public key (SubjectPublicKeyInfo PEM) the checkpoints
-        /// must be signed with (repeatable; without it, checkpoints are
-        /// counted, not verified).
-        #[arg(long = "public-key", value_name = "PEM")]
-        public_keys: Vec<PathBuf>,
-        /// Decision log files, oldest first.
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
+    /// Check the decision log's hash chain, signed checkpoints and what
+    /// every restart left out. Give the files in order (rotated ones
+    /// first). Prints OK with the count and head hash and exits 0; exits 1
+    /// on a finding, typed: edited, removed, inserted, reordered,
+    /// truncated, unsigned or forged; 2 if a file cannot be read.
+    VerifyLog(verify_log::VerifyLogArgs),
 }
 
 /// How a report is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ReportFormat {
+pub(crate) enum ReportFormat {
     Text,
     Json,
 }
@@ -221,22 +215,22 @@ pub fn run(cli: Cli) -> ExitCode {
             policy,
             format,
             logs,
-        }) => replay(&policy, format, &logs),
-        Some(Command::VerifyLog { public_keys, files }) => verify_log(&public_keys, &files),
+        }) => replay::replay(&policy, format, &logs),
+        Some(Command::VerifyLog(args)) => verify_log::verify_log(args),
         None => serve::run(cli.serve),
     }
 }
 
 /// Writes a line to stdout; a closed pipe is not worth a panic.
-fn out(line: &str) {
+pub(crate) fn out(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
-fn err(line: &str) {
+pub(crate) fn err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-fn report_policy_error(e: &PolicyError) {
+pub(crate) fn report_policy_error(e: &PolicyError) {
     match e {
         PolicyError::Invalid(diagnostics) => {
             for d in diagnostics
@@ -498,97 +492,6 @@ impl From<&RequestFlags> for DecisionRequest {
     }
 }
 
-fn verify_log(public_keys: &[PathBuf], files: &[PathBuf]) -> ExitCode {
-    use purposegate_server::audit::verify;
-    use purposegate_server::signing::PublicKey;
-    let keys: Result<Vec<PublicKey>, String> = public_keys
-        .iter()
-        .map(|p| PublicKey::from_file(p))
-        .collect();
-    let keys = match keys {
-        Ok(k) => k,
-        Err(e) => {
-            err(&format!("error: --public-key {e}"));
-            return ExitCode::from(2);
-        }
-    };
-    let v = match verify::verify(files, &keys) {
-        Ok(v) => v,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(2);
-        }
-    };
-    for f in &v.files {
-        if f.lines > 0 {
-            out(&format!(
-                "{}: {}, seq {} to {}",
-                f.path.display(),
-                plural(f.lines as usize, "line", "lines"),
-                f.first_seq,
-                f.last_seq
-            ));
-        } else if v.broken.as_ref().is_none_or(|b| b.path != f.path) {
-            out(&format!("{}: empty", f.path.display()));
-        }
-    }
-    if let Some(broken) = &v.broken {
-        out(&format!("FAIL: {broken}"));
-        out(&format!(
-            "verified before it: {}",
-            plural(v.lines as usize, "line", "lines")
-        ));
-        return ExitCode::FAILURE;
-    }
-    let files_word = plural(v.files.len(), "file", "files");
-    if v.lines == 0 {
-        out(&format!("FAIL: {files_word} with no line to verify"));
-        return ExitCode::FAILURE;
-    }
-    let from = if v.follows_seq > 0 {
-        format!(" (continuing seq {} of a file not given)", v.follows_seq)
-    } else {
-        String::new()
-    };
-    out(&format!(
-        "OK: {} in {files_word}, seq {} to {}{from}",
-        plural(v.lines as usize, "line", "lines"),
-        v.follows_seq.saturating_add(1),
-        v.head.seq,
-    ));
-    out(&format!("head: {}", v.head.head));
-    let tail = if v.unsigned_tail > 0 {
-        format!(
-            "; the last {} after the last checkpoint {} not signed yet",
-            plural(v.unsigned_tail as usize, "line", "lines"),
-            if v.unsigned_tail == 1 { "is" } else { "are" }
-        )
-    } else {
-        String::new()
-    };
-    if keys.is_empty() {
-        if v.checkpoints == 0 {
-            out("signatures: none (the log has no checkpoints)");
-        } else {
-            out(&format!(
-                "signatures: {}, not verified (give --public-key){tail}",
-                plural(v.checkpoints as usize, "checkpoint", "checkpoints")
-            ));
-        }
-        return ExitCode::SUCCESS;
-    }
-    if v.checkpoints == 0 {
-        out("FAIL: signatures: the log has no checkpoint to verify with the given key");
-        return ExitCode::FAILURE;
-    }
-    out(&format!(
-        "signatures: {} verified, signed by key {}{tail}",
-        plural(v.signed as usize, "checkpoint", "checkpoints"),
-        v.signers.join(", ")
-    ));
-    ExitCode::SUCCESS
-}
-
 fn diff(old: &Path, new: &Path, format: DiffFormat) -> ExitCode {
     let (old, new) = match (
         policy_files::read_policy(old),
@@ -619,124 +522,5 @@ fn diff(old: &Path, new: &Path, format: DiffFormat) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-fn replay(policy_path: &Path, format: ReportFormat, logs: &[PathBuf]) -> ExitCode {
-    let policy = match policy_files::read_policy(policy_path) {
-        Ok(p) => p,
-        Err(e) => {
-            report_policy_error(&e);
-            return ExitCode::from(2);
-        }
-    };
-    let report = match purposegate_server::replay::replay(&policy, logs) {
-        Ok(r) => r,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(2);
-        }
-    };
-    match format {
-        ReportFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => out(&json),
-            Err(e) => {
-                err(&format!("error: cannot print the report: {e}"));
-                return ExitCode::from(2);
-            }
-        },
-        ReportFormat::Text => print_replay(&report),
-    }
-    if report.newly_permitted > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn print_replay(r: &purposegate_server::replay::Replay) {
-    let n = |count: u64, one: &str, many: &str| plural(count as usize, one, many);
-    let revisions: Vec<String> = r
-        .logged_revisions
-        .iter()
-        .map(|(rev, count)| format!("{rev} ({count})"))
-        .collect();
-    out(&format!(
-        "replayed {} ({}) under `{}` (revision {}){}",
-        n(r.decisions, "decision", "decisions"),
-        n(r.lines, "line", "lines"),
-        r.policy,
-        r.revision,
-        if revisions.is_empty() {
-            String::new()
-        } else {
-            format!(", logged under revision {}", revisions.join(", "))
-        }
-    ));
-    if r.flipped == 0 {
-        out("no decision flips");
-    } else {
-        out(&format!(
-            "flipped: {}, {} of them newly permitted",
-            n(r.flipped, "decision", "decisions"),
-            r.newly_permitted
-        ));
-        for flip in &r.flips {
-            out(&format!(
-                "  {} -> {}: {}",
-                flip.from,
-                flip.to,
-                n(flip.decisions, "decision", "decisions")
-            ));
-            for e in &flip.examples {
-                let request = serde_json::to_string(&e.request).unwrap_or_default();
-                let rules = |ids: &[String]| {
-                    if ids.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" by {}", ids.join(", "))
-                    }
-                };
-                out(&format!("    {}: {request}", e.place));
-                out(&format!(
-                    "      was {}{}, now {}{}: {}",
-                    e.was,
-                    rules(&e.was_rule_ids),
-                    e.now,
-                    rules(&e.now_rule_ids),
-                    e.now_reason
-                ));
-            }
-        }
-        out("by cell:");
-        for c in &r.cells {
-            out(&format!(
-                "  {} x {}: {} -> {}, {}",
-                c.purpose,
-                c.category,
-                c.from,
-                c.to,
-                n(c.decisions, "decision", "decisions")
-            ));
-        }
-    }
-    if r.unreplayed > 0 {
-        out(&format!(
-            "not replayed: {}",
-            n(r.unreplayed, "line", "lines")
-        ));
-        for (why, count) in &r.unreplayed_reasons {
-            out(&format!("  {why}: {}", n(*count, "line", "lines")));
-        }
-        for u in &r.unreplayed_lines {
-            out(&format!("  {}: {}", u.place, u.why));
-        }
-    }
-    if r.other_lines > 0 || r.dropped_in_log > 0 {
-        out(&format!(
-            "not decisions: {} (chain starts, checkpoints, drops); the log says {} dropped",
-            n(r.other_lines, "line", "lines"),
-            n(r.dropped_in_log, "decision was", "decisions were")
-        ));
     }
 }

@@ -11,7 +11,6 @@
 //! and asks whether an instruction is present.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,8 +19,10 @@ use serde_json::Value;
 use crate::audit::line::Field;
 use crate::engine::{Decision, DecisionRequest, Deidentification, Fact, Policy};
 
-/// The longest line read.
-const MAX_LINE_BYTES: u64 = 1024 * 1024;
+/// Distinct cells, revisions and reasons kept apart in a report; the rest
+/// are counted together, so memory does not grow with what a hostile log
+/// makes distinct.
+const MAX_DISTINCT: usize = 1_000;
 /// Examples kept per kind and per cell, and unreplayable lines shown.
 const EXAMPLES: usize = 3;
 
@@ -105,6 +106,20 @@ pub struct Replay {
     pub unreplayed_lines: Vec<Unreplayed>,
     /// Why lines were not replayed, and how many each.
     pub unreplayed_reasons: BTreeMap<String, u64>,
+    /// Decisions whose revision, cell or reason was past the first
+    /// 1,000 distinct ones of each: counted, not listed.
+    pub not_listed: u64,
+}
+
+/// Adds `n` to `key`'s count, unless `map` already holds
+/// [`MAX_DISTINCT`] other keys: then to `other`.
+fn count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, other: &mut u64) {
+    if map.len() >= MAX_DISTINCT && !map.contains_key(&key) {
+        *other = other.saturating_add(n);
+        return;
+    }
+    let entry = map.entry(key).or_default();
+    *entry = entry.saturating_add(n);
 }
 
 /// Replays `files` under `policy`. An error is a file that cannot be read.
@@ -156,32 +171,32 @@ fn replay_file(
 ) -> Result<(), String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut lines = crate::audit::lines::LineReader::new(file);
     let name = path.display().to_string();
-    let mut number = 0u64;
     loop {
-        let mut bytes = Vec::new();
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut bytes)
-            .map_err(|e| format!("cannot read {name}: {e}"))?;
-        if n == 0 {
+        let Some(raw) = lines
+            .next_line()
+            .map_err(|e| format!("cannot read {name}: {e}"))?
+        else {
             return Ok(());
-        }
-        number += 1;
+        };
         let place = Place {
             file: name.clone(),
-            line: number,
+            line: raw.number,
         };
-        if bytes.last() != Some(&b'\n') && n as u64 == MAX_LINE_BYTES {
-            // The rest of an overlong line would be read as lines of its own.
+        if raw.oversized {
+            // Stepped over: the lines after it are read as ever.
             not_replayed(
                 out,
                 place,
-                "longer than 1 MiB: not a line the server writes".into(),
+                format!(
+                    "a line of {} bytes, over 1 MiB: not a line the server writes",
+                    raw.len
+                ),
             );
-            return Ok(());
+            continue;
         }
+        let bytes = raw.bytes;
         let line = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(line)) => line,
             Ok(_) | Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
@@ -213,11 +228,12 @@ fn replay_file(
         let now = policy.evaluate(&logged.request);
         out.lines += 1;
         out.decisions = out.decisions.saturating_add(logged.count);
-        let by_revision = out
-            .logged_revisions
-            .entry(logged.revision.clone())
-            .or_default();
-        *by_revision = by_revision.saturating_add(logged.count);
+        count(
+            &mut out.logged_revisions,
+            logged.revision.clone(),
+            logged.count,
+            &mut out.not_listed,
+        );
         if now.decision == logged.decision {
             continue;
         }
@@ -234,15 +250,13 @@ fn replay_file(
                 examples: Vec::new(),
             });
         flip.decisions = flip.decisions.saturating_add(logged.count);
-        let cell = cells
-            .entry((
-                logged.request.purpose.clone(),
-                logged.request.resource.category.clone(),
-                logged.decision,
-                now.decision,
-            ))
-            .or_default();
-        *cell = cell.saturating_add(logged.count);
+        let cell = (
+            logged.request.purpose.clone(),
+            logged.request.resource.category.clone(),
+            logged.decision,
+            now.decision,
+        );
+        count(cells, cell, logged.count, &mut out.not_listed);
         if flip.examples.len() < EXAMPLES {
             flip.examples.push(Example {
                 place,
@@ -260,7 +274,7 @@ fn replay_file(
 fn not_replayed(out: &mut Replay, place: Place, why: String) {
     out.unreplayed += 1;
     let kind = why.split(" (").next().unwrap_or(&why).to_string();
-    *out.unreplayed_reasons.entry(kind).or_default() += 1;
+    count(&mut out.unreplayed_reasons, kind, 1, &mut out.not_listed);
     if out.unreplayed_lines.len() < EXAMPLES * 4 {
         out.unreplayed_lines.push(Unreplayed { place, why });
     }

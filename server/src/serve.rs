@@ -122,6 +122,11 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             signer,
             checkpoint_lines: args.decision_log_checkpoint_lines,
             checkpoint_interval: args.decision_log_checkpoint_interval,
+            origin: args
+                .decision_log_origin
+                .clone()
+                .unwrap_or_else(|| crate::audit::default_origin(&args.decision_log)),
+            sync_every_batch: args.decision_log_sync == "batch",
         },
         metrics.decision_log_dropped.clone(),
         metrics.decision_log_write_errors.clone(),

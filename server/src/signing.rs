@@ -22,12 +22,6 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
-/// What a checkpoint signs: a fixed label, the seq and the hash of the
-/// line it seals.
-pub fn checkpoint_message(seq: u64, head: &str) -> Vec<u8> {
-    format!("purposegate decision log checkpoint v1\n{seq}\n{head}\n").into_bytes()
-}
-
 /// A key's id: 16 hex digits of the SHA-256 of its raw public key.
 pub fn key_id(public: &[u8]) -> String {
     Sha256::digest(public)
@@ -146,14 +140,23 @@ impl PublicKey {
     }
 }
 
+/// A key for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod tests_support {
     /// RFC 8410 section 10.3's example private key.
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\n\
+    pub const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\n\
         MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
         -----END PRIVATE KEY-----\n";
+
+    pub fn private_pem() -> String {
+        PRIVATE.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::PRIVATE;
+    use super::*;
 
     #[test]
     fn a_signature_verifies_with_its_public_key_only() {
@@ -165,10 +168,10 @@ mod tests {
         );
         let public = PublicKey::from_pem(pem.as_bytes()).unwrap();
         assert_eq!(public.key_id(), signer.key_id());
-        let message = checkpoint_message(7, "ab");
+        let message = b"purposegate 7".to_vec();
         let signature = signer.sign(&message);
         assert!(public.verifies(&message, &signature));
-        assert!(!public.verifies(&checkpoint_message(8, "ab"), &signature));
+        assert!(!public.verifies(b"purposegate 8", &signature));
         assert!(!public.verifies(&message, "not base64!"));
     }
 

@@ -13,9 +13,6 @@
 //! removing, inserting or reordering a line therefore breaks the chain at
 //! that line; the writer computes it, off the request path.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 
 /// The hash before the first line of a chain.
@@ -26,9 +23,6 @@ const HASH_KEY: &[u8] = b",\"hash\":\"";
 /// Bytes a seal adds after the line's own members: the key, 64 hex digits
 /// and `"}`.
 const SEAL_BYTES: usize = HASH_KEY.len() + 64 + 2;
-
-/// How much of a file's end is read to find its last line.
-const TAIL_BYTES: u64 = 256 * 1024;
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -139,62 +133,6 @@ pub fn unseal(line: &[u8]) -> Result<Sealed, &'static str> {
     })
 }
 
-/// What the end of an existing log file says about its chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tail {
-    /// The file is empty (or new).
-    Empty,
-    /// Its last line is sealed: the chain continues from it.
-    Sealed(Chain),
-    /// Its last line carries no seal (a log written before chaining, or
-    /// edited): a new chain starts, and the line says why.
-    Unsealed(&'static str),
-}
-
-/// Reads the last complete line of `path`; whether the file ends inside
-/// a line (a write cut short) is the second value.
-pub fn read_tail(path: &Path) -> std::io::Result<(Tail, bool)> {
-    // A pipe or a device has no end to read back (and opening a FIFO to
-    // read would wait for a writer).
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => return Ok((Tail::Empty, false)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Tail::Empty, false)),
-        _ => {}
-    }
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Tail::Empty, false)),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
-    let mut end = Vec::new();
-    file.take(TAIL_BYTES).read_to_end(&mut end)?;
-    let partial = !end.is_empty() && end.last() != Some(&b'\n');
-    let complete = match end.iter().rposition(|&b| b == b'\n') {
-        Some(i) => end.get(..i).unwrap_or_default(),
-        None if len > TAIL_BYTES => return Ok((Tail::Unsealed("its last line is too long"), true)),
-        None => return Ok((Tail::Empty, partial)),
-    };
-    let last = match complete.iter().rposition(|&b| b == b'\n') {
-        Some(i) => complete.get(i + 1..).unwrap_or_default(),
-        None => complete,
-    };
-    if last.is_empty() {
-        return Ok((Tail::Empty, partial));
-    }
-    Ok(match unseal(last) {
-        Ok(sealed) => (
-            Tail::Sealed(Chain {
-                seq: sealed.seq,
-                head: sealed.hash,
-            }),
-            partial,
-        ),
-        Err(why) => (Tail::Unsealed(why), partial),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,30 +164,5 @@ mod tests {
         assert!(unseal(br#"{"decision":"PERMIT"}"#).is_err());
         assert!(unseal(br#"{"seq":1,"decision":"PERMIT"}"#).is_err());
         assert!(unseal(br#"{"seq":x}"#).is_err());
-    }
-
-    #[test]
-    fn the_tail_of_a_file_continues_the_chain() {
-        let dir = std::env::temp_dir().join(format!("pg-tail-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("log");
-        assert_eq!(read_tail(&path).unwrap(), (Tail::Empty, false));
-        let mut chain = Chain::default();
-        let mut text = chain.seal(b"{\"a\":1}");
-        text.extend(chain.seal(b"{\"a\":2}"));
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(
-            read_tail(&path).unwrap(),
-            (Tail::Sealed(chain.clone()), false)
-        );
-        text.extend(b"{\"seq\":3,\"a\"");
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(read_tail(&path).unwrap(), (Tail::Sealed(chain), true));
-        std::fs::write(&path, b"{\"old\":true}\n").unwrap();
-        assert!(matches!(
-            read_tail(&path).unwrap(),
-            (Tail::Unsealed(_), false)
-        ));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

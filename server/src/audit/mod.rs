@@ -23,8 +23,12 @@
 //! again; `--decision-log-redact` drops or hashes fields. A failing write
 //! is counted and logged. Nothing here ever slows or fails a check.
 
+mod bound;
 pub mod chain;
+pub mod checkpoint;
 pub mod line;
+pub mod lines;
+mod resume;
 pub mod verify;
 mod writer;
 
@@ -60,6 +64,25 @@ impl std::str::FromStr for Target {
             path => Ok(Target::File(PathBuf::from(path))),
         }
     }
+}
+
+/// `HOST:PATH`: the host's name and the log's absolute path (`HOST:-`
+/// for stdout).
+pub fn default_origin(target: &Target) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    let place = match target {
+        Target::File(path) => std::path::absolute(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        Target::Stdout | Target::Off => "-".to_string(),
+    };
+    format!("{host}:{place}")
 }
 
 /// A record's fixed cost: its struct and the queue's slot.

@@ -1,21 +1,74 @@
-//! `verify-log`: walks decision log files in order and checks the hash
-//! chain line by line, and every signed checkpoint with the given public
-//! keys. It stops at the first line that breaks the chain and says what
-//! happened there: edited, removed, inserted, reordered or cut short.
+//! `verify-log`: walks decision log files in order, in bounded memory,
+//! checking the hash chain line by line, every checkpoint's signature,
+//! origin and segment, and what every restart left out.
+//!
+//! A line that breaks the chain is not yet a verdict: the next opener may
+//! say it left exactly those bytes out (a line cut short by a crash, lines
+//! after the writer's last checkpoint). What no opener accounts for is a
+//! finding, typed ([`Failure`]). With keys, lines no checkpoint signs and
+//! a log that ends without its closing checkpoint are findings too, unless
+//! the end is allowed open.
 
-use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::chain::{Chain, Sealed, unseal};
-use crate::signing::{PublicKey, checkpoint_message};
+use super::checkpoint::{Checkpoint, Kind, LeftOut, kind_of};
+use super::lines::{LineReader, Raw, RunDigest};
+use crate::signing::PublicKey;
 
-/// The longest line read; a longer one is not a line the server wrote.
-const MAX_LINE_BYTES: u64 = 1024 * 1024;
+/// What kind of tampering (or loss) a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    Edited,
+    Removed,
+    Inserted,
+    Reordered,
+    Truncated,
+    Unsigned,
+    Forged,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Edited => "edited",
+            Failure::Removed => "removed",
+            Failure::Inserted => "inserted",
+            Failure::Reordered => "reordered",
+            Failure::Truncated => "truncated",
+            Failure::Unsigned => "unsigned",
+            Failure::Forged => "forged",
+        }
+    }
+}
+
+/// Where and what.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    #[serde(rename = "type")]
+    pub kind: Failure,
+    pub path: PathBuf,
+    pub line: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}:{}: {}",
+            self.kind.as_str(),
+            self.path.display(),
+            self.line,
+            self.what
+        )
+    }
+}
 
 /// What one file held.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FileSummary {
     pub path: PathBuf,
     pub lines: u64,
@@ -23,330 +76,383 @@ pub struct FileSummary {
     pub last_seq: u64,
 }
 
-/// The first line that breaks the chain.
-#[derive(Debug, Clone)]
-pub struct Broken {
-    pub path: PathBuf,
-    pub line: u64,
-    pub what: String,
-}
-
-impl fmt::Display for Broken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.path.display(), self.line, self.what)
-    }
+/// How to verify.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub keys: Vec<PublicKey>,
+    /// The origin every checkpoint must name (else: the first one's).
+    pub origin: Option<String>,
+    /// Accept lines no checkpoint signs after a crash and an end without
+    /// its closing checkpoint (a log still written, or a crash), saying so.
+    pub allow_open_end: bool,
+    /// Lines (seq and hash, from a checkpoint kept elsewhere) the log must
+    /// still hold.
+    pub expect: Vec<Chain>,
 }
 
 /// What the walk found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Verification {
     pub files: Vec<FileSummary>,
-    /// Lines verified (up to the broken one).
+    /// Lines in the chain.
     pub lines: u64,
-    /// Where the chain stands after the last verified line.
+    /// Where the chain stands after its last line.
     pub head: Chain,
     /// The seq the first file's chain follows (0 from its start).
     pub follows_seq: u64,
     pub checkpoints: u64,
     /// Checkpoints whose signature a given key verified.
     pub signed: u64,
-    /// The ids of the keys that signed them.
     pub signers: Vec<String>,
-    /// Lines after the last verified checkpoint.
+    pub origin: Option<String>,
+    /// Lines after the last checkpoint.
     pub unsigned_tail: u64,
-    pub broken: Option<Broken>,
+    /// Whether the last segment ended with its closing checkpoint.
+    pub closed: bool,
+    /// The time of the last checkpoint, and the interval it promised.
+    pub last_checkpoint: Option<(String, u64)>,
+    /// Lines over the readers' limit.
+    pub oversized: u64,
+    /// What the walk says without failing.
+    pub notes: Vec<String>,
+    /// The first finding; `None` when the log verifies.
+    pub failure: Option<Finding>,
 }
 
-/// A line as read: its bytes, and whether a newline ended it.
-struct Raw {
-    bytes: Vec<u8>,
-    ended: bool,
-    number: u64,
-}
-
-struct Lines {
-    reader: BufReader<File>,
-    number: u64,
-    peeked: Option<Raw>,
-    done: bool,
-}
-
-impl Lines {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(Lines {
-            reader: BufReader::with_capacity(256 * 1024, File::open(path)?),
-            number: 0,
-            peeked: None,
-            done: false,
-        })
-    }
-
-    fn read(&mut self) -> std::io::Result<Option<Raw>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut bytes = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut bytes)?;
-        if n == 0 {
-            self.done = true;
-            return Ok(None);
-        }
-        self.number += 1;
-        let ended = bytes.last() == Some(&b'\n');
-        if ended {
-            bytes.pop();
-        }
-        Ok(Some(Raw {
-            bytes,
-            ended,
-            number: self.number,
-        }))
-    }
-
-    fn next(&mut self) -> std::io::Result<Option<Raw>> {
-        match self.peeked.take() {
-            Some(raw) => Ok(Some(raw)),
-            None => self.read(),
-        }
-    }
-
-    fn peek(&mut self) -> std::io::Result<Option<&Raw>> {
-        if self.peeked.is_none() {
-            self.peeked = self.read()?;
-        }
-        Ok(self.peeked.as_ref())
+impl serde::Serialize for Chain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("Chain", 2)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.serialize_field("hash", &self.head)?;
+        out.end()
     }
 }
 
-/// Verifies `files` as one chain, in the order given. An error is a file
+/// The segment being walked: one run of a writer.
+#[derive(Debug, Default)]
+struct Segment {
+    /// Its opener's seq.
+    from: u64,
+    /// After its last checkpoint (verified, or counted without keys) and
+    /// whether that one closed it.
+    at_checkpoint: Option<(Chain, bool)>,
+    /// Lines since that checkpoint (or the segment's start).
+    since_checkpoint: RunDigest,
+}
+
+struct Walk<'a> {
+    opts: &'a Options,
+    v: Verification,
+    chain: Option<Chain>,
+    segment: Segment,
+    /// A break not accounted for yet, and the lines from it on.
+    pending: Option<(Finding, RunDigest)>,
+    /// Findings that fail only with keys and without --allow-open-end.
+    soft: Option<Finding>,
+    /// Every line of the current file so far.
+    file_run: RunDigest,
+    expected: Vec<(Chain, bool)>,
+}
+
+/// Verifies `files` as one log, in the order given. An error is a file
 /// that cannot be read.
-pub fn verify(files: &[PathBuf], keys: &[PublicKey]) -> Result<Verification, String> {
-    let mut v = Verification::default();
-    let mut chain: Option<Chain> = None;
+pub fn verify(files: &[PathBuf], opts: &Options) -> Result<Verification, String> {
+    let mut walk = Walk {
+        opts,
+        v: Verification::default(),
+        chain: None,
+        segment: Segment::default(),
+        pending: None,
+        soft: None,
+        file_run: RunDigest::default(),
+        expected: opts.expect.iter().map(|c| (c.clone(), false)).collect(),
+    };
+    let mut last_line = 0;
     for path in files {
-        let mut lines =
-            Lines::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut summary = FileSummary {
+        let read_error = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let mut lines = LineReader::new(File::open(path).map_err(read_error)?);
+        walk.file_run = RunDigest::default();
+        walk.v.files.push(FileSummary {
             path: path.clone(),
             lines: 0,
             first_seq: 0,
             last_seq: 0,
-        };
-        let read_error = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-        while let Some(raw) = lines.next().map_err(read_error)? {
-            let broken = |what: String| Broken {
-                path: path.clone(),
-                line: raw.number,
-                what,
-            };
-            let next_seq = lines
-                .peek()
-                .map_err(read_error)?
-                .and_then(|next| unseal(&next.bytes).ok());
-            match check_line(
-                &raw,
-                next_seq.as_ref(),
-                &mut chain,
-                summary.lines == 0,
-                keys,
-                &mut v,
-            ) {
-                Ok(seq) => {
-                    if summary.lines == 0 {
-                        summary.first_seq = seq;
-                    }
-                    summary.last_seq = seq;
-                    summary.lines += 1;
-                    v.lines += 1;
-                }
-                Err(what) => {
-                    v.broken = Some(broken(what));
-                    v.files.push(summary);
-                    return Ok(v);
-                }
+        });
+        while let Some(raw) = lines.next_line().map_err(read_error)? {
+            if let Err(finding) = walk.line(path, &raw) {
+                walk.v.failure = Some(finding);
+                return Ok(walk.v);
             }
+            walk.file_run.add(&raw);
+            last_line = raw.number;
         }
-        v.files.push(summary);
     }
-    if let Some(chain) = chain {
-        v.head = chain;
+    walk.end(last_line);
+    if let Some(chain) = walk.chain.take() {
+        walk.v.head = chain;
     }
-    Ok(v)
+    Ok(walk.v)
 }
 
-/// Checks one line against the chain so far; its seq, or what is wrong.
-fn check_line(
-    raw: &Raw,
-    next: Option<&Sealed>,
-    chain: &mut Option<Chain>,
-    first_of_file: bool,
-    keys: &[PublicKey],
-    v: &mut Verification,
-) -> Result<u64, String> {
+impl Walk<'_> {
+    fn finding(path: &Path, raw: &Raw, kind: Failure, what: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            path: path.to_path_buf(),
+            line: raw.number,
+            what: what.into(),
+        }
+    }
+
+    /// Takes one line; an error is a finding that ends the walk.
+    fn line(&mut self, path: &Path, raw: &Raw) -> Result<(), Finding> {
+        let read = read_line(raw);
+        if let Ok((sealed, Kind::Opener(opener))) = &read {
+            return self.opener(path, raw, sealed, opener);
+        }
+        if let Some((finding, run)) = &mut self.pending {
+            // A line that follows the chain's last good line: the lines
+            // between were put in, or moved.
+            let resumed = match (&read, &self.chain) {
+                (Ok((sealed, _)), Some(current)) => {
+                    sealed.seq == current.seq.saturating_add(1) && sealed.follows(&current.head)
+                }
+                _ => false,
+            };
+            if resumed {
+                finding.kind = if finding.kind == Failure::Removed {
+                    Failure::Reordered
+                } else {
+                    Failure::Inserted
+                };
+                finding.what = format!(
+                    "{} not in the chain before this line's seq, which the next line carries: {}",
+                    crate::engine::plural(run.lines as usize, "line", "lines"),
+                    finding.what
+                );
+                return Err(finding.clone());
+            }
+            run.add(raw);
+            self.segment.since_checkpoint.add(raw);
+            return Ok(());
+        }
+        let (sealed, kind) = match read {
+            Ok(read) => read,
+            Err((kind, what)) => return self.broken(Self::finding(path, raw, kind, what), raw),
+        };
+        let Some(current) = self.chain.clone() else {
+            let what = format!(
+                "the file does not begin where a chain begins (its first line has seq {}); \
+                 lines before it are missing",
+                sealed.seq
+            );
+            return Err(Self::finding(path, raw, Failure::Removed, what));
+        };
+        if let Err((kind, what)) = follows(&sealed, &current, self.file_run.lines == 0) {
+            return self.broken(Self::finding(path, raw, kind, what), raw);
+        }
+        if let Some((at, true)) = &self.segment.at_checkpoint {
+            {
+                let what = format!(
+                    "after the closing checkpoint at seq {}: a closed log gets no line until \
+                     its server starts it again",
+                    at.seq
+                );
+                return Err(Self::finding(path, raw, Failure::Inserted, what));
+            }
+        }
+        if let Kind::Checkpoint(c) = &kind {
+            self.checkpoint(c, &current)
+                .map_err(|(kind, what)| Self::finding(path, raw, kind, what))?;
+            self.accept(path, &sealed);
+            self.segment.at_checkpoint =
+                Some((self.chain.clone().unwrap_or_default(), c.checkpoint.closing));
+            self.segment.since_checkpoint = RunDigest::default();
+            self.v.unsigned_tail = 0;
+            return Ok(());
+        }
+        self.accept(path, &sealed);
+        self.segment.since_checkpoint.add(raw);
+        self.v.unsigned_tail += 1;
+        Ok(())
+    }
+
+    /// A line that breaks the chain: pending until an opener accounts for
+    /// it or the walk ends.
+    fn broken(&mut self, finding: Finding, raw: &Raw) -> Result<(), Finding> {
+        if raw.oversized {
+            self.v.oversized += 1;
+        }
+        let mut run = RunDigest::default();
+        run.add(raw);
+        self.segment.since_checkpoint.add(raw);
+        self.pending = Some((finding, run));
+        Ok(())
+    }
+
+    /// A line taken into the chain.
+    fn accept(&mut self, path: &Path, sealed: &Sealed) {
+        let chain = Chain {
+            seq: sealed.seq,
+            head: sealed.hash.clone(),
+        };
+        for (want, seen) in &mut self.expected {
+            *seen |= *want == chain;
+        }
+        if let Some(summary) = self.v.files.last_mut().filter(|f| f.path == path) {
+            if summary.lines == 0 {
+                summary.first_seq = sealed.seq;
+            }
+            summary.last_seq = sealed.seq;
+            summary.lines += 1;
+        }
+        self.v.lines += 1;
+        self.chain = Some(chain);
+    }
+
+    fn checkpoint(&mut self, c: &Checkpoint, before: &Chain) -> Result<(), (Failure, String)> {
+        let signed = &c.checkpoint;
+        if signed.seq != before.seq || signed.head != before.head {
+            return Err((
+                Failure::Forged,
+                format!(
+                    "this checkpoint signs seq {} and another head than the line before it \
+                     (seq {}): lines before it were changed and the chain sealed again",
+                    signed.seq, before.seq
+                ),
+            ));
+        }
+        if signed.from != self.segment.from {
+            return Err((
+                Failure::Forged,
+                format!(
+                    "this checkpoint signs a run begun at seq {}, but its run began at seq {}",
+                    signed.from, self.segment.from
+                ),
+            ));
+        }
+        let origin = self.opts.origin.as_ref().or(self.v.origin.as_ref());
+        if let Some(origin) = origin.filter(|o| **o != signed.origin) {
+            return Err((
+                Failure::Forged,
+                format!(
+                    "this checkpoint is of another log (origin `{}`), not of `{origin}`",
+                    signed.origin
+                ),
+            ));
+        }
+        self.v.origin = Some(signed.origin.clone());
+        self.v.checkpoints += 1;
+        self.v.last_checkpoint = Some((c.time.clone(), signed.every_s));
+        self.v.closed = signed.closing;
+        if self.opts.keys.is_empty() {
+            return Ok(());
+        }
+        let Some(key) = self.opts.keys.iter().find(|k| k.key_id() == signed.key_id) else {
+            return Err((
+                Failure::Forged,
+                format!(
+                    "this checkpoint is signed by key {}, which is not a given --public-key",
+                    signed.key_id
+                ),
+            ));
+        };
+        if !c.verifies(key) {
+            return Err((
+                Failure::Forged,
+                format!(
+                    "this checkpoint's signature does not verify with key {}",
+                    signed.key_id
+                ),
+            ));
+        }
+        self.v.signed += 1;
+        if !self.v.signers.contains(&signed.key_id) {
+            self.v.signers.push(signed.key_id.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A line read as the writer writes them, or why it is not one.
+fn read_line(raw: &Raw) -> Result<(Sealed, Kind), (Failure, String)> {
+    if raw.oversized {
+        return Err((
+            Failure::Edited,
+            format!(
+                "a line of {} bytes: the writer writes none over 64 KiB",
+                raw.len
+            ),
+        ));
+    }
     let sealed = unseal(&raw.bytes).map_err(|why| {
         if raw.ended {
-            format!("not a line of the chain ({why}): edited or inserted")
+            (Failure::Edited, format!("not a line of the chain ({why})"))
         } else {
-            "cut short: the file ends inside this line".to_string()
+            (
+                Failure::Truncated,
+                "cut short: the file ends inside this line".to_string(),
+            )
         }
     })?;
-    let json: serde_json::Value = serde_json::from_slice(&raw.bytes)
-        .map_err(|e| format!("edited: not JSON any more ({e})"))?;
-    let opened = json.get("chain").and_then(|c| c.as_str());
-    let prev_of_line = || -> Option<Chain> {
-        Some(Chain {
-            seq: json.get("prev_seq")?.as_u64()?,
-            head: json.get("prev")?.as_str()?.to_string(),
-        })
+    let json = match serde_json::from_slice(&raw.bytes) {
+        Ok(serde_json::Value::Object(json)) => json,
+        Ok(_) => return Err((Failure::Edited, "not a JSON object".to_string())),
+        Err(e) => return Err((Failure::Edited, format!("not JSON any more ({e})"))),
     };
-    let expected = match (chain.as_ref(), opened) {
-        // The first line of all: it must start a chain, whose start it
-        // names.
-        (None, Some("started" | "rotated")) => {
-            let prev = prev_of_line().ok_or("edited: its `prev` or `prev_seq` is missing")?;
-            v.follows_seq = prev.seq;
-            prev
-        }
-        (None, _) => {
-            return Err(format!(
-                "removed: the file does not begin where a chain begins (its first line has \
-                 seq {}); lines before it are missing",
-                sealed.seq
-            ));
-        }
-        (Some(_), Some("started")) => {
-            return Err(
-                "a new chain starts here: the log's end before it was not sealed \
-                 (a line edited or cut short before a restart)"
-                    .to_string(),
-            );
-        }
-        (Some(current), Some(_)) => {
-            let prev = prev_of_line().ok_or("edited: its `prev` or `prev_seq` is missing")?;
-            if prev != *current {
-                let place = if first_of_file {
-                    "the file before it ends"
-                } else {
-                    "the line before it is"
-                };
-                return Err(format!(
-                    "this file does not continue the chain: it follows seq {}, but {place} at \
-                     seq {} (a file is missing between them, or they are out of order)",
-                    prev.seq, current.seq
-                ));
-            }
-            prev
-        }
-        (Some(current), None) if first_of_file => {
-            return Err(format!(
-                "removed: the file does not begin where a chain continues (its first line has \
-                 seq {}, after seq {}); lines before it are missing",
-                sealed.seq, current.seq
-            ));
-        }
-        (Some(current), None) => current.clone(),
-    };
-    let want = expected
-        .seq
-        .checked_add(1)
-        .ok_or("edited: a seq at the end of the numbers")?;
-    if sealed.seq == want {
-        if !sealed.follows(&expected.head) {
-            let inserted = next.is_some_and(|n| n.seq == sealed.seq && n.follows(&expected.head));
-            return Err(if inserted {
-                format!(
-                    "inserted: this line is not in the chain; the next line carries seq {} and is",
-                    sealed.seq
-                )
-            } else {
-                "edited: its hash does not match its content and the line before it".to_string()
-            });
-        }
-    } else if sealed.seq > want {
-        let swapped = next.is_some_and(|n| n.seq == want);
-        return Err(if swapped {
-            format!(
-                "reordered: seq {} comes before seq {want}, which is on the next line",
-                sealed.seq
-            )
-        } else {
-            format!(
-                "removed: seq {want}{} missing before this line (seq {})",
-                if sealed.seq - want > 1 {
-                    format!(" to {} are", sealed.seq - 1)
-                } else {
-                    " is".to_string()
-                },
-                sealed.seq
-            )
-        });
-    } else {
-        return Err(format!(
-            "reordered or repeated: seq {} comes after seq {}",
-            sealed.seq, expected.seq
-        ));
-    }
-    if let Some(checkpoint) = json.get("checkpoint") {
-        check_checkpoint(checkpoint, &expected, keys, v)?;
-    } else {
-        v.unsigned_tail += 1;
-    }
-    *chain = Some(Chain {
-        seq: sealed.seq,
-        head: sealed.hash,
-    });
-    Ok(want)
+    let kind = kind_of(&json).map_err(|why| (Failure::Edited, why))?;
+    Ok((sealed, kind))
 }
 
-fn check_checkpoint(
-    checkpoint: &serde_json::Value,
-    before: &Chain,
-    keys: &[PublicKey],
-    v: &mut Verification,
-) -> Result<(), String> {
-    let field = |name: &str| checkpoint.get(name).and_then(|f| f.as_str());
-    let (Some(head), Some(seq), Some(key_id), Some(signature)) = (
-        field("head"),
-        checkpoint.get("seq").and_then(|s| s.as_u64()),
-        field("key_id"),
-        field("signature"),
-    ) else {
-        return Err("edited: a checkpoint without its head, seq, key_id or signature".to_string());
-    };
-    if seq != before.seq {
-        return Err(format!(
-            "this checkpoint signs seq {seq}, not the line before it (seq {})",
-            before.seq
+/// Whether `sealed` is the line after `current`.
+fn follows(sealed: &Sealed, current: &Chain, first_of_file: bool) -> Result<(), (Failure, String)> {
+    let want = current.seq.saturating_add(1);
+    if first_of_file {
+        return Err((
+            Failure::Removed,
+            format!(
+                "the file does not begin where a chain continues (its first line has seq {}, \
+                 after seq {}); lines before it are missing",
+                sealed.seq, current.seq
+            ),
         ));
     }
-    if head != before.head {
-        return Err(
-            "forged: this checkpoint signs another head than the line before it \
-             (lines before it were changed and the chain sealed again)"
-                .to_string(),
-        );
-    }
-    v.checkpoints += 1;
-    if keys.is_empty() {
-        v.unsigned_tail = 0;
-        return Ok(());
-    }
-    let Some(key) = keys.iter().find(|k| k.key_id() == key_id) else {
-        return Err(format!(
-            "this checkpoint is signed by key {key_id}, which is not a given --public-key (forged?)"
-        ));
-    };
-    if !key.verifies(&checkpoint_message(seq, head), signature) {
-        return Err(format!(
-            "forged: this checkpoint's signature does not verify with key {key_id}"
+    if sealed.seq == want {
+        if sealed.follows(&current.head) {
+            return Ok(());
+        }
+        return Err((
+            Failure::Edited,
+            "its hash does not match its content and the line before it".to_string(),
         ));
     }
-    v.signed += 1;
-    v.unsigned_tail = 0;
-    if !v.signers.iter().any(|s| s == key_id) {
-        v.signers.push(key_id.to_string());
+    if sealed.seq > want {
+        let gap = if sealed.seq - want > 1 {
+            format!("seq {want} to {} are", sealed.seq - 1)
+        } else {
+            format!("seq {want} is")
+        };
+        return Err((
+            Failure::Removed,
+            format!("{gap} missing before this line (seq {})", sealed.seq),
+        ));
     }
-    Ok(())
+    Err((
+        Failure::Reordered,
+        format!(
+            "seq {} comes after seq {}: reordered or repeated",
+            sealed.seq, current.seq
+        ),
+    ))
 }
+
+/// Whether a run of lines is what an opener says it left out.
+fn matches(left_out: Option<&LeftOut>, run: &RunDigest) -> bool {
+    match left_out {
+        None => run.lines == 0,
+        Some(l) => l.lines == run.lines && l.bytes == run.bytes && l.sha256 == run.hex(),
+    }
+}
+
+mod segments;

@@ -2,16 +2,17 @@
 //! chain, writes it, rotates the file, and signs checkpoints; none of it
 //! on the request path.
 //!
-//! - Opening a file that ends in a sealed line continues its chain (a
-//!   restart): the first line written says `"chain":"continued"` with the
-//!   seq and hash it follows. A new file says `"started"`.
-//! - A file moved away (logrotate) or grown past `--decision-log-max-bytes`
-//!   (then renamed to `FILE.<last seq, 12 digits>`) is followed by a new
-//!   file at the path whose first line says `"rotated"` and names the last
-//!   seq and hash of the one before.
-//! - With a signing key, a checkpoint line every N lines or S seconds (and
-//!   before a rotation and at shutdown) signs the hash of the line before
-//!   it.
+//! - Every run of the writer (a segment) begins with an opener:
+//!   `"chain":"started"` in a new file, `"continued"` after a restart
+//!   (from the writer's own last checkpoint, `resume.rs`), `"rotated"` in
+//!   a new file after the one before was moved away or grew past
+//!   `--decision-log-max-bytes` (then renamed `FILE.<last seq, 12
+//!   digits>`).
+//! - With a signing key, a checkpoint line every N lines or S seconds
+//!   (even when idle, so a cut-off end shows), before a rotation and, as
+//!   the closing checkpoint, at shutdown: it signs the line before it,
+//!   the log's origin and where the segment began (`checkpoint.rs`). The
+//!   file is synced to disk at every checkpoint.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,13 +20,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::chain::{Chain, Tail, read_tail};
+use super::chain::Chain;
+use super::checkpoint::{Checkpoint, Draft, How, LeftOut, Opener};
 use super::line::{Record, Redaction};
+use super::resume::{Own, Resume, resume};
 use super::{Dropped, Target};
-use crate::signing::{Signer, checkpoint_message};
+use crate::signing::Signer;
 
 /// How the decision log is written, beyond where.
 #[derive(Debug, Default)]
@@ -38,32 +40,10 @@ pub struct Options {
     pub checkpoint_lines: u64,
     /// …or this long after the last one, whichever comes first.
     pub checkpoint_interval: Duration,
-}
-
-/// Where a chain starts in a file: the first line the writer writes.
-#[derive(Serialize)]
-struct Opened<'a> {
-    time: String,
-    /// `started`, `continued` or `rotated`.
-    chain: &'static str,
-    prev_seq: u64,
-    prev: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Checkpoint<'a> {
-    time: String,
-    checkpoint: Signed<'a>,
-}
-
-#[derive(Serialize)]
-struct Signed<'a> {
-    seq: u64,
-    head: &'a str,
-    key_id: &'a str,
-    signature: String,
+    /// The log's identity, signed into every checkpoint.
+    pub origin: String,
+    /// Sync the file to disk after every batch, not only at checkpoints.
+    pub sync_every_batch: bool,
 }
 
 enum Sink {
@@ -114,6 +94,9 @@ impl LogFile {
     }
 }
 
+/// A checkpoint line's length, at most (a long origin included).
+const CHECKPOINT_BYTES: usize = 800;
+
 pub(super) struct Writer {
     sink: Sink,
     chain: Chain,
@@ -121,6 +104,10 @@ pub(super) struct Writer {
     write_errors: Counter,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The seq of the opener that began the writer's current segment.
+    segment_from: u64,
+    /// Lines written since the last sync to disk.
+    unsynced: bool,
     /// Inside `rotate`: its own lines never start another rotation.
     rotating: bool,
 }
@@ -141,72 +128,68 @@ impl Writer {
         opts: Options,
         write_errors: Counter,
     ) -> std::io::Result<Option<Self>> {
-        let (sink, chain, how, note, partial) = match target {
+        let (sink, start) = match target {
             Target::Off => return Ok(None),
             Target::Stdout => (
                 Sink::Stdout(BufWriter::new(std::io::stdout())),
-                Chain::default(),
-                "started",
-                None,
-                false,
+                Resume {
+                    how: How::Started,
+                    chain: Chain::default(),
+                    left_out: None,
+                    note: None,
+                    aside: false,
+                },
             ),
             Target::File(path) => {
-                let (tail, partial) = read_tail(path)?;
-                let file = LogFile::open(path)?;
-                // With a key, the server signs only a chain it can trust:
-                // one that runs from a checkpoint it signed itself.
-                let tail = match (tail, &opts.signer) {
-                    (Tail::Sealed(_), Some(signer)) => match signed_tail(path, signer)? {
-                        Some(chain) => Tail::Sealed(chain),
-                        None => Tail::Unsealed(
-                            "its end does not follow a checkpoint this server's key signed",
-                        ),
-                    },
-                    (tail, _) => tail,
-                };
-                match tail {
-                    Tail::Empty => (Sink::File(file), Chain::default(), "started", None, partial),
-                    Tail::Sealed(chain) => (Sink::File(file), chain, "continued", None, partial),
-                    Tail::Unsealed(why) => (
-                        Sink::File(file),
-                        Chain::default(),
-                        "started",
-                        Some(why),
-                        partial,
-                    ),
+                let own = opts.signer.as_ref().map(|signer| Own {
+                    signer,
+                    origin: &opts.origin,
+                });
+                let mut start = resume(path, own)?;
+                if start.aside {
+                    let aside = set_aside_name(path);
+                    std::fs::rename(path, &aside)?;
+                    if let Some(note) = &mut start.note {
+                        note.push_str(&format!(" (moved to {})", aside.display()));
+                    }
                 }
+                (Sink::File(LogFile::open(path)?), start)
             }
         };
+        if let Some(note) = &start.note {
+            warn!(note = %note, "the decision log did not end as its writer left it");
+        }
         let mut writer = Writer {
             sink,
-            chain,
+            chain: start.chain,
             opts,
             write_errors,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            segment_from: 0,
+            unsynced: false,
             rotating: false,
         };
-        if partial {
-            // A write cut short: the new line starts on a line of its own
-            // (verify-log still names the cut one).
-            writer.raw(b"\n");
-        }
-        let note = note.map(|why| format!("the file's last line is not sealed: {why}"));
-        writer.opened(how, note.as_deref());
-        writer.flush();
+        writer.opened(start.how, start.left_out, start.note);
         Ok(Some(writer))
     }
 
-    fn opened(&mut self, how: &'static str, note: Option<&str>) {
-        let prev = self.chain.head.clone();
-        let line = Opened {
+    /// Writes the opener of a segment.
+    fn opened(&mut self, how: How, left_out: Option<LeftOut>, note: Option<String>) {
+        let line = Opener {
             time: super::rfc3339(std::time::SystemTime::now()),
             chain: how,
             prev_seq: self.chain.seq,
-            prev: &prev,
+            prev: self.chain.head.clone(),
+            left_out,
             note,
         };
         self.emit(serde_json::to_vec(&line));
+        self.segment_from = self.chain.seq;
+        // Signed at once: a crash before the next checkpoint still leaves
+        // one of the writer's own in the file to continue from.
+        self.checkpoint(false);
+        self.flush();
     }
 
     /// Writes what the queue held: the drop note first.
@@ -219,45 +202,79 @@ impl Writer {
             self.emit(json);
             // Every N lines, however the lines came in batches.
             if self.opts.signer.is_some() && self.since_checkpoint >= self.opts.checkpoint_lines {
-                self.checkpoint();
+                self.checkpoint(false);
             }
         }
     }
 
     /// Between batches: follows a file moved away, and signs a checkpoint
-    /// when one is due (`closing`: now, if any line is unsigned).
+    /// when one is due: every N lines, every interval even when idle, and
+    /// at the end (`closing`).
     pub(super) fn tick(&mut self, closing: bool) {
         if matches!(&self.sink, Sink::File(f) if f.moved()) {
             self.rotate(false);
         }
-        let due = self.since_checkpoint > 0
-            && (closing
-                || self.since_checkpoint >= self.opts.checkpoint_lines
-                || self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval);
+        let due = closing
+            || self.since_checkpoint >= self.opts.checkpoint_lines
+            || self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
         if due {
-            self.checkpoint();
+            self.checkpoint(closing);
         }
         self.flush();
+        if self.opts.sync_every_batch {
+            self.sync();
+        }
     }
 
-    fn checkpoint(&mut self) {
+    fn checkpoint(&mut self, closing: bool) {
+        if self.opts.signer.is_none() {
+            return;
+        }
+        // Room first: what it signs is the line before it in its file.
+        self.make_room(CHECKPOINT_BYTES);
         let Some(signer) = &self.opts.signer else {
             return;
         };
-        let signature = signer.sign(&checkpoint_message(self.chain.seq, &self.chain.head));
-        let line = Checkpoint {
-            time: super::rfc3339(std::time::SystemTime::now()),
-            checkpoint: Signed {
-                seq: self.chain.seq,
-                head: &self.chain.head,
-                key_id: signer.key_id(),
-                signature,
+        let line = Checkpoint::sign(
+            Draft {
+                origin: &self.opts.origin,
+                from: self.segment_from,
+                before: &self.chain,
+                time: super::rfc3339(std::time::SystemTime::now()),
+                every_s: self.opts.checkpoint_interval.as_secs().max(1),
+                closing,
             },
-        };
-        let json = serde_json::to_vec(&line);
-        self.emit(json);
+            signer,
+        );
+        match serde_json::to_vec(&line) {
+            Ok(json) => self.seal_write(&json),
+            Err(e) => warn!(error = %e, "cannot write a decision log checkpoint"),
+        }
+        // A copy where the log's writer on disk cannot reach it: the
+        // process log, for `verify-log --expect`.
+        info!(
+            origin = %self.opts.origin,
+            expect = %format!("{}:{}", self.chain.seq, self.chain.head),
+            closing,
+            "decision log checkpoint"
+        );
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        self.flush();
+        self.sync();
+    }
+
+    /// Puts what is written on disk.
+    fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        if let Sink::File(file) = &self.sink {
+            if let Err(e) = file.out.get_ref().sync_data() {
+                self.failed(&e);
+            }
+        }
+        self.unsynced = false;
     }
 
     /// A new file at the path. `rename`: this writer moves the full file
@@ -272,9 +289,7 @@ impl Writer {
     }
 
     fn rotate_to(&mut self, path: &Path, rename: bool) {
-        if self.since_checkpoint > 0 {
-            self.checkpoint();
-        }
+        self.checkpoint(false);
         self.flush();
         if rename {
             let aside = rotated_name(path, self.chain.seq);
@@ -286,7 +301,7 @@ impl Writer {
         match LogFile::open(path) {
             Ok(file) => {
                 self.sink = Sink::File(file);
-                self.opened("rotated", None);
+                self.opened(How::Rotated, None, None);
             }
             // Lines keep going to the file that is open; the next tick
             // tries again.
@@ -296,7 +311,7 @@ impl Writer {
 
     /// Seals one line into the chain and writes it.
     fn emit(&mut self, object: serde_json::Result<Vec<u8>>) {
-        let object = match object {
+        let object = match object.map(super::bound::bounded) {
             Ok(o) => o,
             Err(e) => {
                 self.write_errors.inc();
@@ -304,19 +319,30 @@ impl Writer {
                 return;
             }
         };
+        self.make_room(object.len());
+        self.seal_write(&object);
+    }
+
+    /// Rotates first when a line of `len` bytes would grow the file past
+    /// `--decision-log-max-bytes`.
+    fn make_room(&mut self, len: usize) {
         if let (Sink::File(file), Some(max), false) =
             (&self.sink, self.opts.max_bytes, self.rotating)
         {
-            if file.regular && file.size > 0 && file.size + object.len() as u64 + 96 > max {
+            if file.regular && file.size > 0 && file.size + len as u64 + 96 > max {
                 self.rotate(true);
             }
         }
-        let line = self.chain.seal(&object);
+    }
+
+    fn seal_write(&mut self, object: &[u8]) {
+        let line = self.chain.seal(object);
         self.since_checkpoint += 1;
         self.raw(&line);
     }
 
     fn raw(&mut self, bytes: &[u8]) {
+        self.unsynced = true;
         let result = match &mut self.sink {
             Sink::Stdout(out) => out.write_all(bytes),
             Sink::File(file) => {
@@ -347,83 +373,23 @@ impl Writer {
     }
 }
 
-/// How much of a file's end is read to find the checkpoint its chain
-/// continues from.
-const SIGNED_TAIL_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Where the chain at the end of `path` stands, if it runs unbroken from
-/// the last checkpoint `signer` signed (within the file's last
-/// [`SIGNED_TAIL_BYTES`]); `None` if it does not: lines written or
-/// rewritten by someone else are not continued, and so never signed.
-fn signed_tail(path: &Path, signer: &Signer) -> std::io::Result<Option<Chain>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(SIGNED_TAIL_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut end = Vec::new();
-    file.take(SIGNED_TAIL_BYTES).read_to_end(&mut end)?;
-    let mut lines: Vec<&[u8]> = end.split(|&b| b == b'\n').collect();
-    // The part after the last newline is a cut line (or nothing); the
-    // first part is cut too when the read began inside the file.
-    lines.pop();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0);
-    }
-    let key = crate::signing::PublicKey::of(signer);
-    let signed_at = lines.iter().rposition(|line| {
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else {
-            return false;
-        };
-        let field = |name: &str| json.get("checkpoint").and_then(|c| c.get(name));
-        let (Some(seq), Some(head), Some(id), Some(signature)) = (
-            field("seq").and_then(serde_json::Value::as_u64),
-            field("head").and_then(serde_json::Value::as_str),
-            field("key_id").and_then(serde_json::Value::as_str),
-            field("signature").and_then(serde_json::Value::as_str),
-        ) else {
-            return false;
-        };
-        id == key.key_id() && key.verifies(&checkpoint_message(seq, head), signature)
-    });
-    let Some(at) = signed_at else {
-        return Ok(None);
-    };
-    let Some(first) = lines.get(at).and_then(|l| super::chain::unseal(l).ok()) else {
-        return Ok(None);
-    };
-    let json: serde_json::Value =
-        serde_json::from_slice(lines.get(at).copied().unwrap_or_default()).unwrap_or_default();
-    let head = json
-        .get("checkpoint")
-        .and_then(|c| c.get("head"))
-        .and_then(serde_json::Value::as_str)
+/// `FILE.set-aside.<unix seconds>`, or with `.N` after it if taken.
+fn set_aside_name(path: &Path) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
         .unwrap_or_default();
-    if !first.follows(head) {
-        return Ok(None);
-    }
-    let mut chain = Chain {
-        seq: first.seq,
-        head: first.hash,
-    };
-    for line in lines.iter().skip(at + 1) {
-        match super::chain::unseal(line) {
-            Ok(next) if next.seq == chain.seq.saturating_add(1) && next.follows(&chain.head) => {
-                chain = Chain {
-                    seq: next.seq,
-                    head: next.hash,
-                };
-            }
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some(chain))
+    free_name(format!("{}.set-aside.{now}", path.display()))
 }
 
 /// `FILE.<seq>` (12 digits, so the names sort in order), or with `.N`
 /// after it if that is taken.
 fn rotated_name(path: &Path, seq: u64) -> PathBuf {
-    let base = format!("{}.{seq:012}", path.display());
+    free_name(format!("{}.{seq:012}", path.display()))
+}
+
+/// `base`, or `base.N` for the first N not taken.
+fn free_name(base: String) -> PathBuf {
     let mut name = PathBuf::from(&base);
     let mut n = 1;
     while name.exists() && n < 1000 {

@@ -119,6 +119,17 @@ pub struct ServeArgs {
     /// ...or this long after the last one (and at shutdown).
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_CHECKPOINT_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
     pub decision_log_checkpoint_interval: Duration,
+    /// The decision log's identity, signed into every checkpoint, so logs
+    /// of servers that share a key cannot stand in for each other; keep it
+    /// the same across restarts [default: this host's name and the log
+    /// file's absolute path, `HOST:PATH`].
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_ORIGIN", value_name = "NAME", value_parser = parse_origin)]
+    pub decision_log_origin: Option<String>,
+    /// When the decision log is synced to disk: at every `checkpoint`, or
+    /// after every `batch` of lines the writer takes (slower, loses less
+    /// in a power cut).
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_SYNC", value_name = "WHEN", default_value = "checkpoint", value_parser = ["checkpoint", "batch"])]
+    pub decision_log_sync: String,
     /// Ed25519 private key (PKCS#8 PEM) to sign purpose contexts with: a
     /// permit asked with `issue_purpose_context` by an issuer carries one,
     /// for the next hop to inherit. Followed on disk: a new key is used
@@ -330,4 +341,12 @@ fn parse_log_max_bytes(s: &str) -> Result<u64, String> {
         return Err(format!("{bytes} bytes is too small; give at least 4Ki"));
     }
     Ok(bytes as u64)
+}
+
+/// An origin: printable, without line breaks, at most 256 bytes.
+fn parse_origin(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        return Err("give 1 to 256 bytes without control characters".to_string());
+    }
+    Ok(s.to_string())
 }

@@ -1,0 +1,365 @@
+//! The walk's judgement of openers (what each restart left out) and of the
+//! log's end.
+
+use std::path::Path;
+
+use super::super::chain::{Chain, Sealed};
+use super::super::checkpoint::{How, Opener};
+use super::super::lines::{Raw, RunDigest};
+use super::{Failure, Finding, Segment, Walk, matches};
+
+impl Walk<'_> {
+    /// An opener: it begins a segment, and may account for the lines
+    /// before it that broke the chain.
+    pub(super) fn opener(
+        &mut self,
+        path: &Path,
+        raw: &Raw,
+        sealed: &Sealed,
+        o: &Opener,
+    ) -> Result<(), Finding> {
+        let at = |kind, what: String| Self::finding(path, raw, kind, what);
+        let prev = o.prev();
+        let left = match o.chain {
+            How::Rotated => {
+                if self.file_run.lines > 0 {
+                    return self.not_accounted(raw, || {
+                        at(
+                            Failure::Inserted,
+                            "a `rotated` opener inside a file: it only begins one".into(),
+                        )
+                    });
+                }
+                if let Some((finding, _)) = self.pending.take() {
+                    return Err(finding);
+                }
+                match &self.chain {
+                    None => self.v.follows_seq = prev.seq,
+                    Some(c) if *c == prev => {}
+                    Some(c) => {
+                        return Err(at(
+                            Failure::Removed,
+                            format!(
+                                "this file does not continue the chain: it follows seq {}, but \
+                                 the file before it ends at seq {} (a file is missing between \
+                                 them, or they are out of order)",
+                                prev.seq, c.seq
+                            ),
+                        ));
+                    }
+                }
+                None
+            }
+            How::Continued => match self.continued_from(o, &prev) {
+                Some(left) => left,
+                None if self.chain.is_none() && self.pending.is_none() && o.left_out.is_none() => {
+                    // The walk begins inside a log whose start is not given.
+                    self.v.follows_seq = prev.seq;
+                    None
+                }
+                None => {
+                    return self.not_accounted(raw, || {
+                        at(
+                            Failure::Removed,
+                            format!(
+                                "this restart continues from seq {}, which is neither the line \
+                                 before it nor the last checkpoint before it: lines between \
+                                 are missing or were added",
+                                prev.seq
+                            ),
+                        )
+                    });
+                }
+            },
+            How::Started => {
+                let before = RunDigest::clone(&self.file_run);
+                let told = match &o.left_out {
+                    None => raw.offset == 0,
+                    Some(l) => {
+                        l.bytes == raw.offset
+                            && (l.sha256.is_empty()
+                                || (l.sha256 == before.hex() && l.lines == before.lines))
+                    }
+                };
+                if !told {
+                    return self.not_accounted(raw, || {
+                        at(
+                            Failure::Inserted,
+                            format!(
+                                "this new chain says it follows {} bytes, but {} precede it",
+                                o.left_out.as_ref().map_or(0, |l| l.bytes),
+                                raw.offset
+                            ),
+                        )
+                    });
+                }
+                if raw.offset == 0 && self.chain.is_some() {
+                    return Err(at(
+                        Failure::Removed,
+                        "this file starts a new chain: it does not continue the file before it"
+                            .into(),
+                    ));
+                }
+                if raw.offset > 0 {
+                    self.chain_replaced(raw);
+                }
+                self.chain = Some(Chain::default());
+                None
+            }
+        };
+        if let Some((run, after_checkpoint)) = left {
+            self.left_out(raw, o, &run, after_checkpoint, at)?;
+        }
+        if sealed.seq != prev.seq.saturating_add(1) || !sealed.follows(&prev.head) {
+            return Err(at(
+                Failure::Edited,
+                "this opener's hash does not match its content and the line it follows".into(),
+            ));
+        }
+        self.pending = None;
+        self.accept(path, sealed);
+        self.segment = Segment {
+            from: sealed.seq,
+            ..Segment::default()
+        };
+        self.v.closed = false;
+        self.v.unsigned_tail = 1;
+        Ok(())
+    }
+
+    /// What a `continued` opener left out, if it continues from the
+    /// chain's last line or from the last checkpoint (second value).
+    fn continued_from(&self, o: &Opener, prev: &Chain) -> Option<Option<(RunDigest, bool)>> {
+        let since_good = self
+            .pending
+            .as_ref()
+            .map(|(_, run)| run.clone())
+            .unwrap_or_default();
+        if self.chain.as_ref() == Some(prev) && matches(o.left_out.as_ref(), &since_good) {
+            return Some(Some((since_good, false)));
+        }
+        let checkpoint = self.segment.at_checkpoint.as_ref().map(|(c, _)| c);
+        if checkpoint == Some(prev) && matches(o.left_out.as_ref(), &self.segment.since_checkpoint)
+        {
+            return Some(Some((self.segment.since_checkpoint.clone(), true)));
+        }
+        None
+    }
+
+    /// An opener that does not account for the break before it is one
+    /// more line after the break; with no break, it is the finding.
+    fn not_accounted(
+        &mut self,
+        raw: &Raw,
+        finding: impl FnOnce() -> Finding,
+    ) -> Result<(), Finding> {
+        match &mut self.pending {
+            Some((_, run)) => {
+                run.add(raw);
+                self.segment.since_checkpoint.add(raw);
+                Ok(())
+            }
+            None => Err(finding()),
+        }
+    }
+
+    /// Judges the lines a restart left out.
+    fn left_out(
+        &mut self,
+        raw: &Raw,
+        o: &Opener,
+        run: &RunDigest,
+        after_checkpoint: bool,
+        at: impl Fn(Failure, String) -> Finding,
+    ) -> Result<(), Finding> {
+        let checkpoint = self.segment.at_checkpoint.clone();
+        if run.lines == 0 {
+            if checkpoint.is_none() && self.v.checkpoints > 0 {
+                self.soft_unsigned(raw, at, "the run before this restart", self.v.unsigned_tail);
+            }
+            return Ok(());
+        }
+        let lines = crate::engine::plural(run.lines as usize, "line", "lines");
+        let closed_at = checkpoint
+            .as_ref()
+            .filter(|(c, closing)| *closing && (after_checkpoint || self.chain.as_ref() == Some(c)))
+            .map(|(c, _)| c.seq);
+        if let Some(seq) = closed_at {
+            return Err(at(
+                Failure::Inserted,
+                format!(
+                    "the {lines} before this restart follow the closing checkpoint at seq \
+                     {seq}: a closed log gets none"
+                ),
+            ));
+        }
+        let torn = o.left_out.as_ref().is_some_and(|l| l.torn);
+        if !after_checkpoint && run.lines == 1 && torn {
+            self.v.notes.push(format!(
+                "line {}: a line cut short (a crash) before it, left out by the restart",
+                raw.number.saturating_sub(1)
+            ));
+            if self.v.checkpoints > 0 && self.v.unsigned_tail > 0 {
+                self.soft_unsigned(
+                    raw,
+                    at,
+                    "the lines before the cut one",
+                    self.v.unsigned_tail,
+                );
+            }
+            return Ok(());
+        }
+        let from = checkpoint.map_or(0, |(c, _)| c.seq);
+        self.v.notes.push(format!(
+            "line {}: the restart left out the {lines} after the checkpoint at seq {from} \
+             (the server stopped without closing its log: a crash?); no checkpoint signs them",
+            raw.number
+        ));
+        self.soft_unsigned(raw, at, "the lines the restart left out", run.lines);
+        Ok(())
+    }
+
+    /// The chain before a new one in the same file ends here.
+    fn chain_replaced(&mut self, raw: &Raw) {
+        let lines = crate::engine::plural(self.file_run.lines as usize, "line", "lines");
+        if self.pending.is_some() || !self.v.closed || self.v.checkpoints == 0 {
+            let what = format!(
+                "a new chain starts here; of the {lines} before it, those after the last \
+                 checkpoint are signed by no one"
+            );
+            self.soft(Finding {
+                kind: Failure::Unsigned,
+                path: self.current_path(),
+                line: raw.number,
+                what,
+            });
+        } else {
+            self.v.notes.push(format!(
+                "line {}: a new chain starts after a closed one (the server's key or origin \
+                 changed)",
+                raw.number
+            ));
+        }
+        self.pending = None;
+    }
+
+    fn soft_unsigned(
+        &mut self,
+        raw: &Raw,
+        at: impl Fn(Failure, String) -> Finding,
+        what: &str,
+        lines: u64,
+    ) {
+        if lines == 0 {
+            return;
+        }
+        let _ = raw;
+        self.soft(at(
+            Failure::Unsigned,
+            format!(
+                "{what} ({}) are signed by no checkpoint",
+                crate::engine::plural(lines as usize, "line", "lines")
+            ),
+        ));
+    }
+
+    pub(super) fn soft(&mut self, finding: Finding) {
+        if self.soft.is_none() {
+            self.soft = Some(finding);
+        }
+    }
+
+    fn current_path(&self) -> std::path::PathBuf {
+        self.v
+            .files
+            .last()
+            .map(|f| f.path.clone())
+            .unwrap_or_default()
+    }
+
+    /// The end of the walk: what is still unaccounted for, the log's end,
+    /// the lines it must still hold.
+    pub(super) fn end(&mut self, last_line: u64) {
+        let path = self.current_path();
+        let here = |kind, what: String| Finding {
+            kind,
+            path: path.clone(),
+            line: last_line,
+            what,
+        };
+        let keys = !self.opts.keys.is_empty();
+        if let Some((finding, run)) = self.pending.take() {
+            let cut_end = finding.kind == Failure::Truncated && run.lines == 1;
+            if !(cut_end && self.opts.allow_open_end) {
+                self.v.failure = Some(finding);
+                return;
+            }
+            self.v
+                .notes
+                .push("the file ends inside a line: the server is writing it, or stopped".into());
+        }
+        if let Some((want, _)) = self.expected.iter().find(|(_, seen)| !seen) {
+            self.v.failure = Some(here(
+                Failure::Truncated,
+                format!(
+                    "seq {} with hash {} is not in the log: the log held it when that \
+                     checkpoint was kept, so lines up to it were removed",
+                    want.seq, want.head
+                ),
+            ));
+            return;
+        }
+        if !keys {
+            if let Some(soft) = self.soft.take() {
+                self.v.notes.push(soft.to_string());
+            }
+            return;
+        }
+        if self.v.checkpoints == 0 {
+            self.v.failure = Some(here(
+                Failure::Unsigned,
+                "the log has no checkpoint to verify with the given key".into(),
+            ));
+            return;
+        }
+        if let Some(soft) = self.soft.take() {
+            if !self.opts.allow_open_end {
+                self.v.failure = Some(soft);
+                return;
+            }
+            self.v.notes.push(soft.to_string());
+        }
+        if self.v.closed && self.v.unsigned_tail == 0 {
+            return;
+        }
+        let since = match &self.v.last_checkpoint {
+            Some((time, every)) => {
+                format!("its last checkpoint is of {time} (the next was due within {every} s)")
+            }
+            None => String::new(),
+        };
+        let (kind, what) = if self.v.unsigned_tail > 0 {
+            (
+                Failure::Unsigned,
+                format!(
+                    "the last {} are signed by no checkpoint, and the log ends without its \
+                     closing checkpoint; {since}",
+                    crate::engine::plural(self.v.unsigned_tail as usize, "line", "lines")
+                ),
+            )
+        } else {
+            (
+                Failure::Truncated,
+                format!(
+                    "the log ends without its closing checkpoint: lines after it may be cut \
+                     off, or its server still runs or stopped without closing; {since}"
+                ),
+            )
+        };
+        if self.opts.allow_open_end {
+            self.v.notes.push(format!("open end: {what}"));
+        } else {
+            self.v.failure = Some(here(kind, what));
+        }
+    }
+}

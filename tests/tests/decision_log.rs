@@ -1,0 +1,400 @@
+//! The decision log written by the real server through every honest
+//! sequence — restarts, rotations, crashes while writing, oversized
+//! requests, signing turned on, idle hours — verifies with the real
+//! `verify-log` (attacks are in decision_log_attacks.rs).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::decision_log::{
+    ask, fails_as, key_pair, known_requests, lines_of, logged_run, logging_server, passes, verify,
+};
+use purposegate_tests::{ServerProcess, TempDir, channel, check_request, eventually};
+use serde_json::Value;
+
+#[tokio::test]
+async fn the_chain_continues_across_a_restart_and_a_rotation() {
+    let dir = TempDir::new("chain");
+    let log = dir.path().join("decisions.log");
+    logged_run(&log, &[], known_requests()).await;
+    logged_run(&log, &[], known_requests()).await;
+    let lines = lines_of(&log);
+    assert!(
+        lines[8].contains("\"chain\":\"continued\",\"prev_seq\":8"),
+        "{}",
+        lines[8]
+    );
+    let run = verify(&[&log], &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("OK: 16 lines in 1 file, seq 1 to 16"),
+        "{run:?}"
+    );
+
+    // Rotation by size: the file renamed FILE.<seq>, a new one names the
+    // last hash of the one before.
+    let rotated = dir.path().join("rotated.log");
+    let many: Vec<pb::CheckRequest> = (0..4).flat_map(|_| known_requests()).collect();
+    logged_run(&rotated, &["--decision-log-max-bytes", "4Ki"], many).await;
+    let mut files = rotated_files(dir.path(), "rotated.log.");
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 4096,
+            "{}",
+            f.display()
+        );
+    }
+    assert!(lines_of(&rotated)[0].contains("\"chain\":\"rotated\""));
+    files.push(rotated.clone());
+    let all: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let run = verify(&all, &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "OK: {} lines in {} files",
+            4 * 7 + 1 + files.len() - 1,
+            files.len()
+        )),
+        "{run:?}"
+    );
+    // A file left out in the middle: removed.
+    let gap: Vec<&Path> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, p)| *p)
+        .collect();
+    let report = fails_as(&gap, &[], "removed");
+    assert!(
+        report["failure"]["what"]
+            .as_str()
+            .unwrap()
+            .contains("does not continue the chain"),
+        "{report}"
+    );
+
+    // The file moved away while the server runs (logrotate): the next
+    // lines go to a new file at the path that continues the chain.
+    let moved = dir.path().join("moved.log");
+    let mut server = logging_server(&moved, &[]);
+    ask(&server, vec![check_request("provide", "customer-data")]).await;
+    eventually("the first decision is written", || async {
+        (lines_of(&moved).len() == 2).then_some(())
+    })
+    .await;
+    let aside = dir.path().join("moved.log.1");
+    std::fs::rename(&moved, &aside).unwrap();
+    // The writer looks at the path at least once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ask(&server, vec![check_request("improve", "customer-data")]).await;
+    server.signal("TERM");
+    assert_eq!(server.exited(Duration::from_secs(10)).await, Some(0));
+    let new_lines = lines_of(&moved);
+    assert!(
+        new_lines[0].contains("\"chain\":\"rotated\",\"prev_seq\":2"),
+        "{new_lines:?}"
+    );
+    let run = verify(&[&aside, &moved], &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("OK: 4 lines in 2 files, seq 1 to 4"),
+        "{run:?}"
+    );
+}
+
+fn rotated_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.display().to_string().contains(prefix))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_signed_log_verifies_across_restarts_and_rotations_and_ends_closed() {
+    let dir = TempDir::new("signed");
+    let (private, public) = key_pair(&dir, "log-key");
+    let (_, other_public) = key_pair(&dir, "other-key");
+    let log = dir.path().join("decisions.log");
+    let signing = [
+        "--decision-log-signing-key",
+        &private,
+        "--decision-log-checkpoint-lines",
+        "3",
+    ];
+    logged_run(&log, &signing, known_requests()).await;
+    let lines = lines_of(&log);
+    let checkpoints = lines
+        .iter()
+        .filter(|l| l.contains("\"checkpoint\":"))
+        .count();
+    assert!(checkpoints >= 3, "{lines:?}");
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["checkpoint"]["closing"], true, "{last}");
+    let key = ["--public-key", public.as_str()];
+    let report = passes(&[&log], &key);
+    assert_eq!(report["signed"], checkpoints);
+    assert_eq!(report["closed"], true);
+    let run = verify(&[&log], &key);
+    assert!(
+        run.stdout.contains(&format!(
+            "signatures: {checkpoints} checkpoints verified, signed by key "
+        )),
+        "{run:?}"
+    );
+
+    // A restart continues from the closing checkpoint, leaving nothing out;
+    // a rotation by size goes on signing.
+    let mut more = signing.to_vec();
+    more.extend(["--decision-log-max-bytes", "8Ki"]);
+    let many: Vec<pb::CheckRequest> = (0..3).flat_map(|_| known_requests()).collect();
+    logged_run(&log, &more, many).await;
+    let continued = lines_of(&log)
+        .into_iter()
+        .chain(
+            rotated_files(dir.path(), "decisions.log.")
+                .iter()
+                .flat_map(|f| lines_of(f)),
+        )
+        .find(|l| l.contains("\"chain\":\"continued\""))
+        .unwrap();
+    assert!(!continued.contains("left_out"), "{continued}");
+    let mut files = rotated_files(dir.path(), "decisions.log.");
+    assert!(!files.is_empty());
+    files.push(log.clone());
+    let all: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = passes(&all, &key);
+    assert!(report["notes"].as_array().unwrap().is_empty(), "{report:#}");
+
+    // Without the key: counted, not verified. Another key: forged.
+    let run = verify(&[&log], &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("not verified (give --public-key)"),
+        "{run:?}"
+    );
+    let report = fails_as(&all, &["--public-key", &other_public], "forged");
+    assert!(
+        report["failure"]["what"]
+            .as_str()
+            .unwrap()
+            .contains("not a given --public-key"),
+        "{report}"
+    );
+}
+
+/// Many callers at once, so the writer is writing when the process dies.
+async fn hammer(server: &ServerProcess, calls: usize) {
+    let channel = channel(&server.url()).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut client = DecisionServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            for j in 0..calls {
+                let mut request = check_request(
+                    if j % 3 == 0 { "advertising" } else { "provide" },
+                    "customer-data",
+                );
+                request.request_id = format!("r-{i}-{j}-{}", "x".repeat(200));
+                if client.check(request).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+#[tokio::test]
+async fn crashes_while_writing_leave_a_log_that_verifies_with_a_note() {
+    let dir = TempDir::new("crashes");
+    let (private, public) = key_pair(&dir, "log-key");
+    for (name, signing) in [
+        (
+            "signed.log",
+            vec!["--decision-log-signing-key", private.as_str()],
+        ),
+        ("plain.log", vec![]),
+    ] {
+        let log = dir.path().join(name);
+        let mut flags = signing.clone();
+        flags.extend([
+            "--decision-log-checkpoint-lines",
+            "50",
+            "--decision-log-max-bytes",
+            "256Ki",
+        ]);
+        for round in 0..6u64 {
+            let mut server = logging_server(&log, &flags);
+            let load = hammer(&server, 10_000);
+            // Killed while the callers are still asking.
+            let kill = tokio::time::sleep(Duration::from_millis(300 + round * 70));
+            tokio::select! {
+                () = load => {}
+                () = kill => {}
+            }
+            server.signal("KILL");
+            let _ = server.exited(Duration::from_secs(10)).await;
+            if round % 2 == 1 {
+                // A power cut: the last write reached the disk in part.
+                let len = std::fs::metadata(&log).unwrap().len();
+                let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+                file.set_len(len.saturating_sub(17)).unwrap();
+            }
+        }
+        logged_run(&log, &flags, known_requests()).await;
+        let mut files = rotated_files(dir.path(), &format!("{name}."));
+        assert!(!files.is_empty(), "{name}: no rotation");
+        files.push(log.clone());
+        let all: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let text: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        assert_eq!(text.matches("\"chain\":\"continued\"").count(), 6, "{name}");
+        assert!(
+            text.matches("\"torn\":true").count() >= 2,
+            "{name}: no cut line"
+        );
+        if signing.is_empty() {
+            // Without a key the chain alone: every cut line accounted for.
+            let report = passes(&all, &[]);
+            let notes = report["notes"].to_string();
+            assert!(!notes.contains("edited"), "{report:#}");
+            continue;
+        }
+        let key = ["--public-key", public.as_str()];
+        let open = ["--public-key", public.as_str(), "--allow-open-end"];
+        let report = passes(&all, &open);
+        let notes = report["notes"].to_string();
+        assert!(notes.contains("crash"), "{report:#}");
+        // Strictly, lines no checkpoint signs are a finding: unsigned,
+        // never an edit.
+        fails_as(&all, &key, "unsigned");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_logged_cut_and_the_chain_holds() {
+    let dir = TempDir::new("oversized");
+    let (private, public) = key_pair(&dir, "log-key");
+    let log = dir.path().join("decisions.log");
+    let mut huge = check_request("provide", "customer-data");
+    // Control characters are written escaped, six bytes each: a line of
+    // about 400 KiB.
+    let value = "\u{1}".repeat(1000);
+    let resource = huge.resource.as_mut().unwrap();
+    for i in 0..32 {
+        resource.attributes.insert(format!("a{i}"), value.clone());
+    }
+    let context = huge.context.get_or_insert_default();
+    for i in 0..32 {
+        context.attributes.insert(format!("c{i}"), value.clone());
+    }
+    let signing = ["--decision-log-signing-key", private.as_str()];
+    logged_run(
+        &log,
+        &signing,
+        vec![huge.clone(), check_request("advertising", "customer-data")],
+    )
+    .await;
+    let lines = lines_of(&log);
+    let line = lines.iter().find(|l| l.contains("\"truncated\"")).unwrap();
+    let cut: Value = serde_json::from_str(line).unwrap();
+    assert!(
+        cut["truncated"]["bytes"].as_u64().unwrap() > 256 * 1024,
+        "{cut}"
+    );
+    assert!(line.len() <= 64 * 1024 + 200);
+    assert_eq!(cut["decision"], "PERMIT");
+    // A graceful restart and a crash after it: the chain holds.
+    logged_run(&log, &signing, vec![huge.clone()]).await;
+    let mut server = logging_server(&log, &signing);
+    ask(&server, vec![huge]).await;
+    server.signal("KILL");
+    let _ = server.exited(Duration::from_secs(10)).await;
+    logged_run(&log, &signing, known_requests()).await;
+    passes(&[&log], &["--public-key", &public, "--allow-open-end"]);
+    passes(&[&log], &[]);
+}
+
+#[tokio::test]
+async fn signing_turned_on_for_an_unsigned_log_begins_a_signed_file() {
+    let dir = TempDir::new("turn-on");
+    let (private, public) = key_pair(&dir, "log-key");
+    let log = dir.path().join("decisions.log");
+    logged_run(&log, &[], known_requests()).await;
+    let before = lines_of(&log);
+    logged_run(
+        &log,
+        &["--decision-log-signing-key", &private],
+        known_requests(),
+    )
+    .await;
+    let aside = rotated_files(dir.path(), "decisions.log.set-aside.");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(lines_of(&aside[0]), before);
+    let first = &lines_of(&log)[0];
+    assert!(
+        first.contains("\"chain\":\"started\"") && first.contains("moved aside"),
+        "{first}"
+    );
+    passes(&[&log], &["--public-key", &public]);
+    passes(&[&aside[0]], &[]);
+}
+
+#[tokio::test]
+async fn an_idle_log_is_checkpointed_and_its_checkpoints_kept_elsewhere() {
+    let dir = TempDir::new("idle");
+    let (private, public) = key_pair(&dir, "log-key");
+    let log = dir.path().join("decisions.log");
+    let mut server = logging_server(
+        &log,
+        &[
+            "--decision-log-signing-key",
+            &private,
+            "--decision-log-checkpoint-interval",
+            "1s",
+        ],
+    );
+    ask(&server, vec![check_request("provide", "customer-data")]).await;
+    eventually("two checkpoints while idle", || async {
+        let n = std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("\"checkpoint\":")
+            .count();
+        (n >= 2).then_some(())
+    })
+    .await;
+    server.signal("TERM");
+    assert_eq!(server.exited(Duration::from_secs(10)).await, Some(0));
+    // The process log holds every checkpoint's line, to pass as --expect.
+    let expects: Vec<String> = server
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["expect"].as_str().map(str::to_string))
+        .collect();
+    assert!(expects.len() >= 3, "{:?}", server.log());
+    let mut flags = vec!["--public-key".to_string(), public.clone()];
+    for e in &expects {
+        flags.extend(["--expect".to_string(), e.clone()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    passes(&[&log], &flags);
+}
