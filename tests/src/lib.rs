@@ -15,6 +15,7 @@ pub mod app;
 pub mod attacks;
 mod clients;
 pub mod contexts;
+pub mod diffs;
 pub mod docs;
 mod fixtures;
 mod peers;
