@@ -1,22 +1,29 @@
 //! What a policy change does to data flows: the two policies' matrices
 //! cell by cell, and for each cell the requests one permits and the other
-//! does not, found by the matrix's own enumeration (every combination of
-//! the facts either policy's rules read on the cell) and decided by
-//! [`Policy::evaluate`] of both — never by comparing rule text.
+//! does not, found by asking every question either policy could decide
+//! otherwise (`questions`: every combination of the values the rules of
+//! either policy tell apart) and decided by [`Policy::evaluate`] of both —
+//! never by comparing rule text. The search is exact or says it could not
+//! tell: a cell with more questions than
+//! [`MAX_CELL_QUESTIONS`](crate::MAX_CELL_QUESTIONS), or than
+//! what is left of [`MAX_EVALUATIONS`] for the whole diff, is not tried
+//! and names what it would have taken ([`Untried`]).
 //!
 //! Then what changed in the text: rules, purposes, data categories,
 //! settings and claims added, removed or changed.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::decision::Decision;
 use super::diagnostic::plural;
-use super::matrix::{CellKind, MAX_CELLS, MAX_EVALUATIONS, for_each_question, when_in_words};
+use super::matrix::{CellKind, MAX_CELLS, MAX_EVALUATIONS, when_in_words};
 use super::model::Taxonomy;
 use super::policy::Policy;
+use super::questions::{Untried, questions};
 use super::request::DecisionRequest;
 
 /// A policy of the comparison.
@@ -57,13 +64,23 @@ pub struct CellChange {
     pub newly_refused: Option<Example>,
     /// Requests decided by both.
     pub evaluated: usize,
-    /// Whether every combination of facts was tried.
+    /// Whether every request either policy could decide otherwise was
+    /// asked (or a widening and a narrowing were both found): when not,
+    /// `untried` says why.
     pub exhaustive: bool,
+    /// Why the cell was not tried: the diff cannot tell what it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untried: Option<Untried>,
 }
 
 impl CellChange {
     pub fn widens(&self) -> bool {
         self.newly_permitted.is_some()
+    }
+
+    /// Whether the diff cannot tell what the change does on this cell.
+    pub fn cannot_tell(&self) -> bool {
+        self.untried.is_some()
     }
 }
 
@@ -107,11 +124,18 @@ pub struct PolicyDiff {
     pub widened: usize,
     /// Cells where the old policy permits a request the new does not.
     pub narrowed: usize,
+    /// Cells not tried, too many questions ([`CellChange::untried`]): the
+    /// diff cannot tell what the change does there.
+    pub untried: usize,
     /// Why cells were not compared ([`MAX_CELLS`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub omitted: Option<String>,
-    /// Whether every cell tried every combination of facts.
+    /// Whether every cell was tried (no `omitted`, no `untried`).
     pub exhaustive: bool,
+    /// When not: that the diff cannot tell whether the change widens, and
+    /// what it did not try.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cannot_tell: Option<String>,
     /// Rules added, changed, then removed.
     pub rules: Vec<RuleChange>,
     pub purposes: Changes,
@@ -122,9 +146,9 @@ pub struct PolicyDiff {
 
 impl PolicyDiff {
     /// Whether the new policy permits anything the old did not, or the
-    /// comparison could not show it does not (cells left out, or tried
-    /// fact by fact only, where a permit needing two facts at once may
-    /// hide): both are treated as widening.
+    /// comparison could not show it does not (cells left out, or cells
+    /// with more questions than the budget): both are treated as
+    /// widening.
     pub fn widens(&self) -> bool {
         self.widened > 0 || self.omitted.is_some() || !self.exhaustive
     }
@@ -139,6 +163,8 @@ impl PolicyDiff {
             && self.other.is_empty()
     }
 }
+
+const CANNOT_TELL: &str = "cannot tell whether this change widens what data may be used for";
 
 /// Ids of both trees, the new one's order first, then those only the old
 /// declares.
@@ -189,8 +215,10 @@ impl Policy {
             compared: 0,
             widened: 0,
             narrowed: 0,
+            untried: 0,
             omitted: None,
             exhaustive: true,
+            cannot_tell: None,
             rules: Vec::new(),
             purposes: tree_changes(old.purposes(), new.purposes()),
             categories: tree_changes(old.categories(), new.categories()),
@@ -205,6 +233,10 @@ impl Policy {
                 plural(categories.len(), "data category", "data categories")
             ));
             out.exhaustive = false;
+            out.cannot_tell = out
+                .omitted
+                .as_ref()
+                .map(|why| format!("{CANNOT_TELL}: {why}"));
             return out;
         }
         // Each request is decided twice; the cells' kinds (each policy's
@@ -223,16 +255,30 @@ impl Policy {
                 if change.newly_refused.is_some() {
                     out.narrowed += 1;
                 }
+                if change.cannot_tell() {
+                    out.untried += 1;
+                }
                 if kinds_differ
                     || change.newly_permitted.is_some()
                     || change.newly_refused.is_some()
+                    || change.cannot_tell()
                 {
                     out.cells.push(change);
                 }
             }
         }
-        // Widened cells first; otherwise in matrix order.
-        out.cells.sort_by_key(|c| !c.widens());
+        // Widened cells first, then those it cannot tell; otherwise in
+        // matrix order.
+        out.cells.sort_by_key(|c| (!c.widens(), !c.cannot_tell()));
+        out.cannot_tell = out.cells.iter().find(|c| c.cannot_tell()).map(|first| {
+            format!(
+                "{CANNOT_TELL}: {} not tried, too many questions (the first: `{}` x `{}`, {})",
+                plural(out.untried, "cell", "cells"),
+                first.purpose,
+                first.category,
+                first.untried.as_ref().map_or("", |u| u.why.as_str())
+            )
+        });
         out
     }
 }
@@ -261,29 +307,35 @@ fn compare_cell(
     let mut newly_permitted = None;
     let mut newly_refused = None;
     let mut evaluated = 0;
-    let exhaustive = for_each_question(&[new, old], purpose, category, *left, |req| {
-        evaluated += 1;
-        if newly_permitted.is_some() && newly_refused.is_some() {
-            return;
-        }
-        let (o, n) = (old.evaluate(req), new.evaluate(req));
-        let widened = n.decision == Decision::Permit && o.decision != Decision::Permit;
-        let narrowed = o.decision == Decision::Permit && n.decision != Decision::Permit;
-        let slot = match (widened, narrowed) {
-            (true, _) => &mut newly_permitted,
-            (_, true) => &mut newly_refused,
-            _ => return,
-        };
-        slot.get_or_insert_with(|| Example {
-            request: req.clone(),
-            old: o.decision,
-            old_rule_ids: o.rule_ids,
-            new: n.decision,
-            new_rule_ids: n.rule_ids,
-            reason: n.reason.to_string(),
+    let asked = questions([old, new], purpose, category, *left).map(|questions| {
+        questions.for_each(|req| {
+            evaluated += 1;
+            let (o, n) = (old.evaluate(req), new.evaluate(req));
+            let widened = n.decision == Decision::Permit && o.decision != Decision::Permit;
+            let narrowed = o.decision == Decision::Permit && n.decision != Decision::Permit;
+            let slot = match (widened, narrowed) {
+                (true, _) => &mut newly_permitted,
+                (_, true) => &mut newly_refused,
+                _ => return ControlFlow::Continue(()),
+            };
+            slot.get_or_insert_with(|| Example {
+                request: req.clone(),
+                old: o.decision,
+                old_rule_ids: o.rule_ids,
+                new: n.decision,
+                new_rule_ids: n.rule_ids,
+                reason: n.reason.to_string(),
+            });
+            // Both found: no other request can tell more.
+            if newly_permitted.is_some() && newly_refused.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
     });
     *left = left.saturating_sub(evaluated);
+    let untried = asked.err();
     CellChange {
         purpose: purpose.clone(),
         category: category.clone(),
@@ -292,7 +344,8 @@ fn compare_cell(
         newly_permitted,
         newly_refused,
         evaluated,
-        exhaustive,
+        exhaustive: untried.is_none(),
+        untried,
     }
 }
 

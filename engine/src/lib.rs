@@ -23,6 +23,7 @@ mod matrix;
 mod model;
 mod policy;
 mod purposes;
+mod questions;
 mod reason;
 mod request;
 mod suggest;
@@ -47,6 +48,7 @@ pub use model::{
 };
 pub use policy::{Policy, RuleIdx};
 pub use purposes::{PermittedPurpose, PermittedPurposes};
+pub use questions::{FactValues, MAX_CELL_QUESTIONS, Untried};
 pub use reason::Reason;
 pub use request::{
     Context, DecisionRequest, InvalidRequest, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS,

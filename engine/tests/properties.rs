@@ -8,6 +8,9 @@
 
 use proptest::prelude::*;
 
+#[path = "properties/diff.rs"]
+mod diff;
+
 use purposegate_engine::{
     Context, Decision, DecisionRequest, Deidentification, Effect, Evaluation, Policy, Resource,
     Subject,

@@ -62,9 +62,11 @@ enum Command {
     Check(Box<CheckArgs>),
     /// What a policy change does to data flows: per purpose x data
     /// category, the old and new state and a request the new policy
-    /// permits and the old does not (decided by both); then rules,
-    /// purposes and categories added, removed and changed. Exit 0 when
-    /// nothing is newly permitted, 1 when something is, 2 on an invalid
+    /// permits and the old does not (decided by both, asking every
+    /// request either policy can tell apart); then rules, purposes and
+    /// categories added, removed and changed. Exit 0 when nothing is
+    /// newly permitted, 1 when something is or when it cannot tell (a
+    /// cell with more requests to ask than its budget), 2 on an invalid
     /// policy.
     Diff {
         /// The policy before the change: a file or a directory.

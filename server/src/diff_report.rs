@@ -9,13 +9,17 @@ fn kind(k: Option<CellKind>) -> &'static str {
     k.map_or("undeclared", CellKind::as_str)
 }
 
-fn what(cell: &CellChange) -> &'static str {
+fn what(cell: &CellChange) -> String {
+    if let Some(untried) = &cell.untried {
+        return format!("cannot tell: {}", untried.why);
+    }
     match (cell.newly_permitted.is_some(), cell.newly_refused.is_some()) {
         (true, true) => "widens and narrows",
         (true, false) => "widens",
         (false, true) => "narrows",
         (false, false) => "no request decided otherwise",
     }
+    .to_string()
 }
 
 fn request_json(e: &Example) -> String {
@@ -32,28 +36,36 @@ fn decided(decision: crate::engine::Decision, rules: &[std::sync::Arc<str>]) -> 
 
 /// The verdict line: what a CI gate reads.
 pub fn verdict(diff: &PolicyDiff) -> String {
-    if let Some(why) = &diff.omitted {
-        return format!("cannot tell whether this change widens what data may be used for: {why}");
+    if diff.omitted.is_some() {
+        return diff.cannot_tell.clone().unwrap_or_default();
     }
     if diff.widened > 0 {
-        return format!(
+        let widens = format!(
             "this change widens what data may be used for: {} newly permit{} requests",
             plural(diff.widened, "cell", "cells"),
             if diff.widened == 1 { "s" } else { "" }
         );
+        return match &diff.cannot_tell {
+            Some(untried) => format!("{widens}; and {untried}"),
+            None => widens,
+        };
     }
-    if !diff.exhaustive {
-        return "cannot tell whether this change widens what data may be used for: some cells \
-                have too many combinations of facts to try every one"
-            .to_string();
+    if let Some(untried) = &diff.cannot_tell {
+        return untried.clone();
     }
     "nothing is newly permitted".to_string()
 }
 
 fn flows_summary(diff: &PolicyDiff) -> String {
+    let untried = if diff.untried > 0 {
+        format!(", {} not tried (cannot tell)", diff.untried)
+    } else {
+        String::new()
+    };
+    let changed = diff.cells.iter().filter(|c| !c.cannot_tell()).count();
     format!(
-        "{} of {} changed, {} widened (newly permitting requests), {} narrowed",
-        plural(diff.cells.len(), "cell", "cells"),
+        "{} of {} changed, {} widened (newly permitting requests), {} narrowed{untried}",
+        plural(changed, "cell", "cells"),
         diff.compared,
         diff.widened,
         diff.narrowed

@@ -16,6 +16,7 @@ pub mod attacks;
 mod clients;
 pub mod contexts;
 pub mod decision_log;
+pub mod diffs;
 pub mod docs;
 mod fixtures;
 mod peers;

@@ -11,62 +11,13 @@
 )]
 
 use purposegate_tests::decision_log::{known_requests, logged_run};
+use purposegate_tests::diffs::{confirm_examples, diff_json, widened};
 use purposegate_tests::{
-    Run, TempDir, default_policy_text, default_policy_without_prohibition, server_cli,
+    TempDir, default_policy_text, default_policy_without_prohibition, server_cli,
 };
 use serde_json::Value;
 
 const POLICY: &str = "engine/policies/online-services-dpa.yaml";
-
-/// `diff --format json OLD NEW`: the run and the report.
-fn diff_json(old: &str, new: &str) -> (Run, Value) {
-    let run = server_cli(&["diff", "--format", "json", old, new], None);
-    let report = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
-    (run, report)
-}
-
-/// The widened cells of a diff report, as `purpose x category`.
-fn widened(report: &Value) -> Vec<String> {
-    let mut cells: Vec<String> = report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c.get("newlyPermitted").is_some())
-        .map(|c| {
-            format!(
-                "{} x {}",
-                c["purpose"].as_str().unwrap(),
-                c["category"].as_str().unwrap()
-            )
-        })
-        .collect();
-    cells.sort();
-    cells
-}
-
-/// Every widened cell's example is permitted by NEW and refused by OLD:
-/// asked again of `check` on both policies.
-fn confirm_examples(report: &Value, old: &str, new: &str) {
-    for cell in report["cells"].as_array().unwrap() {
-        let Some(example) = cell.get("newlyPermitted") else {
-            continue;
-        };
-        let request = example["request"].to_string();
-        let decide = |policy: &str| -> String {
-            let run = server_cli(
-                &["check", "--policy", policy, "--json", "-"],
-                Some(&request),
-            );
-            assert_eq!(run.code, Some(0), "{run:?}");
-            let answer: Value = serde_json::from_str(&run.stdout).unwrap();
-            answer["decision"].as_str().unwrap().to_string()
-        };
-        assert_eq!(decide(new), "PERMIT", "{cell}");
-        assert_ne!(decide(old), "PERMIT", "{cell}");
-        assert_eq!(example["new"], "PERMIT");
-        assert_ne!(example["old"], "PERMIT");
-    }
-}
 
 #[test]
 fn diff_finds_a_permit_widened_by_a_new_rule() {
@@ -80,8 +31,16 @@ fn diff_finds_a_permit_widened_by_a_new_rule() {
     );
     let (run, report) = diff_json(POLICY, &new);
     assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(widened(&report), ["lbo.billing x customer-data"]);
-    assert_eq!(report["widened"], 1);
+    // Customer data for billing, and (semantic 4) anonymised diagnostic
+    // data derived from it, which customer data's own rule held back.
+    assert_eq!(
+        widened(&report),
+        [
+            "lbo.billing x customer-data",
+            "lbo.billing x diagnostic-data"
+        ]
+    );
+    assert_eq!(report["widened"], 2);
     assert_eq!(report["narrowed"], 0);
     let cell = &report["cells"][0];
     assert_eq!(cell["old"], "conditional");
@@ -104,7 +63,7 @@ fn diff_finds_a_permit_widened_by_a_new_rule() {
     );
     assert!(
         text.stdout.contains(
-            "result: this change widens what data may be used for: 1 cell newly permits requests"
+            "result: this change widens what data may be used for: 2 cells newly permit requests"
         ),
         "{text:?}"
     );
@@ -183,8 +142,9 @@ fn diff_finds_a_condition_loosened() {
     );
     let (run, report) = diff_json(POLICY, &new);
     assert_eq!(run.code, Some(1), "{run:?}");
-    // Every LBO on every category but diagnostic data, which anonymised
-    // is already enough for.
+    // Every LBO on every category: diagnostic data too, where it is
+    // derived from another category (anonymised is enough for diagnostic
+    // data itself, not for its origin).
     let mut want = Vec::new();
     for p in [
         "lbo",
@@ -197,6 +157,7 @@ fn diff_finds_a_condition_loosened() {
     ] {
         for c in [
             "customer-data",
+            "diagnostic-data",
             "service-generated-data",
             "professional-services-data",
         ] {

@@ -196,6 +196,16 @@ async fn a_signed_log_verifies_across_restarts_and_rotations_and_ends_closed() {
     );
 }
 
+/// The bytes of the log `name` and its rotated files in `dir`.
+fn bytes_of(dir: &Path, name: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(name))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 /// Many callers at once, so the writer is writing when the process dies.
 async fn hammer(server: &ServerProcess, calls: usize) {
     let channel = channel(&server.url()).await;
@@ -237,15 +247,23 @@ async fn crashes_while_writing_leave_a_log_that_verifies_with_a_note() {
             "--decision-log-checkpoint-lines",
             "50",
             "--decision-log-max-bytes",
-            "256Ki",
+            "32Ki",
         ]);
         for round in 0..6u64 {
             let mut server = logging_server(&log, &flags);
-            let load = hammer(&server, 10_000);
-            // Killed while the callers are still asking.
-            let kill = tokio::time::sleep(Duration::from_millis(300 + round * 70));
+            let written = bytes_of(dir.path(), name);
+            let load = hammer(&server, 100_000);
+            // Killed while the callers are still asking, once this run has
+            // written enough to rotate (however slow the machine).
+            let grown = eventually("the run writes 48 KiB", || async {
+                (bytes_of(dir.path(), name) > written + 48 * 1024).then_some(())
+            });
+            let kill = async {
+                grown.await;
+                tokio::time::sleep(Duration::from_millis(round * 30)).await;
+            };
             tokio::select! {
-                () = load => {}
+                () = load => panic!("the callers stopped before the kill"),
                 () = kill => {}
             }
             server.signal("KILL");

@@ -528,12 +528,16 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
     ] {
         assert!(explanation.contains(says), "{says}: {seen}");
     }
-    // The compare view marks the one widened cell, before and after, and
-    // shows the request both policies decided.
+    // The compare view marks the widened cells (customer data, and
+    // diagnostic data derived from it), before and after, and shows the
+    // request both policies decided.
     assert_eq!(seen["compare"]["result"], "widens", "{seen}");
     assert_eq!(
         seen["compare"]["widened"],
-        serde_json::json!(["lbo.billing x customer-data"]),
+        serde_json::json!([
+            "lbo.billing x customer-data",
+            "lbo.billing x diagnostic-data"
+        ]),
         "{seen}"
     );
     assert_eq!(
@@ -627,7 +631,8 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
 }
 
 /// The default policy with a rule that permits billing on customer data
-/// whatever its state: one cell widened.
+/// whatever its state: customer data for billing widened (and diagnostic
+/// data derived from it).
 fn billing_anything() -> String {
     format!(
         "{}\n  - id: billing-anything\n    effect: permit\n    dataCategories: [customer-data]\n    purposes: [lbo.billing]\n",
@@ -645,7 +650,7 @@ async fn the_diff_api_compares_a_candidate_without_serving_it() {
     let (status, _, body) = http(admin, "POST", "/api/diff", &yaml, Some(&candidate));
     assert_eq!(status, 200, "{body}");
     let diff: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(diff["widened"], 1, "{diff}");
+    assert_eq!(diff["widened"], 2, "{diff}");
     assert_eq!(diff["old"]["revision"], before);
     let cell = &diff["cells"][0];
     assert_eq!(

@@ -118,18 +118,31 @@ fn result(h: &mut String, diff: &PolicyDiff, candidate: &Matrix) {
     let verdict = crate::diff_report::verdict(diff);
     let _ = write!(
         h,
-        r#"<section id="result" class="result" role="status" data-result="{state}" data-widened="{widened}" data-narrowed="{narrowed}">
+        r#"<section id="result" class="result" role="status" data-result="{state}" data-widened="{widened}" data-narrowed="{narrowed}" data-untried="{untried}">
 <h2>What the change does</h2>
 <p class="verdict"><strong>{verdict}</strong>.</p>
-<p>Candidate <strong>{name}</strong>, revision <code>{revision}</code>: {changed} of {compared} cells changed, {widened} widened, {narrowed} narrowed.</p>
+<p>Candidate <strong>{name}</strong>, revision <code>{revision}</code>: {changed} of {compared} cells changed, {widened} widened, {narrowed} narrowed{untried_words}.</p>
 "#,
-        state = if diff.widens() { "widens" } else { "safe" },
+        state = match (diff.widened > 0, diff.widens()) {
+            (true, _) => "widens",
+            (false, true) => "cannot-tell",
+            (false, false) => "safe",
+        },
         widened = diff.widened,
         narrowed = diff.narrowed,
+        untried = diff.untried,
+        untried_words = if diff.untried > 0 {
+            format!(
+                ", {} not tried: the diff cannot tell what the change does there",
+                diff.untried
+            )
+        } else {
+            String::new()
+        },
         verdict = esc(&verdict),
         name = esc(&diff.new.name),
         revision = esc(&diff.new.revision),
-        changed = diff.cells.len(),
+        changed = diff.cells.iter().filter(|c| !c.cannot_tell()).count(),
         compared = diff.compared,
     );
     let changed: HashMap<(&str, &str), &CellChange> = diff
@@ -164,6 +177,7 @@ fn result(h: &mut String, diff: &PolicyDiff, candidate: &Matrix) {
                         let mark = match (change.widens(), change.newly_refused.is_some()) {
                             (true, _) => "widened",
                             (false, true) => "narrowed",
+                            _ if change.cannot_tell() => "cannot-tell",
                             _ => "changed",
                         };
                         let _ = write!(
@@ -221,6 +235,13 @@ fn result(h: &mut String, diff: &PolicyDiff, candidate: &Matrix) {
             }
             if let Some(e) = &change.newly_refused {
                 example(h, "newly refused", e);
+            }
+            if let Some(untried) = &change.untried {
+                let _ = write!(
+                    h,
+                    r#"<li class="cannot-tell"><strong>cannot tell</strong>: {}</li>"#,
+                    esc(&untried.why)
+                );
             }
             h.push_str("</ul></li>");
         }
