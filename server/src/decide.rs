@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::Span as _;
 use opentelemetry_sdk::trace::Span;
 
-use crate::audit::DecisionLog;
+use crate::audit::{DecisionLog, Via};
 use crate::engine::{DecisionRequest, Evaluation, PermittedPurposes, Policy};
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
@@ -78,6 +78,7 @@ impl Decider {
         req: DecisionRequest,
         start: Instant,
         span: Option<&mut Span>,
+        via: Via,
     ) -> Decided {
         let evaluation = policy.evaluate(&req);
         let reason = evaluation.reason.to_string();
@@ -86,18 +87,23 @@ impl Decider {
             record_decision(span, &req, &evaluation);
         }
         self.decision_log
-            .record(req, &evaluation, reason.clone(), start.elapsed());
+            .record(via, req, &evaluation, reason.clone(), start.elapsed());
         Decided { evaluation, reason }
     }
 
     /// The reverse question for a valid request (checked with
-    /// `validate_without_purpose`), traced into `span`.
+    /// `validate_without_purpose`), traced into `span` and written to the
+    /// decision log.
     pub fn permitted_purposes(
         &self,
         req: &DecisionRequest,
         span: Option<&mut Span>,
+        via: Via,
     ) -> Result<PermittedPurposes, crate::engine::InvalidRequest> {
+        let start = Instant::now();
         let answer = self.policy().permitted_purposes(req)?;
+        self.decision_log
+            .record_permitted(via, req.clone(), &answer, start.elapsed());
         if let Some(span) = span {
             let purposes: Vec<opentelemetry::StringValue> = answer
                 .purposes

@@ -81,11 +81,6 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     )
     .await
     .map_err(|e| format!("cannot serve metrics on {}: {e}", args.metrics_listen))?;
-    if let Listen(Some(addr)) = args.admin_listen {
-        crate::explorer::serve(addr, store.clone(), metrics.connections_refused("explorer"))
-            .await
-            .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
-    }
     // Keep the watcher alive for as long as the server runs.
     let _reloader = match &args.policy {
         Some(path) => Some(
@@ -132,6 +127,12 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         metrics.decision_log_write_errors.clone(),
     )
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
+    if let Listen(Some(addr)) = args.admin_listen {
+        let refused = metrics.connections_refused("explorer");
+        crate::explorer::serve(addr, store.clone(), decision_log.clone(), refused)
+            .await
+            .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
+    }
     let tls_failures = metrics.tls_handshake_failures.clone();
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");

@@ -2,8 +2,8 @@
 //! this one place: the opener that begins every run of the writer (a
 //! segment) and the signed checkpoint.
 //!
-//! A line is exactly one kind: a decision, a drop note, an opener or a
-//! checkpoint; a line carrying the marks of two is not one the writer
+//! A line is exactly one kind: a decision, the answer to the reverse
+//! question, a drop note, an opener or a checkpoint; a line carrying the marks of two is not one the writer
 //! wrote.
 
 use serde::{Deserialize, Serialize};
@@ -164,13 +164,15 @@ impl Checkpoint {
 #[derive(Debug, Clone)]
 pub enum Kind {
     Decision,
+    /// The answer to the reverse question: the purposes permitted.
+    Permitted,
     Dropped,
     Opener(Opener),
     Checkpoint(Box<Checkpoint>),
 }
 
 /// The marks that make a line a kind.
-const MARKS: [&str; 4] = ["decision", "dropped", "chain", "checkpoint"];
+const MARKS: [&str; 5] = ["decision", "permitted", "dropped", "chain", "checkpoint"];
 
 /// What kind of line a parsed line is, or why it is none the writer
 /// writes.
@@ -187,6 +189,7 @@ pub fn kind_of(line: &Map<String, Value>) -> Result<Kind, String> {
     };
     match marks.as_slice() {
         ["decision"] => Ok(Kind::Decision),
+        ["permitted"] => Ok(Kind::Permitted),
         ["dropped"] => Ok(Kind::Dropped),
         ["chain"] => serde_json::from_value(strip())
             .map(Kind::Opener)

@@ -169,9 +169,31 @@ pub fn hashed(value: &str) -> String {
     format!("sha256:{hex}")
 }
 
+/// Who asked, and in what form: the face (`grpc.Check`,
+/// `authzen.evaluation`, `explorer.try`, …) and, from AuthZEN, the
+/// subject's `type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Via {
+    pub face: &'static str,
+    pub subject_type: Option<String>,
+}
+
+impl Via {
+    pub fn face(face: &'static str) -> Self {
+        Via {
+            face,
+            subject_type: None,
+        }
+    }
+}
+
 /// One decision (or a run of identical ones), as queued.
 #[derive(Debug)]
 pub struct Record {
+    pub via: Via,
+    /// For the reverse question: the purposes permitted (the line then
+    /// has no `decision`).
+    pub permitted: Option<Vec<Arc<str>>>,
     /// Taken when the decision is made, written out as RFC 3339 by the
     /// writer, off the request path.
     pub time: SystemTime,
@@ -192,11 +214,32 @@ pub struct Record {
 const ENTRY_OVERHEAD: usize = 24;
 
 impl Record {
+    /// A record of `request` made now, with no answer yet (a permit with
+    /// no rules).
+    pub fn new(via: Via, request: DecisionRequest, revision: Arc<str>, latency_us: u64) -> Self {
+        Record {
+            time: SystemTime::now(),
+            via,
+            permitted: None,
+            request,
+            decision: Decision::Permit,
+            rule_ids: Vec::new(),
+            reason: String::new(),
+            revision,
+            monitor_decision: None,
+            latency_us,
+            count: 1,
+            last_time: None,
+        }
+    }
+
     /// Whether `other` is the same decision again: all but its time,
     /// request id and latency.
     pub fn same_decision(&self, other: &Record) -> bool {
         let (a, b) = (&self.request, &other.request);
         self.decision == other.decision
+            && self.via == other.via
+            && self.permitted == other.permitted
             && self.revision == other.revision
             && self.rule_ids == other.rule_ids
             && self.reason == other.reason
@@ -236,6 +279,11 @@ impl Record {
             + list(&r.supported_obligations)
             + self.rule_ids.len() * 16
             + self.reason.len()
+            + self.via.subject_type.as_ref().map_or(0, String::len)
+            + self
+                .permitted
+                .as_ref()
+                .map_or(0, |p| p.iter().map(|s| s.len() + ENTRY_OVERHEAD).sum())
     }
 
     /// The line's members (without `seq` and `hash`, which the chain
@@ -291,9 +339,12 @@ impl Record {
                 &r.supported_obligations,
             )
             .filter(|l| !l.is_empty()),
-            decision: self.decision,
-            rule_ids: &self.rule_ids,
-            reason: &self.reason,
+            via: self.via.face,
+            subject_type: self.via.subject_type.as_deref(),
+            decision: self.permitted.is_none().then_some(self.decision),
+            permitted: self.permitted.as_deref(),
+            rule_ids: self.permitted.is_none().then_some(&self.rule_ids[..]),
+            reason: self.permitted.is_none().then_some(&self.reason[..]),
             revision: &self.revision,
             monitor_decision: self.monitor_decision,
             latency_us: self.latency_us,
@@ -387,9 +438,17 @@ struct Line<'a> {
     context_attributes: Option<BTreeMap<&'a str, Cow<'a, str>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     supported_obligations: Option<Vec<Cow<'a, str>>>,
-    decision: Decision,
-    rule_ids: &'a [Arc<str>],
-    reason: &'a str,
+    via: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permitted: Option<&'a [Arc<str>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule_ids: Option<&'a [Arc<str>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
     revision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     monitor_decision: Option<Decision>,

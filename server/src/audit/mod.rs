@@ -41,8 +41,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
-use crate::engine::{Decision, DecisionRequest, Evaluation};
+use crate::engine::{Decision, DecisionRequest, Evaluation, PermittedPurposes};
 use line::Record;
+pub use line::Via;
 pub use writer::Options;
 
 /// Where decision lines go.
@@ -220,24 +221,45 @@ impl DecisionLog {
     /// says); never waits.
     pub fn record(
         &self,
+        via: Via,
         request: DecisionRequest,
         answer: &Evaluation,
         reason: String,
         latency: Duration,
     ) {
-        let Some(shared) = &self.shared else { return };
-        let record = Record {
-            time: SystemTime::now(),
-            request,
+        if self.shared.is_none() {
+            return;
+        }
+        let latency = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.queue(Record {
             decision: answer.decision,
             rule_ids: answer.rule_ids.clone(),
             reason,
-            revision: answer.policy_revision.clone(),
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
-            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            count: 1,
-            last_time: None,
-        };
+            ..Record::new(via, request, answer.policy_revision.clone(), latency)
+        });
+    }
+
+    /// Queues the answer to the reverse question: the purposes permitted.
+    pub fn record_permitted(
+        &self,
+        via: Via,
+        request: DecisionRequest,
+        answer: &PermittedPurposes,
+        latency: Duration,
+    ) {
+        if self.shared.is_none() {
+            return;
+        }
+        let latency = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.queue(Record {
+            permitted: Some(answer.purposes.iter().map(|p| p.purpose.clone()).collect()),
+            ..Record::new(via, request, answer.policy_revision.clone(), latency)
+        });
+    }
+
+    fn queue(&self, record: Record) {
+        let Some(shared) = &self.shared else { return };
         let Ok(mut queue) = shared.queue.lock() else {
             shared.dropped.inc();
             return;
@@ -429,7 +451,13 @@ mod tests {
             monitor: None,
             request_id: String::new(),
         };
-        log.record(request, &answer, "because".into(), Duration::from_micros(5));
+        log.record(
+            Via::face("test"),
+            request,
+            &answer,
+            "because".into(),
+            Duration::from_micros(5),
+        );
     }
 
     #[test]

@@ -170,7 +170,11 @@ impl Writer {
             unsynced: false,
             rotating: false,
         };
+        // The opener and its checkpoint go where the run begins, however
+        // full the file: the next line rotates it.
+        writer.rotating = true;
         writer.opened(start.how, start.left_out, start.note);
+        writer.rotating = false;
         Ok(Some(writer))
     }
 

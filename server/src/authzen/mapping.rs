@@ -277,6 +277,12 @@ pub enum Asked {
     ActionSearch,
 }
 
+/// The subject's `type` (`user`, `workload`, …): the engine does not
+/// decide on it, the decision log records it.
+pub fn subject_type(src: Source<'_>) -> Result<String, Problem> {
+    required_string(entity(src, "subject")?, "type", "subject")
+}
+
 /// An AuthZEN request (one evaluation, or an action search) as the
 /// engine's request. The caller checks the engine's limits (`validate`).
 pub fn request(

@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::audit::Via;
 use crate::decide::Decider;
 use crate::engine;
 use mapping::{Asked, Problem, Semantic, Source};
@@ -356,17 +357,23 @@ impl AuthZen {
         src: Source<'_>,
         call: &Call,
         span: Option<&mut Span>,
+        face: &'static str,
     ) -> Result<mapping::Answer, Refusal> {
         let req = mapping::request(src, Asked::Evaluation, &call.request_id)?;
         req.validate()
             .map_err(|invalid| Refusal::bad(invalid.to_string()))?;
-        let decided = self.decider.decide(policy, req, call.start, span);
+        let via = Via {
+            face,
+            subject_type: Some(mapping::subject_type(src)?),
+        };
+        let decided = self.decider.decide(policy, req, call.start, span, via);
         Ok(mapping::decision(&decided.evaluation, &decided.reason))
     }
 
     fn evaluation(&self, call: Call, span: Option<&mut Span>) -> Result<Bytes, Refusal> {
         let policy = self.decider.policy();
-        let answer = self.decide(&policy, Source::alone(&call.body), &call, span)?;
+        let src = Source::alone(&call.body);
+        let answer = self.decide(&policy, src, &call, span, "authzen.evaluation")?;
         encode(&answer)
     }
 
@@ -411,7 +418,7 @@ impl AuthZen {
                         item,
                         defaults: Some(&call.body),
                     };
-                    self.decide(&policy, src, &call, None)
+                    self.decide(&policy, src, &call, None, "authzen.evaluations")
                         .unwrap_or_else(|refusal| mapping::failed(&refusal.message))
                 }
             };
@@ -433,9 +440,13 @@ impl AuthZen {
             &call.request_id,
         )?;
         let page = Page::of(&call.body)?;
+        let via = Via {
+            face: "authzen.search.action",
+            subject_type: Some(mapping::subject_type(Source::alone(&call.body))?),
+        };
         let permitted = self
             .decider
-            .permitted_purposes(&req, span)
+            .permitted_purposes(&req, span, via)
             .map_err(|invalid| Refusal::bad(invalid.to_string()))?;
         let fingerprint = fingerprint(&call.body);
         let (offset, limit) = match &page.token {

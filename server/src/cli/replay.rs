@@ -128,7 +128,7 @@ fn print_replay(r: &purposegate_server::replay::Replay) {
     }
     if r.other_lines > 0 || r.dropped_in_log > 0 {
         out(&format!(
-            "not decisions: {} (chain starts, checkpoints, drops); the log says {} dropped",
+            "not decisions: {} (chain starts, checkpoints, drops, reverse questions); the log says {} dropped",
             n(r.other_lines, "line", "lines"),
             n(r.dropped_in_log, "decision was", "decisions were")
         ));

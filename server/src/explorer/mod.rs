@@ -42,7 +42,8 @@ use purposegate_runtime::http::BodyError;
 use serde_json::json;
 use tracing::info;
 
-use crate::engine::{self, Matrix, Policy};
+use crate::audit::{DecisionLog, Via};
+use crate::engine::{self, DecisionRequest, Evaluation, Matrix, PermittedPurposes, Policy};
 use crate::store::PolicyStore;
 use document::{form_request, policy_document};
 use view::{Form, Page, Tried};
@@ -94,6 +95,9 @@ async fn draw(
 #[derive(Debug)]
 pub struct Explorer {
     store: Arc<PolicyStore>,
+    /// Every question the explorer answers on the serving policy is
+    /// written here, as the API's are.
+    log: DecisionLog,
     /// The matrix of one revision, being computed or computed: concurrent
     /// page loads after a reload wait for one computation instead of each
     /// starting their own.
@@ -110,9 +114,10 @@ pub struct Explorer {
 }
 
 impl Explorer {
-    pub fn new(store: Arc<PolicyStore>, loopback_only: bool) -> Self {
+    pub fn new(store: Arc<PolicyStore>, log: DecisionLog, loopback_only: bool) -> Self {
         Explorer {
             store,
+            log,
             matrix: std::sync::Mutex::new(None),
             document: std::sync::Mutex::new(None),
             page: std::sync::Mutex::new(None),
@@ -263,13 +268,13 @@ impl Explorer {
         let asked = !form.get("purpose").is_empty() || !form.get("category").is_empty();
         let tried = asked.then(|| match form_request(&form) {
             Ok(request) if request.purpose.is_empty() => {
-                match policy.permitted_purposes(&request) {
+                match self.reverse(&policy, request, "explorer.try") {
                     Ok(permitted) => Tried::Purposes(Box::new(permitted)),
                     Err(invalid) => Tried::Invalid(invalid.to_string()),
                 }
             }
             Ok(request) => match request.validate() {
-                Ok(()) => Tried::Answer(Box::new(policy.evaluate(&request))),
+                Ok(()) => Tried::Answer(Box::new(self.decide(&policy, request, "explorer.try"))),
                 Err(invalid) => Tried::Invalid(invalid.to_string()),
             },
             Err(problem) => Tried::Invalid(problem),
@@ -343,7 +348,31 @@ impl Explorer {
                 &format!("invalid request: {invalid}"),
             );
         }
-        json_reply(&self.store.current().evaluate(&request))
+        json_reply(&self.decide(&self.store.current(), request, "explorer.api.check"))
+    }
+
+    /// Decides `request` on `policy` (the serving one) and logs it.
+    fn decide(&self, policy: &Policy, request: DecisionRequest, face: &'static str) -> Evaluation {
+        let start = std::time::Instant::now();
+        let answer = policy.evaluate(&request);
+        let reason = answer.reason.to_string();
+        self.log
+            .record(Via::face(face), request, &answer, reason, start.elapsed());
+        answer
+    }
+
+    /// The reverse question on `policy` (the serving one), logged.
+    fn reverse(
+        &self,
+        policy: &Policy,
+        request: DecisionRequest,
+        face: &'static str,
+    ) -> Result<PermittedPurposes, crate::engine::InvalidRequest> {
+        let start = std::time::Instant::now();
+        let answer = policy.permitted_purposes(&request)?;
+        self.log
+            .record_permitted(Via::face(face), request, &answer, start.elapsed());
+        Ok(answer)
     }
 
     /// Compares `candidate` (a policy's text) with the serving policy on
@@ -485,7 +514,8 @@ impl Explorer {
             Ok(request) => request,
             Err(refused) => return refused,
         };
-        match self.store.current().permitted_purposes(&request) {
+        let serving = self.store.current();
+        match self.reverse(&serving, request, "explorer.api.permitted-purposes") {
             Ok(permitted) => json_reply(&permitted),
             Err(invalid) => error(
                 StatusCode::BAD_REQUEST,
@@ -716,12 +746,13 @@ async fn named_host(State(loopback_only): State<bool>, req: Request, next: Next)
 pub async fn serve(
     addr: SocketAddr,
     store: Arc<PolicyStore>,
+    log: DecisionLog,
     refused: prometheus_client::metrics::counter::Counter,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
-    let explorer = Arc::new(Explorer::new(store, bound.ip().is_loopback()));
+    let explorer = Arc::new(Explorer::new(store, log, bound.ip().is_loopback()));
     let face = purposegate_runtime::listen::Face {
         name: "explorer",
         limits: purposegate_runtime::listen::Limits::default(),

@@ -13,6 +13,8 @@ use opentelemetry_sdk::trace::Span;
 use pb::decision_service_server::DecisionService;
 use purposegate_proto::v1 as pb;
 use tokio::sync::watch;
+
+use crate::audit::Via;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
@@ -109,6 +111,7 @@ impl DecisionServer {
         start: Instant,
         span: Option<&mut Span>,
         issue: Option<&CallerNames>,
+        face: &'static str,
     ) -> pb::CheckResponse {
         let stated = issue.map(|caller| {
             (
@@ -118,7 +121,9 @@ impl DecisionServer {
                 caller,
             )
         });
-        let decided = self.decider.decide(policy, req, start, span);
+        let decided = self
+            .decider
+            .decide(policy, req, start, span, Via::face(face));
         let mut response = convert::response_with_reason(decided.evaluation, decided.reason);
         if let Some((purpose, category, subject, caller)) = stated {
             if response.decision() == pb::Decision::Permit {
@@ -205,7 +210,7 @@ impl DecisionService for DecisionServer {
         let issue = request.issue_purpose_context.then_some(&caller);
         let req = convert::request(request, "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.decider.policy();
-        let response = self.evaluate(&policy, req, start, span.as_mut(), issue);
+        let response = self.evaluate(&policy, req, start, span.as_mut(), issue, "grpc.Check");
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(response))
     }
@@ -255,7 +260,10 @@ impl DecisionService for DecisionServer {
         let policy = self.decider.policy();
         let responses = converted
             .into_iter()
-            .map(|(r, issue)| self.evaluate(&policy, r, start, None, issue.then_some(&caller)))
+            .map(|(r, issue)| {
+                let issue = issue.then_some(&caller);
+                self.evaluate(&policy, r, start, None, issue, "grpc.CheckBatch")
+            })
             .collect();
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
@@ -311,7 +319,7 @@ impl DecisionService for DecisionServer {
             .map_err(|e| invalid(e, span.as_mut()))?;
         let answer = self
             .decider
-            .permitted_purposes(&req, span.as_mut())
+            .permitted_purposes(&req, span.as_mut(), Via::face("grpc.PermittedPurposes"))
             .map_err(|e| invalid(e, span.as_mut()))?;
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(convert::permitted_purposes(answer)))

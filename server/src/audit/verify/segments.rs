@@ -94,11 +94,7 @@ impl Walk<'_> {
                     });
                 }
                 if raw.offset == 0 && self.chain.is_some() {
-                    return Err(at(
-                        Failure::Removed,
-                        "this file starts a new chain: it does not continue the file before it"
-                            .into(),
-                    ));
+                    self.new_file_chain(raw, at)?;
                 }
                 if raw.offset > 0 {
                     self.chain_replaced(raw);
@@ -216,6 +212,44 @@ impl Walk<'_> {
             raw.number
         ));
         self.soft_unsigned(raw, at, "the lines the restart left out", run.lines);
+        Ok(())
+    }
+
+    /// A file that begins a new chain after the files before it: what a
+    /// server does when a crash left its new file without a checkpoint
+    /// of its own (or after its key or origin changed), never an attacker
+    /// without the key — with a key, the new chain must be signed.
+    fn new_file_chain(
+        &mut self,
+        raw: &Raw,
+        at: impl Fn(Failure, String) -> Finding,
+    ) -> Result<(), Finding> {
+        if let Some((finding, run)) = self.pending.take() {
+            // Only a last line cut short by the crash; any other break
+            // before the new chain stands.
+            if finding.kind != Failure::Truncated || run.lines != 1 {
+                return Err(finding);
+            }
+            self.v.notes.push(format!(
+                "the file before line {} of this one ends inside a line (a crash)",
+                raw.number
+            ));
+        }
+        if self.v.closed {
+            self.v.notes.push(
+                "a new chain starts in this file after a closed one (the server's key or \
+                 origin changed)"
+                    .into(),
+            );
+            return Ok(());
+        }
+        self.v.notes.push(
+            "the server stopped without closing its log (a crash?) and began a new chain in \
+             this file"
+                .into(),
+        );
+        let lines = self.v.unsigned_tail;
+        self.soft_unsigned(raw, at, "the last lines of the file before", lines);
         Ok(())
     }
 
