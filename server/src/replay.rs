@@ -106,9 +106,13 @@ pub struct Replay {
     pub unreplayed_lines: Vec<Unreplayed>,
     /// Why lines were not replayed, and how many each.
     pub unreplayed_reasons: BTreeMap<String, u64>,
-    /// Decisions whose revision, cell or reason was past the first
-    /// 1,000 distinct ones of each: counted, not listed.
-    pub not_listed: u64,
+    /// Decisions whose revision was past the first 1,000 distinct ones:
+    /// counted, not listed.
+    pub revisions_not_listed: u64,
+    /// Flipped decisions whose cell was past the first 1,000.
+    pub cells_not_listed: u64,
+    /// Lines not replayed whose reason was past the first 1,000.
+    pub reasons_not_listed: u64,
 }
 
 /// Adds `n` to `key`'s count, unless `map` already holds
@@ -214,6 +218,16 @@ fn replay_file(
             out.dropped_in_log += line.get("dropped").and_then(Value::as_u64).unwrap_or(0);
             continue;
         }
+        if line.contains_key("truncated") {
+            not_replayed(
+                out,
+                place,
+                "cut when it was logged (the request's line was over 64 KiB): its question \
+                 is not whole"
+                    .into(),
+            );
+            continue;
+        }
         let logged = match Logged::read(&line) {
             Ok(l) => l,
             Err(why) => {
@@ -232,7 +246,7 @@ fn replay_file(
             &mut out.logged_revisions,
             logged.revision.clone(),
             logged.count,
-            &mut out.not_listed,
+            &mut out.revisions_not_listed,
         );
         if now.decision == logged.decision {
             continue;
@@ -256,7 +270,7 @@ fn replay_file(
             logged.decision,
             now.decision,
         );
-        count(cells, cell, logged.count, &mut out.not_listed);
+        count(cells, cell, logged.count, &mut out.cells_not_listed);
         if flip.examples.len() < EXAMPLES {
             flip.examples.push(Example {
                 place,
@@ -274,7 +288,12 @@ fn replay_file(
 fn not_replayed(out: &mut Replay, place: Place, why: String) {
     out.unreplayed += 1;
     let kind = why.split(" (").next().unwrap_or(&why).to_string();
-    count(&mut out.unreplayed_reasons, kind, 1, &mut out.not_listed);
+    count(
+        &mut out.unreplayed_reasons,
+        kind,
+        1,
+        &mut out.reasons_not_listed,
+    );
     if out.unreplayed_lines.len() < EXAMPLES * 4 {
         out.unreplayed_lines.push(Unreplayed { place, why });
     }
@@ -425,5 +444,25 @@ impl Logged {
             "lacks {} (redacted by the log), which the policy reads",
             names.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keys_past_the_cap_are_counted_not_kept() {
+        let mut map = BTreeMap::new();
+        let mut other = 0;
+        for i in 0..MAX_DISTINCT + 500 {
+            count(&mut map, format!("rev-{i}"), 2, &mut other);
+        }
+        assert_eq!(map.len(), MAX_DISTINCT);
+        assert_eq!(other, 1000);
+        // A key already kept still counts as itself.
+        count(&mut map, "rev-0".to_string(), 5, &mut other);
+        assert_eq!(map["rev-0"], 7);
+        assert_eq!(other, 1000);
     }
 }

@@ -359,6 +359,22 @@ async fn an_oversized_request_is_logged_cut_and_the_chain_holds() {
     logged_run(&log, &signing, known_requests()).await;
     passes(&[&log], &["--public-key", &public, "--allow-open-end"]);
     passes(&[&log], &[]);
+    // Its question is not whole: replay says so rather than ask a cut one.
+    let log = log.display().to_string();
+    let policy = "engine/policies/online-services-dpa.yaml";
+    let run = purposegate_tests::server_cli(
+        &["replay", "--format", "json", "--policy", policy, &log],
+        None,
+    );
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        report["unreplayed_reasons"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("cut when it was logged")),
+        "{report:#}"
+    );
 }
 
 #[tokio::test]

@@ -120,10 +120,15 @@ fn print_replay(r: &purposegate_server::replay::Replay) {
             out(&format!("  {}: {}", u.place, u.why));
         }
     }
-    if r.not_listed > 0 {
+    let not_listed = [
+        (r.revisions_not_listed, "revisions"),
+        (r.cells_not_listed, "cells"),
+        (r.reasons_not_listed, "reasons"),
+    ];
+    for (count, what) in not_listed.into_iter().filter(|(c, _)| *c > 0) {
         out(&format!(
-            "not listed: {} past the first 1,000 distinct revisions, cells or reasons",
-            n(r.not_listed, "decision", "decisions")
+            "not listed: {} past the first 1,000 distinct {what}",
+            n(count, "decision", "decisions")
         ));
     }
     if r.other_lines > 0 || r.dropped_in_log > 0 {
