@@ -2,7 +2,7 @@
 // playwright-core): reads two matrix cells, opens one with the keyboard,
 // tries a request, saves a screenshot, then rewrites the policy file and
 // waits for the page to follow. Prints one JSON line of what it saw; exits
-// non-zero on any failure. Run by tests/tests/explorer.rs.
+// non-zero on any failure. Run by tests/tests/explorer_browser.rs.
 //
 // Between the two, it compares a candidate policy on /compare.
 //

@@ -1,5 +1,6 @@
 //! What tests set up: temporary directories, free ports, the server on a
-//! policy file, the demo app behind a sidecar, policy texts.
+//! policy file or with mutual TLS, the demo app behind a sidecar, policy
+//! texts.
 
 use super::*;
 
@@ -80,6 +81,28 @@ pub fn server_on_policy_file(dir: &TempDir, text: &str) -> (ServerProcess, PathB
         &path.display().to_string(),
     ]);
     (server, path)
+}
+
+/// The server with mutual TLS: its certificate from `trust`, client
+/// certificates checked against a copy of `trust`'s CA in `dir` (its path
+/// returned, so a test can rotate it); `extra` flags after those.
+pub fn mtls_server(dir: &TempDir, trust: &Pki, extra: &[&str]) -> (ServerProcess, String) {
+    let (cert, key) = trust.issue("server", "IP:127.0.0.1,DNS:localhost");
+    // The client CA bundle is its own file, so the test can rotate it.
+    let clients_ca = dir.path().join("clients-ca.pem").display().to_string();
+    std::fs::copy(trust.ca(), &clients_ca).unwrap_or_else(|e| panic!("{clients_ca}: {e}"));
+    let mut args = vec![
+        "--decision-log",
+        "off",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &clients_ca,
+    ];
+    args.extend_from_slice(extra);
+    (ServerProcess::start(&args), clients_ca)
 }
 
 /// The server, [`app::FrameworkApp`] and a sidecar in front of it.

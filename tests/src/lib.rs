@@ -18,6 +18,7 @@ pub mod contexts;
 pub mod decision_log;
 pub mod diffs;
 pub mod docs;
+pub mod explorer;
 mod fixtures;
 mod peers;
 mod pki;

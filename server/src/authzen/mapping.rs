@@ -16,14 +16,16 @@
 //! Unknown fields are ignored, as the specification requires. Every
 //! problem is a [`Problem`] naming the field, answered with HTTP 400.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod answer;
+mod fields;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::engine::{
-    self, DecisionRequest, Deidentification, Evaluation, Obligation, PermittedPurpose,
+use crate::engine::{self, DecisionRequest};
+pub use answer::{Action, Answer, AnswerContext, Decided, ItemError, action, decision, failed};
+use fields::{
+    deidentification, field, group_size, optional_string, required_string, string, string_list,
+    string_map,
 };
 
 /// What is wrong with a request, in words for the caller (HTTP 400).
@@ -60,135 +62,6 @@ pub fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Pr
 /// Why `v`, which is not an object, cannot be the object at `path`.
 pub fn not_an_object(v: &Value, path: &str) -> Problem {
     problem(format!("`{path}` must be an object, not {}", kind(v)))
-}
-
-/// The value of `snake` (or its lowerCamelCase spelling) in `obj`, if any.
-fn field<'a>(
-    obj: &'a Map<String, Value>,
-    snake: &str,
-    path: &str,
-) -> Result<Option<&'a Value>, Problem> {
-    let camel = lower_camel(snake);
-    match (obj.get(snake), obj.get(&camel).filter(|_| camel != snake)) {
-        (Some(_), Some(_)) => Err(problem(format!(
-            "`{path}.{snake}` and `{path}.{camel}` are the same field; give it once"
-        ))),
-        (Some(v), None) | (None, Some(v)) => Ok(Some(v).filter(|v| !v.is_null())),
-        (None, None) => Ok(None),
-    }
-}
-
-fn lower_camel(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Longest string copied out of a request: the engine's own limits
-/// (`DecisionRequest::validate`) are tighter and name the field; this one
-/// only keeps a default repeated over a batch from being copied whole.
-const MAX_STRING_BYTES: usize = engine::MAX_SUBJECT_ID_BYTES;
-/// Most entries of a list or map copied out of a request (the engine's
-/// limits, again, are the ones that decide).
-const MAX_ENTRIES: usize = engine::MAX_ORIGINS;
-
-fn string(v: &Value, path: &str) -> Result<String, Problem> {
-    match v.as_str() {
-        Some(s) if s.len() > MAX_STRING_BYTES => Err(problem(format!(
-            "`{path}` is {} bytes long; at most {MAX_STRING_BYTES} are accepted",
-            s.len()
-        ))),
-        Some(s) => Ok(s.to_string()),
-        None => Err(problem(format!(
-            "`{path}` must be a string, not {}",
-            kind(v)
-        ))),
-    }
-}
-
-fn at_most(entries: usize, path: &str) -> Result<(), Problem> {
-    if entries > MAX_ENTRIES {
-        return Err(problem(format!(
-            "`{path}` has {entries} entries; at most {MAX_ENTRIES} are accepted"
-        )));
-    }
-    Ok(())
-}
-
-/// A string that must be there and not be empty.
-fn required_string(obj: &Map<String, Value>, key: &str, path: &str) -> Result<String, Problem> {
-    let full = format!("{path}.{key}");
-    match obj.get(key).filter(|v| !v.is_null()) {
-        None => Err(problem(format!("`{full}` is missing"))),
-        Some(v) => {
-            let s = string(v, &full)?;
-            if s.is_empty() {
-                return Err(problem(format!("`{full}` must not be empty")));
-            }
-            Ok(s)
-        }
-    }
-}
-
-fn optional_string(obj: &Map<String, Value>, key: &str, path: &str) -> Result<String, Problem> {
-    match field(obj, key, path)? {
-        None => Ok(String::new()),
-        Some(v) => string(v, &format!("{path}.{key}")),
-    }
-}
-
-fn string_list(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Vec<String>, Problem> {
-    let full = format!("{path}.{key}");
-    match field(obj, key, path)? {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => {
-            at_most(items.len(), &full)?;
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| string(v, &format!("{full}[{i}]")))
-                .collect()
-        }
-        Some(v) => Err(problem(format!(
-            "`{full}` must be an array of strings, not {}",
-            kind(v)
-        ))),
-    }
-}
-
-fn string_map(
-    obj: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<BTreeMap<String, String>, Problem> {
-    let full = format!("{path}.{key}");
-    match field(obj, key, path)? {
-        None => Ok(BTreeMap::new()),
-        Some(Value::Object(entries)) => {
-            at_most(entries.len(), &full)?;
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = string(&Value::String(k.clone()), &format!("{full} key"))?;
-                    Ok((key, string(v, &format!("{full}.{k}"))?))
-                })
-                .collect()
-        }
-        Some(v) => Err(problem(format!(
-            "`{full}` must be an object of strings, not {}",
-            kind(v)
-        ))),
-    }
 }
 
 /// Where an evaluation's entities are read: the item of `evaluations`,
@@ -233,37 +106,6 @@ fn properties<'a>(
     match entity.get("properties").filter(|v| !v.is_null()) {
         None => Ok(None),
         Some(v) => object(v, &format!("{path}.properties")).map(Some),
-    }
-}
-
-fn deidentification(v: &Value, path: &str) -> Result<Option<Deidentification>, Problem> {
-    let name = string(v, path)?;
-    let spelled = name.to_ascii_lowercase().replace('_', "-");
-    if spelled.is_empty() || spelled == "deidentification-unspecified" {
-        return Ok(None);
-    }
-    Deidentification::parse(&spelled).map(Some).ok_or_else(|| {
-        problem(format!(
-            "`{path}`: unknown de-identification `{name}`; one of IDENTIFIED, PSEUDONYMIZED, UNLINKED_PSEUDONYMIZED, ANONYMIZED, AGGREGATED"
-        ))
-    })
-}
-
-fn group_size(v: &Value, path: &str) -> Result<Option<u64>, Problem> {
-    let k = match v {
-        Value::Number(n) => n.as_u64(),
-        // Protobuf JSON writes 64-bit integers as strings.
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
-        _ => None,
-    };
-    match k {
-        Some(k) => Ok(Some(k).filter(|&k| k > 0)),
-        None => Err(problem(format!(
-            "`{path}` must be a whole number of individuals, not {}",
-            kind(v)
-        ))),
     }
 }
 
@@ -354,132 +196,6 @@ pub fn request(
     Ok(req)
 }
 
-// The answers are structs, not `serde_json` maps: their keys come out in
-// the order written here whichever features `serde_json` is built with.
-
-/// An AuthZEN Decision.
-#[derive(Debug, Serialize)]
-pub struct Answer {
-    pub decision: bool,
-    pub context: AnswerContext,
-}
-
-/// What an answer says besides `decision`.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum AnswerContext {
-    Decided(Box<Decided>),
-    Failed { error: ItemError },
-}
-
-/// What `Check` would answer.
-#[derive(Debug, Serialize)]
-pub struct Decided {
-    decision: &'static str,
-    reason: String,
-    rule_ids: Vec<Arc<str>>,
-    policy_revision: Arc<str>,
-    ttl_seconds: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    obligations: Vec<AuthZenObligation>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    monitor: Option<Monitor>,
-}
-
-/// What monitor rules would have decided.
-#[derive(Debug, Serialize)]
-struct Monitor {
-    decision: &'static str,
-    rule_ids: Vec<Arc<str>>,
-}
-
-/// The error of an evaluation that could not be made.
-#[derive(Debug, Serialize)]
-pub struct ItemError {
-    status: u16,
-    message: String,
-}
-
-/// A purposegate obligation as the AuthZEN obligations profile shapes
-/// it: type `custom` (the profile's type for bilaterally agreed
-/// obligations), its id, its parameters as properties.
-#[derive(Debug, Serialize)]
-struct AuthZenObligation {
-    id: Arc<str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    properties: BTreeMap<String, String>,
-}
-
-fn obligations(of: &[Obligation]) -> Vec<AuthZenObligation> {
-    of.iter()
-        .map(|o| AuthZenObligation {
-            id: o.id.clone(),
-            kind: "custom",
-            properties: o.params.clone(),
-        })
-        .collect()
-}
-
-/// The Decision of one evaluation: `decision` is true exactly when the
-/// engine answered PERMIT; `context` says what `Check` would.
-pub fn decision(evaluation: &Evaluation, reason: &str) -> Answer {
-    Answer {
-        decision: evaluation.decision == engine::Decision::Permit,
-        context: AnswerContext::Decided(Box::new(Decided {
-            decision: evaluation.decision.as_str(),
-            reason: reason.to_string(),
-            rule_ids: evaluation.rule_ids.clone(),
-            policy_revision: evaluation.policy_revision.clone(),
-            ttl_seconds: evaluation.ttl_seconds,
-            obligations: obligations(&evaluation.obligations),
-            monitor: evaluation.monitor.as_ref().map(|m| Monitor {
-                decision: m.decision.as_str(),
-                rule_ids: m.rule_ids.clone(),
-            }),
-        })),
-    }
-}
-
-/// The Decision of an evaluation that could not be made: `false`, with the
-/// error in its context.
-pub fn failed(problem: &str) -> Answer {
-    Answer {
-        decision: false,
-        context: AnswerContext::Failed {
-            error: ItemError {
-                status: 400,
-                message: problem.to_string(),
-            },
-        },
-    }
-}
-
-/// One result of an action search: the purpose as an Action, its rules as
-/// properties, its obligations where the obligations profile places them.
-#[derive(Debug, Serialize)]
-pub struct Action {
-    name: Arc<str>,
-    properties: ActionProperties,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    obligations: Vec<AuthZenObligation>,
-}
-
-#[derive(Debug, Serialize)]
-struct ActionProperties {
-    rule_ids: Vec<Arc<str>>,
-}
-
-pub fn action(permitted: &PermittedPurpose) -> Action {
-    Action {
-        name: permitted.purpose.clone(),
-        properties: ActionProperties {
-            rule_ids: permitted.rule_ids.clone(),
-        },
-        obligations: obligations(&permitted.obligations),
-    }
-}
-
 /// The semantics of `options.evaluations_semantic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Semantic {
@@ -519,7 +235,9 @@ impl Semantic {
 
 #[cfg(test)]
 mod tests {
+    use super::fields::{MAX_ENTRIES, MAX_STRING_BYTES};
     use super::*;
+    use crate::engine::Deidentification;
     use serde_json::json;
 
     fn body(v: Value) -> Map<String, Value> {

@@ -22,15 +22,17 @@
 //!
 //! Everything is embedded in the binary; nothing is fetched at run time.
 
+mod cache;
+mod candidate;
 mod compare;
 mod document;
+mod reply;
 mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -38,57 +40,25 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use purposegate_runtime::http::BodyError;
-use serde_json::json;
 use tracing::info;
 
 use crate::audit::{DecisionLog, Via};
-use crate::engine::{self, DecisionRequest, Evaluation, Matrix, PermittedPurposes, Policy};
+use crate::engine::{DecisionRequest, Evaluation, Matrix, PermittedPurposes, Policy};
 use crate::store::PolicyStore;
-use document::{form_request, policy_document};
+use document::form_request;
+use reply::{asset, error, json_reply, not_allowed, read_request, reply};
 use view::{Form, Page, Tried};
 
 const PAGE_CSS: &str = include_str!("explorer.css");
 const PAGE_JS: &str = include_str!("explorer.js");
-/// Requests to `/api/check` larger than this are refused.
-const MAX_CHECK_BYTES: usize = 64 * 1024;
-/// How long a request to `/api/check` may take to arrive.
-const CHECK_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A revision's matrix, once computed.
 type MatrixCell = Arc<tokio::sync::OnceCell<Arc<Matrix>>>;
 /// An `/api/policy` body or a page, once written.
 type DocumentCell = Arc<tokio::sync::OnceCell<Bytes>>;
 
-/// The largest candidate policy `/api/diff` and `/compare` take: one
-/// policy file.
-const MAX_CANDIDATE_BYTES: usize = engine::MAX_POLICY_FILE_BYTES;
-/// The compare form's body: the candidate, URL-encoded (up to three bytes
-/// a byte).
-const MAX_COMPARE_FORM_BYTES: usize = 3 * MAX_CANDIDATE_BYTES + 1024;
-
 /// Pages drawn at once: a wide matrix makes a page of megabytes.
 const PAGES_AT_ONCE: usize = 2;
-
-/// Draws a page on the blocking pool, waiting for one of the places.
-async fn draw(
-    drawing: Arc<tokio::sync::Semaphore>,
-    render: impl FnOnce() -> Bytes + Send + 'static,
-) -> Result<Bytes, String> {
-    let place = drawing
-        .acquire_owned()
-        .await
-        .map_err(|e| format!("the page could not be drawn: {e}"))?;
-    // The place goes with the work: a caller that gives up does not free
-    // it while the drawing still runs.
-    tokio::task::spawn_blocking(move || {
-        let page = render();
-        drop(place);
-        page
-    })
-    .await
-    .map_err(|e| format!("the page could not be drawn: {e}"))
-}
 
 /// The explorer's state: the store, and the matrix of the serving
 /// revision, computed once per revision.
@@ -124,129 +94,6 @@ impl Explorer {
             drawing: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
             loopback_only,
         }
-    }
-
-    /// The matrix of `policy`, computed once per revision on the blocking
-    /// pool, off the threads that answer `Check`.
-    ///
-    /// The computation is a task of its own: a caller that goes away
-    /// (a closed tab, a timed-out client) neither cancels it nor leaves it
-    /// orphaned for the next caller to start again.
-    async fn matrix_of(&self, policy: &Arc<Policy>) -> Result<Arc<Matrix>, String> {
-        let cell = {
-            let mut cached = self
-                .matrix
-                .lock()
-                .map_err(|_| "the matrix cache is unusable".to_string())?;
-            match &*cached {
-                Some((revision, cell)) if revision == policy.revision() => cell.clone(),
-                _ => {
-                    let cell = MatrixCell::default();
-                    *cached = Some((policy.revision().clone(), cell.clone()));
-                    cell
-                }
-            }
-        };
-        if let Some(matrix) = cell.get() {
-            return Ok(matrix.clone());
-        }
-        let computing = policy.clone();
-        let task = tokio::spawn(async move {
-            cell.get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || Arc::new(computing.matrix()))
-                    .await
-                    .map_err(|e| format!("the matrix could not be computed: {e}"))
-            })
-            .await
-            .cloned()
-        });
-        task.await
-            .map_err(|e| format!("the matrix could not be computed: {e}"))?
-    }
-
-    /// The `/api/policy` body for `etag` (revision and reload error),
-    /// written once and shared by every request that asks for it.
-    async fn document_of(
-        &self,
-        policy: &Arc<Policy>,
-        reload_error: &str,
-        etag: &str,
-    ) -> Result<Bytes, String> {
-        let cell = {
-            let mut cached = self
-                .document
-                .lock()
-                .map_err(|_| "the document cache is unusable".to_string())?;
-            match &*cached {
-                Some((tag, cell)) if tag == etag => cell.clone(),
-                _ => {
-                    let cell = DocumentCell::default();
-                    *cached = Some((etag.to_string(), cell.clone()));
-                    cell
-                }
-            }
-        };
-        if let Some(body) = cell.get() {
-            return Ok(body.clone());
-        }
-        let matrix = self.matrix_of(policy).await?;
-        let (policy, reload_error) = (policy.clone(), reload_error.to_string());
-        let task = tokio::spawn(async move {
-            cell.get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    policy_document(&policy, &matrix, &reload_error)
-                })
-                .await
-                .map_err(|e| format!("the policy could not be encoded: {e}"))?
-            })
-            .await
-            .cloned()
-        });
-        task.await
-            .map_err(|e| format!("the policy could not be encoded: {e}"))?
-    }
-
-    /// The page without a tried request, drawn once for the serving
-    /// revision (and reload error).
-    async fn plain_page(
-        &self,
-        render: impl FnOnce() -> Bytes + Send + 'static,
-    ) -> Result<Bytes, String> {
-        let policy = self.store.current();
-        let tag = etag(&policy, &self.store.last_reload_error());
-        let cell = {
-            let mut cached = self
-                .page
-                .lock()
-                .map_err(|_| "the page cache is unusable".to_string())?;
-            match &*cached {
-                Some((t, cell)) if *t == tag => cell.clone(),
-                _ => {
-                    let cell = DocumentCell::default();
-                    *cached = Some((tag, cell.clone()));
-                    cell
-                }
-            }
-        };
-        if let Some(page) = cell.get() {
-            return Ok(page.clone());
-        }
-        let drawing = self.drawing.clone();
-        let task = tokio::spawn(async move {
-            cell.get_or_try_init(|| draw(drawing, render))
-                .await
-                .cloned()
-        });
-        task.await
-            .map_err(|e| format!("the page could not be drawn: {e}"))?
-    }
-
-    /// A page drawn for one request.
-    async fn drawn(
-        &self,
-        render: impl FnOnce() -> Bytes + Send + 'static,
-    ) -> Result<Bytes, String> {
-        draw(self.drawing.clone(), render).await
     }
 
     async fn page(&self, query: &str) -> Response {
@@ -375,138 +222,6 @@ impl Explorer {
         Ok(answer)
     }
 
-    /// Compares `candidate` (a policy's text) with the serving policy on
-    /// the blocking pool, a few at a time: the diff and the candidate's
-    /// matrix, or the candidate's diagnostics.
-    async fn compare(&self, candidate: String) -> Result<compare::Outcome, String> {
-        let serving = self.store.current();
-        let place = self
-            .drawing
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| format!("the comparison could not be made: {e}"))?;
-        // The place goes with the work, as for pages: a caller that gives
-        // up does not let another comparison start beside this one.
-        tokio::task::spawn_blocking(move || {
-            let _place = place;
-            match Policy::parse("candidate.yaml", &candidate) {
-                Err(diagnostics) => compare::Outcome::Invalid(
-                    diagnostics
-                        .iter()
-                        .take(engine::MAX_SHOWN)
-                        .map(ToString::to_string)
-                        .collect(),
-                ),
-                Ok(policy) => compare::Outcome::Compared {
-                    diff: Box::new(serving.diff(&policy)),
-                    candidate: Box::new(policy.matrix()),
-                },
-            }
-        })
-        .await
-        .map_err(|e| format!("the comparison could not be made: {e}"))
-    }
-
-    /// `GET /compare` (no candidate) and `POST /compare` (the form).
-    async fn compare_page(&self, req: Option<Request>) -> Response {
-        let serving = self.store.current();
-        let (candidate, outcome) = match req {
-            None => (String::new(), compare::Outcome::Empty),
-            Some(req) => {
-                // A form any site could post: only this page's own.
-                let cross_site = req
-                    .headers()
-                    .get("sec-fetch-site")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|site| site != "same-origin" && site != "none");
-                if cross_site {
-                    return error(
-                        StatusCode::FORBIDDEN,
-                        "the compare form is answered only when it is sent from this page",
-                    );
-                }
-                if !purposegate_runtime::http::sends(
-                    req.headers(),
-                    &["application/x-www-form-urlencoded"],
-                ) {
-                    return error(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "send the form as `application/x-www-form-urlencoded`",
-                    );
-                }
-                let body = match read_limited(req, MAX_COMPARE_FORM_BYTES).await {
-                    Ok(body) => body,
-                    Err(refused) => return refused,
-                };
-                let candidate = form_urlencoded::parse(&body)
-                    .find(|(k, _)| k == "policy")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
-                let outcome = if candidate.trim().is_empty() {
-                    compare::Outcome::Invalid(vec!["the form's `policy` is empty".into()])
-                } else {
-                    match self.compare(candidate.clone()).await {
-                        Ok(outcome) => outcome,
-                        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-                    }
-                };
-                (candidate, outcome)
-            }
-        };
-        let html = compare::render(serving.name(), serving.revision(), &candidate, &outcome);
-        let mut response = reply(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-        );
-        response.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; form-action 'self'; img-src 'self'",
-            ),
-        );
-        response
-    }
-
-    /// `POST /api/diff`: the candidate as YAML; the diff as JSON.
-    async fn diff_json(&self, req: Request) -> Response {
-        // A YAML type is not one a page on another site may send without
-        // asking first (CORS preflight), which this server never grants.
-        if !purposegate_runtime::http::sends(
-            req.headers(),
-            &["application/yaml", "application/x-yaml", "text/yaml"],
-        ) {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the candidate policy as `Content-Type: application/yaml`",
-            );
-        }
-        let body = match read_limited(req, MAX_CANDIDATE_BYTES).await {
-            Ok(body) => body,
-            Err(refused) => return refused,
-        };
-        let Ok(text) = String::from_utf8(body.to_vec()) else {
-            return error(StatusCode::BAD_REQUEST, "the candidate policy is not UTF-8");
-        };
-        match self.compare(text).await {
-            Ok(compare::Outcome::Compared { diff, .. }) => json_reply(&diff),
-            Ok(compare::Outcome::Invalid(diagnostics)) => reply(
-                StatusCode::BAD_REQUEST,
-                "application/json",
-                Bytes::from(
-                    json!({
-                        "error": "the candidate policy is invalid",
-                        "diagnostics": diagnostics,
-                    })
-                    .to_string(),
-                ),
-            ),
-            Ok(compare::Outcome::Empty) => error(StatusCode::BAD_REQUEST, "no candidate policy"),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        }
-    }
-
     /// The reverse question: the request without a purpose, the purposes
     /// `Check` would permit for it.
     async fn permitted_purposes(&self, req: Request) -> Response {
@@ -525,53 +240,6 @@ impl Explorer {
     }
 }
 
-/// A `CheckRequest` in its JSON form, sent as `application/json` within
-/// [`MAX_CHECK_BYTES`] and [`CHECK_TIME`]; otherwise the answer refusing it.
-async fn read_request(req: Request) -> Result<engine::DecisionRequest, Response> {
-    // JSON only: a page on another site cannot send it without asking
-    // first (CORS preflight), which this server never grants.
-    let json = purposegate_runtime::http::sends_json(req.headers());
-    if !json {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the request as `Content-Type: application/json`",
-        ));
-    }
-    let body = read_limited(req, MAX_CHECK_BYTES).await?;
-    engine::request_from_json_text("request", &body)
-        .map_err(|diagnostics| error(StatusCode::BAD_REQUEST, &diagnostics.to_string()))
-}
-
-/// A request's body within `limit` bytes and [`CHECK_TIME`]; otherwise
-/// the answer refusing it.
-async fn read_limited(req: Request, limit: usize) -> Result<Bytes, Response> {
-    match purposegate_runtime::http::read_body(req.into_body(), limit, CHECK_TIME).await {
-        Ok(body) => Ok(body),
-        Err(BodyError::TooLarge(_)) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request is over {limit} bytes"),
-        )),
-        Err(e @ BodyError::TooSlow(_)) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!("the request: {e}"),
-        )),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("the request body could not be read: {e}"),
-        )),
-    }
-}
-
-fn json_reply(answer: &impl serde::Serialize) -> Response {
-    match serde_json::to_vec(answer) {
-        Ok(body) => reply(StatusCode::OK, "application/json", Bytes::from(body)),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot encode the answer: {e}"),
-        ),
-    }
-}
-
 /// The validator of what `/` and `/api/policy` show: the revision, and the
 /// reload error if there is one.
 fn etag(policy: &Policy, reload_error: &str) -> String {
@@ -583,38 +251,6 @@ fn etag(policy: &Policy, reload_error: &str) -> String {
         reload_error.hash(&mut hasher);
         format!("\"{}-e{:x}\"", policy.revision(), hasher.finish())
     }
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = reply(
-        StatusCode::OK,
-        content_type,
-        Bytes::from_static(body.as_bytes()),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
-}
-
-fn not_allowed(allow: &'static str) -> Response {
-    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
 }
 
 /// Whether the Host header names this machine by address or `localhost`
@@ -633,14 +269,6 @@ fn local_host(req: &Request) -> bool {
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    reply(
-        status,
-        "application/json",
-        Bytes::from(json!({ "error": message }).to_string()),
-    )
 }
 
 /// The explorer's pages and API as a router. When it serves on a loopback
