@@ -115,6 +115,20 @@ pub struct Replay {
     pub reasons_not_listed: u64,
 }
 
+/// A key as listed: at most 256 bytes, so a hostile log's keys cost no
+/// more than the cap of distinct ones allows.
+fn listed(mut key: String) -> String {
+    if key.len() > 256 {
+        let mut end = 256;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+        key.push('…');
+    }
+    key
+}
+
 /// Adds `n` to `key`'s count, unless `map` already holds
 /// [`MAX_DISTINCT`] other keys: then to `other`.
 fn count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, other: &mut u64) {
@@ -244,7 +258,7 @@ fn replay_file(
         out.decisions = out.decisions.saturating_add(logged.count);
         count(
             &mut out.logged_revisions,
-            logged.revision.clone(),
+            listed(logged.revision.clone()),
             logged.count,
             &mut out.revisions_not_listed,
         );
@@ -265,8 +279,8 @@ fn replay_file(
             });
         flip.decisions = flip.decisions.saturating_add(logged.count);
         let cell = (
-            logged.request.purpose.clone(),
-            logged.request.resource.category.clone(),
+            listed(logged.request.purpose.clone()),
+            listed(logged.request.resource.category.clone()),
             logged.decision,
             now.decision,
         );
@@ -287,7 +301,7 @@ fn replay_file(
 
 fn not_replayed(out: &mut Replay, place: Place, why: String) {
     out.unreplayed += 1;
-    let kind = why.split(" (").next().unwrap_or(&why).to_string();
+    let kind = listed(why.split(" (").next().unwrap_or(&why).to_string());
     count(
         &mut out.unreplayed_reasons,
         kind,
@@ -464,5 +478,6 @@ mod tests {
         count(&mut map, "rev-0".to_string(), 5, &mut other);
         assert_eq!(map["rev-0"], 7);
         assert_eq!(other, 1000);
+        assert_eq!(listed("é".repeat(300)).len(), 256 + '…'.len_utf8());
     }
 }

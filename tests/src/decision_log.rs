@@ -106,6 +106,15 @@ pub fn fails_as(files: &[&Path], flags: &[&str], kind: &str) -> Value {
     report
 }
 
+/// Asserts `verify-log` fails with a finding of type `kind` whose words
+/// hold `words`.
+pub fn fails_saying(files: &[&Path], flags: &[&str], kind: &str, words: &str) -> Value {
+    let report = fails_as(files, flags, kind);
+    let what = report["failure"]["what"].as_str().unwrap_or_default();
+    assert!(what.contains(words), "want {words:?}: {report:#}");
+    report
+}
+
 /// Asserts `verify-log` passes.
 pub fn passes(files: &[&Path], flags: &[&str]) -> Value {
     let (run, got, report) = verify_json(files, flags);

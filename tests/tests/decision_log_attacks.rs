@@ -15,8 +15,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use purposegate_tests::decision_log::{
-    ask, fails_as, hash_of, key_pair, known_requests, lines_of, logged_run, logging_server, passes,
-    reseal, seal_hash, verify, write_lines,
+    ask, fails_as, fails_saying, hash_of, key_pair, known_requests, lines_of, logged_run,
+    logging_server, passes, reseal, seal_hash, verify, write_lines,
 };
 use purposegate_tests::{TempDir, default_policy_text, eventually, server_cli};
 use serde_json::Value;
@@ -33,6 +33,24 @@ async fn signed_log(tag: &str) -> (TempDir, std::path::PathBuf, String, String) 
     )
     .await;
     (dir, log, private, public)
+}
+
+/// A directory, its log's path and a key pair.
+fn keyed(tag: &str) -> (TempDir, std::path::PathBuf, String, String) {
+    let dir = TempDir::new(tag);
+    let (private, public) = key_pair(&dir, "log-key");
+    let log = dir.path().join("decisions.log");
+    (dir, log, private, public)
+}
+
+/// Flags signing with `private`, a checkpoint every three lines.
+fn every_three(private: &str) -> [&str; 4] {
+    [
+        "--decision-log-signing-key",
+        private,
+        "--decision-log-checkpoint-lines",
+        "3",
+    ]
 }
 
 /// `line` with `"DENY"` turned into `"PERMIT"`.
@@ -109,14 +127,7 @@ async fn lines_appended_after_a_graceful_shutdown_are_never_signed() {
     let after = lines_of(&log);
     let opener = &after[forged.len()];
     assert!(opener.contains("\"left_out\":{\"lines\":3"), "{opener}");
-    let report = fails_as(&[&log], &key, "inserted");
-    assert!(
-        report["failure"]["what"]
-            .as_str()
-            .unwrap()
-            .contains("closing checkpoint"),
-        "{report:#}"
-    );
+    fails_saying(&[&log], &key, "inserted", "closing checkpoint");
     fails_as(
         &[&log],
         &["--public-key", &public, "--allow-open-end"],
@@ -148,14 +159,7 @@ async fn an_edit_in_the_unsigned_tail_after_a_crash_is_never_signed() {
     write_lines(&log, &lines);
     logged_run(&log, &signing, known_requests()).await;
     let key = ["--public-key", public.as_str()];
-    let report = fails_as(&[&log], &key, "unsigned");
-    assert!(
-        report["failure"]["what"]
-            .as_str()
-            .unwrap()
-            .contains("signed by no checkpoint"),
-        "{report:#}"
-    );
+    fails_saying(&[&log], &key, "unsigned", "signed by no one");
     // Allowed open (a crash), it passes only saying the lines are signed
     // by no one; no checkpoint covers the edited line.
     let report = passes(&[&log], &["--public-key", &public, "--allow-open-end"]);
@@ -253,15 +257,8 @@ async fn a_file_replaced_around_a_copied_checkpoint_is_neither_continued_nor_ver
 
 #[tokio::test]
 async fn a_log_cut_back_shows_as_truncated() {
-    let dir = TempDir::new("cut-back");
-    let (private, public) = key_pair(&dir, "log-key");
-    let log = dir.path().join("decisions.log");
-    let signing = [
-        "--decision-log-signing-key",
-        private.as_str(),
-        "--decision-log-checkpoint-lines",
-        "3",
-    ];
+    let (dir, log, private, public) = keyed("cut-back");
+    let signing = every_three(&private);
     let mut server = logging_server(&log, &signing);
     ask(&server, known_requests()).await;
     server.signal("TERM");
@@ -286,14 +283,7 @@ async fn a_log_cut_back_shows_as_truncated() {
     fails_as(&[&cut], &key, "truncated");
     // The closing checkpoint taken off: lines signed by no one.
     let cut = write_lines(&dir.path().join("unclosed.log"), &lines[..lines.len() - 1]);
-    let report = fails_as(&[&cut], &key, "unsigned");
-    assert!(
-        report["failure"]["what"]
-            .as_str()
-            .unwrap()
-            .contains("closing"),
-        "{report:#}"
-    );
+    fails_saying(&[&cut], &key, "unsigned", "closing");
     // The whole second run taken off ends at a closing checkpoint: only a
     // checkpoint kept elsewhere shows the loss.
     let cut = write_lines(&dir.path().join("one-run.log"), &first_run);
@@ -405,4 +395,147 @@ async fn an_overlong_line_stops_neither_verify_log_nor_replay() {
     assert_eq!(out["decisions"], 7, "{out:#}");
     assert_eq!(out["newly_permitted"], 3, "{out:#}");
     assert_eq!(run.code, Some(1), "{run:?}");
+}
+
+/// Seals `lines` after `prev` as the writer would (an attacker can).
+fn sealed_after(prev: &str, lines: &mut [String]) {
+    let mut prev = prev.to_string();
+    for line in lines.iter_mut() {
+        let hash = seal_hash(&prev, line);
+        let cut = line.rfind(",\"hash\":\"").unwrap();
+        *line = format!("{},\"hash\":\"{hash}\"}}", &line[..cut]);
+        prev = hash;
+    }
+}
+
+#[tokio::test]
+async fn a_made_up_history_under_a_copied_checkpoint_is_never_continued() {
+    // A fabricated chain, then a copy of the genuine closing checkpoint
+    // whose `hash` names the fabrication's last line (the signature does
+    // not cover `hash`): the restarted server must not continue from it.
+    let (dir, log, private, public) = signed_log("made-up").await;
+    let lines = lines_of(&log);
+    let mut fake: Vec<String> = (1..=5)
+        .map(|seq| {
+            if seq == 1 {
+                format!("{{\"seq\":1,\"time\":\"t\",\"chain\":\"started\",\"prev_seq\":0,\"prev\":\"{}\",\"hash\":\"x\"}}", "0".repeat(64))
+            } else {
+                format!("{{\"seq\":{seq},\"time\":\"t\",\"subject\":\"FABRICATED\",\"purpose\":\"advertising\",\"category\":\"customer-data\",\"decision\":\"PERMIT\",\"hash\":\"x\"}}")
+            }
+        })
+        .collect();
+    sealed_after(&"0".repeat(64), &mut fake);
+    let closing = lines.last().unwrap().clone();
+    let copied = format!(
+        "{},\"hash\":\"{}\"}}",
+        &closing[..closing.rfind(",\"hash\":\"").unwrap()],
+        hash_of(fake.last().unwrap())
+    );
+    let mut planted = lines.clone();
+    planted.push(copied);
+    write_lines(&log, &planted);
+    logged_run(
+        &log,
+        &["--decision-log-signing-key", &private],
+        known_requests(),
+    )
+    .await;
+    let after = lines_of(&log);
+    let opener = after
+        .iter()
+        .find(|l| l.contains("\"chain\":\"continued\""))
+        .unwrap();
+    assert!(
+        opener.contains(&format!("\"prev\":\"{}\"", hash_of(&closing))),
+        "the restart continued from a checkpoint it did not seal: {opener}"
+    );
+    // The fabrication followed by the server's later lines is no log.
+    let at = after.iter().position(|l| l == opener).unwrap();
+    let mut spliced = fake.clone();
+    spliced.extend(after[at..].iter().cloned());
+    let copy = write_lines(&dir.path().join("spliced.log"), &spliced);
+    let (run, _, report) = purposegate_tests::decision_log::verify_json(
+        &[&copy],
+        &["--public-key", &public, "--allow-open-end"],
+    );
+    assert_eq!(run.code, Some(1), "{report:#}");
+}
+
+#[tokio::test]
+async fn a_cut_or_a_front_removed_stays_a_finding_after_a_restart() {
+    let (dir, log, private, public) = keyed("cut-restart");
+    let signing = every_three(&private);
+    logged_run(&log, &signing, known_requests()).await;
+    let lines = lines_of(&log);
+    // Cut back to a periodic checkpoint, then the server restarted on it.
+    let periodic = lines
+        .iter()
+        .position(|l| l.contains("\"closing\":false") && !l.contains("\"from\":1,\"seq\":1,"))
+        .unwrap();
+    write_lines(&log, &lines[..=periodic]);
+    logged_run(&log, &signing, known_requests()).await;
+    let key = ["--public-key", public.as_str()];
+    fails_saying(&[&log], &key, "truncated", "did not close");
+    // The front of the file cut up to the restart's opener.
+    let after = lines_of(&log);
+    let at = after
+        .iter()
+        .position(|l| l.contains("\"chain\":\"continued\""))
+        .unwrap();
+    let front = write_lines(&dir.path().join("front.log"), &after[at..]);
+    fails_as(
+        &[&front],
+        &["--public-key", &public, "--allow-open-end"],
+        "removed",
+    );
+    // Signed lines edited, then a forged restart claiming to leave them
+    // out (a new chain, or a continuation from an earlier checkpoint).
+    let mut edited = lines[..].to_vec();
+    let deny = edited.iter().position(|l| l.contains("\"DENY\"")).unwrap();
+    edited[deny] = permit(&edited[deny]);
+    let offset: usize = edited.iter().map(|l| l.len() + 1).sum();
+    let mut started = vec![format!(
+        "{{\"seq\":1,\"time\":\"t\",\"chain\":\"started\",\"prev_seq\":0,\"prev\":\"{}\",\"left_out\":{{\"lines\":0,\"bytes\":{offset},\"sha256\":\"\",\"torn\":false}},\"hash\":\"x\"}}",
+        "0".repeat(64)
+    )];
+    sealed_after(&"0".repeat(64), &mut started);
+    let mut forged = edited.clone();
+    forged.extend(started);
+    let copy = write_lines(&dir.path().join("new-chain.log"), &forged);
+    fails_as(
+        &[&copy],
+        &["--public-key", &public, "--allow-open-end"],
+        "edited",
+    );
+    // …or a restart from the first checkpoint that says it left out all
+    // after it, signed checkpoints included.
+    use sha2::{Digest, Sha256};
+    let first_cp = edited
+        .iter()
+        .position(|l| l.contains("\"checkpoint\":"))
+        .unwrap();
+    let after: Vec<&String> = edited[first_cp + 1..].iter().collect();
+    let mut run = Sha256::new();
+    for line in &after {
+        run.update(Sha256::digest(format!("{line}\n").as_bytes()));
+    }
+    let digest: String = run.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let bytes: usize = after.iter().map(|l| l.len() + 1).sum();
+    let cp: Value = serde_json::from_str(&edited[first_cp]).unwrap();
+    let prev = cp["hash"].as_str().unwrap();
+    let mut continued = vec![format!(
+        "{{\"seq\":{},\"time\":\"t\",\"chain\":\"continued\",\"prev_seq\":{},\"prev\":\"{prev}\",\"left_out\":{{\"lines\":{},\"bytes\":{bytes},\"sha256\":\"{digest}\",\"torn\":false}},\"hash\":\"x\"}}",
+        cp["seq"].as_u64().unwrap() + 1,
+        cp["seq"],
+        after.len()
+    )];
+    sealed_after(prev, &mut continued);
+    let mut forged = edited.clone();
+    forged.extend(continued);
+    let copy = write_lines(&dir.path().join("continued.log"), &forged);
+    fails_as(
+        &[&copy],
+        &["--public-key", &public, "--allow-open-end"],
+        "edited",
+    );
 }

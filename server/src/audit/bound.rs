@@ -25,31 +25,35 @@ pub fn bounded(object: Vec<u8>) -> Vec<u8> {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    for value in map.values_mut() {
-        cut(value, 0);
-    }
     let truncated = serde_json::json!({ "bytes": whole, "sha256": digest });
-    map.insert("truncated".into(), truncated.clone());
-    match serde_json::to_vec(&map) {
-        Ok(line) if line.len() <= MAX_LINE_BYTES => line,
-        // Cut values still too many: the answer and the digest remain.
-        _ => {
-            let mut kept = Map::new();
-            for key in ["time", "decision", "rule_ids", "revision", "latency_us"] {
-                if let Some(v) = map.remove(key) {
-                    kept.insert(key.into(), v);
-                }
-            }
-            kept.insert("truncated".into(), truncated);
-            serde_json::to_vec(&kept).unwrap_or_default()
+    // Cut, then cut harder: every key stays (the line's kind, its count,
+    // who asked), only values shrink.
+    for (keep_string, keep_entries) in [(KEEP_STRING, KEEP_ENTRIES), (32, 4), (8, 1)] {
+        for value in map.values_mut() {
+            cut(value, 0, keep_string, keep_entries);
+        }
+        map.insert("truncated".into(), truncated.clone());
+        match serde_json::to_vec(&map) {
+            Ok(line) if line.len() <= MAX_LINE_BYTES => return line,
+            _ => {}
         }
     }
+    // Past every cut (keys of the request's maps are kept up to the
+    // entries allowed): the answer's members and the digest.
+    let mut kept = Map::new();
+    for (key, value) in map {
+        if matches!(value, Value::Object(_)) && key != "truncated" {
+            continue;
+        }
+        kept.insert(key, value);
+    }
+    serde_json::to_vec(&kept).unwrap_or_default()
 }
 
-fn cut(value: &mut Value, depth: usize) {
+fn cut(value: &mut Value, depth: usize, keep_string: usize, keep_entries: usize) {
     match value {
-        Value::String(s) if s.len() > KEEP_STRING => {
-            let mut end = KEEP_STRING;
+        Value::String(s) if s.len() > keep_string => {
+            let mut end = keep_string;
             while !s.is_char_boundary(end) {
                 end -= 1;
             }
@@ -57,26 +61,23 @@ fn cut(value: &mut Value, depth: usize) {
             s.push('…');
         }
         Value::Array(items) => {
-            items.truncate(KEEP_ENTRIES);
-            items.iter_mut().for_each(|v| cut(v, depth + 1));
+            items.truncate(keep_entries);
+            items
+                .iter_mut()
+                .for_each(|v| cut(v, depth + 1, keep_string, keep_entries));
         }
         Value::Object(map) => {
-            let keys: Vec<String> = map.keys().skip(KEEP_ENTRIES).cloned().collect();
-            for key in keys {
-                map.remove(&key);
-            }
-            let long: Vec<String> = map
+            let drop: Vec<String> = map
                 .keys()
-                .filter(|k| k.len() > KEEP_STRING)
-                .cloned()
+                .enumerate()
+                .filter(|(i, k)| *i >= keep_entries || k.len() > keep_string || depth > 4)
+                .map(|(_, k)| k.clone())
                 .collect();
-            for key in long {
+            for key in drop {
                 map.remove(&key);
             }
-            if depth > 4 {
-                map.clear();
-            }
-            map.values_mut().for_each(|v| cut(v, depth + 1));
+            map.values_mut()
+                .for_each(|v| cut(v, depth + 1, keep_string, keep_entries));
         }
         _ => {}
     }
@@ -108,5 +109,46 @@ mod tests {
             super::super::chain::hex(&Sha256::digest(&whole))
         );
         assert!(v["subject"].as_str().unwrap().len() < 300);
+    }
+
+    #[test]
+    fn however_huge_every_key_stays() {
+        // Every field at its limit, escaped six bytes a character: the
+        // line keeps its kind (`permitted`), its count and who asked.
+        let escaped = "\u{1}".repeat(2048);
+        let many: Vec<String> = (0..64).map(|i| format!("{i}{escaped}")).collect();
+        let map: Map<String, Value> = (0..32)
+            .map(|i| {
+                (
+                    format!("{i}{}", "\u{1}".repeat(200)),
+                    Value::String(escaped.clone()),
+                )
+            })
+            .collect();
+        let line = serde_json::json!({
+            "time": "t", "subject": escaped, "tenant": escaped, "roles": many,
+            "purpose": escaped, "category": escaped, "origin": many,
+            "resource_attributes": map, "context_attributes": map,
+            "supported_obligations": many, "via": "grpc.PermittedPurposes",
+            "permitted": many, "revision": "r", "latency_us": 1, "count": 40,
+            "last_time": "t2",
+        });
+        let whole = serde_json::to_vec(&line).unwrap();
+        assert!(whole.len() > 10 * MAX_LINE_BYTES);
+        let out = bounded(whole);
+        assert!(out.len() <= MAX_LINE_BYTES, "{}", out.len());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        for key in [
+            "permitted",
+            "count",
+            "last_time",
+            "via",
+            "purpose",
+            "category",
+            "truncated",
+        ] {
+            assert!(v.get(key).is_some(), "{key} lost: {v}");
+        }
+        assert_eq!(v["count"], 40);
     }
 }

@@ -210,8 +210,12 @@ fn own_checkpoint(line: &[u8], key: &PublicKey, origin: &str) -> Option<(Chain, 
     let Ok(Kind::Checkpoint(c)) = kind_of(&json) else {
         return None;
     };
+    // Its seal must follow the line it signs: the signature does not
+    // cover the `hash` member, which anyone can write.
+    let before = c.checkpoint.head.clone();
     let ours = c.checkpoint.origin == origin
         && c.checkpoint.seq.checked_add(1) == Some(sealed.seq)
+        && sealed.follows(&before)
         && c.verifies(key);
     ours.then_some((
         Chain {

@@ -17,6 +17,9 @@ use super::checkpoint::{Checkpoint, Kind, LeftOut, kind_of};
 use super::lines::{LineReader, Raw, RunDigest};
 use crate::signing::PublicKey;
 
+/// Notes kept in a verification; the rest are counted.
+pub const MAX_NOTES: usize = 100;
+
 /// What kind of tampering (or loss) a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,8 +116,11 @@ pub struct Verification {
     pub last_checkpoint: Option<(String, u64)>,
     /// Lines over the readers' limit.
     pub oversized: u64,
-    /// What the walk says without failing.
+    /// What the walk says without failing: the first
+    /// [`MAX_NOTES`]…
     pub notes: Vec<String>,
+    /// …and how many more there were.
+    pub notes_not_listed: u64,
     /// The first finding; `None` when the log verifies.
     pub failure: Option<Finding>,
 }
@@ -153,6 +159,14 @@ struct Walk<'a> {
     /// Every line of the current file so far.
     file_run: RunDigest,
     expected: Vec<(Chain, bool)>,
+    /// The pending run holds a checkpoint a given key signed: no restart
+    /// left it out.
+    pending_signed: bool,
+    /// The key of the last checkpoint verified.
+    last_key: Option<String>,
+    /// After a closed chain a new one began, by the key named here: its
+    /// first checkpoint must be another's.
+    new_chain_after_closed: Option<String>,
 }
 
 /// Verifies `files` as one log, in the order given. An error is a file
@@ -167,6 +181,9 @@ pub fn verify(files: &[PathBuf], opts: &Options) -> Result<Verification, String>
         soft: None,
         file_run: RunDigest::default(),
         expected: opts.expect.iter().map(|c| (c.clone(), false)).collect(),
+        pending_signed: false,
+        last_key: None,
+        new_chain_after_closed: None,
     };
     let mut last_line = 0;
     for path in files {
@@ -196,6 +213,15 @@ pub fn verify(files: &[PathBuf], opts: &Options) -> Result<Verification, String>
 }
 
 impl Walk<'_> {
+    /// Keeps a note, or counts it past [`MAX_NOTES`].
+    fn note(&mut self, note: String) {
+        if self.v.notes.len() < MAX_NOTES {
+            self.v.notes.push(note);
+        } else {
+            self.v.notes_not_listed += 1;
+        }
+    }
+
     fn finding(path: &Path, raw: &Raw, kind: Failure, what: impl Into<String>) -> Finding {
         Finding {
             kind,
@@ -235,6 +261,9 @@ impl Walk<'_> {
             }
             run.add(raw);
             self.segment.since_checkpoint.add(raw);
+            if let Ok((_, Kind::Checkpoint(c))) = &read {
+                self.pending_signed |= self.opts.keys.iter().any(|k| c.verifies(k));
+            }
             return Ok(());
         }
         let (sealed, kind) = match read {
@@ -249,8 +278,12 @@ impl Walk<'_> {
             );
             return Err(Self::finding(path, raw, Failure::Removed, what));
         };
-        if let Err((kind, what)) = follows(&sealed, &current, self.file_run.lines == 0) {
-            return self.broken(Self::finding(path, raw, kind, what), raw);
+        if let Err((failure, what)) = follows(&sealed, &current, self.file_run.lines == 0) {
+            self.broken(Self::finding(path, raw, failure, what), raw)?;
+            if let Kind::Checkpoint(c) = &kind {
+                self.pending_signed = self.opts.keys.iter().any(|k| c.verifies(k));
+            }
+            return Ok(());
         }
         if let Some((at, true)) = &self.segment.at_checkpoint {
             {
@@ -288,6 +321,7 @@ impl Walk<'_> {
         run.add(raw);
         self.segment.since_checkpoint.add(raw);
         self.pending = Some((finding, run));
+        self.pending_signed = false;
         Ok(())
     }
 
@@ -367,6 +401,18 @@ impl Walk<'_> {
                 ),
             ));
         }
+        if let Some(before) = self.new_chain_after_closed.take() {
+            if before == signed.key_id {
+                return Err((
+                    Failure::Reordered,
+                    "a new chain by the key that closed the chain before it: a writer \
+                     continues its own closed chain, so files are out of order or a chain \
+                     was replaced"
+                        .to_string(),
+                ));
+            }
+        }
+        self.last_key = Some(signed.key_id.clone());
         self.v.signed += 1;
         if !self.v.signers.contains(&signed.key_id) {
             self.v.signers.push(signed.key_id.clone());

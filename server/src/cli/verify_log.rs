@@ -120,6 +120,12 @@ fn print_text(v: &Verification, keyed: bool) {
     for note in &v.notes {
         out(&format!("note: {note}"));
     }
+    if v.notes_not_listed > 0 {
+        out(&format!(
+            "note: and {} more",
+            plural(v.notes_not_listed as usize, "note", "notes")
+        ));
+    }
     if let Some(failure) = &v.failure {
         out(&format!("FAIL: {failure}"));
         out(&format!(

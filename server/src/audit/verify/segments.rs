@@ -51,13 +51,9 @@ impl Walk<'_> {
                 None
             }
             How::Continued => match self.continued_from(o, &prev) {
-                Some(left) => left,
-                None if self.chain.is_none() && self.pending.is_none() && o.left_out.is_none() => {
-                    // The walk begins inside a log whose start is not given.
-                    self.v.follows_seq = prev.seq;
-                    None
-                }
-                None => {
+                // A restart continues a file: its opener never begins one.
+                Some(left) if self.file_run.lines > 0 => left,
+                _ => {
                     return self.not_accounted(raw, || {
                         at(
                             Failure::Removed,
@@ -81,7 +77,7 @@ impl Walk<'_> {
                                 || (l.sha256 == before.hex() && l.lines == before.lines))
                     }
                 };
-                if !told {
+                if !told || self.pending_signed {
                     return self.not_accounted(raw, || {
                         at(
                             Failure::Inserted,
@@ -97,7 +93,7 @@ impl Walk<'_> {
                     self.new_file_chain(raw, at)?;
                 }
                 if raw.offset > 0 {
-                    self.chain_replaced(raw);
+                    self.chain_replaced(raw)?;
                 }
                 self.chain = Some(Chain::default());
                 None
@@ -113,6 +109,7 @@ impl Walk<'_> {
             ));
         }
         self.pending = None;
+        self.pending_signed = false;
         self.accept(path, sealed);
         self.segment = Segment {
             from: sealed.seq,
@@ -126,6 +123,11 @@ impl Walk<'_> {
     /// What a `continued` opener left out, if it continues from the
     /// chain's last line or from the last checkpoint (second value).
     fn continued_from(&self, o: &Opener, prev: &Chain) -> Option<Option<(RunDigest, bool)>> {
+        // A restart continues from its last checkpoint: lines holding a
+        // later one were not left out by it.
+        if self.pending_signed {
+            return None;
+        }
         let since_good = self
             .pending
             .as_ref()
@@ -169,17 +171,14 @@ impl Walk<'_> {
         at: impl Fn(Failure, String) -> Finding,
     ) -> Result<(), Finding> {
         let checkpoint = self.segment.at_checkpoint.clone();
-        if run.lines == 0 {
-            if checkpoint.is_none() && self.v.checkpoints > 0 {
-                self.soft_unsigned(raw, at, "the run before this restart", self.v.unsigned_tail);
-            }
-            return Ok(());
-        }
-        let lines = crate::engine::plural(run.lines as usize, "line", "lines");
         let closed_at = checkpoint
             .as_ref()
             .filter(|(c, closing)| *closing && (after_checkpoint || self.chain.as_ref() == Some(c)))
             .map(|(c, _)| c.seq);
+        if run.lines == 0 && closed_at.is_some() {
+            return Ok(());
+        }
+        let lines = crate::engine::plural(run.lines as usize, "line", "lines");
         if let Some(seq) = closed_at {
             return Err(at(
                 Failure::Inserted,
@@ -190,28 +189,44 @@ impl Walk<'_> {
             ));
         }
         let torn = o.left_out.as_ref().is_some_and(|l| l.torn);
-        if !after_checkpoint && run.lines == 1 && torn {
-            self.v.notes.push(format!(
-                "line {}: a line cut short (a crash) before it, left out by the restart",
-                raw.number.saturating_sub(1)
+        if run.lines > 0 {
+            let what = if torn && run.lines == 1 {
+                "a line cut short (a crash)".to_string()
+            } else {
+                format!("the {lines} after the last checkpoint")
+            };
+            self.note(format!(
+                "line {}: the restart left out {what}; no checkpoint signs them",
+                raw.number
             ));
-            if self.v.checkpoints > 0 && self.v.unsigned_tail > 0 {
-                self.soft_unsigned(
-                    raw,
-                    at,
-                    "the lines before the cut one",
-                    self.v.unsigned_tail,
-                );
-            }
-            return Ok(());
         }
-        let from = checkpoint.map_or(0, |(c, _)| c.seq);
-        self.v.notes.push(format!(
-            "line {}: the restart left out the {lines} after the checkpoint at seq {from} \
-             (the server stopped without closing its log: a crash?); no checkpoint signs them",
-            raw.number
-        ));
-        self.soft_unsigned(raw, at, "the lines the restart left out", run.lines);
+        // The run before did not close: a crash, or its end cut off.
+        let kept_unsigned = if after_checkpoint {
+            0
+        } else {
+            self.v.unsigned_tail
+        };
+        let what = match &checkpoint {
+            None => "the run before this restart has no checkpoint: its lines are signed by no one"
+                .to_string(),
+            Some((c, _)) if run.lines + kept_unsigned > 0 => format!(
+                "the run before this restart did not close: {} after its checkpoint at seq {} \
+                 are signed by no one (a crash?)",
+                crate::engine::plural((run.lines + kept_unsigned) as usize, "line", "lines"),
+                c.seq
+            ),
+            Some((c, _)) => format!(
+                "the run before this restart did not close: it ends at its checkpoint at seq {} \
+                 (a crash, or the lines after it cut off)",
+                c.seq
+            ),
+        };
+        let kind = if checkpoint.is_some() && run.lines + kept_unsigned == 0 {
+            Failure::Truncated
+        } else {
+            Failure::Unsigned
+        };
+        self.soft(at(kind, what));
         Ok(())
     }
 
@@ -230,71 +245,62 @@ impl Walk<'_> {
             if finding.kind != Failure::Truncated || run.lines != 1 {
                 return Err(finding);
             }
-            self.v.notes.push(format!(
+            self.note(format!(
                 "the file before line {} of this one ends inside a line (a crash)",
                 raw.number
             ));
         }
         if self.v.closed {
-            self.v.notes.push(
-                "a new chain starts in this file after a closed one (the server's key or \
-                 origin changed)"
-                    .into(),
-            );
+            // Only a new key begins a new chain after a closed one: the
+            // writer continues its own closed chain.
+            self.new_chain_after_closed = self.last_key.clone();
+            self.note("a new chain starts in this file after a closed one (a new key)".into());
             return Ok(());
         }
-        self.v.notes.push(
-            "the server stopped without closing its log (a crash?) and began a new chain in \
-             this file"
-                .into(),
-        );
-        let lines = self.v.unsigned_tail;
-        self.soft_unsigned(raw, at, "the last lines of the file before", lines);
+        let (kind, what) = if self.v.unsigned_tail > 0 {
+            (
+                Failure::Unsigned,
+                format!(
+                    "the file before ends without closing: its last {} are signed by no \
+                     checkpoint (a crash?)",
+                    crate::engine::plural(self.v.unsigned_tail as usize, "line", "lines")
+                ),
+            )
+        } else {
+            (
+                Failure::Truncated,
+                "the file before ends without closing (a crash, or its end cut off)".to_string(),
+            )
+        };
+        self.note(format!(
+            "line {}: the server stopped without closing its log and began a new chain here",
+            raw.number
+        ));
+        self.soft(at(kind, what));
         Ok(())
     }
 
-    /// The chain before a new one in the same file ends here.
-    fn chain_replaced(&mut self, raw: &Raw) {
-        let lines = crate::engine::plural(self.file_run.lines as usize, "line", "lines");
-        if self.pending.is_some() || !self.v.closed || self.v.checkpoints == 0 {
-            let what = format!(
-                "a new chain starts here; of the {lines} before it, those after the last \
-                 checkpoint are signed by no one"
-            );
-            self.soft(Finding {
-                kind: Failure::Unsigned,
+    /// The chain before a new one in the same file ends here: what a
+    /// writer without a key does when the file's last line is not sealed.
+    /// A signing writer never does (it moves such a file aside), so with
+    /// keys it is a finding.
+    fn chain_replaced(&mut self, raw: &Raw) -> Result<(), Finding> {
+        if !self.opts.keys.is_empty() {
+            return Err(Finding {
+                kind: Failure::Inserted,
                 path: self.current_path(),
                 line: raw.number,
-                what,
+                what: "a new chain inside a file: a signing writer never begins one there"
+                    .to_string(),
             });
-        } else {
-            self.v.notes.push(format!(
-                "line {}: a new chain starts after a closed one (the server's key or origin \
-                 changed)",
-                raw.number
-            ));
         }
-        self.pending = None;
-    }
-
-    fn soft_unsigned(
-        &mut self,
-        raw: &Raw,
-        at: impl Fn(Failure, String) -> Finding,
-        what: &str,
-        lines: u64,
-    ) {
-        if lines == 0 {
-            return;
-        }
-        let _ = raw;
-        self.soft(at(
-            Failure::Unsigned,
-            format!(
-                "{what} ({}) are signed by no checkpoint",
-                crate::engine::plural(lines as usize, "line", "lines")
-            ),
+        let lines = crate::engine::plural(self.file_run.lines as usize, "line", "lines");
+        self.note(format!(
+            "line {}: a new chain starts; the {lines} before it are left out",
+            raw.number
         ));
+        self.pending = None;
+        Ok(())
     }
 
     pub(super) fn soft(&mut self, finding: Finding) {
@@ -328,9 +334,7 @@ impl Walk<'_> {
                 self.v.failure = Some(finding);
                 return;
             }
-            self.v
-                .notes
-                .push("the file ends inside a line: the server is writing it, or stopped".into());
+            self.note("the file ends inside a line: the server is writing it, or stopped".into());
         }
         if let Some((want, _)) = self.expected.iter().find(|(_, seen)| !seen) {
             self.v.failure = Some(here(
@@ -345,7 +349,7 @@ impl Walk<'_> {
         }
         if !keys {
             if let Some(soft) = self.soft.take() {
-                self.v.notes.push(soft.to_string());
+                self.note(soft.to_string());
             }
             return;
         }
@@ -361,7 +365,7 @@ impl Walk<'_> {
                 self.v.failure = Some(soft);
                 return;
             }
-            self.v.notes.push(soft.to_string());
+            self.note(soft.to_string());
         }
         if self.v.closed && self.v.unsigned_tail == 0 {
             return;
@@ -391,7 +395,7 @@ impl Walk<'_> {
             )
         };
         if self.opts.allow_open_end {
-            self.v.notes.push(format!("open end: {what}"));
+            self.note(format!("open end: {what}"));
         } else {
             self.v.failure = Some(here(kind, what));
         }
