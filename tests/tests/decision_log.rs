@@ -18,6 +18,7 @@ use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::decision_log::{
     ask, fails_as, key_pair, known_requests, lines_of, logged_run, logging_server, passes, verify,
+    verify_json,
 };
 use purposegate_tests::{ServerProcess, TempDir, channel, check_request, eventually};
 use serde_json::Value;
@@ -312,9 +313,15 @@ async fn crashes_while_writing_leave_a_log_that_verifies_with_a_note() {
         let report = passes(&all, &open);
         let notes = report["notes"].to_string();
         assert!(notes.contains("crash"), "{report:#}");
-        // Strictly, lines no checkpoint signs are a finding: unsigned,
-        // never an edit.
-        fails_as(&all, &key, "unsigned");
+        // Strictly, a run that did not close is a finding: lines no
+        // checkpoint signs, or an end at a checkpoint that was not the
+        // last; never an edit.
+        let (run, kind, report) = verify_json(&all, &key);
+        assert_eq!(run.code, Some(1), "{report:#}");
+        assert!(
+            matches!(kind.as_deref(), Some("unsigned" | "truncated")),
+            "{report:#}"
+        );
     }
 }
 
