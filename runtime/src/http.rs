@@ -20,15 +20,29 @@ use tracing::info;
 
 use crate::listen::{self, Face, Served};
 
-/// Serves `router` on `listener` as `face` until `shutdown` turns true.
+/// Who sent a request, in its extensions: the connection's peer address
+/// and what the connection's requests hold now (bytes of bodies being
+/// read and handled), for shares per peer and per connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub addr: std::net::SocketAddr,
+    pub holding: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Serves `router` on `listener` as `face` until `shutdown` turns true;
+/// every request carries its [`Caller`].
 pub fn serve_router(
     listener: TcpListener,
     face: Face,
     shutdown: watch::Receiver<bool>,
     router: Router,
 ) -> Served {
-    listen::serve(listener, face, shutdown, move |_peer| {
-        TowerToHyperService::new(router.clone())
+    listen::serve(listener, face, shutdown, move |peer| {
+        let caller = Caller {
+            addr: peer.addr,
+            holding: Arc::default(),
+        };
+        TowerToHyperService::new(router.clone().layer(axum::Extension(caller)))
     })
 }
 

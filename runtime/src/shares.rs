@@ -44,6 +44,8 @@ pub enum Full {
 pub struct Share {
     shares: Arc<Shares>,
     peer: IpAddr,
+    /// Places held (more than one for a share measured in bytes).
+    places: usize,
 }
 
 impl Shares {
@@ -69,22 +71,33 @@ impl Shares {
 
     /// A place for `peer`, unless every place or the peer's share is taken.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Share, Full> {
+        self.take_many(peer, 1)
+    }
+
+    /// `n` places at once for `peer` (a budget of bytes, counted in
+    /// places), unless they would pass the total or the peer's share.
+    pub fn take_many(self: &Arc<Self>, peer: IpAddr, n: usize) -> Result<Share, Full> {
         let peer = peer_of(peer);
+        let n = n.max(1);
         let Ok(mut taken) = self.taken.lock() else {
             return Err(Full::Everyone);
         };
-        if taken.all >= self.total {
+        if taken.all.saturating_add(n) > self.total {
             return Err(Full::Everyone);
         }
         let held = taken.by_peer.entry(peer).or_insert(0);
-        if *held >= self.per_peer {
+        if held.saturating_add(n) > self.per_peer {
+            if *held == 0 {
+                taken.by_peer.remove(&peer);
+            }
             return Err(Full::Peer);
         }
-        *held += 1;
-        taken.all += 1;
+        *held += n;
+        taken.all += n;
         Ok(Share {
             shares: self.clone(),
             peer,
+            places: n,
         })
     }
 
@@ -112,13 +125,13 @@ impl Shares {
         }
     }
 
-    fn give_back(&self, peer: IpAddr) {
+    fn give_back(&self, peer: IpAddr, n: usize) {
         let Ok(mut taken) = self.taken.lock() else {
             return;
         };
-        taken.all = taken.all.saturating_sub(1);
+        taken.all = taken.all.saturating_sub(n);
         if let Some(held) = taken.by_peer.get_mut(&peer) {
-            *held = held.saturating_sub(1);
+            *held = held.saturating_sub(n);
             if *held == 0 {
                 taken.by_peer.remove(&peer);
             }
@@ -144,7 +157,7 @@ fn peer_of(ip: IpAddr) -> IpAddr {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.shares.give_back(self.peer);
+        self.shares.give_back(self.peer, self.places);
     }
 }
 
@@ -190,6 +203,19 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.9".parse().unwrap();
         let _m = shares.take(mapped).unwrap();
         assert_eq!(shares.held_by(ip(9)), 1);
+    }
+
+    #[test]
+    fn many_places_are_taken_and_given_back_together() {
+        let shares = Shares::new(100, 40);
+        let a = shares.take_many(ip(1), 30).unwrap();
+        assert_eq!(shares.take_many(ip(1), 11).unwrap_err(), Full::Peer);
+        let _b = shares.take_many(ip(2), 40).unwrap();
+        assert_eq!(shares.take_many(ip(3), 31).unwrap_err(), Full::Everyone);
+        assert_eq!(shares.held_by(ip(3)), 0);
+        drop(a);
+        assert_eq!(shares.taken(), 40);
+        assert!(shares.take_many(ip(1), 40).is_ok());
     }
 
     #[test]

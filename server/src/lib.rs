@@ -20,3 +20,4 @@ pub mod serve;
 pub mod signing;
 pub mod store;
 pub mod webhook;
+pub mod work;

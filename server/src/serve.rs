@@ -145,11 +145,14 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         &args.purpose_context_issuers,
         decider.metrics().purpose_contexts_not_issued.clone(),
     )?;
+    // Batches, the reverse question and searches, of every face.
+    let pool = crate::work::WorkPool::for_this_machine();
     let decisions = DecisionServer::new(
         decider.clone(),
         purpose_keys,
         args.max_batch,
         args.max_watchers,
+        pool.clone(),
         shutdown_rx.clone(),
     );
 
@@ -203,6 +206,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
                 args.authzen_max_body,
                 args.authzen_base_url.clone(),
                 tls.is_some(),
+                pool.clone(),
             ));
             let face = purposegate_runtime::listen::Face {
                 name: "authzen",
@@ -266,6 +270,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             hyper_util::service::TowerToHyperService::new(crate::grpc::Identified::new(
                 grpc.clone(),
                 peer.names.clone(),
+                peer.addr.ip(),
             ))
         });
 

@@ -3,6 +3,9 @@
 //! the body limit, the time and the places of requests at once (a
 //! [`Call`]), and the answer or the [`Refusal`] written back.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -15,7 +18,8 @@ use bytes::Bytes;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::Span as _;
 use opentelemetry_sdk::trace::Span;
-use purposegate_runtime::http::BodyError;
+use purposegate_runtime::http::{BodyError, Caller};
+use purposegate_runtime::shares::Full;
 use serde_json::{Map, Value};
 
 use super::AuthZen;
@@ -41,7 +45,7 @@ pub(super) async fn echo_request_id(mut req: Request, next: Next) -> Response {
         );
     }
     let Some(value) = first else {
-        return next.run(req).await;
+        return closing_after_refusal(next.run(req).await);
     };
     let text = match value.to_str() {
         Ok(text) if text.len() <= engine::MAX_ID_BYTES => text.to_string(),
@@ -61,6 +65,19 @@ pub(super) async fn echo_request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(text));
     let mut response = next.run(req).await;
     response.headers_mut().insert(X_REQUEST_ID, value);
+    closing_after_refusal(response)
+}
+
+/// A refusal may come before its request's body was read: the connection
+/// then cannot carry another request, and says so (HTTP/1.1; HTTP/2 drops
+/// the header), so a client does not send its next request into a
+/// connection being closed.
+fn closing_after_refusal(mut response: Response) -> Response {
+    if !response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -95,25 +112,82 @@ pub(super) struct Call {
     pub(super) start: Instant,
 }
 
-type Handler = fn(&AuthZen, Call, Option<&mut Span>) -> Result<Bytes, Refusal>;
+pub(super) type Handler = fn(&AuthZen, Call, Option<&mut Span>) -> Result<Bytes, Refusal>;
+
+/// Where a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    /// On the async worker: one evaluation, a cost bounded by its body.
+    Inline,
+    /// On the work pool: batches and searches, whose cost grows with the
+    /// request.
+    Pool,
+}
+
+/// A body's bytes admitted and read: its place in the budget is held
+/// until the answer is written.
+pub(super) struct Received {
+    bytes: Bytes,
+    request_id: String,
+    _admitted: Admitted,
+}
+
+/// Bytes of the body budget held by one request, for its peer and its
+/// connection; given back on drop.
+struct Admitted {
+    _share: purposegate_runtime::shares::Share,
+    holding: Arc<AtomicUsize>,
+    kib: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.holding.fetch_sub(self.kib, Ordering::AcqRel);
+    }
+}
 
 impl AuthZen {
-    /// Reads the request as JSON and answers it with `handler`, in a span
-    /// of its own (a child of the caller's trace).
+    /// Reads the request as JSON and answers it with `handler` in `place`,
+    /// in a span of its own (a child of the caller's trace).
     pub(super) async fn answer(
-        &self,
+        self: Arc<Self>,
         req: Request,
         route: &'static str,
         handler: Handler,
+        place: Place,
     ) -> Response {
         let start = Instant::now();
         let mut span = self
             .decider
             .telemetry()
             .map(|t| t.http_span("POST", route, req.headers()));
-        let answer = match self.read(req, start).await {
-            Ok(call) => handler(self, call, span.as_mut()),
+        let peer = req
+            .extensions()
+            .get::<Caller>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.addr.ip());
+        let answer = match self.receive(req).await {
             Err(refusal) => Err(refusal),
+            Ok(received) if place == Place::Inline => {
+                answer_now(&self, received, start, handler, span.as_mut())
+            }
+            Ok(received) => {
+                let this = self.clone();
+                let mut job_span = span.take();
+                let job = move || {
+                    let answer = answer_now(&this, received, start, handler, job_span.as_mut());
+                    (answer, job_span)
+                };
+                match self.pool.run(peer, job).await {
+                    Ok((answer, back)) => {
+                        span = back;
+                        answer
+                    }
+                    Err(busy) => Err(Refusal {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: busy.to_string(),
+                    }),
+                }
+            }
         };
         match answer {
             Ok(body) => {
@@ -133,9 +207,10 @@ impl AuthZen {
         }
     }
 
-    /// The body as a JSON object, sent as `application/json` within the
-    /// body limit and time.
-    async fn read(&self, req: Request, start: Instant) -> Result<Call, Refusal> {
+    /// The body, sent as `application/json`, admitted into the budget of
+    /// bytes being read at once (its `Content-Length`, or the body limit
+    /// when it has none) and read within the body limit and time.
+    async fn receive(&self, req: Request) -> Result<Received, Refusal> {
         let json = purposegate_runtime::http::sends_json(req.headers());
         if !json {
             return Err(Refusal::bad(
@@ -148,23 +223,11 @@ impl AuthZen {
             .cloned()
             .unwrap_or_default()
             .0;
-        // A place among the requests read at once, waited for no longer
-        // than a body may take to arrive.
-        let _place = tokio::time::timeout(BODY_TIME, self.places.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(Refusal {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "too many AuthZEN requests at once; try again".to_string(),
-            })?;
+        let admitted = self.admit(&req)?;
         let bytes = purposegate_runtime::http::read_body(req.into_body(), self.max_body, BODY_TIME)
             .await
             .map_err(|e| match e {
-                BodyError::TooLarge(limit) => Refusal {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    message: format!("the request body is over {limit} bytes (--authzen-max-body)"),
-                },
+                BodyError::TooLarge(limit) => too_large(limit),
                 BodyError::TooSlow(_) => Refusal {
                     status: StatusCode::REQUEST_TIMEOUT,
                     message: format!("the request body: {e}"),
@@ -173,32 +236,103 @@ impl AuthZen {
                     Refusal::bad(format!("the request body could not be read: {e}"))
                 }
             })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(Refusal::bad(
-                "the request body is empty; send a JSON object",
+        Ok(Received {
+            bytes,
+            request_id,
+            _admitted: admitted,
+        })
+    }
+
+    /// The request's place in the budget of body bytes: refused at once
+    /// (503) when its peer or its connection holds its share, or the
+    /// budget is spent.
+    fn admit(&self, req: &Request) -> Result<Admitted, Refusal> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // One declared past the limit is refused as it is read (read to
+        // its end, so the sender reads the refusal, not a reset).
+        let kib = declared.unwrap_or(self.max_body).min(self.max_body) / 1024 + 1;
+        let (peer, holding) = match req.extensions().get::<Caller>() {
+            Some(c) => (c.addr.ip(), c.holding.clone()),
+            None => (IpAddr::from([0, 0, 0, 0]), Arc::default()),
+        };
+        let busy = |message: &str| Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.to_string(),
+        };
+        let per_connection = (self.bodies.per_peer() / 2).max(kib);
+        if holding.fetch_add(kib, Ordering::AcqRel) + kib > per_connection {
+            holding.fetch_sub(kib, Ordering::AcqRel);
+            return Err(busy(
+                "this connection is sending too many request bodies at once; try again",
             ));
         }
-        let body = match engine::json::parse_strict(&bytes) {
-            Ok(Value::Object(body)) => body,
-            Ok(other) => {
-                return Err(Refusal::bad(format!(
-                    "the request body must be a JSON object, not {}",
-                    match other {
-                        Value::Array(_) => "an array",
-                        Value::String(_) => "a string",
-                        Value::Number(_) => "a number",
-                        Value::Bool(_) => "a boolean",
-                        _ => "null",
+        match self.bodies.take_many(peer, kib) {
+            Ok(share) => Ok(Admitted {
+                _share: share,
+                holding,
+                kib,
+            }),
+            Err(full) => {
+                holding.fetch_sub(kib, Ordering::AcqRel);
+                Err(busy(match full {
+                    Full::Peer => {
+                        "your address is sending too many request bodies at once; try again"
                     }
-                )));
+                    Full::Everyone => "too many request bodies at once; try again",
+                }))
             }
-            Err(e) => return Err(Refusal::bad(format!("the request body is not JSON: {e}"))),
-        };
-        Ok(Call {
-            body,
-            request_id,
-            start,
-        })
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Refusal {
+    Refusal {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("the request body is over {limit} bytes (--authzen-max-body)"),
+    }
+}
+
+/// Parses a received body and answers it with `handler`.
+fn answer_now(
+    az: &AuthZen,
+    received: Received,
+    start: Instant,
+    handler: Handler,
+    span: Option<&mut Span>,
+) -> Result<Bytes, Refusal> {
+    let body = parse(&received.bytes)?;
+    let call = Call {
+        body,
+        request_id: received.request_id.clone(),
+        start,
+    };
+    handler(az, call, span)
+}
+
+/// A body as the JSON object it must be.
+fn parse(bytes: &[u8]) -> Result<Map<String, Value>, Refusal> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Refusal::bad(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    match engine::json::parse_strict(bytes) {
+        Ok(Value::Object(body)) => Ok(body),
+        Ok(other) => Err(Refusal::bad(format!(
+            "the request body must be a JSON object, not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+        Err(e) => Err(Refusal::bad(format!("the request body is not JSON: {e}"))),
     }
 }
 

@@ -41,7 +41,7 @@ use tracing::info;
 use crate::audit::Via;
 use crate::decide::Decider;
 use crate::engine;
-use call::{Call, Refusal, echo_request_id, encode, not_allowed, plain, reply};
+use call::{Call, Place, Refusal, echo_request_id, encode, not_allowed, plain, reply};
 use mapping::{Asked, Semantic, Source};
 
 /// Requests read and decided at once; each holds its body and its parsed
@@ -75,7 +75,11 @@ pub struct AuthZen {
     /// Whether the listener speaks TLS: the scheme of a base URL made from
     /// the Host header.
     tls: bool,
-    places: Arc<tokio::sync::Semaphore>,
+    /// Body bytes being read and answered at once, in KiB, shared by
+    /// peers.
+    bodies: Arc<purposegate_runtime::shares::Shares>,
+    /// Where batches and searches run.
+    pool: crate::work::WorkPool,
 }
 
 impl AuthZen {
@@ -85,14 +89,19 @@ impl AuthZen {
         max_body: usize,
         base_url: Option<String>,
         tls: bool,
+        pool: crate::work::WorkPool,
     ) -> Self {
+        // As many bytes as REQUESTS_AT_ONCE bodies at the limit; an
+        // eighth of them for one address.
+        let kib = (max_body / 1024 + 1) * REQUESTS_AT_ONCE;
         AuthZen {
             decider,
             max_batch,
             max_body,
             base_url,
             tls,
-            places: Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE)),
+            bodies: purposegate_runtime::shares::Shares::new(kib, kib / 8),
+            pool,
         }
     }
 }
@@ -139,21 +148,24 @@ fn router(authzen: Arc<AuthZen>) -> Router {
         .route(
             EVALUATION,
             post(|State(az): State<Arc<AuthZen>>, req: Request| async move {
-                az.answer(req, EVALUATION, AuthZen::evaluation).await
+                az.answer(req, EVALUATION, AuthZen::evaluation, Place::Inline)
+                    .await
             })
             .fallback(post_only),
         )
         .route(
             EVALUATIONS,
             post(|State(az): State<Arc<AuthZen>>, req: Request| async move {
-                az.answer(req, EVALUATIONS, AuthZen::evaluations).await
+                az.answer(req, EVALUATIONS, AuthZen::evaluations, Place::Pool)
+                    .await
             })
             .fallback(post_only),
         )
         .route(
             SEARCH_ACTION,
             post(|State(az): State<Arc<AuthZen>>, req: Request| async move {
-                az.answer(req, SEARCH_ACTION, AuthZen::search_action).await
+                az.answer(req, SEARCH_ACTION, AuthZen::search_action, Place::Pool)
+                    .await
             })
             .fallback(post_only),
         )

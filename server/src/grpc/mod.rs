@@ -72,6 +72,8 @@ pub struct DecisionServer {
     keys: std::sync::Arc<crate::purpose_context::PurposeKeys>,
     max_batch: usize,
     watchers: Watchers,
+    /// Where batches and the reverse question run, off the async workers.
+    pool: crate::work::WorkPool,
     /// Becomes true when the server begins to shut down; open watch streams
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
@@ -83,6 +85,7 @@ impl DecisionServer {
         keys: std::sync::Arc<crate::purpose_context::PurposeKeys>,
         max_batch: usize,
         max_watchers: usize,
+        pool: crate::work::WorkPool,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let refused = decider.metrics().watchers_refused.clone();
@@ -91,6 +94,7 @@ impl DecisionServer {
             keys,
             max_batch,
             watchers: Watchers::new(max_watchers, refused),
+            pool,
             shutdown,
         }
     }
@@ -142,6 +146,22 @@ impl DecisionServer {
 #[derive(Debug, Clone, Default)]
 pub struct CallerNames(pub std::sync::Arc<[String]>);
 
+/// The caller's address, for its share of the work pool.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerAddr(pub std::net::IpAddr);
+
+fn caller_addr<T>(request: &Request<T>) -> std::net::IpAddr {
+    request
+        .extensions()
+        .get::<CallerAddr>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.0)
+}
+
+/// A job refused by the work pool.
+fn busy(busy: crate::work::Busy) -> Status {
+    Status::resource_exhausted(busy.to_string())
+}
+
 fn caller_names<T>(request: &Request<T>) -> CallerNames {
     request
         .extensions()
@@ -156,13 +176,15 @@ fn caller_names<T>(request: &Request<T>) -> CallerNames {
 pub struct Identified<S> {
     inner: S,
     names: CallerNames,
+    addr: CallerAddr,
 }
 
 impl<S> Identified<S> {
-    pub fn new(inner: S, names: std::sync::Arc<[String]>) -> Self {
+    pub fn new(inner: S, names: std::sync::Arc<[String]>, addr: std::net::IpAddr) -> Self {
         Identified {
             inner,
             names: CallerNames(names),
+            addr: CallerAddr(addr),
         }
     }
 }
@@ -184,6 +206,7 @@ where
 
     fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.names.clone());
+        request.extensions_mut().insert(self.addr);
         self.inner.call(request)
     }
 }
@@ -222,6 +245,7 @@ impl DecisionService for DecisionServer {
         let start = Instant::now();
         let mut span = self.span("CheckBatch", request.metadata());
         let caller = caller_names(&request);
+        let peer = caller_addr(&request);
         let requests = request.into_inner().requests;
         self.decider.metrics().batch(requests.len());
         if let Some(span) = span.as_mut() {
@@ -241,30 +265,41 @@ impl DecisionService for DecisionServer {
             }
             return Err(status);
         }
-        let converted = requests
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let issue = r.issue_purpose_context;
-                // The prefix is written only for the one that is invalid.
-                convert::request(r, "")
-                    .map(|r| (r, issue))
-                    .map_err(|mut e| {
-                        e.field = format!("requests[{i}].{}", e.field);
-                        e
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()
+        // Converted and decided on the work pool: its cost grows with the
+        // batch.
+        let this = self.clone();
+        let job = move || -> Result<Vec<pb::CheckResponse>, InvalidRequest> {
+            let converted = requests
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let issue = r.issue_purpose_context;
+                    // The prefix is written only for the one that is invalid.
+                    convert::request(r, "")
+                        .map(|r| (r, issue))
+                        .map_err(|mut e| {
+                            e.field = format!("requests[{i}].{}", e.field);
+                            e
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // One policy for the whole batch: every answer has the same
+            // revision.
+            let policy = this.decider.policy();
+            Ok(converted
+                .into_iter()
+                .map(|(r, issue)| {
+                    let issue = issue.then_some(&caller);
+                    this.evaluate(&policy, r, start, None, issue, "grpc.CheckBatch")
+                })
+                .collect())
+        };
+        let responses = self
+            .pool
+            .run(peer, job)
+            .await
+            .map_err(busy)?
             .map_err(|e| invalid(e, span.as_mut()))?;
-        // One policy for the whole batch: every answer has the same revision.
-        let policy = self.decider.policy();
-        let responses = converted
-            .into_iter()
-            .map(|(r, issue)| {
-                let issue = issue.then_some(&caller);
-                self.evaluate(&policy, r, start, None, issue, "grpc.CheckBatch")
-            })
-            .collect();
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(pb::CheckBatchResponse { responses }))
     }
@@ -315,12 +350,20 @@ impl DecisionService for DecisionServer {
     ) -> Result<Response<pb::PermittedPurposesResponse>, Status> {
         let start = Instant::now();
         let mut span = self.span("PermittedPurposes", request.metadata());
+        let peer = caller_addr(&request);
         let req = convert::purposes_request(request.into_inner(), "")
             .map_err(|e| invalid(e, span.as_mut()))?;
-        let answer = self
-            .decider
-            .permitted_purposes(&req, span.as_mut(), Via::face("grpc.PermittedPurposes"))
-            .map_err(|e| invalid(e, span.as_mut()))?;
+        // On the work pool: its cost grows with the policy.
+        let decider = self.decider.clone();
+        let mut job_span = span.take();
+        let job = move || {
+            let via = Via::face("grpc.PermittedPurposes");
+            let answer = decider.permitted_purposes(&req, job_span.as_mut(), via);
+            (answer, job_span)
+        };
+        let (answer, back) = self.pool.run(peer, job).await.map_err(busy)?;
+        span = back;
+        let answer = answer.map_err(|e| invalid(e, span.as_mut()))?;
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(convert::permitted_purposes(answer)))
     }
