@@ -206,7 +206,9 @@ fn bytes_of(dir: &Path, name: &str) -> u64 {
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.file_name().to_string_lossy().starts_with(name))
-        .map(|e| e.metadata().unwrap().len())
+        // A file the server renames meanwhile is counted under its new name.
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
         .sum()
 }
 
@@ -276,8 +278,10 @@ async fn crashes_while_writing_leave_a_log_that_verifies_with_a_note() {
             // A power cut: the last write reached the disk in part. Only
             // what was written since the last sync can be lost: with a key,
             // the lines after the last checkpoint.
-            let last = lines_of(&log).pop().unwrap_or_default();
-            if !last.contains("\"checkpoint\":") && last.len() > 17 {
+            // (Killed while rotating, the path may hold no file at all.)
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = text.lines().last().unwrap_or_default().to_string();
+            if !last.contains("\"checkpoint\":") && last.len() > 17 && text.ends_with('\n') {
                 let len = std::fs::metadata(&log).unwrap().len();
                 let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
                 file.set_len(len - 17).unwrap();
