@@ -203,7 +203,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
                 args.authzen_max_body,
                 args.authzen_base_url.clone(),
                 tls.is_some(),
-            ));
+            )?);
             let face = purposegate_runtime::listen::Face {
                 name: "authzen",
                 limits: purposegate_runtime::listen::Limits::default(),

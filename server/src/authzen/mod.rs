@@ -76,6 +76,8 @@ pub struct AuthZen {
     /// the Host header.
     tls: bool,
     places: Arc<tokio::sync::Semaphore>,
+    /// Action search's page tokens and kept answers.
+    pages: search::Pages,
 }
 
 impl AuthZen {
@@ -85,15 +87,16 @@ impl AuthZen {
         max_body: usize,
         base_url: Option<String>,
         tls: bool,
-    ) -> Self {
-        AuthZen {
+    ) -> Result<Self, String> {
+        Ok(AuthZen {
             decider,
             max_batch,
             max_body,
             base_url,
             tls,
             places: Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE)),
-        }
+            pages: search::Pages::new()?,
+        })
     }
 }
 
