@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use purposegate_engine::{
-    Context, DecisionRequest, Deidentification, Resource, Subject, default_policy,
+    Context, Decision, DecisionRequest, Deidentification, MAX_POLICY_FILE_BYTES, Policy,
+    PolicySource, Resource, Subject, default_policy,
 };
 
 fn request(purpose: &str, category: &str) -> DecisionRequest {
@@ -60,5 +61,101 @@ fn matrix(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decision, matrix);
+/// A policy of `roots` roots with nine children each (`roots * 10`
+/// purposes), in files each within the size a policy file may have:
+/// permits over every root on two of four categories (one with an
+/// obligation), a conditional prohibition on every seventh root, and a
+/// permit on aggregated data for every purpose.
+#[allow(clippy::print_stderr, reason = "a bench that cannot set up says why")]
+fn wide_policy(roots: usize) -> Option<Policy> {
+    let mut parts = Vec::new();
+    let mut text = String::from("version: 1\nname: wide\npurposes:\n");
+    let mut root_ids = Vec::with_capacity(roots);
+    for r in 0..roots {
+        if text.len() > MAX_POLICY_FILE_BYTES - 1024 {
+            parts.push(std::mem::replace(
+                &mut text,
+                String::from("version: 1\npurposes:\n"),
+            ));
+        }
+        text.push_str(&format!("  p{r}: P\n"));
+        for c in 0..9 {
+            text.push_str(&format!("  p{r}.{c}: P\n"));
+        }
+        root_ids.push(format!("p{r}"));
+    }
+    parts.push(std::mem::replace(&mut text, String::from("version: 1\n")));
+    text.push_str("dataCategories:\n  c0: C\n  c1: C\n  c2: C\n  c3: C\n");
+    text.push_str("rules:\n");
+    for (i, chunk) in root_ids.chunks(100).enumerate() {
+        text.push_str(&format!(
+            "  - id: permit{i}\n    effect: permit\n    purposes: [{}]\n    dataCategories: [c0, c1]\n",
+            chunk.join(", ")
+        ));
+    }
+    let denied: Vec<String> = root_ids.iter().step_by(7).cloned().collect();
+    for (i, chunk) in denied.chunks(100).enumerate() {
+        text.push_str(&format!(
+            "  - id: deny{i}\n    effect: deny\n    purposes: [{}]\n    when: {{ sameTenant: false }}\n",
+            chunk.join(", ")
+        ));
+    }
+    text.push_str(&format!(
+        "  - id: aggregated\n    effect: permit\n    purposes: [{}]\n    when: {{ deidentification: aggregated }}\n    obligations: [{{ id: log }}]\n",
+        root_ids.join(", ")
+    ));
+    parts.push(text);
+    let names: Vec<String> = (0..parts.len()).map(|i| format!("wide-{i}.yaml")).collect();
+    let sources: Vec<PolicySource<'_>> = names
+        .iter()
+        .zip(&parts)
+        .map(|(name, text)| PolicySource { name, text })
+        .collect();
+    match Policy::load(&sources) {
+        Ok(policy) => Some(policy),
+        Err(d) => {
+            eprintln!("wide policy: {d}");
+            None
+        }
+    }
+}
+
+/// The reverse question on 10,000 purposes: every purpose reachable.
+fn reverse(c: &mut Criterion) {
+    let Some(policy) = wide_policy(1_000) else {
+        return;
+    };
+    let mut facts = request("", "c0");
+    facts.supported_obligations = vec!["log".into()];
+    let mut group = c.benchmark_group("permitted_purposes");
+    group.sample_size(10);
+    group.bench_function("10k_purposes", |b| {
+        b.iter(|| policy.permitted_purposes(black_box(&facts)))
+    });
+    let mut foreign = facts.clone();
+    foreign.subject.tenant = "fabrikam".into();
+    group.bench_function("10k_purposes_foreign_tenant", |b| {
+        b.iter(|| policy.permitted_purposes(black_box(&foreign)))
+    });
+    // What the answer is defined as: `evaluate` asked of every purpose.
+    let ids: Vec<String> = policy.purposes().ids().map(str::to_string).collect();
+    group.bench_function("10k_purposes_evaluate_each", |b| {
+        b.iter(|| {
+            let mut one = facts.clone();
+            ids.iter()
+                .filter(|id| {
+                    one.purpose.clone_from(id);
+                    policy.evaluate(black_box(&one)).decision == Decision::Permit
+                })
+                .count()
+        })
+    });
+    let nothing = request("", "c3");
+    group.bench_function("10k_purposes_nothing_permitted", |b| {
+        b.iter(|| policy.permitted_purposes(black_box(&nothing)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision, matrix, reverse);
 criterion_main!(benches);

@@ -20,7 +20,7 @@ use super::request::DecisionRequest;
 
 /// Three-valued truth (Kleene): unknown remembers what was missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Truth {
+pub(crate) enum Truth {
     True,
     False,
     Unknown(Missing),
@@ -53,18 +53,34 @@ impl Truth {
 
 /// A data category in play for one request.
 #[derive(Debug, Clone, Copy)]
-enum InPlay<'r> {
+pub(crate) enum InPlay<'r> {
     Known { idx: NodeIdx, origin: bool },
     Unknown { id: &'r str, origin: bool },
 }
 
 /// The decision of one pass (enforced rules, or with monitor rules too).
 #[derive(Debug)]
-struct Pass {
-    decision: Decision,
-    rules: Vec<RuleIdx>,
-    obligations: Vec<Obligation>,
+pub(crate) struct Pass {
+    pub(crate) decision: Decision,
+    pub(crate) rules: Vec<RuleIdx>,
+    pub(crate) obligations: Vec<Obligation>,
     why: Why,
+}
+
+/// What a request's facts say whatever the purpose, worked out once for
+/// the reverse question, which asks them of every purpose: the
+/// categories in play, each rule's truth, and the claims naming the
+/// subject. The same code as one decision's, asked once instead of once
+/// per purpose.
+#[derive(Debug)]
+pub(crate) struct Facts<'r> {
+    pub(crate) in_play: Vec<InPlay<'r>>,
+    /// Each rule's truth for the request, by rule index.
+    pub(crate) truths: Vec<Truth>,
+    /// The claims naming the subject (indices into `claims`), or `None`
+    /// when the policy binds purposes to subjects and names this one
+    /// nowhere (or the request names no subject): no purpose is claimable.
+    claimants: Option<Vec<usize>>,
 }
 
 impl Policy {
@@ -93,20 +109,19 @@ impl Policy {
 
     /// Decides a valid request for the declared `purpose` (the request's
     /// own purpose field is not read): what [`Policy::evaluate`] answers
-    /// once the purpose is found, and what the reverse question asks of
-    /// every purpose.
+    /// once the purpose is found. The reverse question asks the same
+    /// checks and pass of every purpose ([`Policy::refused_before_rules`],
+    /// [`Policy::enforced_pass`]).
     pub(crate) fn evaluate_purpose(&self, purpose: NodeIdx, req: &DecisionRequest) -> Evaluation {
         // A purpose inherited from upstream is the ceiling: a wider or
         // unrelated purpose is denied before any rule is looked at.
-        if !req.inherited_purpose.is_empty() {
+        if !self.within_ceiling(purpose, req) {
             let asked = self.purposes().id(purpose);
-            if !super::model::purpose_within(asked, &req.inherited_purpose) {
-                let reason = format!(
-                    "`{asked}` is not within the inherited purpose `{}`",
-                    req.inherited_purpose
-                );
-                return self.answer(req, Decision::Deny, Vec::new(), Reason::words(reason));
-            }
+            let reason = format!(
+                "`{asked}` is not within the inherited purpose `{}`",
+                req.inherited_purpose
+            );
+            return self.answer(req, Decision::Deny, Vec::new(), Reason::words(reason));
         }
         // Purposes bound to identity: a claim outside the policy's `claims`
         // is denied before any rule is looked at.
@@ -116,9 +131,9 @@ impl Policy {
             }
         }
         let in_play = self.categories_in_play(req);
-        let enforced = self.evaluate_pass(purpose, &in_play, req, false);
+        let enforced = self.evaluate_pass(purpose, &in_play, req, false, None);
         let monitor = if self.has_monitor_rules() {
-            let with_monitor = self.evaluate_pass(purpose, &in_play, req, true);
+            let with_monitor = self.evaluate_pass(purpose, &in_play, req, true, None);
             (with_monitor.decision != enforced.decision).then_some(with_monitor)
         } else {
             None
@@ -168,6 +183,98 @@ impl Policy {
         }
     }
 
+    /// Whether `purpose` is within the request's inherited purpose (any
+    /// purpose is when none is inherited).
+    fn within_ceiling(&self, purpose: NodeIdx, req: &DecisionRequest) -> bool {
+        req.inherited_purpose.is_empty()
+            || super::model::purpose_within(self.purposes().id(purpose), &req.inherited_purpose)
+    }
+
+    /// The claims whose subject patterns match the request's subject,
+    /// with their indices.
+    fn claims_naming<'c>(
+        claims: &'c [Claim],
+        subject: &'c str,
+    ) -> impl Iterator<Item = (usize, &'c Claim)> + 'c {
+        claims
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| c.subjects.iter().any(|pattern| glob(pattern, subject)))
+    }
+
+    /// Whether one of `mine` lets its subject claim `purpose`.
+    fn claimable(&self, mine: &[&Claim], purpose: NodeIdx) -> bool {
+        mine.iter().any(|c| {
+            c.purpose_idx
+                .iter()
+                .any(|&listed| self.purposes().covers(listed, purpose))
+        })
+    }
+
+    /// The facts of `req` (valid) worked out once, for asking them of
+    /// many purposes ([`Policy::refused_before_rules`],
+    /// [`Policy::enforced_pass`]).
+    pub(crate) fn facts<'r>(&self, req: &'r DecisionRequest) -> Facts<'r> {
+        let in_play = self.categories_in_play(req);
+        let truths = self.rules().iter().map(|r| self.applies(r, req)).collect();
+        let claimants = match self.claims() {
+            None => Some(Vec::new()),
+            Some(_) if req.subject.id.is_empty() => None,
+            Some(claims) => {
+                let mine: Vec<usize> = Self::claims_naming(claims, &req.subject.id)
+                    .map(|(i, _)| i)
+                    .collect();
+                (!mine.is_empty()).then_some(mine)
+            }
+        };
+        Facts {
+            in_play,
+            truths,
+            claimants,
+        }
+    }
+
+    /// Whether the facts may be asked of any purpose at all: `false` when
+    /// the policy's claims name the subject nowhere, so every purpose is
+    /// denied before any rule.
+    pub(crate) fn any_claimable(&self, facts: &Facts<'_>) -> bool {
+        facts.claimants.is_some()
+    }
+
+    /// Whether [`Policy::evaluate`] denies `purpose` before any rule
+    /// for these facts (outside the inherited ceiling, or a purpose the
+    /// subject may not claim), as `evaluate_purpose` checks it.
+    pub(crate) fn refused_before_rules(
+        &self,
+        purpose: NodeIdx,
+        req: &DecisionRequest,
+        facts: &Facts<'_>,
+    ) -> bool {
+        if !self.within_ceiling(purpose, req) {
+            return true;
+        }
+        let Some(claims) = self.claims() else {
+            return false;
+        };
+        let Some(claimants) = facts.claimants.as_deref() else {
+            return true;
+        };
+        let mine: Vec<&Claim> = claimants.iter().filter_map(|&i| claims.get(i)).collect();
+        !self.claimable(&mine, purpose)
+    }
+
+    /// The enforced pass of [`Policy::evaluate`] for `purpose` on facts
+    /// worked out once: its decision, rules and obligations are
+    /// `evaluate`'s for a purpose not refused before any rule.
+    pub(crate) fn enforced_pass(
+        &self,
+        purpose: NodeIdx,
+        req: &DecisionRequest,
+        facts: &Facts<'_>,
+    ) -> Pass {
+        self.evaluate_pass(purpose, &facts.in_play, req, false, Some(&facts.truths))
+    }
+
     /// Whether the request's subject may claim `purpose`; if not, the
     /// claims that named the subject and why.
     fn may_claim(
@@ -184,9 +291,8 @@ impl Policy {
                     .to_string(),
             ));
         }
-        let mine: Vec<&Claim> = claims
-            .iter()
-            .filter(|c| c.subjects.iter().any(|pattern| glob(pattern, subject)))
+        let mine: Vec<&Claim> = Self::claims_naming(claims, subject)
+            .map(|(_, c)| c)
             .collect();
         if mine.is_empty() {
             return Err((
@@ -194,12 +300,7 @@ impl Policy {
                 format!("subject `{subject}` may claim no purpose: no entry of `claims` names it"),
             ));
         }
-        let allowed = mine.iter().any(|c| {
-            c.purpose_idx
-                .iter()
-                .any(|&listed| self.purposes().covers(listed, purpose))
-        });
-        if allowed {
+        if self.claimable(&mine, purpose) {
             return Ok(());
         }
         let may: Vec<String> = mine
@@ -266,13 +367,15 @@ impl Policy {
         out
     }
 
-    /// One pass over the categories in play.
+    /// One pass over the categories in play; `truths`, when given, are
+    /// the rules' truths for `req` worked out before ([`Policy::facts`]).
     fn evaluate_pass<'r>(
         &self,
         purpose: NodeIdx,
         in_play: &[InPlay<'r>],
         req: &DecisionRequest,
         include_monitor: bool,
+        truths: Option<&[Truth]>,
     ) -> Pass {
         // Semantic 4: every category must be permitted. The decision that
         // ranks highest (deny, indeterminate, not applicable, permit) wins;
@@ -298,7 +401,7 @@ impl Policy {
                     },
                 ),
                 InPlay::Known { idx, origin } => {
-                    self.evaluate_category(purpose, idx, origin, req, include_monitor)
+                    self.evaluate_category(purpose, idx, origin, req, include_monitor, truths)
                 }
             };
             if why.is_none() || rank(d) > rank(decision) {
@@ -375,6 +478,7 @@ impl Policy {
         origin: bool,
         req: &DecisionRequest,
         include_monitor: bool,
+        truths: Option<&[Truth]>,
     ) -> (Decision, Vec<RuleIdx>, Why) {
         let (mut denies, mut undecided_denies, mut permits, mut undecided_permits) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -386,7 +490,11 @@ impl Policy {
             if rule.mode == Mode::Monitor && !include_monitor {
                 continue;
             }
-            match (rule.effect, self.applies(rule, req)) {
+            let truth = match truths.and_then(|t| t.get(r as usize)) {
+                Some(&truth) => truth,
+                None => self.applies(rule, req),
+            };
+            match (rule.effect, truth) {
                 (Effect::Permit, Truth::False) => {
                     near.get_or_insert(r);
                 }

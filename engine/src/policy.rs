@@ -39,6 +39,9 @@ struct Compiled {
     /// claim any purpose.
     claims: Option<Vec<Claim>>,
     index: RuleIndex,
+    /// The purposes in tree order (`Taxonomy::tree_order`), for the
+    /// reverse question.
+    purpose_order: Vec<NodeIdx>,
 }
 
 impl Policy {
@@ -61,6 +64,7 @@ impl Policy {
             claims.as_deref(),
         );
         let index = RuleIndex::build(&purposes, &categories, &rules);
+        let purpose_order = purposes.tree_order();
         Policy {
             inner: Arc::new(Compiled {
                 name: Arc::from(name),
@@ -72,6 +76,7 @@ impl Policy {
                 rules,
                 claims,
                 index,
+                purpose_order,
             }),
         }
     }
@@ -117,6 +122,34 @@ impl Policy {
 
     pub(crate) fn has_monitor_rules(&self) -> bool {
         self.inner.index.has_monitor
+    }
+
+    /// Every purpose in tree order, worked out once per policy.
+    pub(crate) fn purpose_order(&self) -> &[NodeIdx] {
+        &self.inner.purpose_order
+    }
+
+    /// The class of `purpose`: purposes of one class have the same
+    /// candidate rules on every category (see `RuleIndex`), and how many
+    /// classes there are.
+    pub(crate) fn purpose_class(&self, purpose: NodeIdx) -> (usize, usize) {
+        let index = &self.inner.index;
+        let class = index
+            .purpose_class
+            .get(purpose as usize)
+            .map_or(index.classes, |&c| c as usize);
+        (class, index.classes)
+    }
+
+    /// Whether rule `rule` could apply on `category` (its categories
+    /// cover it, or it names none).
+    pub(crate) fn rule_on_category(&self, rule: RuleIdx, category: NodeIdx) -> bool {
+        let words = self.inner.index.words;
+        self.inner
+            .index
+            .by_category
+            .get(category as usize * words + rule as usize / 64)
+            .is_some_and(|w| w & (1u64 << (rule % 64)) != 0)
     }
 
     /// Rules that could apply to `purpose` on `category`, in policy order.
@@ -185,6 +218,11 @@ struct RuleIndex {
     by_purpose: Vec<u64>,
     by_category: Vec<u64>,
     has_monitor: bool,
+    /// Purposes with the same set of candidate rules share a class: the
+    /// rules decide them alike on every category, so the reverse question
+    /// runs one pass per class instead of one per purpose.
+    purpose_class: Vec<u32>,
+    classes: usize,
 }
 
 impl RuleIndex {
@@ -225,11 +263,22 @@ impl RuleIndex {
                 }
             }
         }
+        let mut seen: BTreeMap<&[u64], u32> = BTreeMap::new();
+        let purpose_class: Vec<u32> = by_purpose
+            .chunks(words)
+            .map(|row| {
+                let next = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+                *seen.entry(row).or_insert(next)
+            })
+            .collect();
+        let classes = seen.len();
         RuleIndex {
             words,
             by_purpose,
             by_category,
             has_monitor: rules.iter().any(|r| r.mode == Mode::Monitor),
+            purpose_class,
+            classes,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::decision::Decision;
+use super::eval::{Facts, Truth};
 use super::model::{Effect, Mode, NodeIdx, Obligation};
 use super::policy::Policy;
 use super::request::{DecisionRequest, InvalidRequest};
@@ -41,16 +42,28 @@ pub struct PermittedPurposes {
     pub request_id: String,
 }
 
+/// A permit's rules and obligations; `None` for any other decision.
+type Permit = Option<(Vec<Arc<str>>, Vec<Obligation>)>;
+
 impl Policy {
     /// The purposes for which [`Policy::evaluate`] answers `PERMIT` for the
     /// facts of `req`, in tree order. `req` must leave the purpose empty
     /// (the question is about every purpose); otherwise, and for every fact
     /// `evaluate` would refuse, the request is invalid.
     ///
-    /// A purpose is asked only if an enforced permit rule of the index
-    /// could apply to it on the resource's own category: without one, the
-    /// category cannot be permitted (semantic 5), so neither can the
-    /// request. Every purpose returned is `evaluate`'s answer.
+    /// What does not depend on the purpose is worked out once
+    /// ([`Policy::facts`]: the categories in play, each rule's truth, the
+    /// claims naming the subject). A purpose can be permitted only if an
+    /// enforced permit rule that holds for these facts applies to it on
+    /// the resource's own category (semantic 5: without one the category
+    /// is not permitted, semantic 4: so neither is the request); such a
+    /// rule applies to the purposes it lists and their descendants
+    /// (semantic 1), so one walk of the tree in order marks them. Only
+    /// those are asked, each through `evaluate`'s own checks and pass
+    /// ([`Policy::permit_for`]), so every purpose returned, with its rules
+    /// and obligations, is `evaluate`'s answer. Purposes with the same
+    /// candidate rules (one class of the index) get the same pass, so it
+    /// runs once per class.
     pub fn permitted_purposes(
         &self,
         req: &DecisionRequest,
@@ -58,17 +71,52 @@ impl Policy {
         req.validate_without_purpose()?;
         let mut purposes = Vec::new();
         if let Some(category) = self.categories().lookup(&req.resource.category) {
-            for purpose in self.purposes().tree_order() {
-                if !self.may_permit(purpose, category) {
-                    continue;
-                }
-                let answer = self.evaluate_purpose(purpose, req);
-                if answer.decision == Decision::Permit {
-                    purposes.push(PermittedPurpose {
-                        purpose: self.purpose_id(purpose),
-                        rule_ids: answer.rule_ids,
-                        obligations: answer.obligations,
-                    });
+            let facts = self.facts(req);
+            if let Some(listed) = self.listed_by_live_permits(category, &facts) {
+                let mut reached = vec![false; self.purposes().len()];
+                // The pass of each class of purposes asked so far.
+                let mut passes: Vec<Option<Permit>> = Vec::new();
+                for &purpose in self.purpose_order() {
+                    let inherited = self
+                        .purposes()
+                        .node(purpose)
+                        .and_then(|n| n.parent)
+                        .and_then(|p| reached.get(p as usize).copied())
+                        .unwrap_or(false);
+                    let reach = inherited || listed.get(purpose as usize).copied().unwrap_or(false);
+                    if let Some(r) = reached.get_mut(purpose as usize) {
+                        *r = reach;
+                    }
+                    if !reach {
+                        continue;
+                    }
+                    if self.refused_before_rules(purpose, req, &facts) {
+                        continue;
+                    }
+                    let (class, classes) = self.purpose_class(purpose);
+                    let known = passes.get(class).and_then(Option::as_ref);
+                    let permit = match known {
+                        Some(permit) => permit.clone(),
+                        None => {
+                            let permit = self.permit(purpose, req, &facts);
+                            if class < classes {
+                                if passes.is_empty() {
+                                    passes.resize(classes, None);
+                                }
+                                if let Some(slot) = passes.get_mut(class) {
+                                    *slot = Some(permit.clone());
+                                }
+                            }
+                            permit
+                        }
+                    };
+                    if let Some((rule_ids, obligations)) = permit {
+                        purposes.push(PermittedPurpose {
+                            purpose: self.purpose_id(purpose),
+                            rule_ids,
+                            obligations,
+                        });
+                    }
                 }
             }
         }
@@ -80,12 +128,44 @@ impl Policy {
         })
     }
 
-    /// Whether an enforced permit rule could apply to `purpose` on
-    /// `category`.
-    fn may_permit(&self, purpose: NodeIdx, category: NodeIdx) -> bool {
-        self.candidates(purpose, category).any(|r| {
-            self.rule(r)
-                .is_some_and(|rule| rule.effect == Effect::Permit && rule.mode == Mode::Enforce)
+    /// The purposes listed by an enforced permit rule that holds for the
+    /// facts and applies on `category`, marked by index; `None` when there
+    /// is none (or the claims let the subject claim nothing): no purpose
+    /// can be permitted.
+    fn listed_by_live_permits(&self, category: NodeIdx, facts: &Facts<'_>) -> Option<Vec<bool>> {
+        if !self.any_claimable(facts) {
+            return None;
+        }
+        let mut listed: Option<Vec<bool>> = None;
+        for ((r, rule), truth) in (0..).zip(self.rules()).zip(&facts.truths) {
+            if rule.effect != Effect::Permit
+                || rule.mode != Mode::Enforce
+                || *truth != Truth::True
+                || !self.rule_on_category(r, category)
+            {
+                continue;
+            }
+            let marks = listed.get_or_insert_with(|| vec![false; self.purposes().len()]);
+            for &p in &rule.purpose_idx {
+                if let Some(m) = marks.get_mut(p as usize) {
+                    *m = true;
+                }
+            }
+        }
+        listed
+    }
+
+    /// `evaluate`'s enforced pass for `purpose`: its rules and
+    /// obligations if it permits.
+    fn permit(&self, purpose: NodeIdx, req: &DecisionRequest, facts: &Facts<'_>) -> Permit {
+        let pass = self.enforced_pass(purpose, req, facts);
+        (pass.decision == Decision::Permit).then(|| {
+            let rule_ids = pass
+                .rules
+                .iter()
+                .filter_map(|&r| self.rule(r).map(|rule| rule.id.clone()))
+                .collect();
+            (rule_ids, pass.obligations)
         })
     }
 

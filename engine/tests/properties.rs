@@ -10,6 +10,8 @@ use proptest::prelude::*;
 
 #[path = "properties/diff.rs"]
 mod diff;
+#[path = "properties/reverse.rs"]
+mod reverse;
 
 use purposegate_engine::{
     Context, Decision, DecisionRequest, Deidentification, Effect, Evaluation, Policy, Resource,

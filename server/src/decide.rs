@@ -100,10 +100,24 @@ impl Decider {
         span: Option<&mut Span>,
         via: Via,
     ) -> Result<PermittedPurposes, crate::engine::InvalidRequest> {
+        self.permitted_purposes_with(req, span, via, || self.policy().permitted_purposes(req))
+    }
+
+    /// The reverse question's answer found by `find` (computed now, or
+    /// kept from an earlier call with the same question and revision),
+    /// traced into `span` and written to the decision log as this call's.
+    pub fn permitted_purposes_with<A: std::borrow::Borrow<PermittedPurposes>>(
+        &self,
+        req: &DecisionRequest,
+        span: Option<&mut Span>,
+        via: Via,
+        find: impl FnOnce() -> Result<A, crate::engine::InvalidRequest>,
+    ) -> Result<A, crate::engine::InvalidRequest> {
         let start = Instant::now();
-        let answer = self.policy().permitted_purposes(req)?;
+        let found = find()?;
+        let answer: &PermittedPurposes = found.borrow();
         self.decision_log
-            .record_permitted(via, req.clone(), &answer, start.elapsed());
+            .record_permitted(via, req.clone(), answer, start.elapsed());
         if let Some(span) = span {
             let purposes: Vec<opentelemetry::StringValue> = answer
                 .purposes
@@ -123,7 +137,7 @@ impl Decider {
                 KeyValue::new("purposegate.subject", req.subject.id.clone()),
             ]);
         }
-        Ok(answer)
+        Ok(found)
     }
 }
 

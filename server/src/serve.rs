@@ -207,7 +207,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
                 args.authzen_base_url.clone(),
                 tls.is_some(),
                 pool.clone(),
-            ));
+            )?);
             let face = purposegate_runtime::listen::Face {
                 name: "authzen",
                 limits: purposegate_runtime::listen::Limits::default(),

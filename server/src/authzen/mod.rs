@@ -80,6 +80,8 @@ pub struct AuthZen {
     bodies: Arc<purposegate_runtime::shares::Shares>,
     /// Where batches and searches run.
     pool: crate::work::WorkPool,
+    /// Action search's page tokens and kept answers.
+    pages: search::Pages,
 }
 
 impl AuthZen {
@@ -90,11 +92,11 @@ impl AuthZen {
         base_url: Option<String>,
         tls: bool,
         pool: crate::work::WorkPool,
-    ) -> Self {
+    ) -> Result<Self, String> {
         // As many bytes as REQUESTS_AT_ONCE bodies at the limit; an
         // eighth of them for one address.
         let kib = (max_body / 1024 + 1) * REQUESTS_AT_ONCE;
-        AuthZen {
+        Ok(AuthZen {
             decider,
             max_batch,
             max_body,
@@ -102,7 +104,8 @@ impl AuthZen {
             tls,
             bodies: purposegate_runtime::shares::Shares::new(kib, kib / 8),
             pool,
-        }
+            pages: search::Pages::new()?,
+        })
     }
 }
 

@@ -1,20 +1,26 @@
 //! Action search (`POST /access/v1/search/action`): the purposes a
 //! resource may serve (the reverse question, through the [`Decider`]),
-//! paged by a token bound to the request's entities.
+//! paged from one computed answer per question and revision, by keyed
+//! tokens checked before any work ([`pages`]).
 //!
 //! [`Decider`]: crate::decide::Decider
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use opentelemetry_sdk::trace::Span;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::AuthZen;
 use super::call::{Call, Refusal, encode};
 use super::mapping::{self, Asked, Source};
 use crate::audit::Via;
+
+mod pages;
+
+pub(super) use pages::Pages;
+use pages::Question;
 
 impl AuthZen {
     pub(super) fn search_action(
@@ -22,33 +28,46 @@ impl AuthZen {
         call: Call,
         span: Option<&mut Span>,
     ) -> Result<Bytes, Refusal> {
+        // Before any work: the page, the question's digest and the token.
+        let page = Page::of(&call.body)?;
+        let question = question_digest(&call.body);
+        let policy = self.decider.policy();
+        let revision = policy.revision();
+        let (offset, limit) = match &page.token {
+            None => (0, page.limit),
+            Some(token) => {
+                let given = self.pages.read_token(token, &question, revision)?;
+                if page.limit.is_some_and(|l| l != given.limit) {
+                    return Err(Refusal::bad(format!(
+                        "`page.limit` must stay {}, as on the first page, while `page.token` continues it",
+                        given.limit
+                    )));
+                }
+                (given.offset, Some(given.limit))
+            }
+        };
         let req = mapping::request(
             Source::alone(&call.body),
             Asked::ActionSearch,
             &call.request_id,
         )?;
-        let page = Page::of(&call.body)?;
         let via = Via {
             face: "authzen.search.action",
             subject_type: Some(mapping::subject_type(Source::alone(&call.body))?),
         };
+        // One computed answer per (question, revision); every request
+        // still gets its own decision log line.
         let permitted = self
             .decider
-            .permitted_purposes(&req, span, via)
-            .map_err(|invalid| Refusal::bad(invalid.to_string()))?;
-        let fingerprint = fingerprint(&call.body);
-        let (offset, limit) = match &page.token {
-            None => (0, page.limit),
-            Some(token) => {
-                let (offset, limit) = read_token(token, fingerprint)?;
-                if page.limit.is_some_and(|l| l != limit) {
-                    return Err(Refusal::bad(format!(
-                        "`page.limit` must stay {limit}, as on the first page, while `page.token` continues it"
-                    )));
+            .permitted_purposes_with(&req, span, via, || {
+                if let Some(kept) = self.pages.answer(&question, revision) {
+                    return Ok(kept);
                 }
-                (offset, Some(limit))
-            }
-        };
+                let answer = Arc::new(policy.permitted_purposes(&req)?);
+                self.pages.keep(question, &answer);
+                Ok(answer)
+            })
+            .map_err(|invalid| Refusal::bad(invalid.to_string()))?;
         let total = permitted.purposes.len();
         let end = match limit {
             None => total,
@@ -59,7 +78,10 @@ impl AuthZen {
             .get(offset.min(total)..end.max(offset.min(total)))
             .unwrap_or_default();
         let next_token = match limit {
-            Some(limit) if end < total && limit > 0 => write_token(end, limit, fingerprint),
+            Some(limit) if end < total && limit > 0 => {
+                self.pages
+                    .write_token(&question, &permitted.policy_revision, end, limit)
+            }
             _ => String::new(),
         };
         let results: Vec<mapping::Action> = shown.iter().map(mapping::action).collect();
@@ -136,27 +158,34 @@ impl Page {
     }
 }
 
-/// What a page token is bound to: the request's entities, which the
-/// specification says must not change between pages (read with keys in
-/// order, so a client that writes them in another order is not refused).
-fn fingerprint(body: &Map<String, Value>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    fn feed(v: &Value, h: &mut std::hash::DefaultHasher) {
+/// The question of a search: its entities, which the specification
+/// says must not change between pages (read with keys in order, so a
+/// client that writes them in another order asks the same question),
+/// as a SHA-256 digest.
+fn question_digest(body: &Map<String, Value>) -> Question {
+    fn feed(v: &Value, h: &mut Sha256) {
+        let text = |h: &mut Sha256, tag: u8, s: &str| {
+            h.update([tag]);
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
         match v {
-            Value::Null => 0u8.hash(h),
-            Value::Bool(b) => (1u8, b).hash(h),
-            Value::Number(n) => (2u8, n.to_string()).hash(h),
-            Value::String(s) => (3u8, s).hash(h),
+            Value::Null => h.update([0u8]),
+            Value::Bool(b) => h.update([1u8, u8::from(*b)]),
+            Value::Number(n) => text(h, 2, &n.to_string()),
+            Value::String(s) => text(h, 3, s),
             Value::Array(items) => {
-                (4u8, items.len()).hash(h);
+                h.update([4u8]);
+                h.update((items.len() as u64).to_le_bytes());
                 items.iter().for_each(|i| feed(i, h));
             }
             Value::Object(fields) => {
                 let mut keys: Vec<&String> = fields.keys().collect();
                 keys.sort();
-                (5u8, keys.len()).hash(h);
+                h.update([5u8]);
+                h.update((keys.len() as u64).to_le_bytes());
                 for k in keys {
-                    k.hash(h);
+                    text(h, 3, k);
                     if let Some(v) = fields.get(k) {
                         feed(v, h);
                     }
@@ -164,50 +193,11 @@ fn fingerprint(body: &Map<String, Value>) -> u64 {
             }
         }
     }
-    // Fixed keys: a token stays valid across the server's replicas.
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = Sha256::new();
     for key in ["subject", "resource", "context"] {
         feed(body.get(key).unwrap_or(&Value::Null), &mut hasher);
     }
-    hasher.finish()
-}
-
-const TOKEN_VERSION: &str = "pg1";
-
-/// A token for the page from `offset`, `limit` results long.
-fn write_token(offset: usize, limit: usize, fingerprint: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{TOKEN_VERSION}:{offset}:{limit}:{fingerprint:016x}"
-    ))
-}
-
-/// The offset and limit a token continues with, if it was made for this
-/// request.
-fn read_token(token: &str, fingerprint: u64) -> Result<(usize, usize), Refusal> {
-    let garbled = || Refusal::bad("`page.token` is not a token this server gave out");
-    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(garbled)?;
-    let mut parts = text.split(':');
-    let (Some(TOKEN_VERSION), Some(offset), Some(limit), Some(made_for), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(garbled());
-    };
-    let offset: usize = offset.parse().map_err(|_| garbled())?;
-    let limit: usize = limit.parse().map_err(|_| garbled())?;
-    if made_for != format!("{fingerprint:016x}") {
-        return Err(Refusal::bad(
-            "`page.token` was given for another request: the subject, resource and context must stay as they were on the first page",
-        ));
-    }
-    Ok((offset, limit))
+    hasher.finalize().into()
 }
 
 #[cfg(test)]
@@ -215,17 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_continues_only_the_request_it_was_made_for() {
-        let token = write_token(2, 2, 7);
-        assert_eq!(read_token(&token, 7).map_err(|r| r.message), Ok((2, 2)));
-        assert!(read_token(&token, 8).is_err_and(|r| r.message.contains("another request")));
-        for garbled in ["", "!!", "cGcxOjI", &write_token(2, 2, 7).replace('c', "d")] {
-            assert!(read_token(garbled, 7).is_err(), "{garbled}");
-        }
-    }
-
-    #[test]
-    fn a_fingerprint_changes_with_the_entities_not_their_key_order() {
+    fn a_question_changes_with_the_entities_not_their_key_order_nor_the_page() {
         let body = |text: &str| match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
             other => panic!("{other:?}"),
@@ -237,7 +217,11 @@ mod tests {
         );
         let b =
             body(r#"{"subject": {"type": "u", "id": "b"}, "resource": {"type": "c", "id": "1"}}"#);
-        assert_eq!(fingerprint(&a), fingerprint(&reordered));
-        assert_ne!(fingerprint(&a), fingerprint(&b));
+        // A string cannot pass for the parts of another.
+        let glued = body(r#"{"subject": {"type": "u", "id": "ab"}, "resource": {"type": "c"}}"#);
+        let split = body(r#"{"subject": {"type": "ua", "id": "b"}, "resource": {"type": "c"}}"#);
+        assert_eq!(question_digest(&a), question_digest(&reordered));
+        assert_ne!(question_digest(&a), question_digest(&b));
+        assert_ne!(question_digest(&glued), question_digest(&split));
     }
 }
