@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use purposegate_bench::requests::Lcg;
 use purposegate_bench::timing::{Sample, per_op};
-use purposegate_engine::{DecisionRequest, MAX_POLICY_FILE_BYTES, Policy, PolicySource, Resource};
+use purposegate_engine::{DecisionRequest, Policy, PolicySource, Resource};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -17,11 +17,14 @@ pub struct Point {
 }
 
 const CATEGORIES: usize = 20;
+/// The size of one part: large policies are written in files of about
+/// this size (far below a policy file's limit).
+const PART_BYTES: usize = 128 * 1024;
 
 /// A policy with `purposes` purposes (ten children per root), `CATEGORIES`
 /// categories and `rules` rules: permits and conditional denies on random
-/// purposes and categories. In parts, each within the size a policy file
-/// may have, as a large policy is written.
+/// purposes and categories. In parts of about [`PART_BYTES`], as a large
+/// policy is written.
 fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> Vec<String> {
     let mut parts = Vec::new();
     let mut text = String::from("version: 1\nname: synthetic\npurposes:\n");
@@ -30,7 +33,7 @@ fn synthetic(rules: usize, purposes: usize, rng: &mut Lcg) -> Vec<String> {
     for r in 0..roots {
         let root = format!("p{r}");
         // A new part before this one would outgrow a file.
-        if text.len() > MAX_POLICY_FILE_BYTES - 4096 {
+        if text.len() > PART_BYTES - 4096 {
             parts.push(std::mem::replace(
                 &mut text,
                 String::from("version: 1\npurposes:\n"),

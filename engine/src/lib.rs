@@ -39,7 +39,8 @@ pub use diff::{CellChange, Changes, Example, PolicyDiff, RuleChange, Side};
 pub use facts::Fact;
 pub use glob::{glob, glob_slice};
 pub use load::{
-    MAX_POLICY_BYTES, MAX_POLICY_FILE_BYTES, POLICY_VERSION, PolicySource, file_too_large,
+    BYTES_PER_VALUE, DEFAULT_MAX_POLICY_BYTES, DEFAULT_MAX_POLICY_FILE_BYTES, POLICY_VERSION,
+    PolicyLimits, PolicySource,
 };
 pub use matrix::{Cell, CellKind, MAX_CELLS, MAX_EVALUATIONS, Matrix, when_in_words};
 pub use model::{
@@ -58,9 +59,19 @@ pub use suggest::did_you_mean;
 pub use yaml::{Key, Node, Value};
 
 impl Policy {
-    /// Loads one or more files that together form one policy.
+    /// Loads one or more files that together form one policy, within the
+    /// default [`PolicyLimits`].
     pub fn load(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
         load::load(sources)
+    }
+
+    /// Loads one or more files that together form one policy, within
+    /// `limits`.
+    pub fn load_within(
+        sources: &[PolicySource<'_>],
+        limits: &PolicyLimits,
+    ) -> Result<Policy, Diagnostics> {
+        load::load_within(sources, limits)
     }
 
     /// Loads a policy from one file's text.

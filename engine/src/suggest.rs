@@ -58,6 +58,15 @@ pub fn nearest<'a>(wanted: &str, declared: impl IntoIterator<Item = &'a str>) ->
     let mut best: Option<(usize, &'a str)> = None;
     let mut compared = 0;
     for name in declared {
+        // Only a name nearer than the best so far can replace it (the
+        // first of equals wins): the band narrows as better names are
+        // found, so a likely typo among thousands of alike names costs
+        // little more than the first close one.
+        let max_distance = match best {
+            Some((0, _)) => break,
+            Some((d, _)) => d - 1,
+            None => max_distance,
+        };
         // Byte length first: a cheap bound (a char is 1 to 4 bytes).
         if name.len() + 3 * max_distance < wanted_len
             || name.len() > 4 * (wanted_len + max_distance)

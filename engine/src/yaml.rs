@@ -16,9 +16,10 @@ use super::diagnostic::{Diagnostic, Span};
 
 /// Nesting deeper than this is refused; no honest policy comes near it.
 const MAX_DEPTH: usize = 64;
-/// Values (scalars and collections) one document may hold. The default
-/// policy holds about 500; a file of the largest size allowed, a few
-/// tens of thousands.
+/// Values (scalars and collections) one document may hold, unless its
+/// reader allows more (a policy file, in proportion to its size limit).
+/// The default policy holds about 500; a case file or a request, far
+/// fewer than this.
 pub const MAX_NODES: usize = 50_000;
 
 /// A value with the place it was written.
@@ -90,7 +91,18 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Vec<Diagnostic>> {
 /// still returned so later checks can report their problems too. A syntax
 /// error gives no tree.
 pub fn parse_lenient(file: &str, text: &str) -> (Option<Node>, Vec<Diagnostic>) {
-    let mut builder = TreeBuilder::new(file);
+    parse_lenient_within(file, text, MAX_NODES, "")
+}
+
+/// [`parse_lenient`] with at most `max_nodes` values; `raise` is added to
+/// the error of a document with more (what would let it through).
+pub fn parse_lenient_within(
+    file: &str,
+    text: &str,
+    max_nodes: usize,
+    raise: &str,
+) -> (Option<Node>, Vec<Diagnostic>) {
+    let mut builder = TreeBuilder::new(file, max_nodes, raise);
     let mut parser = Parser::new_from_str(text);
     loop {
         match parser.next_token() {
@@ -163,19 +175,24 @@ enum Frame {
 
 struct TreeBuilder<'f> {
     file: &'f str,
+    /// Values a document may hold, and what to say to raise it.
+    max_nodes: usize,
+    raise: &'f str,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
-    /// Values seen so far ([`MAX_NODES`]).
+    /// Values seen so far (at most `max_nodes`).
     nodes: usize,
     /// Problems that do not stop the tree from being built.
     diagnostics: Vec<Diagnostic>,
 }
 
 impl<'f> TreeBuilder<'f> {
-    fn new(file: &'f str) -> Self {
+    fn new(file: &'f str, max_nodes: usize, raise: &'f str) -> Self {
         TreeBuilder {
             file,
+            max_nodes,
+            raise,
             stack: Vec::new(),
             root: None,
             documents: 0,
@@ -198,10 +215,13 @@ impl<'f> TreeBuilder<'f> {
                 | Event::Alias(_)
         ) {
             self.nodes += 1;
-            if self.nodes > MAX_NODES {
+            if self.nodes > self.max_nodes {
                 return Err(self.error(
                     span,
-                    format!("the document holds more than {MAX_NODES} values; it is refused"),
+                    format!(
+                        "the document holds more than {} values; it is refused{}",
+                        self.max_nodes, self.raise
+                    ),
                 ));
             }
         }

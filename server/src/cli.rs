@@ -14,7 +14,7 @@ use purposegate_server::engine::{
     self, CaseFile, Context, Decision, DecisionRequest, Deidentification, Policy, Resource,
     Subject, default_policy, plural,
 };
-use purposegate_server::policy_files::{self, PolicyError};
+use purposegate_server::policy_files::{self, PolicyError, PolicyLimitArgs};
 use purposegate_server::serve::{self, ServeArgs};
 
 /// purposegate decision server: decides whether data may be processed for a
@@ -44,6 +44,8 @@ enum Command {
     Validate {
         /// A policy file, or a directory whose *.yaml files form one policy.
         path: PathBuf,
+        #[command(flatten)]
+        limits: PolicyLimitArgs,
     },
     /// Run a policy's test cases. Prints each failing case with what it got
     /// and wanted, then `N passed, M failed`; exit 1 on any failure.
@@ -55,6 +57,8 @@ enum Command {
         /// Print every case, not only the failing ones.
         #[arg(short, long)]
         verbose: bool,
+        #[command(flatten)]
+        limits: PolicyLimitArgs,
     },
     /// Decide one request, given as flags or as JSON (the protobuf JSON of
     /// CheckRequest, as grpcurl takes it) on stdin or from --json; print the
@@ -77,6 +81,8 @@ enum Command {
         /// request comment.
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
+        #[command(flatten)]
+        limits: PolicyLimitArgs,
     },
     /// Decide every request of decision log files again under a policy;
     /// report the decisions that would flip, by kind (a denial becoming a
@@ -94,6 +100,8 @@ enum Command {
         /// Decision log files.
         #[arg(required = true, value_name = "LOG")]
         logs: Vec<PathBuf>,
+        #[command(flatten)]
+        limits: PolicyLimitArgs,
     },
     /// Check the decision log's hash chain, signed checkpoints and what
     /// every restart left out. Give the files in order (rotated ones
@@ -123,6 +131,8 @@ struct CheckArgs {
     /// Policy file or directory [default: the embedded default policy].
     #[arg(long, env = "PURPOSEGATE_POLICY")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    limits: PolicyLimitArgs,
     /// Read the request as JSON from FILE (`-` for stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "request")]
     json: Option<PathBuf>,
@@ -205,19 +215,26 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Some(Command::Validate { path }) => validate(&path),
+        Some(Command::Validate { path, limits }) => validate(&path, &limits),
         Some(Command::Test {
             policy,
             cases,
             verbose,
-        }) => test(&policy, &cases, verbose),
+            limits,
+        }) => test(&policy, &cases, verbose, &limits),
         Some(Command::Check(args)) => check(*args),
-        Some(Command::Diff { old, new, format }) => diff(&old, &new, format),
+        Some(Command::Diff {
+            old,
+            new,
+            format,
+            limits,
+        }) => diff(&old, &new, format, &limits),
         Some(Command::Replay {
             policy,
             format,
             logs,
-        }) => replay::replay(&policy, format, &logs),
+            limits,
+        }) => replay::replay(&policy, format, &logs, &limits),
         Some(Command::VerifyLog(args)) => verify_log::verify_log(args),
         None => serve::run(cli.serve),
     }
@@ -261,8 +278,8 @@ pub(crate) fn report_policy_error(e: &PolicyError) {
     }
 }
 
-fn validate(path: &Path) -> ExitCode {
-    match policy_files::read_policy(path) {
+fn validate(path: &Path, limits: &PolicyLimitArgs) -> ExitCode {
+    match policy_files::read_policy(path, &limits.limits()) {
         Ok(policy) => {
             out(&format!(
                 "{}: valid policy `{}` (revision {}): {}, {}, {}",
@@ -314,8 +331,13 @@ fn case_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
-    let policy = match policy_files::read_policy(policy_path) {
+fn test(
+    policy_path: &Path,
+    cases_path: &Path,
+    verbose: bool,
+    limits: &PolicyLimitArgs,
+) -> ExitCode {
+    let policy = match policy_files::read_policy(policy_path, &limits.limits()) {
         Ok(p) => p,
         Err(e) => {
             report_policy_error(&e);
@@ -390,7 +412,7 @@ fn test(policy_path: &Path, cases_path: &Path, verbose: bool) -> ExitCode {
 
 fn check(args: CheckArgs) -> ExitCode {
     let policy = match &args.policy {
-        Some(path) => policy_files::read_policy(path),
+        Some(path) => policy_files::read_policy(path, &args.limits.limits()),
         None => default_policy::load().map_err(PolicyError::Invalid),
     };
     let policy: Policy = match policy {
@@ -494,10 +516,11 @@ impl From<&RequestFlags> for DecisionRequest {
     }
 }
 
-fn diff(old: &Path, new: &Path, format: DiffFormat) -> ExitCode {
+fn diff(old: &Path, new: &Path, format: DiffFormat, limits: &PolicyLimitArgs) -> ExitCode {
+    let limits = limits.limits();
     let (old, new) = match (
-        policy_files::read_policy(old),
-        policy_files::read_policy(new),
+        policy_files::read_policy(old, &limits),
+        policy_files::read_policy(new, &limits),
     ) {
         (Ok(old), Ok(new)) => (old, new),
         (old, new) => {

@@ -5,7 +5,36 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Diagnostics, MAX_POLICY_FILE_BYTES, Policy, PolicySource, file_too_large};
+use clap::Args;
+
+use crate::engine::{Diagnostics, Policy, PolicyLimits, PolicySource};
+
+/// How large a policy may be: the flags of `serve` and of every command
+/// that reads a policy, each with the environment variable it reads.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PolicyLimitArgs {
+    /// Largest policy, all its files together (e.g. 16Mi, 64Mi); a larger
+    /// one is refused with its size before it is read.
+    #[arg(long, env = "PURPOSEGATE_MAX_POLICY_BYTES", value_name = "BYTES", default_value = "16Mi", value_parser = purposegate_runtime::units::parse_bytes)]
+    pub max_policy_bytes: usize,
+    /// Largest policy file (e.g. 16Mi); a larger one is refused with its
+    /// size before it is read. A file may hold one value (a scalar, a list,
+    /// a mapping) for every 8 bytes of it.
+    #[arg(long, env = "PURPOSEGATE_MAX_POLICY_FILE_BYTES", value_name = "BYTES", default_value = "16Mi", value_parser = purposegate_runtime::units::parse_bytes)]
+    pub max_policy_file_bytes: usize,
+}
+
+impl PolicyLimitArgs {
+    /// The engine's limits, naming these flags in their errors.
+    pub fn limits(&self) -> PolicyLimits {
+        PolicyLimits {
+            max_file_bytes: self.max_policy_file_bytes,
+            max_bytes: self.max_policy_bytes,
+            file_flag: "--max-policy-file-bytes",
+            policy_flag: "--max-policy-bytes",
+        }
+    }
+}
 
 /// Why a policy could not be read.
 #[derive(Debug)]
@@ -74,29 +103,45 @@ pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
-/// Reads and loads the policy at `path` (a file or a directory).
-pub fn read_policy(path: &Path) -> Result<Policy, PolicyError> {
+/// Reads and loads the policy at `path` (a file or a directory) within
+/// `limits`.
+pub fn read_policy(path: &Path, limits: &PolicyLimits) -> Result<Policy, PolicyError> {
     let files = policy_files(path)?;
+    // Files too large to be a policy, alone or together, are not read into
+    // memory at all.
+    let mut total: u64 = 0;
+    for file in &files {
+        let size = std::fs::metadata(file)
+            .map_err(|error| PolicyError::Io {
+                path: file.clone(),
+                error,
+            })?
+            .len();
+        if size > limits.max_file_bytes as u64 {
+            return Err(PolicyError::Invalid(Diagnostics(vec![
+                limits.file_too_large(&file.display().to_string(), size),
+            ])));
+        }
+        total = total.saturating_add(size);
+    }
+    if total > limits.max_bytes as u64 {
+        let first = files.first().map(|f| f.display().to_string());
+        return Err(PolicyError::Invalid(Diagnostics(vec![
+            limits.policy_too_large(first.as_deref().unwrap_or("<policy>"), total),
+        ])));
+    }
     let mut texts = Vec::with_capacity(files.len());
     for file in &files {
-        let io = |error| PolicyError::Io {
+        let text = std::fs::read_to_string(file).map_err(|error| PolicyError::Io {
             path: file.clone(),
             error,
-        };
-        // A file too large to be a policy is not read into memory at all.
-        let size = std::fs::metadata(file).map_err(io)?.len();
-        if size > MAX_POLICY_FILE_BYTES as u64 {
-            return Err(PolicyError::Invalid(Diagnostics(vec![file_too_large(
-                &file.display().to_string(),
-                size,
-            )])));
-        }
-        let text = std::fs::read_to_string(file).map_err(io)?;
+        })?;
         texts.push((file.display().to_string(), text));
     }
     let sources: Vec<PolicySource<'_>> = texts
         .iter()
         .map(|(name, text)| PolicySource { name, text })
         .collect();
-    Policy::load(&sources).map_err(PolicyError::Invalid)
+    // A file that grew between the look and the read is refused here.
+    Policy::load_within(&sources, limits).map_err(PolicyError::Invalid)
 }

@@ -28,6 +28,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::engine::PolicyLimits;
 use crate::metrics::Metrics;
 use crate::policy_files;
 use crate::store::PolicyStore;
@@ -47,6 +48,7 @@ pub struct Reloader {
 /// Starts watching `path`; each change reloads the policy into `store`.
 pub fn watch(
     path: PathBuf,
+    limits: PolicyLimits,
     store: Arc<PolicyStore>,
     metrics: Metrics,
 ) -> Result<Reloader, notify::Error> {
@@ -73,7 +75,7 @@ pub fn watch(
     let watched = watched_dir(&path);
     watcher.watch(&watched, RecursiveMode::NonRecursive)?;
     info!(path = %path.display(), watching = %watched.display(), "watching the policy for changes");
-    tokio::spawn(reload_loop(path, store, metrics, changed));
+    tokio::spawn(reload_loop(path, limits, store, metrics, changed));
     Ok(Reloader { _watcher: watcher })
 }
 
@@ -106,6 +108,7 @@ fn watched_dir(path: &Path) -> PathBuf {
 
 async fn reload_loop(
     path: PathBuf,
+    limits: PolicyLimits,
     store: Arc<PolicyStore>,
     metrics: Metrics,
     changed: Arc<Notify>,
@@ -132,6 +135,7 @@ async fn reload_loop(
             number,
             latest.clone(),
             path.clone(),
+            limits,
             store.clone(),
             metrics.clone(),
         ));
@@ -144,10 +148,12 @@ async fn load(
     number: u64,
     latest: Arc<AtomicU64>,
     path: PathBuf,
+    limits: PolicyLimits,
     store: Arc<PolicyStore>,
     metrics: Metrics,
 ) {
-    let loaded = tokio::task::spawn_blocking(move || policy_files::read_policy(&path)).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || policy_files::read_policy(&path, &limits)).await;
     if latest.load(Ordering::SeqCst) != number {
         // A later change is loading (or loaded): its result is the one.
         return;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tracing::info;
 
-use crate::engine::{Policy, default_policy};
+use crate::engine::{Policy, PolicyLimits, default_policy};
 use crate::grpc::DecisionServer;
 use crate::metrics::Metrics;
 use crate::policy_files::{self, PolicyError};
@@ -28,9 +28,9 @@ mod flags;
 
 pub use flags::{Listen, ServeArgs, SidecarTlsSource};
 
-fn load_policy(path: Option<&PathBuf>) -> Result<Policy, PolicyError> {
+fn load_policy(path: Option<&PathBuf>, limits: &PolicyLimits) -> Result<Policy, PolicyError> {
     match path {
-        Some(path) => policy_files::read_policy(path),
+        Some(path) => policy_files::read_policy(path, limits),
         None => default_policy::load().map_err(PolicyError::Invalid),
     }
 }
@@ -38,7 +38,7 @@ fn load_policy(path: Option<&PathBuf>) -> Result<Policy, PolicyError> {
 /// Runs the server until a signal; the exit code for `main`.
 pub fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    let policy = match load_policy(args.policy.as_ref()) {
+    let policy = match load_policy(args.policy.as_ref(), &args.policy_limits.limits()) {
         Ok(p) => p,
         Err(e) => {
             return refuse_to_start(
@@ -84,8 +84,13 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     // Keep the watcher alive for as long as the server runs.
     let _reloader = match &args.policy {
         Some(path) => Some(
-            crate::reload::watch(path.clone(), store.clone(), metrics.clone())
-                .map_err(|e| format!("cannot watch `{}`: {e}", path.display()))?,
+            crate::reload::watch(
+                path.clone(),
+                args.policy_limits.limits(),
+                store.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| format!("cannot watch `{}`: {e}", path.display()))?,
         ),
         None => None,
     };

@@ -70,6 +70,24 @@ pub async fn get_policy(
         .into_inner()
 }
 
+/// The serving policy once `GetPolicy` shows a reload error (waiting as
+/// [`eventually`] does).
+pub async fn reload_error_shown(
+    client: &purposegate_proto::v1::decision_service_client::DecisionServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> purposegate_proto::v1::PolicyInfo {
+    let (info, _) = eventually("GetPolicy shows the reload error", || {
+        let mut client = client.clone();
+        async move {
+            let info = get_policy(&mut client).await;
+            (!info.last_reload_error.is_empty()).then_some(info)
+        }
+    })
+    .await;
+    info
+}
+
 /// Polls `probe` every 20 ms until it gives `Some`, for at most 5 s; fails
 /// saying what did not happen. Returns the value and how long it took.
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> (T, std::time::Duration)

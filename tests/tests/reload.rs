@@ -12,7 +12,7 @@ use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
     ServerProcess, TempDir, channel, check_request, default_policy_text,
-    default_policy_without_prohibition, eventually, get_policy, replace_file,
+    default_policy_without_prohibition, eventually, get_policy, reload_error_shown, replace_file,
 };
 use tokio_stream::StreamExt;
 
@@ -107,14 +107,7 @@ async fn a_broken_change_keeps_the_last_good_revision_and_health_serving() {
     replace_file(&path, &broken);
 
     // The error shows in GetPolicy; decisions and revision do not change.
-    let (info, _) = eventually("GetPolicy shows the reload error", || {
-        let mut client = client.clone();
-        async move {
-            let info = get_policy(&mut client).await;
-            (!info.last_reload_error.is_empty()).then_some(info)
-        }
-    })
-    .await;
+    let info = reload_error_shown(&client).await;
     assert!(
         info.last_reload_error.contains("lbo.biling"),
         "{}",
@@ -356,7 +349,7 @@ async fn a_revocation_after_a_slow_change_or_beside_a_busy_file_applies_within_a
             }
         })
     };
-    // The largest policy file allowed, heavy to load, then at once the
+    // A large policy file, heavy to load, then at once the
     // revocation: the revocation is served within a second of its write.
     let heavy = with_purposes(2500);
     assert!(heavy.len() < 128 * 1024, "{} bytes", heavy.len());

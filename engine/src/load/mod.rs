@@ -26,57 +26,150 @@ pub struct PolicySource<'a> {
     pub text: &'a str,
 }
 
-/// Loads one or more files that together form one policy.
+/// Loads one or more files that together form one policy, within the
+/// default [`PolicyLimits`].
 pub fn load(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
-    super::suggest::budgeted(|| load_within_budget(sources))
+    load_within(sources, &PolicyLimits::default())
 }
 
-/// Largest policy file, and largest policy (all files together): a larger
-/// one is refused with its size before it is parsed.
-pub const MAX_POLICY_FILE_BYTES: usize = 128 * 1024;
-pub const MAX_POLICY_BYTES: usize = 512 * 1024;
-
-/// The error of a policy file of `size` bytes, past
-/// [`MAX_POLICY_FILE_BYTES`].
-pub fn file_too_large(file: &str, size: u64) -> Diagnostic {
-    Diagnostic::new(
-        file,
-        Span::default(),
-        format!(
-            "the file is {size} bytes; a policy file may be at most {MAX_POLICY_FILE_BYTES} bytes (128 KiB)"
-        ),
-    )
+/// Loads one or more files that together form one policy, within `limits`.
+pub fn load_within(
+    sources: &[PolicySource<'_>],
+    limits: &PolicyLimits,
+) -> Result<Policy, Diagnostics> {
+    super::suggest::budgeted(|| load_within_budget(sources, limits))
 }
 
-/// The size errors of `sources`, if any is too large.
-fn too_large(sources: &[PolicySource<'_>]) -> Vec<Diagnostic> {
-    let mut out: Vec<Diagnostic> = sources
-        .iter()
-        .filter(|s| s.text.len() > MAX_POLICY_FILE_BYTES)
-        .map(|s| file_too_large(s.name, s.text.len() as u64))
-        .collect();
-    let total: usize = sources.iter().map(|s| s.text.len()).sum();
-    if out.is_empty() && total > MAX_POLICY_BYTES {
-        out.push(Diagnostic::new(
-            sources.first().map_or("<policy>", |s| s.name),
+/// Largest policy file, and largest policy (all files together), unless
+/// the reader sets other [`PolicyLimits`]: generous, as a real
+/// organisation's policy of 100,000 purposes is about 2 MB.
+pub const DEFAULT_MAX_POLICY_FILE_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_POLICY_BYTES: usize = 16 << 20;
+/// A policy file may hold one value (a scalar, a list, a mapping) for
+/// every this many bytes of its size limit (and never fewer than
+/// [`yaml::MAX_NODES`]): a purpose line (`  id: words`) is two values in
+/// 20 to 60 bytes. While it is read a policy takes about 20 times its size
+/// in memory (400,000 purposes, 11 MB: 220 MB).
+pub const BYTES_PER_VALUE: usize = 8;
+
+/// How large a policy may be: a larger one is refused with its size before
+/// it is parsed, the error naming what raises the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyLimits {
+    /// Largest policy file, in bytes.
+    pub max_file_bytes: usize,
+    /// Largest policy, all its files together, in bytes.
+    pub max_bytes: usize,
+    /// What raises `max_file_bytes` (a flag, `--max-policy-file-bytes`),
+    /// named in its error; empty when nothing does.
+    pub file_flag: &'static str,
+    /// What raises `max_bytes`, named in its error; empty when nothing does.
+    pub policy_flag: &'static str,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            max_file_bytes: DEFAULT_MAX_POLICY_FILE_BYTES,
+            max_bytes: DEFAULT_MAX_POLICY_BYTES,
+            file_flag: "",
+            policy_flag: "",
+        }
+    }
+}
+
+impl PolicyLimits {
+    /// Values one policy file may hold: in proportion to its size limit
+    /// ([`BYTES_PER_VALUE`]).
+    pub fn max_values(&self) -> usize {
+        (self.max_file_bytes / BYTES_PER_VALUE).max(yaml::MAX_NODES)
+    }
+
+    /// The error of a policy file of `size` bytes, past `max_file_bytes`.
+    pub fn file_too_large(&self, file: &str, size: u64) -> Diagnostic {
+        Diagnostic::new(
+            file,
             Span::default(),
             format!(
-                "the policy's files hold {total} bytes together; a policy may be at most {MAX_POLICY_BYTES} bytes (512 KiB)"
+                "the file is {size} bytes; a policy file may be at most {} bytes ({}){}",
+                self.max_file_bytes,
+                in_words(self.max_file_bytes),
+                raise(self.file_flag),
             ),
-        ));
+        )
     }
-    out
+
+    /// The error of a policy whose files hold `total` bytes together, past
+    /// `max_bytes`; named after its first file.
+    pub fn policy_too_large(&self, file: &str, total: u64) -> Diagnostic {
+        Diagnostic::new(
+            file,
+            Span::default(),
+            format!(
+                "the policy's files hold {total} bytes together; a policy may be at most {} bytes ({}){}",
+                self.max_bytes,
+                in_words(self.max_bytes),
+                raise(self.policy_flag),
+            ),
+        )
+    }
+
+    /// The size errors of `sources`, if any is too large.
+    fn too_large(&self, sources: &[PolicySource<'_>]) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = sources
+            .iter()
+            .filter(|s| s.text.len() > self.max_file_bytes)
+            .map(|s| self.file_too_large(s.name, s.text.len() as u64))
+            .collect();
+        let total: usize = sources.iter().map(|s| s.text.len()).sum();
+        if out.is_empty() && total > self.max_bytes {
+            out.push(
+                self.policy_too_large(sources.first().map_or("<policy>", |s| s.name), total as u64),
+            );
+        }
+        out
+    }
 }
 
-fn load_within_budget(sources: &[PolicySource<'_>]) -> Result<Policy, Diagnostics> {
-    let oversized = too_large(sources);
+/// `; raise --flag to load it`, or nothing without a flag.
+fn raise(flag: &str) -> String {
+    if flag.is_empty() {
+        String::new()
+    } else {
+        format!("; raise {flag} to load it")
+    }
+}
+
+/// A size limit in words: `16 MiB`, `128 KiB`, or bytes.
+fn in_words(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn load_within_budget(
+    sources: &[PolicySource<'_>],
+    limits: &PolicyLimits,
+) -> Result<Policy, Diagnostics> {
+    let oversized = limits.too_large(sources);
     if !oversized.is_empty() {
         return Err(Diagnostics(oversized));
     }
     let mut diagnostics = Vec::new();
     let mut files = Vec::with_capacity(sources.len());
+    let too_many = match limits.file_flag {
+        "" => String::new(),
+        flag => format!(
+            " (a policy file may hold one value for every {BYTES_PER_VALUE} bytes of {flag}; raise it to load this one)"
+        ),
+    };
     for source in sources {
-        let (root, problems) = yaml::parse_lenient(source.name, source.text);
+        let (root, problems) =
+            yaml::parse_lenient_within(source.name, source.text, limits.max_values(), &too_many);
         diagnostics.extend(problems);
         if let Some(root) = root {
             let mut decoder = Decoder::new(source.name);

@@ -4,14 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use purposegate_server::policy_files;
+use purposegate_server::policy_files::{self, PolicyLimitArgs};
 
 use purposegate_server::engine::plural;
 
 use super::{ReportFormat, err, out, report_policy_error};
 
-pub fn replay(policy_path: &Path, format: ReportFormat, logs: &[PathBuf]) -> ExitCode {
-    let policy = match policy_files::read_policy(policy_path) {
+pub fn replay(
+    policy_path: &Path,
+    format: ReportFormat,
+    logs: &[PathBuf],
+    limits: &PolicyLimitArgs,
+) -> ExitCode {
+    let policy = match policy_files::read_policy(policy_path, &limits.limits()) {
         Ok(p) => p,
         Err(e) => {
             report_policy_error(&e);

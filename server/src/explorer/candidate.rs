@@ -15,9 +15,17 @@ use super::reply::{error, json_reply, read_limited, reply};
 use super::{Explorer, compare};
 use crate::engine::{self, Policy};
 
-/// The largest candidate policy `/api/diff` and `/compare` take: one
-/// policy file.
-const MAX_CANDIDATE_BYTES: usize = engine::MAX_POLICY_FILE_BYTES;
+/// The largest candidate policy `/api/diff` and `/compare` take: a
+/// caller's input over HTTP, so small whatever the serving policy's own
+/// limits (`--max-policy-bytes`) are.
+const MAX_CANDIDATE_BYTES: usize = 128 * 1024;
+/// The candidate's limits when it is read: no flag raises them.
+const CANDIDATE_LIMITS: engine::PolicyLimits = engine::PolicyLimits {
+    max_file_bytes: MAX_CANDIDATE_BYTES,
+    max_bytes: MAX_CANDIDATE_BYTES,
+    file_flag: "",
+    policy_flag: "",
+};
 /// The compare form's body: the candidate, URL-encoded (up to three bytes
 /// a byte).
 const MAX_COMPARE_FORM_BYTES: usize = 3 * MAX_CANDIDATE_BYTES + 1024;
@@ -38,7 +46,11 @@ impl Explorer {
         // up does not let another comparison start beside this one.
         tokio::task::spawn_blocking(move || {
             let _place = place;
-            match Policy::parse("candidate.yaml", &candidate) {
+            let source = engine::PolicySource {
+                name: "candidate.yaml",
+                text: &candidate,
+            };
+            match Policy::load_within(&[source], &CANDIDATE_LIMITS) {
                 Err(diagnostics) => compare::Outcome::Invalid(
                     diagnostics
                         .iter()

@@ -22,6 +22,8 @@ pub struct ServeArgs {
     /// embedded default policy].
     #[arg(long, env = "PURPOSEGATE_POLICY")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy_limits: crate::policy_files::PolicyLimitArgs,
     /// Address to serve Prometheus metrics on, at /metrics.
     #[arg(
         long,
