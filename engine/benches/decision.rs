@@ -5,9 +5,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// How large one generated policy file is kept.
+const PART_BYTES: usize = 128 * 1024;
 use purposegate_engine::{
-    Context, Decision, DecisionRequest, Deidentification, MAX_POLICY_FILE_BYTES, Policy,
-    PolicySource, Resource, Subject, default_policy,
+    Context, Decision, DecisionRequest, Deidentification, Policy, PolicySource, Resource, Subject,
+    default_policy,
 };
 
 fn request(purpose: &str, category: &str) -> DecisionRequest {
@@ -72,7 +75,7 @@ fn wide_policy(roots: usize) -> Option<Policy> {
     let mut text = String::from("version: 1\nname: wide\npurposes:\n");
     let mut root_ids = Vec::with_capacity(roots);
     for r in 0..roots {
-        if text.len() > MAX_POLICY_FILE_BYTES - 1024 {
+        if text.len() > PART_BYTES - 1024 {
             parts.push(std::mem::replace(
                 &mut text,
                 String::from("version: 1\npurposes:\n"),
