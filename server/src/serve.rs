@@ -119,6 +119,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         crate::audit::Options {
             redaction: args.decision_log_redact.clone().unwrap_or_default(),
             max_bytes: args.decision_log_max_bytes,
+            keep: args
+                .decision_log_keep
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             signer,
             checkpoint_lines: args.decision_log_checkpoint_lines,
             checkpoint_interval: args.decision_log_checkpoint_interval,

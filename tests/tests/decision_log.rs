@@ -537,3 +537,29 @@ async fn every_decision_shaped_answer_is_written_with_who_asked_how() {
     assert_eq!(lines[5]["decision"], "DENY", "{}", lines[5]);
     passes(&[&log], &[]);
 }
+
+#[tokio::test]
+async fn rotated_files_past_the_kept_number_are_deleted_and_the_rest_verifies() {
+    let dir = TempDir::new("keep");
+    let (private, public) = key_pair(&dir, "log-key");
+    let log = dir.path().join("decisions.log");
+    let many: Vec<pb::CheckRequest> = (0..6).flat_map(|_| known_requests()).collect();
+    let flags = [
+        "--decision-log-signing-key",
+        private.as_str(),
+        "--decision-log-max-bytes",
+        "4Ki",
+        "--decision-log-keep",
+        "2",
+    ];
+    logged_run(&log, &flags, many).await;
+    let mut files = rotated_files(dir.path(), "decisions.log.");
+    assert_eq!(files.len(), 2, "{files:?}");
+    files.push(log.clone());
+    let all: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = passes(&all, &["--public-key", &public]);
+    assert!(report["follows_seq"].as_u64().unwrap() > 0, "{report:#}");
+    // The flag needs a size to rotate at.
+    let run = purposegate_tests::server_cli(&["--decision-log-keep", "2"], None);
+    assert_eq!(run.code, Some(2), "{run:?}");
+}

@@ -35,6 +35,9 @@ pub struct Options {
     pub redaction: Redaction,
     /// Rotate the file once it would grow past this many bytes.
     pub max_bytes: Option<u64>,
+    /// Keep at most this many files rotated by size; older ones are
+    /// deleted (`None`: keep all).
+    pub keep: Option<usize>,
     pub signer: Option<Signer>,
     /// A checkpoint after this many lines…
     pub checkpoint_lines: u64,
@@ -301,6 +304,9 @@ impl Writer {
                 self.failed(&e);
                 return;
             }
+            if let Some(keep) = self.opts.keep {
+                retire(path, keep);
+            }
         }
         match LogFile::open(path) {
             Ok(file) => {
@@ -373,6 +379,39 @@ impl Writer {
         let n = self.write_errors.inc();
         if n.is_power_of_two() || n == 0 {
             warn!(error = %e, failures = n + 1, "cannot write the decision log");
+        }
+    }
+}
+
+/// Deletes the oldest files rotated by size from `path` (`FILE.<12
+/// digits>`, whose names sort in order) beyond the newest `keep`.
+fn retire(path: &Path, keep: usize) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut rotated: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.strip_prefix(&prefix)
+                .is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .collect();
+    rotated.sort();
+    let surplus = rotated.len().saturating_sub(keep);
+    for old in rotated.into_iter().take(surplus) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            warn!(file = %old.display(), error = %e, "cannot delete an old decision log file");
         }
     }
 }

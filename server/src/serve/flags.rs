@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// FILE continues the chain [default: never].
     #[arg(long, env = "PURPOSEGATE_DECISION_LOG_MAX_BYTES", value_name = "BYTES", value_parser = parse_log_max_bytes)]
     pub decision_log_max_bytes: Option<u64>,
+    /// With --decision-log-max-bytes: keep at most this many rotated
+    /// files (FILE.<seq>), deleting the oldest, so the log's disk use is
+    /// bounded at about (N + 1) times the size [default: keep all].
+    #[arg(long, env = "PURPOSEGATE_DECISION_LOG_KEEP", value_name = "N", requires = "decision_log_max_bytes", value_parser = clap::value_parser!(u64).range(1..))]
+    pub decision_log_keep: Option<u64>,
     /// Ed25519 private key (PKCS#8 PEM) to sign checkpoints of the
     /// decision log's hash chain with; `verify-log --public-key` checks
     /// them [default: no checkpoints].
