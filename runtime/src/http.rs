@@ -55,6 +55,8 @@ pub enum BodyError {
     TooSlow(Duration),
     /// The connection broke while it arrived.
     Broken(String),
+    /// What it holds could not be paid for (a budget of bytes spent).
+    Unpaid,
 }
 
 impl std::fmt::Display for BodyError {
@@ -65,6 +67,7 @@ impl std::fmt::Display for BodyError {
                 write!(f, "it did not arrive within {} s", within.as_secs_f64())
             }
             BodyError::Broken(e) => write!(f, "{e}"),
+            BodyError::Unpaid => write!(f, "too many request bodies are being read at once"),
         }
     }
 }
@@ -78,6 +81,18 @@ const MAX_DROPPED_BYTES: usize = 16 * 1024 * 1024;
 /// more, within the same time) before the answer, so the caller, still
 /// sending, reads the refusal and not a reset. Memory stays at `limit`.
 pub async fn read_body(body: Body, limit: usize, within: Duration) -> Result<Bytes, BodyError> {
+    read_body_paid(body, limit, within, |_| true).await
+}
+
+/// As [`read_body`], paying as the bytes arrive: before keeping each
+/// piece, `pay(bytes kept with it)` must say yes, or the read ends with
+/// [`BodyError::Unpaid`]. A body that sends nothing costs nothing.
+pub async fn read_body_paid(
+    body: Body,
+    limit: usize,
+    within: Duration,
+    mut pay: impl FnMut(usize) -> bool,
+) -> Result<Bytes, BodyError> {
     let mut body = body;
     let mut read = Vec::new();
     let mut seen = 0usize;
@@ -87,6 +102,9 @@ pub async fn read_body(body: Body, limit: usize, within: Duration) -> Result<Byt
             if let Some(data) = frame.data_ref() {
                 seen = seen.saturating_add(data.len());
                 if seen <= limit {
+                    if !pay(seen) {
+                        return Err(BodyError::Unpaid);
+                    }
                     read.extend_from_slice(data);
                 } else if seen > limit.saturating_add(MAX_DROPPED_BYTES) {
                     break;

@@ -181,6 +181,19 @@ async fn slow_bodies_and_silent_streams_leave_real_callers_served() {
             }
         }));
     }
+    // Eight more addresses, four connections each, that declare the
+    // largest body and send none of it: a declared length costs nothing
+    // until its bytes arrive.
+    for from in 10..18u8 {
+        for _ in 0..4 {
+            slow.push(tokio::spawn(async move {
+                let mut stream = connect_from(from, authzen).await;
+                let head = "POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(9)).await;
+            }));
+        }
+    }
     // One h2c connection from another address with 100 streams whose
     // bodies never come.
     let silent = tokio::spawn(async move {

@@ -26,6 +26,10 @@ use super::AuthZen;
 use super::mapping::Problem;
 use crate::engine;
 
+/// The largest body answered on the async worker it arrived on: its cost
+/// (parse, map, decide) stays that of a `Check`.
+const INLINE_BYTES: usize = 16 * 1024;
+
 /// How long a request body may take to arrive.
 const BODY_TIME: Duration = Duration::from_secs(10);
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -117,7 +121,8 @@ pub(super) type Handler = fn(&AuthZen, Call, Option<&mut Span>) -> Result<Bytes,
 /// Where a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Place {
-    /// On the async worker: one evaluation, a cost bounded by its body.
+    /// On the async worker: one evaluation whose body is at most
+    /// [`INLINE_BYTES`] (a larger one goes to the pool).
     Inline,
     /// On the work pool: batches and searches, whose cost grows with the
     /// request.
@@ -135,14 +140,57 @@ pub(super) struct Received {
 /// Bytes of the body budget held by one request, for its peer and its
 /// connection; given back on drop.
 struct Admitted {
-    _share: purposegate_runtime::shares::Share,
+    shares: Vec<purposegate_runtime::shares::Share>,
+    bodies: Arc<purposegate_runtime::shares::Shares>,
+    peer: IpAddr,
     holding: Arc<AtomicUsize>,
+    /// KiB held, by the peer's shares and the connection's count.
     kib: usize,
+}
+
+impl Admitted {
+    /// Holds enough for `bytes` of body: `false` when the connection's or
+    /// the address's share, or the budget, cannot cover it.
+    fn cover(&mut self, bytes: usize) -> Result<(), Full> {
+        let need = bytes / 1024 + 1;
+        if need <= self.kib {
+            return Ok(());
+        }
+        let more = need - self.kib;
+        let per_connection = (self.bodies.per_peer() / 2).max(1);
+        if self.holding.fetch_add(more, Ordering::AcqRel) + more > per_connection {
+            self.holding.fetch_sub(more, Ordering::AcqRel);
+            return Err(Full::Peer);
+        }
+        match self.bodies.take_many(self.peer, more) {
+            Ok(share) => {
+                self.shares.push(share);
+                self.kib = need;
+                Ok(())
+            }
+            Err(full) => {
+                self.holding.fetch_sub(more, Ordering::AcqRel);
+                Err(full)
+            }
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.holding.fetch_sub(self.kib, Ordering::AcqRel);
+    }
+}
+
+/// 503 for a body the budget cannot cover.
+fn unpaid(full: Full) -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: match full {
+            Full::Peer => "your address is sending too many request bodies at once; try again",
+            Full::Everyone => "too many request bodies at once; try again",
+        }
+        .to_string(),
     }
 }
 
@@ -167,7 +215,9 @@ impl AuthZen {
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.addr.ip());
         let answer = match self.receive(req).await {
             Err(refusal) => Err(refusal),
-            Ok(received) if place == Place::Inline => {
+            // A small single evaluation is answered where it arrived; a
+            // larger body is parsed and mapped on the pool like a batch.
+            Ok(received) if place == Place::Inline && received.bytes.len() <= INLINE_BYTES => {
                 answer_now(&self, received, start, handler, span.as_mut())
             }
             Ok(received) => {
@@ -208,8 +258,8 @@ impl AuthZen {
     }
 
     /// The body, sent as `application/json`, admitted into the budget of
-    /// bytes being read at once (its `Content-Length`, or the body limit
-    /// when it has none) and read within the body limit and time.
+    /// bytes being read at once (paid for as it arrives) and read within
+    /// the body limit and time.
     async fn receive(&self, req: Request) -> Result<Received, Refusal> {
         let json = purposegate_runtime::http::sends_json(req.headers());
         if !json {
@@ -223,19 +273,35 @@ impl AuthZen {
             .cloned()
             .unwrap_or_default()
             .0;
-        let admitted = self.admit(&req)?;
-        let bytes = purposegate_runtime::http::read_body(req.into_body(), self.max_body, BODY_TIME)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge(limit) => too_large(limit),
-                BodyError::TooSlow(_) => Refusal {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    message: format!("the request body: {e}"),
-                },
-                BodyError::Broken(_) => {
-                    Refusal::bad(format!("the request body could not be read: {e}"))
-                }
-            })?;
+        // Paid for as the bytes arrive: a body that sends nothing holds
+        // nothing but its first KiB.
+        let mut admitted = self.admit(&req)?;
+        let mut refused = None;
+        let pay = |bytes: usize| match admitted.cover(bytes) {
+            Ok(()) => true,
+            Err(full) => {
+                refused = Some(full);
+                false
+            }
+        };
+        let read = purposegate_runtime::http::read_body_paid(
+            req.into_body(),
+            self.max_body,
+            BODY_TIME,
+            pay,
+        )
+        .await;
+        let bytes = read.map_err(|e| match e {
+            BodyError::TooLarge(limit) => too_large(limit),
+            BodyError::TooSlow(_) => Refusal {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!("the request body: {e}"),
+            },
+            BodyError::Unpaid => unpaid(refused.unwrap_or(Full::Everyone)),
+            BodyError::Broken(_) => {
+                Refusal::bad(format!("the request body could not be read: {e}"))
+            }
+        })?;
         Ok(Received {
             bytes,
             request_id,
@@ -243,49 +309,23 @@ impl AuthZen {
         })
     }
 
-    /// The request's place in the budget of body bytes: refused at once
-    /// (503) when its peer or its connection holds its share, or the
-    /// budget is spent.
+    /// The request's first KiB in the budget of body bytes (the rest is
+    /// paid as it arrives): refused at once (503) when its address or its
+    /// connection holds its share, or the budget is spent.
     fn admit(&self, req: &Request) -> Result<Admitted, Refusal> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        // One declared past the limit is refused as it is read (read to
-        // its end, so the sender reads the refusal, not a reset).
-        let kib = declared.unwrap_or(self.max_body).min(self.max_body) / 1024 + 1;
         let (peer, holding) = match req.extensions().get::<Caller>() {
             Some(c) => (c.addr.ip(), c.holding.clone()),
             None => (IpAddr::from([0, 0, 0, 0]), Arc::default()),
         };
-        let busy = |message: &str| Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.to_string(),
+        let mut admitted = Admitted {
+            shares: Vec::new(),
+            bodies: self.bodies.clone(),
+            peer,
+            holding,
+            kib: 0,
         };
-        let per_connection = (self.bodies.per_peer() / 2).max(kib);
-        if holding.fetch_add(kib, Ordering::AcqRel) + kib > per_connection {
-            holding.fetch_sub(kib, Ordering::AcqRel);
-            return Err(busy(
-                "this connection is sending too many request bodies at once; try again",
-            ));
-        }
-        match self.bodies.take_many(peer, kib) {
-            Ok(share) => Ok(Admitted {
-                _share: share,
-                holding,
-                kib,
-            }),
-            Err(full) => {
-                holding.fetch_sub(kib, Ordering::AcqRel);
-                Err(busy(match full {
-                    Full::Peer => {
-                        "your address is sending too many request bodies at once; try again"
-                    }
-                    Full::Everyone => "too many request bodies at once; try again",
-                }))
-            }
-        }
+        admitted.cover(0).map_err(unpaid)?;
+        Ok(admitted)
     }
 }
 
