@@ -47,6 +47,9 @@ impl std::fmt::Display for Busy {
 pub struct WorkPool {
     running: Arc<Semaphore>,
     places: Arc<Shares>,
+    /// Jobs waiting for a place of their address's share: as many again
+    /// as the share, then refused at once (each holds its request).
+    waiting: Arc<Shares>,
     /// How long a job waits for its place and a slot, in all.
     wait: Duration,
 }
@@ -63,6 +66,7 @@ impl WorkPool {
         WorkPool {
             running: Arc::new(Semaphore::new(slots.max(1))),
             places: Shares::new(places, per_peer),
+            waiting: Shares::new(places, per_peer),
             wait: Self::WAIT,
         }
     }
@@ -82,7 +86,9 @@ impl WorkPool {
     ) -> Result<T, Busy> {
         let deadline = tokio::time::Instant::now() + self.wait;
         // A place of the caller's share, waited for (a burst from one
-        // address queues behind itself, not in front of everyone else).
+        // address queues behind itself, not in front of everyone else);
+        // past as many waiting again, refused at once.
+        let mut waiting = None;
         let place = loop {
             match self.places.take(peer) {
                 Ok(place) => break place,
@@ -92,9 +98,18 @@ impl WorkPool {
                         Full::Everyone => Busy::Everyone,
                     });
                 }
-                Err(_) => tokio::time::sleep(Self::RETRY).await,
+                Err(full) => {
+                    if waiting.is_none() {
+                        waiting = Some(self.waiting.take(peer).map_err(|_| match full {
+                            Full::Peer => Busy::Peer,
+                            Full::Everyone => Busy::Everyone,
+                        })?);
+                    }
+                    tokio::time::sleep(Self::RETRY).await;
+                }
             }
         };
+        drop(waiting);
         let slot = tokio::time::timeout_at(deadline, self.running.clone().acquire_owned())
             .await
             .map_err(|_| Busy::Waited)?
@@ -150,6 +165,39 @@ mod tests {
         assert_eq!(other.await.unwrap(), Ok(7));
         for h in held {
             assert_eq!(h.await.unwrap(), Ok(()));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_past_a_second_share_is_refused_at_once() {
+        // An address's share is two places; two more of its jobs may wait
+        // for them; the next is refused without waiting.
+        let pool = WorkPool::new(2, 4, 2);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        let mut jobs = Vec::new();
+        for _ in 0..4 {
+            let (pool, wait) = (pool.clone(), wait.clone());
+            jobs.push(tokio::spawn(async move {
+                pool.run(ip(1), move || {
+                    let _ = wait.lock().map(|w| w.recv_timeout(Duration::from_secs(5)));
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(pool.run(ip(1), || ()).await, Err(Busy::Peer));
+        assert!(
+            started.elapsed() < WorkPool::WAIT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        for _ in 0..4 {
+            let _ = release.send(());
+        }
+        for job in jobs {
+            assert_eq!(job.await.unwrap(), Ok(()));
         }
     }
 
