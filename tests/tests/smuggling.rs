@@ -201,6 +201,12 @@ async fn victim_call(sender: &mut hyper::client::conn::http1::SendRequest<Full<B
         .header("x-caller", format!("victim-{n}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
+    // The connection takes its next request once the last answer is done
+    // with (hyper's client says so with `ready`).
+    tokio::time::timeout(Duration::from_secs(10), sender.ready())
+        .await
+        .unwrap()
+        .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
         .await
         .unwrap()
