@@ -95,7 +95,7 @@ impl AuthZen {
     ) -> Result<Self, String> {
         // As many bytes as REQUESTS_AT_ONCE bodies at the limit; an
         // eighth of them for one address.
-        let kib = (max_body / 1024 + 1) * REQUESTS_AT_ONCE;
+        let kib = (max_body / 1024 + 1).saturating_mul(REQUESTS_AT_ONCE);
         Ok(AuthZen {
             decider,
             max_batch,
