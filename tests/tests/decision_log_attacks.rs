@@ -26,12 +26,7 @@ async fn signed_log(tag: &str) -> (TempDir, std::path::PathBuf, String, String) 
     let dir = TempDir::new(tag);
     let (private, public) = key_pair(&dir, "log-key");
     let log = dir.path().join("decisions.log");
-    logged_run(
-        &log,
-        &["--decision-log-signing-key", &private],
-        known_requests(),
-    )
-    .await;
+    restart_signed(&log, &private).await;
     (dir, log, private, public)
 }
 
@@ -51,6 +46,16 @@ fn every_three(private: &str) -> [&str; 4] {
         "--decision-log-checkpoint-lines",
         "3",
     ]
+}
+
+/// The server run again on `log`, signing with `private`.
+async fn restart_signed(log: &std::path::Path, private: &str) {
+    logged_run(
+        log,
+        &["--decision-log-signing-key", private],
+        known_requests(),
+    )
+    .await;
 }
 
 /// `line` with `"DENY"` turned into `"PERMIT"`.
@@ -118,12 +123,7 @@ async fn lines_appended_after_a_graceful_shutdown_are_never_signed() {
     fails_as(&[&log], &key, "inserted");
     // The server restarts on it: it continues from its own closing
     // checkpoint and leaves the forgery out, which stays a finding.
-    logged_run(
-        &log,
-        &["--decision-log-signing-key", &private],
-        known_requests(),
-    )
-    .await;
+    restart_signed(&log, &private).await;
     let after = lines_of(&log);
     let opener = &after[forged.len()];
     assert!(opener.contains("\"left_out\":{\"lines\":3"), "{opener}");
@@ -241,12 +241,7 @@ async fn a_file_replaced_around_a_copied_checkpoint_is_neither_continued_nor_ver
     // The server restarted on the replaced file does not continue it: it
     // moves it aside and starts a new chain.
     std::fs::copy(&replaced, &log).unwrap();
-    logged_run(
-        &log,
-        &["--decision-log-signing-key", &private],
-        known_requests(),
-    )
-    .await;
+    restart_signed(&log, &private).await;
     assert!(
         lines_of(&log)[0].contains("moved aside"),
         "{:?}",
@@ -434,12 +429,7 @@ async fn a_made_up_history_under_a_copied_checkpoint_is_never_continued() {
     let mut planted = lines.clone();
     planted.push(copied);
     write_lines(&log, &planted);
-    logged_run(
-        &log,
-        &["--decision-log-signing-key", &private],
-        known_requests(),
-    )
-    .await;
+    restart_signed(&log, &private).await;
     let after = lines_of(&log);
     let opener = after
         .iter()

@@ -44,9 +44,9 @@ use crate::engine;
 use call::{Call, Place, Refusal, echo_request_id, encode, not_allowed, plain, reply};
 use mapping::{Asked, Semantic, Source};
 
-/// Requests read and decided at once; each holds its body and its parsed
-/// JSON (a few times the body), so memory stays bounded in bytes:
-/// at most this many times `--authzen-max-body`, and some.
+/// The body budget, in bodies at `--authzen-max-body`: each request holds
+/// what it has sent and its parsed JSON (a few times that), so memory
+/// stays bounded in bytes at about this many times the limit.
 const REQUESTS_AT_ONCE: usize = 32;
 
 pub const EVALUATION: &str = "/access/v1/evaluation";
