@@ -25,6 +25,16 @@ pub struct Decided {
     pub reason: String,
 }
 
+/// How a decision is written to the decision log.
+#[derive(Debug)]
+pub enum Logged<'a> {
+    /// A line of its own, within a budget of its request's bytes when
+    /// they are known (not 0).
+    Line { request_bytes: usize },
+    /// Into its batch's lines.
+    In(&'a mut crate::audit::Batch),
+}
+
 #[derive(Debug, Clone)]
 pub struct Decider {
     store: Arc<PolicyStore>,
@@ -71,7 +81,7 @@ impl Decider {
     }
 
     /// Decides one request; counts it, traces it into `span` and hands it
-    /// to the decision log.
+    /// to the decision log: as a line of its own, or into its batch's.
     pub fn decide(
         &self,
         policy: &Policy,
@@ -79,6 +89,7 @@ impl Decider {
         start: Instant,
         span: Option<&mut Span>,
         via: Via,
+        log: Logged<'_>,
     ) -> Decided {
         let evaluation = policy.evaluate(&req);
         let reason = evaluation.reason.to_string();
@@ -86,8 +97,17 @@ impl Decider {
         if let Some(span) = span {
             record_decision(span, &req, &evaluation);
         }
-        self.decision_log
-            .record(via, req, &evaluation, reason.clone(), start.elapsed());
+        match log {
+            Logged::Line { request_bytes } => self.decision_log.record(
+                via,
+                req,
+                &evaluation,
+                reason.clone(),
+                start.elapsed(),
+                request_bytes,
+            ),
+            Logged::In(batch) => batch.add(via, req, &evaluation, reason.clone()),
+        }
         Decided { evaluation, reason }
     }
 

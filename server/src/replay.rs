@@ -227,11 +227,6 @@ fn replay_file(
                 continue;
             }
         };
-        if !line.contains_key("decision") {
-            out.other_lines += 1;
-            out.dropped_in_log += line.get("dropped").and_then(Value::as_u64).unwrap_or(0);
-            continue;
-        }
         if line.contains_key("truncated") {
             not_replayed(
                 out,
@@ -242,61 +237,94 @@ fn replay_file(
             );
             continue;
         }
-        let logged = match Logged::read(&line) {
-            Ok(l) => l,
-            Err(why) => {
-                not_replayed(out, place, why);
-                continue;
+        if line.contains_key("batch") {
+            match crate::audit::batch::expand(&line) {
+                Ok(items) => {
+                    let mut replayed = false;
+                    for item in items {
+                        replayed |= replay_line(policy, place.clone(), &item, out, flips, cells);
+                    }
+                    out.lines += u64::from(replayed);
+                }
+                Err(why) => not_replayed(out, place, why),
             }
-        };
-        if let Some(why) = logged.lacks(policy) {
-            not_replayed(out, place, why);
             continue;
         }
-        let now = policy.evaluate(&logged.request);
-        out.lines += 1;
-        out.decisions = out.decisions.saturating_add(logged.count);
-        count(
-            &mut out.logged_revisions,
-            listed(logged.revision.clone()),
-            logged.count,
-            &mut out.revisions_not_listed,
-        );
-        if now.decision == logged.decision {
+        if !line.contains_key("decision") {
+            out.other_lines += 1;
+            out.dropped_in_log += line.get("dropped").and_then(Value::as_u64).unwrap_or(0);
             continue;
         }
-        out.flipped = out.flipped.saturating_add(logged.count);
-        if now.decision == Decision::Permit {
-            out.newly_permitted = out.newly_permitted.saturating_add(logged.count);
-        }
-        let flip = flips
-            .entry((logged.decision, now.decision))
-            .or_insert_with(|| Flip {
-                from: logged.decision,
-                to: now.decision,
-                decisions: 0,
-                examples: Vec::new(),
-            });
-        flip.decisions = flip.decisions.saturating_add(logged.count);
-        let cell = (
-            listed(logged.request.purpose.clone()),
-            listed(logged.request.resource.category.clone()),
-            logged.decision,
-            now.decision,
-        );
-        count(cells, cell, logged.count, &mut out.cells_not_listed);
-        if flip.examples.len() < EXAMPLES {
-            flip.examples.push(Example {
-                place,
-                was: logged.decision,
-                was_rule_ids: logged.rule_ids,
-                now: now.decision,
-                now_rule_ids: now.rule_ids.iter().map(|r| r.to_string()).collect(),
-                now_reason: now.reason.to_string(),
-                request: logged.request,
-            });
+        if replay_line(policy, place, &line, out, flips, cells) {
+            out.lines += 1;
         }
     }
+}
+
+/// Replays one decision line (or one of a batch's decisions, expanded);
+/// whether it could be.
+fn replay_line(
+    policy: &Policy,
+    place: Place,
+    line: &serde_json::Map<String, Value>,
+    out: &mut Replay,
+    flips: &mut BTreeMap<(Decision, Decision), Flip>,
+    cells: &mut BTreeMap<(String, String, Decision, Decision), u64>,
+) -> bool {
+    let logged = match Logged::read(line) {
+        Ok(l) => l,
+        Err(why) => {
+            not_replayed(out, place, why);
+            return false;
+        }
+    };
+    if let Some(why) = logged.lacks(policy) {
+        not_replayed(out, place, why);
+        return false;
+    }
+    let now = policy.evaluate(&logged.request);
+    out.decisions = out.decisions.saturating_add(logged.count);
+    count(
+        &mut out.logged_revisions,
+        listed(logged.revision.clone()),
+        logged.count,
+        &mut out.revisions_not_listed,
+    );
+    if now.decision == logged.decision {
+        return true;
+    }
+    out.flipped = out.flipped.saturating_add(logged.count);
+    if now.decision == Decision::Permit {
+        out.newly_permitted = out.newly_permitted.saturating_add(logged.count);
+    }
+    let flip = flips
+        .entry((logged.decision, now.decision))
+        .or_insert_with(|| Flip {
+            from: logged.decision,
+            to: now.decision,
+            decisions: 0,
+            examples: Vec::new(),
+        });
+    flip.decisions = flip.decisions.saturating_add(logged.count);
+    let cell = (
+        listed(logged.request.purpose.clone()),
+        listed(logged.request.resource.category.clone()),
+        logged.decision,
+        now.decision,
+    );
+    count(cells, cell, logged.count, &mut out.cells_not_listed);
+    if flip.examples.len() < EXAMPLES {
+        flip.examples.push(Example {
+            place,
+            was: logged.decision,
+            was_rule_ids: logged.rule_ids,
+            now: now.decision,
+            now_rule_ids: now.rule_ids.iter().map(|r| r.to_string()).collect(),
+            now_reason: now.reason.to_string(),
+            request: logged.request,
+        });
+    }
+    true
 }
 
 fn not_replayed(out: &mut Replay, place: Place, why: String) {

@@ -22,7 +22,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const HASH_KEY: &[u8] = b",\"hash\":\"";
 /// Bytes a seal adds after the line's own members: the key, 64 hex digits
 /// and `"}`.
-const SEAL_BYTES: usize = HASH_KEY.len() + 64 + 2;
+pub(crate) const SEAL_BYTES: usize = HASH_KEY.len() + 64 + 2;
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

@@ -166,13 +166,22 @@ pub enum Kind {
     Decision,
     /// The answer to the reverse question: the purposes permitted.
     Permitted,
+    /// A batch's decisions (`batch.rs`).
+    Batch,
     Dropped,
     Opener(Opener),
     Checkpoint(Box<Checkpoint>),
 }
 
 /// The marks that make a line a kind.
-const MARKS: [&str; 5] = ["decision", "permitted", "dropped", "chain", "checkpoint"];
+const MARKS: [&str; 6] = [
+    "decision",
+    "permitted",
+    "batch",
+    "dropped",
+    "chain",
+    "checkpoint",
+];
 
 /// What kind of line a parsed line is, or why it is none the writer
 /// writes.
@@ -190,6 +199,7 @@ pub fn kind_of(line: &Map<String, Value>) -> Result<Kind, String> {
     match marks.as_slice() {
         ["decision"] => Ok(Kind::Decision),
         ["permitted"] => Ok(Kind::Permitted),
+        ["batch"] => Ok(Kind::Batch),
         ["dropped"] => Ok(Kind::Dropped),
         ["chain"] => serde_json::from_value(strip())
             .map(Kind::Opener)

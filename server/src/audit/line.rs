@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{Decision, DecisionRequest};
@@ -208,7 +209,23 @@ pub struct Record {
     pub count: u64,
     /// When the last of them was made.
     pub last_time: Option<SystemTime>,
+    /// The bytes of the request the decision answered, when known: its
+    /// line is then kept within [`LOG_BYTES_PER_REQUEST_BYTE`] times that
+    /// (the reason, then the rule ids, left out).
+    pub request_bytes: usize,
+    /// A whole batch, already written as lines (`batch.rs`): the record's
+    /// other members then only route it through the queue.
+    pub batch: Option<Box<super::batch::Lines>>,
 }
+
+/// At most this many bytes of log, seal included, for each byte of an
+/// AuthZEN request a single line answers.
+pub const LOG_BYTES_PER_REQUEST_BYTE: usize = 4;
+
+/// Members a line can leave out to stay within its request's budget,
+/// each derived from the question (`replay` asks it again): first the
+/// reason, then the rule ids.
+pub const LEFT_OUT_IN_TURN: [&[&str]; 3] = [&[], &["reason"], &["reason", "rule_ids"]];
 
 /// Bytes a list entry or map entry costs beyond its text.
 const ENTRY_OVERHEAD: usize = 24;
@@ -230,6 +247,16 @@ impl Record {
             latency_us,
             count: 1,
             last_time: None,
+            request_bytes: 0,
+            batch: None,
+        }
+    }
+
+    /// Decisions in the record that were not permits.
+    pub fn denied(&self) -> u64 {
+        match &self.batch {
+            Some(batch) => batch.denied,
+            None => u64::from(self.decision != Decision::Permit) * self.count,
         }
     }
 
@@ -237,7 +264,9 @@ impl Record {
     /// request id and latency.
     pub fn same_decision(&self, other: &Record) -> bool {
         let (a, b) = (&self.request, &other.request);
-        self.decision == other.decision
+        self.batch.is_none()
+            && other.batch.is_none()
+            && self.decision == other.decision
             && self.via == other.via
             && self.permitted == other.permitted
             && self.revision == other.revision
@@ -255,6 +284,9 @@ impl Record {
 
     /// What the record takes in the queue.
     pub fn bytes(&self) -> usize {
+        if let Some(batch) = &self.batch {
+            return super::RECORD_OVERHEAD + batch.bytes();
+        }
         let r = &self.request;
         let list = |l: &[String]| l.iter().map(|s| s.len() + ENTRY_OVERHEAD).sum::<usize>();
         let map = |m: &BTreeMap<String, String>| {
@@ -287,23 +319,72 @@ impl Record {
     }
 
     /// The line's members (without `seq` and `hash`, which the chain
-    /// adds), as JSON.
-    pub fn to_json<'s>(&'s self, redaction: &Redaction) -> serde_json::Result<Vec<u8>> {
+    /// adds), as JSON, within the request's budget when it has one: the
+    /// members of [`LEFT_OUT_IN_TURN`] left out in turn (and named in
+    /// `left_out`) until it fits, or, past them all, as small as it gets.
+    pub fn to_json(&self, redaction: &Redaction) -> serde_json::Result<Vec<u8>> {
+        let budget = self
+            .request_bytes
+            .saturating_mul(LOG_BYTES_PER_REQUEST_BYTE)
+            .saturating_sub(super::chain::SEAL_BYTES + 24);
+        let mut line = self.line(redaction, &[])?;
+        if self.request_bytes == 0 {
+            return Ok(line);
+        }
+        for left_out in &LEFT_OUT_IN_TURN[1..] {
+            if line.len() <= budget {
+                break;
+            }
+            line = self.line(redaction, left_out)?;
+        }
+        Ok(line)
+    }
+
+    /// The members a batch writes per item: the line's, but those of the
+    /// batch's line (`time`, `via`, `revision`, `latency_us`, `count`,
+    /// `last_time`, `redacted`).
+    pub fn item_members(&self, redaction: &Redaction) -> serde_json::Result<Value> {
+        let mut line = self.members(redaction, &[])?;
+        line.time = String::new();
+        line.redacted = None;
+        let mut value = serde_json::to_value(&line)?;
+        if let Value::Object(map) = &mut value {
+            for key in ["time", "via", "revision", "latency_us"] {
+                map.remove(key);
+            }
+        }
+        Ok(value)
+    }
+
+    fn line(
+        &self,
+        redaction: &Redaction,
+        left_out: &[&'static str],
+    ) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&self.members(redaction, left_out)?)
+    }
+
+    fn members<'s>(
+        &'s self,
+        redaction: &Redaction,
+        left_out: &[&'static str],
+    ) -> serde_json::Result<Line<'s>> {
+        let leaves = |key: &str| left_out.contains(&key);
         let r = &self.request;
         let text = |field: Field, value: &'s str| one(redaction, field, value);
         let described = redaction.described();
         let resource_id_rule = redaction
             .how(Field::ResourceId)
             .or(redaction.how(Field::ResourceAttributes));
-        let line = Line {
+        Ok(Line {
             time: super::rfc3339(self.time),
             request_id: text(Field::RequestId, &r.request_id),
             subject: text(Field::Subject, &r.subject.id),
-            tenant: text(Field::Tenant, &r.subject.tenant),
+            tenant: text(Field::Tenant, &r.subject.tenant).filter(|v| !v.is_empty()),
             roles: list(redaction, Field::Roles, &r.subject.roles),
             purpose: &r.purpose,
             inherited_purpose: &r.inherited_purpose,
-            action: text(Field::Action, &r.action),
+            action: text(Field::Action, &r.action).filter(|v| !v.is_empty()),
             category: &r.resource.category,
             resource_id: r
                 .resource
@@ -311,7 +392,8 @@ impl Record {
                 .get("id")
                 .and_then(|id| treat(resource_id_rule, id)),
             origin: list(redaction, Field::Origin, &r.resource.origin),
-            owner_tenant: text(Field::OwnerTenant, &r.resource.owner_tenant),
+            owner_tenant: text(Field::OwnerTenant, &r.resource.owner_tenant)
+                .filter(|v| !v.is_empty()),
             deidentification: r
                 .resource
                 .deidentification
@@ -321,9 +403,10 @@ impl Record {
                 .resource
                 .group_size
                 .filter(|_| redaction.how(Field::GroupSize).is_none()),
+            // The id is `resource_id`'s, written once.
             resource_attributes: attributes(
                 redaction.how(Field::ResourceAttributes),
-                resource_id_rule,
+                Some(How::Drop),
                 &r.resource.attributes,
             ),
             customer_instruction: text(Field::CustomerInstruction, &r.context.customer_instruction)
@@ -343,16 +426,18 @@ impl Record {
             subject_type: self.via.subject_type.as_deref(),
             decision: self.permitted.is_none().then_some(self.decision),
             permitted: self.permitted.as_deref(),
-            rule_ids: self.permitted.is_none().then_some(&self.rule_ids[..]),
-            reason: self.permitted.is_none().then_some(&self.reason[..]),
+            rule_ids: (self.permitted.is_none() && !leaves("rule_ids"))
+                .then_some(&self.rule_ids[..])
+                .filter(|ids| !ids.is_empty()),
+            reason: (self.permitted.is_none() && !leaves("reason")).then_some(&self.reason[..]),
             revision: &self.revision,
             monitor_decision: self.monitor_decision,
             latency_us: self.latency_us,
             count: self.count,
             last_time: self.last_time.map(super::rfc3339),
             redacted: (!described.is_empty()).then_some(described),
-        };
-        serde_json::to_vec(&line)
+            left_out: (!left_out.is_empty()).then(|| left_out.to_vec()),
+        })
     }
 }
 
@@ -406,7 +491,7 @@ fn attributes<'a>(
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "is_none_or_blank")]
     request_id: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<Cow<'a, str>>,
@@ -422,7 +507,7 @@ struct Line<'a> {
     category: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_id: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "is_none_or_empty")]
     origin: Option<Vec<Cow<'a, str>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_tenant: Option<Cow<'a, str>>,
@@ -459,6 +544,12 @@ struct Line<'a> {
     last_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redacted: Option<BTreeMap<&'static str, &'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left_out: Option<Vec<&'static str>>,
+}
+
+fn is_none_or_blank(v: &Option<Cow<'_, str>>) -> bool {
+    v.as_deref().is_none_or(str::is_empty)
 }
 
 fn is_one(n: &u64) -> bool {

@@ -23,6 +23,7 @@
 //! again; `--decision-log-redact` drops or hashes fields. A failing write
 //! is counted and logged. Nothing here ever slows or fails a check.
 
+pub mod batch;
 mod bound;
 pub mod chain;
 pub mod checkpoint;
@@ -42,8 +43,9 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::engine::{Decision, DecisionRequest, Evaluation, PermittedPurposes};
-use line::Record;
+pub use batch::Batch;
 pub use line::Via;
+use line::{Record, Redaction};
 pub use writer::Options;
 
 /// Where decision lines go.
@@ -119,22 +121,25 @@ struct Queue {
 
 impl Queue {
     fn note_dropped(&mut self, record: &Record) {
-        let denied = u64::from(record.decision != Decision::Permit);
         let last = record.last_time.unwrap_or(record.time);
+        self.note_dropped_run(record.count, record.denied(), record.time, last);
+    }
+
+    fn note_dropped_run(&mut self, count: u64, denied: u64, from: SystemTime, to: SystemTime) {
         match &mut self.dropped {
             Some(d) => {
-                d.dropped += record.count;
-                d.denied_dropped += denied * record.count;
-                d.from = d.from.min(record.time);
-                d.to = d.to.max(last);
+                d.dropped += count;
+                d.denied_dropped += denied;
+                d.from = d.from.min(from);
+                d.to = d.to.max(to);
             }
             None => {
                 self.dropped = Some(Dropped {
                     time: SystemTime::now(),
-                    dropped: record.count,
-                    denied_dropped: denied * record.count,
-                    from: record.time,
-                    to: last,
+                    dropped: count,
+                    denied_dropped: denied,
+                    from,
+                    to,
                 });
             }
         }
@@ -149,6 +154,8 @@ impl Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// For batches, which write their lines on the request's own thread.
+    redaction: Arc<Redaction>,
     budget: usize,
     /// Decisions dropped.
     dropped: Counter,
@@ -181,6 +188,7 @@ impl DecisionLog {
         dropped: Counter,
         write_errors: Counter,
     ) -> std::io::Result<Self> {
+        let redaction = Arc::new(options.redaction.clone());
         let Some(mut writer) = writer::Writer::open(target, options, write_errors)? else {
             return Ok(Self::off());
         };
@@ -188,6 +196,7 @@ impl DecisionLog {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            redaction,
             budget: budget.max(RECORD_OVERHEAD * 4),
             dropped,
             closing: AtomicBool::new(false),
@@ -218,7 +227,8 @@ impl DecisionLog {
     }
 
     /// Queues a decision (folding, displacing or dropping as the module
-    /// says); never waits.
+    /// says); never waits. `request_bytes`, when known (not 0), bounds the
+    /// line (`line.rs`).
     pub fn record(
         &self,
         via: Via,
@@ -226,6 +236,7 @@ impl DecisionLog {
         answer: &Evaluation,
         reason: String,
         latency: Duration,
+        request_bytes: usize,
     ) {
         if self.shared.is_none() {
             return;
@@ -236,8 +247,24 @@ impl DecisionLog {
             rule_ids: answer.rule_ids.clone(),
             reason,
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
+            request_bytes,
             ..Record::new(via, request, answer.policy_revision.clone(), latency)
         });
+    }
+
+    /// Counts `count` decisions made at `time` as dropped (`denied` of
+    /// them not permits), for the next `dropped` line.
+    fn dropped(&self, time: SystemTime, count: u64, denied: u64) {
+        let Some(shared) = &self.shared else { return };
+        shared.dropped.inc_by(count);
+        if let Ok(mut queue) = shared.queue.lock() {
+            let first = queue.is_empty();
+            queue.note_dropped_run(count, denied, time, time);
+            drop(queue);
+            if first {
+                shared.ready.notify_one();
+            }
+        }
     }
 
     /// Queues the answer to the reverse question: the purposes permitted.
@@ -261,7 +288,7 @@ impl DecisionLog {
     fn queue(&self, record: Record) {
         let Some(shared) = &self.shared else { return };
         let Ok(mut queue) = shared.queue.lock() else {
-            shared.dropped.inc();
+            shared.dropped.inc_by(record.count);
             return;
         };
         let denial = record.decision != Decision::Permit;
@@ -291,7 +318,7 @@ impl DecisionLog {
             queue.note_dropped(&permit);
         }
         if queue.bytes + size > shared.budget {
-            shared.dropped.inc();
+            shared.dropped.inc_by(record.count);
             queue.note_dropped(&record);
             return;
         }
@@ -415,10 +442,11 @@ mod tests {
     use super::*;
 
     /// A log whose queue no writer empties, with a budget of `budget`.
-    fn unwritten(budget: usize) -> (DecisionLog, Arc<Shared>) {
+    pub(super) fn unwritten(budget: usize) -> (DecisionLog, Arc<Shared>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            redaction: Arc::default(),
             budget,
             dropped: Counter::default(),
             closing: AtomicBool::new(false),
@@ -457,6 +485,7 @@ mod tests {
             &answer,
             "because".into(),
             Duration::from_micros(5),
+            0,
         );
     }
 

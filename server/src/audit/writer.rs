@@ -205,8 +205,14 @@ impl Writer {
             self.emit(serde_json::to_vec(dropped));
         }
         for record in records {
-            let json = record.to_json(&self.opts.redaction);
-            self.emit(json);
+            match &record.batch {
+                Some(batch) => {
+                    for line in &batch.lines {
+                        self.emit(Ok(line.clone()));
+                    }
+                }
+                None => self.emit(record.to_json(&self.opts.redaction)),
+            }
             // Every N lines, however the lines came in batches.
             if self.opts.signer.is_some() && self.since_checkpoint >= self.opts.checkpoint_lines {
                 self.checkpoint(false);

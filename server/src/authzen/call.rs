@@ -112,6 +112,9 @@ impl From<Problem> for Refusal {
 #[derive(Debug)]
 pub(super) struct Call {
     pub(super) body: Map<String, Value>,
+    /// The body's length in bytes, as received: what the decision log may
+    /// write for it is bounded by it.
+    pub(super) body_bytes: usize,
     pub(super) request_id: String,
     pub(super) start: Instant,
 }
@@ -347,6 +350,7 @@ fn answer_now(
     let body = parse(&received.bytes)?;
     let call = Call {
         body,
+        body_bytes: received.bytes.len(),
         request_id: received.request_id.clone(),
         start,
     };

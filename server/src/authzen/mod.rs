@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::audit::Via;
-use crate::decide::Decider;
+use crate::decide::{Decider, Logged};
 use crate::engine;
 use call::{Call, Place, Refusal, echo_request_id, encode, not_allowed, plain, reply};
 use mapping::{Asked, Semantic, Source};
@@ -192,7 +192,7 @@ fn router(authzen: Arc<AuthZen>) -> Router {
 
 impl AuthZen {
     /// One evaluation read from `src`, decided on `policy` (or why it could
-    /// not be).
+    /// not be), written to the decision log as `log` says.
     fn decide(
         &self,
         policy: &engine::Policy,
@@ -200,6 +200,7 @@ impl AuthZen {
         call: &Call,
         span: Option<&mut Span>,
         face: &'static str,
+        log: Logged<'_>,
     ) -> Result<mapping::Answer, Refusal> {
         let req = mapping::request(src, Asked::Evaluation, &call.request_id)?;
         req.validate()
@@ -208,14 +209,17 @@ impl AuthZen {
             face,
             subject_type: Some(mapping::subject_type(src)?),
         };
-        let decided = self.decider.decide(policy, req, call.start, span, via);
+        let decided = self.decider.decide(policy, req, call.start, span, via, log);
         Ok(mapping::decision(&decided.evaluation, &decided.reason))
     }
 
     fn evaluation(&self, call: Call, span: Option<&mut Span>) -> Result<Bytes, Refusal> {
         let policy = self.decider.policy();
         let src = Source::alone(&call.body);
-        let answer = self.decide(&policy, src, &call, span, "authzen.evaluation")?;
+        let log = Logged::Line {
+            request_bytes: call.body_bytes,
+        };
+        let answer = self.decide(&policy, src, &call, span, "authzen.evaluation", log)?;
         encode(&answer)
     }
 
@@ -248,6 +252,10 @@ impl AuthZen {
         // One policy for the whole batch: every answer has the same revision.
         let policy = self.decider.policy();
         let mut answers = Vec::with_capacity(items.len());
+        let mut batch = self
+            .decider
+            .decision_log()
+            .batch("authzen.evaluations", call.body_bytes);
         for (i, item) in items.iter().enumerate() {
             // The item's path is written only for an item that is not an
             // object: nothing is formatted per item on the way to a decision.
@@ -260,7 +268,8 @@ impl AuthZen {
                         item,
                         defaults: Some(&call.body),
                     };
-                    self.decide(&policy, src, &call, None, "authzen.evaluations")
+                    let log = Logged::In(&mut batch);
+                    self.decide(&policy, src, &call, None, "authzen.evaluations", log)
                         .unwrap_or_else(|refusal| mapping::failed(&refusal.message))
                 }
             };
@@ -270,6 +279,7 @@ impl AuthZen {
                 break;
             }
         }
+        batch.finish();
         encode(&Evaluations {
             evaluations: answers,
         })

@@ -203,8 +203,14 @@ impl Explorer {
         let start = std::time::Instant::now();
         let answer = policy.evaluate(&request);
         let reason = answer.reason.to_string();
-        self.log
-            .record(Via::face(face), request, &answer, reason, start.elapsed());
+        self.log.record(
+            Via::face(face),
+            request,
+            &answer,
+            reason,
+            start.elapsed(),
+            0,
+        );
         answer
     }
 

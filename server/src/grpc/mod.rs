@@ -15,6 +15,7 @@ use purposegate_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::audit::Via;
+use crate::decide::Logged;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
@@ -125,9 +126,14 @@ impl DecisionServer {
                 caller,
             )
         });
-        let decided = self
-            .decider
-            .decide(policy, req, start, span, Via::face(face));
+        let decided = self.decider.decide(
+            policy,
+            req,
+            start,
+            span,
+            Via::face(face),
+            Logged::Line { request_bytes: 0 },
+        );
         let mut response = convert::response_with_reason(decided.evaluation, decided.reason);
         if let Some((purpose, category, subject, caller)) = stated {
             if response.decision() == pb::Decision::Permit {
