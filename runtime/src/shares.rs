@@ -143,7 +143,7 @@ impl Shares {
 }
 
 /// The peer an address belongs to: itself for IPv4, its /64 for IPv6.
-fn peer_of(ip: IpAddr) -> IpAddr {
+pub fn peer_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

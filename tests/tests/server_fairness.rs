@@ -26,16 +26,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A connection to `addr` from the loopback address 127.0.0.`from`.
 async fn connect_from(from: u8, addr: SocketAddr) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, from], 0)))
-        .unwrap();
-    socket.connect(addr).await.unwrap()
+    try_connect_from(from, addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect from 127.0.0.{from}: {e}"))
+}
+
+async fn try_connect_from(from: u8, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
+    socket.connect(addr).await
 }
 
 /// POSTs `body` to `path` over HTTP/1.1 from 127.0.0.`from`: the status.
 async fn post_from(from: u8, addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
-    let mut stream = connect_from(from, addr).await;
+    let Ok(mut stream) = try_connect_from(from, addr).await else {
+        return 0;
+    };
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -248,4 +254,59 @@ async fn slow_bodies_and_silent_streams_leave_real_callers_served() {
     for s in slow {
         s.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_flooding_addresses_leave_a_real_batch_its_turn() {
+    let server = ServerProcess::start(&["--decision-log", "off"]);
+    let authzen: SocketAddr = server.authzen_addr.unwrap();
+    let body = Arc::new(heavy_batch());
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut floods = Vec::new();
+    // 24 addresses, four batches in flight each: more than the pool's 64
+    // places, each address queueing past its turn.
+    for attacker in 0..24u8 {
+        for _ in 0..4 {
+            let (body, stop, answered) = (body.clone(), stop.clone(), answered.clone());
+            floods.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let status =
+                        post_from(20 + attacker, authzen, "/access/v1/evaluations", &body).await;
+                    if status == 200 {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let real = AuthZenClient::new(&server.authzen_url());
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, answer) = real
+            .post(
+                "/access/v1/evaluations",
+                &json!({"subject": {"type": "user", "id": "crm"},
+                        "resource": {"type": "customer-data", "id": "c-1"},
+                        "evaluations": [{"action": {"name": "provide"}}, {"action": {"name": "improve"}}]}),
+            )
+            .await;
+        took.push(started.elapsed());
+        assert_eq!(status, 200, "{answer} after {took:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for flood in floods {
+        let _ = flood.await;
+    }
+    let figures = format!(
+        "a real batch took {took:?}; {} flood batches answered",
+        answered.load(Ordering::Relaxed)
+    );
+    assert!(answered.load(Ordering::Relaxed) > 0, "{figures}");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_secs(2)),
+        "{figures}"
+    );
 }

@@ -225,12 +225,13 @@ impl AuthZen {
             }
             Ok(received) => {
                 let this = self.clone();
+                let size = received.bytes.len();
                 let mut job_span = span.take();
                 let job = move || {
                     let answer = answer_now(&this, received, start, handler, job_span.as_mut());
                     (answer, job_span)
                 };
-                match self.pool.run(peer, job).await {
+                match self.pool.run(peer, size, job).await {
                     Ok((answer, back)) => {
                         span = back;
                         answer

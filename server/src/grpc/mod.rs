@@ -274,6 +274,7 @@ impl DecisionService for DecisionServer {
         // Converted and decided on the work pool: its cost grows with the
         // batch.
         let this = self.clone();
+        let size = requests.len();
         let job = move || -> Result<Vec<pb::CheckResponse>, InvalidRequest> {
             let converted = requests
                 .into_iter()
@@ -302,7 +303,7 @@ impl DecisionService for DecisionServer {
         };
         let responses = self
             .pool
-            .run(peer, job)
+            .run(peer, size, job)
             .await
             .map_err(busy)?
             .map_err(|e| invalid(e, span.as_mut()))?;
@@ -367,7 +368,7 @@ impl DecisionService for DecisionServer {
             let answer = decider.permitted_purposes(&req, job_span.as_mut(), via);
             (answer, job_span)
         };
-        let (answer, back) = self.pool.run(peer, job).await.map_err(busy)?;
+        let (answer, back) = self.pool.run(peer, 1, job).await.map_err(busy)?;
         span = back;
         let answer = answer.map_err(|e| invalid(e, span.as_mut()))?;
         self.decider.metrics().answered(start.elapsed());
