@@ -254,6 +254,11 @@ pub fn count_requests(body: &[u8]) -> Option<usize> {
 pub const MAX_CHECK_BYTES: usize = 128 * 1024;
 /// Largest `CheckBatch` message: about 1,000 typical requests.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The largest `PolicyInfo` a client of ours reads (`GetPolicy`,
+/// `WatchPolicy`): a policy at the server's 16 MiB limit, with its rule
+/// texts, fits; gRPC's default of 4 MiB would cut off a sidecar from a
+/// policy of 100,000 purposes (4 MB).
+pub const MAX_POLICY_INFO_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of `Check` and `CheckBatch` messages a port reads and answers at
 /// once; calls beyond it wait (briefly) for room.
 pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;

@@ -111,7 +111,8 @@ impl Pdp {
             }
         };
         Ok(Pdp {
-            client: DecisionServiceClient::new(channel),
+            client: DecisionServiceClient::new(channel)
+                .max_decoding_message_size(purposegate_proto::limits::MAX_POLICY_INFO_BYTES),
             url: url.to_string(),
             timeout,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS_IN_FLIGHT)),

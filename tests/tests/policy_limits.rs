@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
-    ServerProcess, TempDir, channel, check_request, default_policy_text, reload_error_shown,
-    replace_file, server_cli,
+    ServerProcess, SidecarProcess, TempDir, channel, check_request, default_policy_text,
+    reload_error_shown, replace_file, server_cli,
 };
 
 /// A policy of `n` purposes as an organisation writes one: areas of ten
@@ -110,6 +110,38 @@ async fn a_policy_of_100000_purposes_validates_and_serves() {
     );
     let peak = server.peak_resident_kib();
     assert!(peak < 256 * 1024, "the server reached {peak} KiB");
+
+    // The explorer's page and `/api/policy` (12 and 14 MB) are drawn
+    // without a JSON tree of the policy (which took 200 MB at once).
+    let admin = server.admin_addr.unwrap();
+    for path in ["/api/policy", "/"] {
+        let (status, body) = purposegate_tests::http_get(admin, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(body.len() > 10_000_000, "{path}: {} bytes", body.len());
+    }
+    let peak = server.peak_resident_kib();
+    assert!(
+        peak < 160 * 1024,
+        "the explorer took the server to {peak} KiB"
+    );
+
+    // A sidecar passes it on (its local `GetPolicy`): the 4 MB PolicyInfo
+    // is past gRPC's default 4 MiB, which cut the sidecar's answer off.
+    let sidecar = SidecarProcess::start(&server.url(), &[], &[]);
+    let mut local = DecisionServiceClient::new(channel(&sidecar.local_url()).await)
+        .max_decoding_message_size(64 << 20);
+    let info = local
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("the sidecar's GetPolicy: {e}"))
+        .into_inner();
+    assert_eq!(info.purposes.len(), 10_000, "the roots: one area a ten");
+    let permitted = local
+        .check(check_request("area-00049.task-6", "cat-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(permitted.decision(), pb::Decision::Permit);
 
     // The same policy under a smaller limit is refused at start, the
     // error naming the size and the flag that raises it.

@@ -69,20 +69,40 @@ pub(super) fn form_request(form: &Form) -> Result<DecisionRequest, String> {
     })
 }
 
-fn tree(taxonomy: &Taxonomy) -> Value {
-    Value::Array(
-        taxonomy
-            .nodes()
-            .map(|(_, n)| {
-                json!({
-                    "id": n.id,
-                    "description": n.description,
-                    "parent": n.parent.and_then(|p| taxonomy.node(p)).map(|p| p.id.clone()),
-                    "children": n.children.iter().filter_map(|&c| taxonomy.node(c)).map(|c| c.id.clone()).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
+/// A purpose or category tree as `/api/policy` writes it, serialised
+/// straight from the policy: a tree of 100,000 purposes as a JSON value
+/// first took over 100 MB for a moment.
+struct Tree<'a>(&'a Taxonomy);
+
+/// One node; members in the order the JSON has always had (sorted).
+#[derive(serde::Serialize)]
+struct TreeNode<'a> {
+    children: Ids<'a>,
+    description: &'a str,
+    id: &'a str,
+    parent: Option<&'a str>,
+}
+
+/// Nodes' ids, written as a list.
+struct Ids<'a>(&'a Taxonomy, &'a [engine::NodeIdx]);
+
+impl serde::Serialize for Tree<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        let taxonomy = self.0;
+        out.collect_seq(taxonomy.nodes().map(|(_, n)| TreeNode {
+            children: Ids(taxonomy, &n.children),
+            description: &n.description,
+            id: &n.id,
+            parent: n.parent.and_then(|p| taxonomy.node(p)).map(|p| &*p.id),
+        }))
+    }
+}
+
+impl serde::Serialize for Ids<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        let Ids(taxonomy, ids) = *self;
+        out.collect_seq(ids.iter().filter_map(|&c| taxonomy.node(c)).map(|c| &*c.id))
+    }
 }
 
 /// The JSON of `/api/policy` (documented in the README).
@@ -118,8 +138,8 @@ pub(super) fn policy_document(
         description: &'a str,
         revision: &'a str,
         last_reload_error: &'a str,
-        purposes: Value,
-        data_categories: Value,
+        purposes: Tree<'a>,
+        data_categories: Tree<'a>,
         rules: Vec<Value>,
         claims: Option<&'a [engine::Claim]>,
         matrix: &'a Matrix,
@@ -129,8 +149,8 @@ pub(super) fn policy_document(
         description: policy.description(),
         revision: policy.revision(),
         last_reload_error,
-        purposes: tree(policy.purposes()),
-        data_categories: tree(policy.categories()),
+        purposes: Tree(policy.purposes()),
+        data_categories: Tree(policy.categories()),
         rules,
         claims: policy.claims(),
         matrix,
