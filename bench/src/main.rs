@@ -19,6 +19,7 @@
 )]
 
 mod cachehit;
+mod fairness;
 mod h2load;
 mod held;
 mod net;
@@ -119,7 +120,7 @@ fn pin_to_one_core() -> bool {
 
 /// One part of the run, printed, nothing written.
 fn run_part(part: &str) -> Result<(), String> {
-    if part != "network" && part != "held" {
+    if !matches!(part, "network" | "held" | "fairness") {
         pin_to_one_core();
     }
     match part {
@@ -130,6 +131,12 @@ fn run_part(part: &str) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?
             .block_on(net::run())
+            .map(drop),
+        "fairness" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(fairness::run())
             .map(drop),
         "held" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -162,7 +169,7 @@ fn run_part(part: &str) -> Result<(), String> {
             Ok(())
         }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, decide, scaling, network or held (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling, network, fairness or held (or nothing, for the whole run)"
         )),
     }
 }
@@ -214,6 +221,7 @@ fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     machine.push(reference("before the network parts"));
     let network = runtime.block_on(net::run())?;
+    let fairness = runtime.block_on(fairness::run())?;
     machine.push(reference("after the network parts"));
     for m in &machine {
         println!("reference work {}: median {:.0} ns", m.name, m.median_ns);
@@ -228,6 +236,7 @@ fn run() -> Result<(), String> {
             scaling,
             cache_hit,
             network,
+            fairness,
             machine,
         },
     )

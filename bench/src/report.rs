@@ -21,6 +21,7 @@ pub struct Report {
     pub scaling: Vec<Point>,
     pub cache_hit: crate::cachehit::CacheHit,
     pub network: crate::net::Network,
+    pub fairness: crate::fairness::Fairness,
     /// The reference work ([`purposegate_bench::timing::reference`]),
     /// timed before and after each part.
     pub machine: Vec<Sample>,
@@ -204,6 +205,7 @@ fn markdown(r: &Report, speed: Speed) -> String {
     load::memory_goal(&mut md, &r.network);
     load::h2load(&mut md, &r.network, speed);
     load::scale(&mut md, &r.network);
+    load::fairness(&mut md, &r.fairness);
     md
 }
 

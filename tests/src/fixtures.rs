@@ -168,3 +168,45 @@ pub fn replace_file(path: &std::path::Path, text: &str) {
     std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
     std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// A policy of `n` purposes as an organisation writes one: areas of ten
+/// (an area and its nine tasks), twenty categories and 200 rules on
+/// purposes spread over the tree (a quarter of them prohibitions).
+pub fn organisation_policy(n: usize) -> String {
+    let mut text = String::from("version: 1\nname: organisation\npurposes:\n");
+    let mut ids = Vec::with_capacity(n);
+    let mut area = 0;
+    while ids.len() < n {
+        let root = format!("area-{area:05}");
+        text.push_str(&format!("  {root}: Area {area} of the organisation\n"));
+        ids.push(root.clone());
+        for task in 0..9 {
+            if ids.len() >= n {
+                break;
+            }
+            let id = format!("{root}.task-{task}");
+            text.push_str(&format!("  {id}: Task {task} of area {area}\n"));
+            ids.push(id);
+        }
+        area += 1;
+    }
+    text.push_str("dataCategories:\n");
+    for c in 0..20 {
+        text.push_str(&format!("  cat-{c}: Category {c}\n"));
+    }
+    text.push_str("rules:\n");
+    for i in 0..200 {
+        let effect = if i % 4 == 0 { "deny" } else { "permit" };
+        let (Some(a), Some(b)) = (
+            ids.get((i * 497) % ids.len()),
+            ids.get((i * 1009 + 3) % ids.len()),
+        ) else {
+            panic!("a policy of no purposes");
+        };
+        text.push_str(&format!(
+            "  - id: rule-{i}\n    effect: {effect}\n    dataCategories: [cat-{}]\n    purposes: [{a}, {b}]\n",
+            i % 20
+        ));
+    }
+    text
+}

@@ -20,6 +20,7 @@ pub mod diffs;
 pub mod docs;
 pub mod explorer;
 mod fixtures;
+pub mod floods;
 mod peers;
 mod pki;
 mod process;

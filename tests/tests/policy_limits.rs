@@ -15,46 +15,8 @@ use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_tests::{
     ServerProcess, SidecarProcess, TempDir, channel, check_request, default_policy_text,
-    reload_error_shown, replace_file, server_cli,
+    organisation_policy, reload_error_shown, replace_file, server_cli,
 };
-
-/// A policy of `n` purposes as an organisation writes one: areas of ten
-/// (an area and its nine tasks), twenty categories and 200 rules on
-/// purposes spread over the tree (a quarter of them prohibitions).
-fn organisation(n: usize) -> String {
-    let mut text = String::from("version: 1\nname: organisation\npurposes:\n");
-    let mut ids = Vec::with_capacity(n);
-    let mut area = 0;
-    while ids.len() < n {
-        let root = format!("area-{area:05}");
-        text.push_str(&format!("  {root}: Area {area} of the organisation\n"));
-        ids.push(root.clone());
-        for task in 0..9 {
-            if ids.len() >= n {
-                break;
-            }
-            let id = format!("{root}.task-{task}");
-            text.push_str(&format!("  {id}: Task {task} of area {area}\n"));
-            ids.push(id);
-        }
-        area += 1;
-    }
-    text.push_str("dataCategories:\n");
-    for c in 0..20 {
-        text.push_str(&format!("  cat-{c}: Category {c}\n"));
-    }
-    text.push_str("rules:\n");
-    for i in 0..200 {
-        let effect = if i % 4 == 0 { "deny" } else { "permit" };
-        let a = ids.get((i * 497) % ids.len()).unwrap();
-        let b = ids.get((i * 1009 + 3) % ids.len()).unwrap();
-        text.push_str(&format!(
-            "  - id: rule-{i}\n    effect: {effect}\n    dataCategories: [cat-{}]\n    purposes: [{a}, {b}]\n",
-            i % 20
-        ));
-    }
-    text
-}
 
 /// A policy of 100,000 purposes (4.1 MB, eight times the old 512 KiB cap)
 /// validates and serves: loading is near-linear. The bounds are loose for
@@ -63,7 +25,7 @@ fn organisation(n: usize) -> String {
 #[tokio::test]
 async fn a_policy_of_100000_purposes_validates_and_serves() {
     let dir = TempDir::new("policy-100k");
-    let text = organisation(100_000);
+    let text = organisation_policy(100_000);
     assert!(text.len() > 2_000_000, "{} bytes", text.len());
     let path = dir.write("organisation.yaml", &text);
 

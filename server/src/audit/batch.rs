@@ -22,12 +22,17 @@
 //! member is absent). Every distinct value is written once however many
 //! items use it, every distinct item once however often it repeats.
 //!
+//! `first` and `of` are written only when a batch takes several lines;
+//! `varying`, `values` and `kinds` only when items differ, `order` only
+//! when there is more than one kind (else every item is kind 0).
+//!
 //! A request's lines, seals included, stay within
 //! [`BATCH_LOG_BYTES_PER_REQUEST_BYTE`] times its body: past that the
 //! reasons are left out, then the rule ids (both derived from the
-//! question, which `replay` asks again; the line says `left_out`), and
-//! past that the batch is counted as dropped (a `dropped` line) like any
-//! decision the queue cannot hold.
+//! question, which `replay` asks again; the line says `left_out`). Past
+//! that (only hashed fields, `--decision-log-redact`, take a batch there)
+//! the smallest form is written still: a batch's questions are never left
+//! out whole.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -41,11 +46,13 @@ use super::line::{LEFT_OUT_IN_TURN, Record, Redaction, Via};
 use crate::engine::{Decision, DecisionRequest, Evaluation};
 
 /// At most this many bytes of log, seals included, for each byte of a
-/// batch's request body (under the 4 promised, for the checkpoints
-/// between lines).
-pub const BATCH_LOG_BYTES_PER_REQUEST_BYTE: usize = 3;
-/// A batch line stops taking items once its tables pass this many bytes.
+/// batch's request body, as for a single evaluation.
+pub const BATCH_LOG_BYTES_PER_REQUEST_BYTE: usize = super::line::LOG_BYTES_PER_REQUEST_BYTE;
+/// A batch line stops taking items before its tables pass this many bytes…
 const CHUNK_BYTES: usize = 48 * 1024;
+/// …and is split if, written, it passes this (under the 64 KiB at which
+/// the writer cuts a line, with room for its `seq` and seal).
+const MAX_BATCH_LINE: usize = super::bound::MAX_LINE_BYTES - 1024;
 /// What the writer adds to a line: `seq` and the seal.
 const SEAL_BYTES: usize = super::chain::SEAL_BYTES + 24;
 /// A value index meaning "this item lacks the member".
@@ -184,67 +191,103 @@ impl Batch {
         let budget = self
             .request_bytes
             .saturating_mul(BATCH_LOG_BYTES_PER_REQUEST_BYTE);
-        let items = self.order.len() as u64;
+        let mut lines = Vec::new();
         for left_out in LEFT_OUT_IN_TURN {
-            let lines = self.render(left_out, latency_us);
+            lines = self.render(left_out, latency_us);
             let total: usize = lines.iter().map(|l| l.len() + SEAL_BYTES).sum();
             if total <= budget {
-                let mut record = Record::new(
-                    Via::face(self.face),
-                    DecisionRequest::default(),
-                    self.revision.clone().unwrap_or_else(|| Arc::from("")),
-                    latency_us,
-                );
-                record.time = self.time;
-                record.count = items;
-                record.decision = if self.denied > 0 {
-                    Decision::Deny
-                } else {
-                    Decision::Permit
-                };
-                record.batch = Some(Box::new(Lines {
-                    lines,
-                    denied: self.denied,
-                }));
-                self.log.queue(record);
-                return;
+                break;
             }
         }
-        self.log.dropped(self.time, items, self.denied);
+        // Past every cut the smallest form is written still (hashed
+        // fields, `--decision-log-redact`, are what can take a batch
+        // there): a batch's questions are never left out whole.
+        let mut record = Record::new(
+            Via::face(self.face),
+            DecisionRequest::default(),
+            self.revision.clone().unwrap_or_else(|| Arc::from("")),
+            latency_us,
+        );
+        record.time = self.time;
+        record.count = self.order.len() as u64;
+        // Queued with the denials (kept first when the queue is full) only
+        // when mostly denials: a batch of permits with one denial in it
+        // does not displace other callers' lines.
+        record.decision = if self.denied * 2 >= record.count {
+            Decision::Deny
+        } else {
+            Decision::Permit
+        };
+        record.batch = Some(Box::new(Lines {
+            lines,
+            denied: self.denied,
+        }));
+        self.log.queue(record);
     }
 
+    /// The batch's lines, each at most [`MAX_BATCH_LINE`] bytes but for a
+    /// single item over it (which the writer then cuts, like any line
+    /// over 64 KiB).
     fn render(&self, left_out: &[&str], latency_us: u64) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
         let mut from = 0;
         while from < self.order.len() {
             let to = self.chunk_end(from);
-            lines.push(self.line(from, to, left_out, latency_us).into_bytes());
+            self.lines_of(from, to, left_out, latency_us, &mut lines);
             from = to;
         }
         lines
     }
 
-    /// Where a line that begins at item `from` ends: once its tables pass
-    /// [`CHUNK_BYTES`] (and at least one item in).
+    /// Items `from..to` as one line, or halved until each line fits.
+    fn lines_of(
+        &self,
+        from: usize,
+        to: usize,
+        left_out: &[&str],
+        latency_us: u64,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let line = self.line(from, to, left_out, latency_us);
+        if line.len() <= MAX_BATCH_LINE || to - from < 2 {
+            out.push(line.into_bytes());
+            return;
+        }
+        let middle = from + (to - from) / 2;
+        self.lines_of(from, middle, left_out, latency_us, out);
+        self.lines_of(middle, to, left_out, latency_us, out);
+    }
+
+    /// Where a line that begins at item `from` ends: before the item that
+    /// would take its tables past [`CHUNK_BYTES`] (at least one item in).
+    /// An estimate from above, each index taken at 6 bytes; `lines_of`
+    /// halves a line that passes [`MAX_BATCH_LINE`] all the same.
     fn chunk_end(&self, from: usize) -> usize {
         let mut kinds = std::collections::HashSet::new();
         let mut values = std::collections::HashSet::new();
         let mut bytes = 0usize;
         for (i, &k) in self.order.iter().enumerate().skip(from) {
-            if bytes > CHUNK_BYTES && i > from {
+            let mut cost = 6;
+            if !kinds.contains(&k) {
+                let kind = self.kinds.get(k as usize).map_or(&[][..], Vec::as_slice);
+                cost += self.keys.len() * 6 + 2;
+                for (j, &v) in kind.iter().enumerate() {
+                    if v != ABSENT && !values.contains(&(j, v)) {
+                        cost += self.value(j, v).len() + 1;
+                    }
+                }
+            }
+            if bytes + cost > CHUNK_BYTES && i > from {
                 return i;
             }
-            bytes += digits(k) + 1;
-            if !kinds.insert(k) {
-                continue;
-            }
-            let Some(kind) = self.kinds.get(k as usize) else {
-                continue;
-            };
-            bytes += kind.len() * 4 + 2;
-            for (j, &v) in kind.iter().enumerate() {
-                if v != ABSENT && values.insert((j, v)) {
-                    bytes += self.value(j, v).len() + 1;
+            bytes += cost;
+            if kinds.insert(k) {
+                if let Some(kind) = self.kinds.get(k as usize) {
+                    for (j, &v) in kind.iter().enumerate() {
+                        if v != ABSENT {
+                            values.insert((j, v));
+                        }
+                    }
                 }
             }
         }
@@ -306,49 +349,58 @@ impl Batch {
         let mut out = String::with_capacity(256);
         let _ = write!(
             out,
-            "{{\"time\":\"{}\",\"via\":{},\"revision\":{},\"latency_us\":{latency_us},\"batch\":{{\"items\":{},\"first\":{from},\"of\":{}",
+            "{{\"time\":\"{}\",\"via\":{},\"revision\":{},\"latency_us\":{latency_us},\"batch\":{{\"items\":{}",
             super::rfc3339(self.time),
             json(self.face),
             json(self.revision.as_deref().unwrap_or("")),
             to - from,
-            self.order.len(),
         );
+        if to - from < self.order.len() {
+            let _ = write!(out, ",\"first\":{from},\"of\":{}", self.order.len());
+        }
         out.push_str(",\"shared\":{");
         for (n, &(j, v)) in shared.iter().enumerate() {
             sep(&mut out, n);
             let _ = write!(out, "{}:{}", json(self.key(j)), self.value(j, v));
         }
-        out.push_str("},\"varying\":[");
-        for (n, &(j, _, _)) in varying.iter().enumerate() {
-            sep(&mut out, n);
-            out.push_str(&json(self.key(j)));
-        }
-        out.push_str("],\"values\":[");
-        for (n, (j, used, _)) in varying.iter().enumerate() {
-            sep(&mut out, n);
-            out.push('[');
-            for (m, &v) in used.iter().enumerate() {
-                sep(&mut out, m);
-                out.push_str(self.value(*j, v));
-            }
-            out.push(']');
-        }
-        out.push_str("],\"kinds\":[");
-        for (k, _) in kinds.iter().enumerate() {
-            sep(&mut out, k);
-            out.push('[');
-            for (n, (_, _, per_kind)) in varying.iter().enumerate() {
+        out.push('}');
+        if !varying.is_empty() {
+            out.push_str(",\"varying\":[");
+            for (n, &(j, _, _)) in varying.iter().enumerate() {
                 sep(&mut out, n);
-                let _ = write!(out, "{}", per_kind.get(k).copied().unwrap_or(0));
+                out.push_str(&json(self.key(j)));
+            }
+            out.push_str("],\"values\":[");
+            for (n, (j, used, _)) in varying.iter().enumerate() {
+                sep(&mut out, n);
+                out.push('[');
+                for (m, &v) in used.iter().enumerate() {
+                    sep(&mut out, m);
+                    out.push_str(self.value(*j, v));
+                }
+                out.push(']');
+            }
+            out.push_str("],\"kinds\":[");
+            for (k, _) in kinds.iter().enumerate() {
+                sep(&mut out, k);
+                out.push('[');
+                for (n, (_, _, per_kind)) in varying.iter().enumerate() {
+                    sep(&mut out, n);
+                    let _ = write!(out, "{}", per_kind.get(k).copied().unwrap_or(0));
+                }
+                out.push(']');
             }
             out.push(']');
         }
-        out.push_str("],\"order\":[");
-        for (n, k) in order.iter().enumerate() {
-            sep(&mut out, n);
-            let _ = write!(out, "{}", kind_local.get(k).copied().unwrap_or(0));
+        if kinds.len() > 1 {
+            out.push_str(",\"order\":[");
+            for (n, k) in order.iter().enumerate() {
+                sep(&mut out, n);
+                let _ = write!(out, "{}", kind_local.get(k).copied().unwrap_or(0));
+            }
+            out.push(']');
         }
-        out.push_str("]}");
+        out.push('}');
         if !left_out.is_empty() {
             let _ = write!(out, ",\"left_out\":{}", json(left_out));
         }
@@ -370,10 +422,6 @@ fn sep(out: &mut String, n: usize) {
     }
 }
 
-fn digits(n: u32) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
-}
-
 /// A batch line read back as the decision lines it stands for, one per
 /// distinct item, each with its `count` (and the line's `via`,
 /// `revision` and `redacted`).
@@ -383,11 +431,13 @@ pub fn expand(line: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Stri
         .get("batch")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("`batch` is not an object"))?;
-    let list = |key: &str| {
-        batch
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad(&format!("`batch.{key}` is not a list")))
+    // A member left out is empty (`order`: every item kind 0).
+    let empty = Vec::new();
+    let list = |key: &str| match batch.get(key) {
+        None => Ok(&empty),
+        Some(v) => v
+            .as_array()
+            .ok_or_else(|| bad(&format!("`batch.{key}` is not a list"))),
     };
     let shared = batch
         .get("shared")
@@ -404,7 +454,7 @@ pub fn expand(line: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Stri
         .collect::<Option<Vec<_>>>()
         .filter(|v| v.len() == varying.len())
         .ok_or_else(|| bad("`batch.values` is not a list per varying member"))?;
-    let kinds = list("kinds")?
+    let mut kinds = list("kinds")?
         .iter()
         .map(|kind| {
             let kind = kind.as_array().filter(|k| k.len() == varying.len())?;
@@ -418,19 +468,31 @@ pub fn expand(line: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Stri
         })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| bad("a kind in `batch.kinds` names a value `batch.values` lacks"))?;
+    if kinds.is_empty() && varying.is_empty() {
+        kinds.push(Vec::new());
+    }
+    let items = batch
+        .get("items")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("`batch.items` is not a count"))?;
     let mut counts = vec![0u64; kinds.len()];
-    for k in list("order")? {
-        let k = k
-            .as_u64()
-            .and_then(|k| usize::try_from(k).ok())
-            .filter(|&k| k < kinds.len())
-            .ok_or_else(|| bad("`batch.order` names a kind `batch.kinds` lacks"))?;
-        if let Some(count) = counts.get_mut(k) {
-            *count += 1;
+    match batch.get("order") {
+        None if kinds.len() == 1 => counts = vec![items],
+        None => return Err(bad("`batch.order` is missing for several kinds")),
+        Some(_) => {
+            for k in list("order")? {
+                let k = k
+                    .as_u64()
+                    .and_then(|k| usize::try_from(k).ok())
+                    .filter(|&k| k < kinds.len())
+                    .ok_or_else(|| bad("`batch.order` names a kind `batch.kinds` lacks"))?;
+                if let Some(count) = counts.get_mut(k) {
+                    *count += 1;
+                }
+            }
         }
     }
-    let items = batch.get("items").and_then(Value::as_u64);
-    if items != Some(counts.iter().sum()) {
+    if items != counts.iter().sum::<u64>() {
         return Err(bad("`batch.items` is not the length of `batch.order`"));
     }
     let mut out = Vec::with_capacity(kinds.len());

@@ -252,21 +252,6 @@ impl DecisionLog {
         });
     }
 
-    /// Counts `count` decisions made at `time` as dropped (`denied` of
-    /// them not permits), for the next `dropped` line.
-    fn dropped(&self, time: SystemTime, count: u64, denied: u64) {
-        let Some(shared) = &self.shared else { return };
-        shared.dropped.inc_by(count);
-        if let Ok(mut queue) = shared.queue.lock() {
-            let first = queue.is_empty();
-            queue.note_dropped_run(count, denied, time, time);
-            drop(queue);
-            if first {
-                shared.ready.notify_one();
-            }
-        }
-    }
-
     /// Queues the answer to the reverse question: the purposes permitted.
     pub fn record_permitted(
         &self,

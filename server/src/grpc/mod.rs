@@ -274,7 +274,9 @@ impl DecisionService for DecisionServer {
         // Converted and decided on the work pool: its cost grows with the
         // batch.
         let this = self.clone();
-        let size = requests.len();
+        // Its size for the work pool, in bytes as AuthZEN's are counted:
+        // a typical request is about 128.
+        let size = requests.len().saturating_mul(128);
         let job = move || -> Result<Vec<pb::CheckResponse>, InvalidRequest> {
             let converted = requests
                 .into_iter()
@@ -368,7 +370,7 @@ impl DecisionService for DecisionServer {
             let answer = decider.permitted_purposes(&req, job_span.as_mut(), via);
             (answer, job_span)
         };
-        let (answer, back) = self.pool.run(peer, 1, job).await.map_err(busy)?;
+        let (answer, back) = self.pool.run(peer, 128, job).await.map_err(busy)?;
         span = back;
         let answer = answer.map_err(|e| invalid(e, span.as_mut()))?;
         self.decider.metrics().answered(start.elapsed());

@@ -28,6 +28,17 @@ fn held(
     })
 }
 
+/// Yields until `n` jobs have started.
+async fn started(ran: &Arc<Mutex<Vec<&'static str>>>, n: usize) {
+    for _ in 0..1000 {
+        if ran.lock().unwrap().len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("{n} jobs never started");
+}
+
 /// Yields until `n` jobs wait in the pool's queues.
 async fn queued(pool: &WorkPool, n: usize) {
     for _ in 0..1000 {
@@ -46,7 +57,7 @@ async fn a_freed_slot_goes_to_the_least_served_address_not_the_next_job() {
     let gate = Arc::new(Mutex::new(gate));
     let ran = Arc::new(Mutex::new(Vec::new()));
     let mut jobs = vec![held(&pool, ip(1), "a0", &gate, &ran)];
-    queued(&pool, 0).await;
+    started(&ran, 1).await;
     for (n, tag) in ["a1", "a2", "a3", "a4"].into_iter().enumerate() {
         jobs.push(held(&pool, ip(1), tag, &gate, &ran));
         queued(&pool, n + 1).await;
@@ -72,7 +83,7 @@ async fn an_address_past_its_share_is_refused_at_once() {
     let gate = Arc::new(Mutex::new(gate));
     let ran = Arc::new(Mutex::new(Vec::new()));
     let mut jobs = vec![held(&pool, ip(1), "a0", &gate, &ran)];
-    queued(&pool, 0).await;
+    started(&ran, 1).await;
     for n in 1..=2 {
         jobs.push(held(&pool, ip(1), "a", &gate, &ran));
         queued(&pool, n).await;
@@ -95,7 +106,7 @@ async fn when_every_place_is_taken_the_longest_queue_gives_one_up() {
     let gate = Arc::new(Mutex::new(gate));
     let ran = Arc::new(Mutex::new(Vec::new()));
     let running = held(&pool, ip(1), "a0", &gate, &ran);
-    queued(&pool, 0).await;
+    started(&ran, 1).await;
     let mut flood = Vec::new();
     for n in 1..=4 {
         flood.push(held(&pool, ip(1), "a", &gate, &ran));
@@ -161,7 +172,7 @@ async fn an_ipv6_host_is_one_address_whichever_of_its_64_it_uses() {
     let ran = Arc::new(Mutex::new(Vec::new()));
     let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
     let running = held(&pool, host(1), "first", &gate, &ran);
-    queued(&pool, 0).await;
+    started(&ran, 1).await;
     let waiting = held(&pool, host(2), "second", &gate, &ran);
     queued(&pool, 1).await;
     assert_eq!(pool.run(host(3), 1, || ()).await, Err(Busy::Peer));
@@ -170,4 +181,60 @@ async fn an_ipv6_host_is_one_address_whichever_of_its_64_it_uses() {
     }
     assert_eq!(running.await.unwrap(), Ok(()));
     assert_eq!(waiting.await.unwrap(), Ok(()));
+}
+
+/// Runs one job of `peer` that takes `ms` of wall time.
+async fn ran_for(pool: &WorkPool, peer: IpAddr, ms: u64) {
+    let job = move || std::thread::sleep(Duration::from_millis(ms));
+    assert_eq!(pool.run(peer, 100, job).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_goes_idle_keeps_its_debt() {
+    let pool = WorkPool::new(1, 64, 8);
+    // 127.0.0.1 is served 30 ms, then has nothing waiting or running.
+    ran_for(&pool, ip(1), 30).await;
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(gate));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let holder = held(&pool, ip(3), "holder", &gate, &ran);
+    started(&ran, 1).await;
+    // It comes back first, a new address after it: the new one goes
+    // first all the same.
+    let back = held(&pool, ip(1), "back", &gate, &ran);
+    queued(&pool, 1).await;
+    let new = held(&pool, ip(2), "new", &gate, &ran);
+    queued(&pool, 2).await;
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    for job in [holder, back, new] {
+        assert_eq!(job.await.unwrap(), Ok(()));
+    }
+    assert_eq!(*ran.lock().unwrap(), ["holder", "new", "back"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_place_is_taken_the_job_that_would_run_last_gives_its_place_up() {
+    let pool = WorkPool::new(1, 2, 4);
+    ran_for(&pool, ip(1), 30).await;
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(gate));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let holder = held(&pool, ip(3), "holder", &gate, &ran);
+    started(&ran, 1).await;
+    let indebted = held(&pool, ip(1), "indebted", &gate, &ran);
+    queued(&pool, 1).await;
+    let other = held(&pool, ip(4), "other", &gate, &ran);
+    queued(&pool, 2).await;
+    // Both places taken, one job each: the newcomer takes the place of
+    // the address served most.
+    let newcomer = held(&pool, ip(5), "newcomer", &gate, &ran);
+    assert_eq!(indebted.await.unwrap(), Err(Busy::Everyone));
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    for job in [holder, other, newcomer] {
+        assert_eq!(job.await.unwrap(), Ok(()));
+    }
 }

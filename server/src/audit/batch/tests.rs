@@ -94,7 +94,7 @@ fn every_item_comes_back_from_its_lines() {
 }
 
 #[test]
-fn a_tight_budget_leaves_the_reasons_out_then_counts_the_batch_as_dropped() {
+fn a_tight_budget_leaves_the_reasons_out_then_the_rule_ids_and_never_the_questions() {
     let (log, shared) = super::super::tests::unwritten(1 << 30);
     // Without reasons the tables are far smaller: 60 bytes an item fit.
     filled(&log, 60 * 100 / BATCH_LOG_BYTES_PER_REQUEST_BYTE, 100).finish();
@@ -104,13 +104,101 @@ fn a_tight_budget_leaves_the_reasons_out_then_counts_the_batch_as_dropped() {
     let items = expand(&lines[0]).unwrap();
     assert!(items.iter().all(|i| i.get("reason").is_none()));
     assert_eq!(items.len(), 100);
-    // A budget nothing fits: counted as dropped, none lost silently.
+    // A budget nothing fits: the smallest form, every question in it.
     filled(&log, 10, 100).finish();
     let (dropped, records) = super::super::take(&shared);
-    assert!(records.is_empty());
-    let dropped = dropped.unwrap();
-    assert_eq!((dropped.dropped, dropped.denied_dropped), (100, 50));
-    assert_eq!(shared.dropped.get(), 100);
+    assert!(dropped.is_none());
+    let lines = lines_of(&records);
+    assert_eq!(
+        lines[0]["left_out"],
+        serde_json::json!(["reason", "rule_ids"])
+    );
+    let items: Vec<_> = lines.iter().flat_map(|l| expand(l).unwrap()).collect();
+    assert_eq!(items.len(), 100);
+    assert!(items.iter().all(|i| i.get("purpose").is_some()));
+    // Mostly permits: queued with the permits, not ahead of denials.
+    assert_eq!(records[0].decision, Decision::Deny, "half of them are");
+    let mut batch = log.batch("test.batch", 1 << 20);
+    for i in 0..10 {
+        let decision = if i == 0 {
+            Decision::Deny
+        } else {
+            Decision::Permit
+        };
+        batch.add(
+            Via::face("test.batch"),
+            item("provide", "r"),
+            &answer(decision, "why"),
+            "why".into(),
+        );
+    }
+    batch.finish();
+    let (_, records) = super::super::take(&shared);
+    assert_eq!(records[0].decision, Decision::Permit);
+    assert_eq!(records[0].denied(), 1);
+}
+
+#[test]
+fn a_one_item_batch_is_one_small_line() {
+    let (log, shared) = super::super::tests::unwritten(1 << 30);
+    let mut batch = log.batch("test.batch", 107);
+    batch.add(
+        Via::face("test.batch"),
+        item("p", "d"),
+        &answer(Decision::NotApplicable, "unknown purpose `p`"),
+        "unknown purpose `p`".into(),
+    );
+    batch.finish();
+    let lines = lines_of(&super::super::take(&shared).1);
+    assert_eq!(lines.len(), 1);
+    let text = serde_json::to_string(&lines[0]).unwrap();
+    // Nothing written for what does not vary: no tables, no order.
+    for absent in ["first", "of", "varying", "values", "kinds", "order"] {
+        assert!(lines[0]["batch"].get(absent).is_none(), "{absent}: {text}");
+    }
+    assert!(
+        text.len() + SEAL_BYTES < 4 * 107,
+        "{} bytes: {text}",
+        text.len()
+    );
+    let items = expand(&lines[0]).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["count"], 1);
+    assert_eq!(items[0]["purpose"], "p");
+}
+
+#[test]
+fn no_line_passes_its_bound_however_the_items_are_sized() {
+    let (log, shared) = super::super::tests::unwritten(1 << 30);
+    let mut batch = log.batch("test.batch", 1 << 30);
+    // 45 items of distinct 1 KB ids, then one of 32 KB of context: the
+    // estimate stops before the big one, not after.
+    for i in 0..46 {
+        let mut request = item("provide", &format!("{i}-{}", "w".repeat(1000)));
+        if i == 45 {
+            for a in 0..32 {
+                request
+                    .context
+                    .attributes
+                    .insert(format!("a{a}"), "v".repeat(1000));
+            }
+        }
+        batch.add(
+            Via::face("test.batch"),
+            request,
+            &answer(Decision::Permit, "why"),
+            "why".into(),
+        );
+    }
+    batch.finish();
+    let lines = lines_of(&super::super::take(&shared).1);
+    let mut items = 0;
+    for line in &lines {
+        let len = serde_json::to_vec(line).unwrap().len();
+        assert!(len <= MAX_BATCH_LINE, "{len} bytes");
+        items += expand(line).unwrap().len();
+    }
+    assert_eq!(items, 46);
 }
 
 #[test]
