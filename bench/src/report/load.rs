@@ -197,7 +197,7 @@ pub fn fairness(md: &mut String, f: &crate::fairness::Fairness) {
     let _ = writeln!(md, "## One caller against everyone\n");
     let _ = writeln!(
         md,
-        "`Check` asked one call after another on 127.0.0.1 for 10 s while four callers from other loopback addresses flood the server, and a real AuthZEN evaluation asked every 200 ms beside them (`purposegate-bench fairness`; the release server, its decision log off). Batches and the reverse question run on the work pool (a slot goes to the least-served address); AuthZEN bodies are admitted by the bytes that arrive.\n"
+        "`Check` asked one call after another on 127.0.0.1 for 10 s while four callers from other loopback addresses flood the server, and a real AuthZEN evaluation asked every 200 ms beside them (`purposegate-bench fairness`; the release server, its decision log off). Batches and the reverse question run on the work pool (a slot goes to the address whose next job would finish first in fair time); AuthZEN bodies are admitted by the bytes that arrive.\n"
     );
     let _ = writeln!(
         md,
