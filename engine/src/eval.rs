@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::choices::{ChoiceFacts, Judged};
 use super::decision::{Decision, Evaluation, MonitorEvaluation};
 use super::glob::glob;
 use super::model::{Claim, Effect, Mode, NodeIdx, Obligation};
@@ -55,6 +56,13 @@ impl Policy {
     /// Decides one request. Never fails: an invalid request is
     /// `INDETERMINATE` with the reason (the gRPC edge rejects it before).
     pub fn evaluate(&self, req: &DecisionRequest) -> Evaluation {
+        self.evaluate_with(req, &ChoiceFacts::none())
+    }
+
+    /// Decides one request with the choices the caller looked up for its
+    /// owner tenant and data subject (`choices.rs`): a permit the rules
+    /// give stands only if those choices allow it.
+    pub fn evaluate_with(&self, req: &DecisionRequest, choices: &ChoiceFacts) -> Evaluation {
         if let Err(invalid) = req.validate() {
             return self.answer(
                 req,
@@ -72,7 +80,7 @@ impl Policy {
                 Reason::unknown_purpose(self, &req.purpose),
             );
         };
-        self.evaluate_purpose(purpose, req)
+        self.evaluate_purpose(purpose, req, choices)
     }
 
     /// Decides a valid request for the declared `purpose` (the request's
@@ -80,7 +88,12 @@ impl Policy {
     /// once the purpose is found. The reverse question asks the same
     /// checks and pass of every purpose ([`Policy::refused_before_rules`],
     /// [`Policy::enforced_pass`]).
-    pub(crate) fn evaluate_purpose(&self, purpose: NodeIdx, req: &DecisionRequest) -> Evaluation {
+    pub(crate) fn evaluate_purpose(
+        &self,
+        purpose: NodeIdx,
+        req: &DecisionRequest,
+        choices: &ChoiceFacts,
+    ) -> Evaluation {
         // A purpose inherited from upstream is the ceiling: a wider or
         // unrelated purpose is denied before any rule is looked at.
         if !self.within_ceiling(purpose, req) {
@@ -100,6 +113,23 @@ impl Policy {
         }
         let in_play = self.categories_in_play(req);
         let enforced = self.evaluate_pass(purpose, &in_play, req, false, None);
+        // Choices narrow what the rules permit, never more.
+        if enforced.decision == Decision::Permit {
+            match self.choices().judge(self.purposes(), purpose, req, choices) {
+                Judged::Allowed => {}
+                Judged::Denied(reason) => {
+                    return self.answer(req, Decision::Deny, Vec::new(), Reason::words(reason));
+                }
+                Judged::Missing(reason) => {
+                    return self.answer(
+                        req,
+                        Decision::Indeterminate,
+                        Vec::new(),
+                        Reason::words(reason),
+                    );
+                }
+            }
+        }
         let monitor = if self.has_monitor_rules() {
             let with_monitor = self.evaluate_pass(purpose, &in_play, req, true, None);
             (with_monitor.decision != enforced.decision).then_some(with_monitor)

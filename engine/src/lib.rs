@@ -10,6 +10,7 @@
 //! [`Policy::evaluate`] always returns an [`Evaluation`].
 
 mod cases;
+mod choices;
 mod decision;
 mod decode;
 mod diagnostic;
@@ -32,6 +33,10 @@ mod yaml;
 pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
+pub use choices::{
+    Choice, ChoiceFacts, ChoiceRequirement, ChoiceScope, ChoiceState, ChoicesPolicy, Judged,
+    civil_date, rfc3339,
+};
 pub use decision::{Decision, Evaluation, MonitorEvaluation};
 pub use decode::{Decoder, Fields};
 pub use diagnostic::{Diagnostic, Diagnostics, MAX_SHOWN, Span, plural};

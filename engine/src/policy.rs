@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::choices::ChoicesPolicy;
 use super::model::{Claim, Effect, Mode, NodeIdx, Rule, Settings, Taxonomy};
 
 /// Index of a rule in policy order.
@@ -38,10 +39,20 @@ struct Compiled {
     /// `None` when the policy has no `claims` section: any subject may
     /// claim any purpose.
     claims: Option<Vec<Claim>>,
+    /// Which purposes depend on what tenants and data subjects chose.
+    choices: ChoicesPolicy,
     index: RuleIndex,
     /// The purposes in tree order (`Taxonomy::tree_order`), for the
     /// reverse question.
     purpose_order: Vec<NodeIdx>,
+}
+
+/// What a policy binds purposes to besides its rules: who may claim them,
+/// and which depend on choices.
+#[derive(Debug, Default)]
+pub(crate) struct Bindings {
+    pub(crate) claims: Option<Vec<Claim>>,
+    pub(crate) choices: ChoicesPolicy,
 }
 
 impl Policy {
@@ -52,7 +63,7 @@ impl Policy {
         purposes: Taxonomy,
         categories: Taxonomy,
         rules: Vec<Rule>,
-        claims: Option<Vec<Claim>>,
+        bindings: Bindings,
     ) -> Self {
         let revision = revision_of(
             &name,
@@ -61,8 +72,9 @@ impl Policy {
             &purposes,
             &categories,
             &rules,
-            claims.as_deref(),
+            &bindings,
         );
+        let Bindings { claims, choices } = bindings;
         let index = RuleIndex::build(&purposes, &categories, &rules);
         let purpose_order = purposes.tree_order();
         Policy {
@@ -75,6 +87,7 @@ impl Policy {
                 categories,
                 rules,
                 claims,
+                choices,
                 index,
                 purpose_order,
             }),
@@ -114,6 +127,12 @@ impl Policy {
     /// Who may claim which purposes, if the policy says.
     pub fn claims(&self) -> Option<&[Claim]> {
         self.inner.claims.as_deref()
+    }
+
+    /// Which purposes depend on choices (empty when the policy says
+    /// nothing of them).
+    pub fn choices(&self) -> &ChoicesPolicy {
+        &self.inner.choices
     }
 
     pub fn rule(&self, idx: RuleIdx) -> Option<&Rule> {
@@ -297,6 +316,8 @@ struct Canonical<'a> {
     rules: &'a [Rule],
     #[serde(skip_serializing_if = "Option::is_none")]
     claims: Option<&'a [Claim]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choices: Option<&'a ChoicesPolicy>,
 }
 
 fn revision_of(
@@ -306,7 +327,7 @@ fn revision_of(
     purposes: &Taxonomy,
     categories: &Taxonomy,
     rules: &[Rule],
-    claims: Option<&[Claim]>,
+    bindings: &Bindings,
 ) -> String {
     let tree = |t: &'_ Taxonomy| -> BTreeMap<String, String> {
         t.nodes()
@@ -329,7 +350,8 @@ fn revision_of(
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
         rules,
-        claims,
+        claims: bindings.claims.as_deref(),
+        choices: (!bindings.choices.is_empty()).then_some(&bindings.choices),
     };
     // Serialising plain data to a Vec cannot fail; an empty input would
     // still give a stable (if useless) hash rather than a panic.

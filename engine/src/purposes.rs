@@ -93,6 +93,13 @@ impl Policy {
                     if self.refused_before_rules(purpose, req, &facts) {
                         continue;
                     }
+                    // A purpose that depends on choices is not listed: the
+                    // reverse question is asked without them.
+                    if self.choices().governs(self.purposes(), purpose)
+                        || !(self.choices().is_empty() || req.resource.data_subject.is_empty())
+                    {
+                        continue;
+                    }
                     let (class, classes) = self.purpose_class(purpose);
                     let known = passes.get(class).and_then(Option::as_ref);
                     let permit = match known {

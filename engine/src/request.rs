@@ -64,6 +64,10 @@ pub struct Resource {
     pub category: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub owner_tenant: String,
+    /// Whose data it is, within the owner tenant: with it, the data
+    /// subject's choices (consent, objection, restriction) are read.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub data_subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deidentification: Option<Deidentification>,
     /// k of an aggregate; `None` when not given.
@@ -238,6 +242,11 @@ impl DecisionRequest {
             &self.resource.owner_tenant,
             MAX_ID_BYTES,
         )?;
+        text(
+            "resource.data_subject",
+            &self.resource.data_subject,
+            MAX_SUBJECT_ID_BYTES,
+        )?;
         list("resource.origin", &self.resource.origin, MAX_ORIGINS)?;
         map("resource.attributes", &self.resource.attributes)?;
         text(
@@ -301,6 +310,8 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
             "category",
             "owner_tenant",
             "ownerTenant",
+            "data_subject",
+            "dataSubject",
             "deidentification",
             "group_size",
             "groupSize",
@@ -311,6 +322,8 @@ pub fn decode_request(d: &mut Decoder<'_>, node: &Node) -> Option<DecisionReques
             req.resource.category = text(d, r.get("category"), "`resource.category`");
             let owner_tenant = r.get_one(d, &["owner_tenant", "ownerTenant"]);
             req.resource.owner_tenant = text(d, owner_tenant, "`resource.owner_tenant`");
+            let data_subject = r.get_one(d, &["data_subject", "dataSubject"]);
+            req.resource.data_subject = text(d, data_subject, "`resource.data_subject`");
             if let Some(n) = r.get("deidentification") {
                 req.resource.deidentification = deidentification(d, n);
             }

@@ -53,6 +53,7 @@ fn checked(
         resource: engine::Resource {
             category: resource.category,
             owner_tenant: resource.owner_tenant,
+            data_subject: resource.data_subject,
             deidentification,
             group_size: (resource.group_size != 0).then_some(resource.group_size),
             origin: resource.origin,

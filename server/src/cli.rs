@@ -165,6 +165,10 @@ struct RequestFlags {
     /// The customer who owns the data.
     #[arg(long)]
     owner_tenant: Option<String>,
+    /// Whose data it is, within the owner tenant (their choices are read
+    /// where the policy makes a purpose depend on them).
+    #[arg(long)]
+    data_subject: Option<String>,
     /// De-identification: identified, pseudonymized, unlinked-pseudonymized,
     /// anonymized or aggregated.
     #[arg(long, value_parser = parse_deidentification)]
@@ -490,6 +494,7 @@ impl From<&RequestFlags> for DecisionRequest {
             resource: Resource {
                 category: a.category.clone().unwrap_or_default(),
                 owner_tenant: a.owner_tenant.clone().unwrap_or_default(),
+                data_subject: a.data_subject.clone().unwrap_or_default(),
                 deidentification: a.deidentification,
                 group_size: a.group_size.filter(|&k| k != 0),
                 origin: a.origins.clone(),

@@ -397,6 +397,7 @@ impl Logged {
         request.subject.roles = list("roles")?;
         request.resource.category = text("category")?;
         request.resource.owner_tenant = text("owner_tenant")?;
+        request.resource.data_subject = text("data_subject")?;
         request.resource.origin = list("origin")?;
         request.resource.attributes = map("resource_attributes")?;
         let resource_id = text("resource_id")?;
@@ -455,6 +456,12 @@ impl Logged {
         for (&field, how) in &self.redacted {
             let fact = match field {
                 Field::RequestId | Field::Action => continue,
+                // Read only where the policy makes purposes depend on choices.
+                Field::DataSubject if policy.choices().is_empty() => continue,
+                Field::DataSubject => {
+                    lacking.insert(field.key());
+                    continue;
+                }
                 Field::Subject => Fact::SubjectId,
                 Field::Roles => Fact::SubjectRoles,
                 // Equal tenants hash alike: hashing both keeps the answer.

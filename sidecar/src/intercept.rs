@@ -229,6 +229,9 @@ fn check_request(
                 .owner_tenant
                 .clone()
                 .unwrap_or_else(|| stated.get(headers::DATA_TENANT).to_string()),
+            // Where the data subject comes from is the routes' to say (a
+            // later step); none is named yet.
+            data_subject: String::new(),
             deidentification,
             group_size,
             origin: stated.list(headers::ORIGIN),

@@ -74,6 +74,7 @@ pub fn to_proto(json: &Value) -> pb::CheckRequest {
         resource: Some(pb::Resource {
             category: text(&resource["category"]),
             owner_tenant: text(&resource["ownerTenant"]),
+            data_subject: text(&resource["dataSubject"]),
             deidentification: deidentification.into(),
             group_size: resource["groupSize"].as_u64().unwrap_or(0),
             origin: list(&resource["origin"]),

@@ -203,6 +203,7 @@ fn check_request_of(r: &Value) -> pb::CheckRequest {
         resource: Some(pb::Resource {
             category: text(&r["resource"]["type"]),
             owner_tenant: text(&either(rp, "owner_tenant", "ownerTenant")),
+            data_subject: String::new(),
             deidentification: deidentification.into(),
             group_size: group_size
                 .as_u64()

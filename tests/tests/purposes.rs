@@ -96,6 +96,7 @@ impl Grid {
                     resource: Some(pb::Resource {
                         category: pick(self.categories, i, 3).into(),
                         owner_tenant: pick(self.owners, i, 5).into(),
+                        data_subject: String::new(),
                         deidentification: pick(self.deidentification, i, 7).into(),
                         group_size: pick(self.group_sizes, i, 11),
                         origin: pick(self.origins, i, 13)

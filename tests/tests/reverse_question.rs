@@ -84,6 +84,7 @@ fn facts(tenant: &str) -> pb::CheckRequest {
         resource: Some(pb::Resource {
             category: "c0".into(),
             owner_tenant: "acme".into(),
+            data_subject: String::new(),
             ..pb::Resource::default()
         }),
         ..pb::CheckRequest::default()

@@ -13,6 +13,7 @@ use super::diagnostic::{Diagnostic, Diagnostics, Span};
 use super::policy::Policy;
 use super::yaml;
 
+mod choices;
 mod condition;
 mod names;
 mod shape;
@@ -205,7 +206,10 @@ fn load_within_budget(
             r.purposes,
             r.categories,
             r.rules,
-            r.claims,
+            crate::policy::Bindings {
+                claims: r.claims,
+                choices: r.choices,
+            },
         )),
         None => Err(Diagnostics(vec![Diagnostic::new(
             sources.first().map_or("<policy>", |s| s.name),

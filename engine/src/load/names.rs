@@ -19,6 +19,7 @@ pub(super) struct Resolved {
     pub(super) categories: Taxonomy,
     pub(super) rules: Vec<Rule>,
     pub(super) claims: Option<Vec<Claim>>,
+    pub(super) choices: crate::choices::ChoicesPolicy,
 }
 
 /// Claims of every file that has a `claims` section, names resolved.
@@ -190,6 +191,7 @@ pub(super) fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Re
         }
     }
     let claims = resolve_claims(files, &purposes, &rule_at, out);
+    let choices = super::choices::resolve_choices(files, &purposes, out);
     let (name, _, _) = name?;
     Some(Resolved {
         name: name.to_string(),
@@ -199,6 +201,7 @@ pub(super) fn resolve(files: &[FileDoc], out: &mut Vec<Diagnostic>) -> Option<Re
         categories,
         rules,
         claims,
+        choices,
     })
 }
 

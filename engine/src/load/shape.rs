@@ -20,6 +20,8 @@ const TOP_KEYS: &[&str] = &[
     "dataCategories",
     "rules",
     "claims",
+    "choices",
+    "restriction",
 ];
 
 pub(super) const SETTING_KEYS: &[&str] = &["minAggregationGroupSize", "decisionTtlSeconds"];
@@ -75,6 +77,8 @@ pub(super) struct FileDoc {
     pub(super) rules: Vec<RuleDoc>,
     /// `Some` when the file has a `claims` section.
     pub(super) claims: Option<Vec<ClaimDoc>>,
+    pub(super) choices: Vec<super::choices::ChoiceDoc>,
+    pub(super) restriction: Option<super::choices::RestrictionDoc>,
 }
 
 /// A `claims` entry as written.
@@ -200,6 +204,12 @@ pub(super) fn decode_file(d: &mut Decoder<'_>, root: &Node) -> FileDoc {
     }
     if let Some(node) = top.get("dataCategories") {
         doc.categories = declarations(d, node, "data category");
+    }
+    if let Some(node) = top.get("choices") {
+        doc.choices = super::choices::decode_choices(d, node);
+    }
+    if let Some(node) = top.get("restriction") {
+        doc.restriction = super::choices::decode_restriction(d, node);
     }
     if let Some(node) = top.get("claims") {
         doc.claims = Some(decode_claims(d, node));

@@ -24,6 +24,7 @@ pub enum Field {
     Action,
     ResourceId,
     OwnerTenant,
+    DataSubject,
     Deidentification,
     GroupSize,
     Origin,
@@ -34,7 +35,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 14] = [
+    pub const ALL: [Field; 15] = [
         Field::RequestId,
         Field::Subject,
         Field::Tenant,
@@ -42,6 +43,7 @@ impl Field {
         Field::Action,
         Field::ResourceId,
         Field::OwnerTenant,
+        Field::DataSubject,
         Field::Deidentification,
         Field::GroupSize,
         Field::Origin,
@@ -61,6 +63,7 @@ impl Field {
             Field::Action => "action",
             Field::ResourceId => "resource_id",
             Field::OwnerTenant => "owner_tenant",
+            Field::DataSubject => "data_subject",
             Field::Deidentification => "deidentification",
             Field::GroupSize => "group_size",
             Field::Origin => "origin",
@@ -304,6 +307,7 @@ impl Record {
             + r.action.len()
             + r.resource.category.len()
             + r.resource.owner_tenant.len()
+            + r.resource.data_subject.len()
             + list(&r.resource.origin)
             + map(&r.resource.attributes)
             + r.context.customer_instruction.len()
@@ -393,6 +397,8 @@ impl Record {
                 .and_then(|id| treat(resource_id_rule, id)),
             origin: list(redaction, Field::Origin, &r.resource.origin),
             owner_tenant: text(Field::OwnerTenant, &r.resource.owner_tenant)
+                .filter(|v| !v.is_empty()),
+            data_subject: text(Field::DataSubject, &r.resource.data_subject)
                 .filter(|v| !v.is_empty()),
             deidentification: r
                 .resource
@@ -511,6 +517,8 @@ struct Line<'a> {
     origin: Option<Vec<Cow<'a, str>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_tenant: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_subject: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deidentification: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@
 //! | `action.name` | `purpose` |
 //! | `resource.type` | `resource.category` |
 //! | `resource.id` | the resource attribute `id` |
-//! | `resource.properties.owner_tenant`, `.deidentification`, `.group_size`, `.origin`, `.attributes` | the `resource` fields of the same names |
+//! | `resource.properties.owner_tenant`, `.data_subject`, `.deidentification`, `.group_size`, `.origin`, `.attributes` | the `resource` fields of the same names |
 //! | `context.customer_instruction`, `.attributes`, `.supported_obligations` | `context.customer_instruction`, `.attributes`, `supported_obligations` |
 //!
 //! Property names are accepted in lowerCamelCase too, as protobuf JSON
@@ -156,6 +156,7 @@ pub fn request(
     if let Some(p) = properties(resource, "resource")? {
         let path = "resource.properties";
         data.owner_tenant = optional_string(p, "owner_tenant", path)?;
+        data.data_subject = optional_string(p, "data_subject", path)?;
         if let Some(v) = field(p, "deidentification", path)? {
             data.deidentification = deidentification(v, &format!("{path}.deidentification"))?;
         }
@@ -251,7 +252,7 @@ mod tests {
                 "subject": {"type": "workload", "id": "crm", "properties": {"tenant": "contoso", "roles": ["support"]}},
                 "action": {"name": "troubleshoot"},
                 "resource": {"type": "customer-data", "id": "ticket-7", "properties": {
-                    "ownerTenant": "contoso", "deidentification": "unlinked_pseudonymized",
+                    "ownerTenant": "contoso", "dataSubject": "u-42", "deidentification": "unlinked_pseudonymized",
                     "group_size": "60", "origin": ["diagnostic-data"], "attributes": {"region": "eu"}}},
                 "context": {"customerInstruction": "DPA-7", "attributes": {"processing": "ps"}, "supported_obligations": ["log-access"], "time": "now"},
             }))),
@@ -264,6 +265,7 @@ mod tests {
             resource: engine::Resource {
                 category: "customer-data".into(),
                 owner_tenant: "contoso".into(),
+                data_subject: "u-42".into(),
                 deidentification: Some(Deidentification::UnlinkedPseudonymized),
                 group_size: Some(60),
                 origin: vec!["diagnostic-data".into()],

@@ -52,6 +52,7 @@ pub(super) fn form_request(form: &Form) -> Result<DecisionRequest, String> {
         resource: engine::Resource {
             category: form.get("category").to_string(),
             owner_tenant: form.get("owner_tenant").to_string(),
+            data_subject: form.get("data_subject").to_string(),
             deidentification,
             group_size,
             origin: list("origin"),

@@ -52,6 +52,7 @@ fn to_proto(request: &DecisionRequest) -> pb::CheckRequest {
         resource: Some(pb::Resource {
             category: request.resource.category.clone(),
             owner_tenant: request.resource.owner_tenant.clone(),
+            data_subject: request.resource.data_subject.clone(),
             deidentification: deidentification.into(),
             group_size: request.resource.group_size.unwrap_or(0),
             origin: request.resource.origin.clone(),
