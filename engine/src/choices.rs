@@ -28,6 +28,10 @@ use serde::Serialize;
 use crate::model::{NodeIdx, Taxonomy};
 use crate::request::DecisionRequest;
 
+/// How long a decision that read choices may be cached, in seconds: a
+/// withdrawal is enforced by every cache within it.
+pub const CHOICE_TTL_SECONDS: u32 = 1;
+
 /// Whose choices a requirement reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]

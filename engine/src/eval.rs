@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::choices::{ChoiceFacts, Judged};
+use super::choices::{CHOICE_TTL_SECONDS, ChoiceFacts, Judged};
 use super::decision::{Decision, Evaluation, MonitorEvaluation};
 use super::glob::glob;
 use super::model::{Claim, Effect, Mode, NodeIdx, Obligation};
@@ -114,20 +114,20 @@ impl Policy {
         let in_play = self.categories_in_play(req);
         let enforced = self.evaluate_pass(purpose, &in_play, req, false, None);
         // Choices narrow what the rules permit, never more.
-        if enforced.decision == Decision::Permit {
-            match self.choices().judge(self.purposes(), purpose, req, choices) {
-                Judged::Allowed => {}
-                Judged::Denied(reason) => {
-                    return self.answer(req, Decision::Deny, Vec::new(), Reason::words(reason));
-                }
-                Judged::Missing(reason) => {
-                    return self.answer(
-                        req,
-                        Decision::Indeterminate,
-                        Vec::new(),
-                        Reason::words(reason),
-                    );
-                }
+        let read_choices = !self.choices().is_empty()
+            && (self.choices().governs(self.purposes(), purpose)
+                || !req.resource.data_subject.is_empty());
+        if enforced.decision == Decision::Permit && read_choices {
+            let (decision, reason) =
+                match self.choices().judge(self.purposes(), purpose, req, choices) {
+                    Judged::Allowed => (Decision::Permit, None),
+                    Judged::Denied(reason) => (Decision::Deny, Some(reason)),
+                    Judged::Missing(reason) => (Decision::Indeterminate, Some(reason)),
+                };
+            if let Some(reason) = reason {
+                let mut answer = self.answer(req, decision, Vec::new(), Reason::words(reason));
+                answer.ttl_seconds = CHOICE_TTL_SECONDS.min(answer.ttl_seconds);
+                return answer;
             }
         }
         let monitor = if self.has_monitor_rules() {
@@ -175,7 +175,13 @@ impl Policy {
             rule_ids,
             reason,
             policy_revision: self.revision().clone(),
-            ttl_seconds: self.settings().decision_ttl_seconds,
+            // A choice can change any second: a decision that read
+            // choices is cached no longer than one.
+            ttl_seconds: if read_choices {
+                CHOICE_TTL_SECONDS.min(self.settings().decision_ttl_seconds)
+            } else {
+                self.settings().decision_ttl_seconds
+            },
             request_id: req.request_id.clone(),
             monitor,
         }

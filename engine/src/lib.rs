@@ -34,8 +34,8 @@ pub mod default_policy;
 
 pub use cases::{Case, CaseFile, CaseResult};
 pub use choices::{
-    Choice, ChoiceFacts, ChoiceRequirement, ChoiceScope, ChoiceState, ChoicesPolicy, Judged,
-    civil_date, rfc3339,
+    CHOICE_TTL_SECONDS, Choice, ChoiceFacts, ChoiceRequirement, ChoiceScope, ChoiceState,
+    ChoicesPolicy, Judged, civil_date, rfc3339,
 };
 pub use decision::{Decision, Evaluation, MonitorEvaluation};
 pub use decode::{Decoder, Fields};

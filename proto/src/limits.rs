@@ -264,8 +264,16 @@ pub const MAX_POLICY_INFO_BYTES: usize = 64 * 1024 * 1024;
 pub const MESSAGE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// The limits of `Check` and `CheckBatch` on a port with `max_batch`.
-pub fn decision_limits(max_batch: usize) -> [MethodLimit; 3] {
+pub fn decision_limits(max_batch: usize) -> [MethodLimit; 6] {
+    let choices = |path| MethodLimit {
+        path,
+        max_bytes: MAX_CHECK_BYTES,
+        max_requests: None,
+    };
     [
+        choices("/purposegate.v1.ChoicesService/RecordChoice"),
+        choices("/purposegate.v1.ChoicesService/GetChoices"),
+        choices("/purposegate.v1.ChoicesService/ChoiceHistory"),
         MethodLimit {
             path: "/purposegate.v1.DecisionService/Check",
             max_bytes: MAX_CHECK_BYTES,

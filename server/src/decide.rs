@@ -38,6 +38,8 @@ pub enum Logged<'a> {
 #[derive(Debug, Clone)]
 pub struct Decider {
     store: Arc<PolicyStore>,
+    /// What tenants configured and data subjects said.
+    choices: Arc<dyn crate::choices::ChoicesStore>,
     decision_log: DecisionLog,
     metrics: Metrics,
     telemetry: Option<Telemetry>,
@@ -52,6 +54,7 @@ impl Decider {
     ) -> Self {
         Decider {
             store,
+            choices: Arc::new(crate::choices::MemoryChoices::new()),
             decision_log,
             metrics,
             telemetry,
@@ -62,6 +65,16 @@ impl Decider {
     /// same revision.
     pub fn policy(&self) -> Arc<Policy> {
         self.store.current()
+    }
+
+    /// The same decider reading choices from `choices`.
+    pub fn with_choices(mut self, choices: Arc<dyn crate::choices::ChoicesStore>) -> Self {
+        self.choices = choices;
+        self
+    }
+
+    pub fn choices(&self) -> &Arc<dyn crate::choices::ChoicesStore> {
+        &self.choices
     }
 
     pub fn decision_log(&self) -> &DecisionLog {
@@ -91,7 +104,13 @@ impl Decider {
         via: Via,
         log: Logged<'_>,
     ) -> Decided {
-        let evaluation = policy.evaluate(&req);
+        // Choices are looked up only where the policy reads them.
+        let evaluation = if policy.choices().is_empty() {
+            policy.evaluate(&req)
+        } else {
+            let facts = crate::choices::facts(&*self.choices, &req, crate::choices::now());
+            policy.evaluate_with(&req, &facts)
+        };
         let reason = evaluation.reason.to_string();
         self.metrics.decided(evaluation.decision);
         if let Some(span) = span {

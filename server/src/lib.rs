@@ -7,6 +7,7 @@ pub use purposegate_engine as engine;
 
 pub mod audit;
 pub mod authzen;
+pub mod choices;
 pub mod decide;
 pub mod diff_report;
 pub mod explorer;

@@ -16,7 +16,7 @@ use purposegate_runtime::log::init_logging;
 use purposegate_runtime::process::{refuse_to_start, run_until_done, wait_for_signal};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::engine::{Policy, PolicyLimits, default_policy};
 use crate::grpc::DecisionServer;
@@ -145,8 +145,20 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");
     let metrics_authzen_refused = metrics.connections_refused("authzen");
+    // Choices, kept in memory: a restart loses them.
+    let choices: Arc<dyn crate::choices::ChoicesStore> =
+        Arc::new(crate::choices::MemoryChoices::new());
+    info!("choices (ChoicesService) are kept in memory and lost when the server stops");
+    if args.choices_writers.iter().any(|w| w.trim() == "*") {
+        warn!(
+            "--choices-writers '*': any caller, plaintext ones included, records and reads choices"
+        );
+    }
     let decider =
-        crate::decide::Decider::new(store.clone(), decision_log, metrics, telemetry.clone());
+        crate::decide::Decider::new(store.clone(), decision_log, metrics, telemetry.clone())
+            .with_choices(choices.clone());
+    let choices_api =
+        crate::grpc::choices::ChoicesServer::new(choices, store.clone(), &args.choices_writers);
     let purpose_keys = crate::purpose_context::PurposeKeys::from_flags(
         args.purpose_signing_key.as_deref(),
         args.purpose_context_ttl,
@@ -257,6 +269,10 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         .add_service(
             DecisionServiceServer::new(decisions)
                 .max_decoding_message_size(purposegate_proto::limits::MAX_BATCH_BYTES),
+        )
+        .add_service(
+            purposegate_proto::v1::choices_service_server::ChoicesServiceServer::new(choices_api)
+                .max_decoding_message_size(purposegate_proto::limits::MAX_CHECK_BYTES),
         )
         .prepare();
     let grpc = purposegate_proto::limits::MessageLimits::new(

@@ -326,3 +326,24 @@ fn mistakes_in_choices_are_named() {
         assert!(errors.contains(expected), "{expected}\n{errors}");
     }
 }
+
+#[test]
+fn a_decision_that_read_choices_is_cached_for_a_second_only() {
+    let p = policy();
+    let granted = facts(
+        Some(vec![]),
+        Some(vec![choice("marketing", ChoiceState::Granted)]),
+    );
+    let read = p.evaluate_with(&ask("marketing", "contoso", "u-42"), &granted);
+    assert_eq!((read.decision, read.ttl_seconds), (Decision::Permit, 1));
+    let denied = p.evaluate_with(
+        &ask("marketing", "contoso", "u-42"),
+        &facts(Some(vec![]), Some(vec![])),
+    );
+    assert_eq!((denied.decision, denied.ttl_seconds), (Decision::Deny, 1));
+    let unread = p.evaluate_with(&ask("provide", "contoso", ""), &ChoiceFacts::none());
+    assert_eq!(
+        (unread.decision, unread.ttl_seconds),
+        (Decision::Permit, 300)
+    );
+}

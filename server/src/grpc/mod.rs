@@ -3,6 +3,8 @@
 //! **Architecture Invariant:** generated types are converted to and from the
 //! engine's types in `purposegate_proto::convert` only.
 
+pub mod choices;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;

@@ -156,6 +156,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub purpose_context_issuers: Vec<String>,
+    /// Who may record and read choices (`ChoicesService`): globs over the
+    /// mTLS identities of callers, as for --purpose-context-issuers; `*`
+    /// alone for any caller, plaintext ones included [default: none].
+    #[arg(
+        long,
+        env = "PURPOSEGATE_CHOICES_WRITERS",
+        value_name = "GLOBS",
+        value_delimiter = ','
+    )]
+    pub choices_writers: Vec<String>,
     /// How long a purpose context is valid (answers carrying one are
     /// cached no longer).
     #[arg(long, env = "PURPOSEGATE_PURPOSE_CONTEXT_TTL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]

@@ -1,0 +1,153 @@
+//! Choices in memory: the store without `--choices-db`. Lost at restart
+//! (the server says so at start); bounded in events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use super::{ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use crate::engine::Choice;
+
+/// Most events the in-memory store keeps; past it writes are refused,
+/// saying to use `--choices-db`.
+pub const MAX_EVENTS: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Held {
+    /// By purpose, the event that is its current choice.
+    current: BTreeMap<String, usize>,
+    events: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: u64,
+    /// By tenant, then data subject ("" for the tenant's own): the
+    /// current choice of each purpose, and the events, by index into
+    /// `events`.
+    by_tenant: HashMap<String, HashMap<String, Held>>,
+    events: Vec<ChoiceRecord>,
+}
+
+/// The choices store kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryChoices {
+    state: RwLock<State>,
+    max_events: usize,
+}
+
+impl MemoryChoices {
+    pub fn new() -> Self {
+        MemoryChoices {
+            state: RwLock::default(),
+            max_events: MAX_EVENTS,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_max_events(max_events: usize) -> Self {
+        MemoryChoices {
+            state: RwLock::default(),
+            max_events,
+        }
+    }
+}
+
+impl State {
+    fn held(&self, tenant: &str, data_subject: &str) -> Option<&Held> {
+        self.by_tenant.get(tenant).and_then(|t| t.get(data_subject))
+    }
+}
+
+fn unusable() -> StoreError {
+    StoreError::Unavailable("the choices store is unusable".into())
+}
+
+impl ChoicesStore for MemoryChoices {
+    fn record(
+        &self,
+        choice: NewChoice,
+        recorded_by: &str,
+        now: i64,
+    ) -> Result<ChoiceRecord, StoreError> {
+        let mut state = self.state.write().map_err(|_| unusable())?;
+        if state.events.len() >= self.max_events {
+            return Err(StoreError::Unavailable(format!(
+                "the in-memory choices store holds its most, {} events; give the server --choices-db to keep more",
+                self.max_events
+            )));
+        }
+        state.revision += 1;
+        let record = ChoiceRecord {
+            choice,
+            recorded_by: recorded_by.to_string(),
+            recorded_at: now,
+            revision: state.revision,
+        };
+        let at = state.events.len();
+        state.events.push(record.clone());
+        let held = state
+            .by_tenant
+            .entry(record.choice.tenant.clone())
+            .or_default()
+            .entry(record.choice.data_subject.clone())
+            .or_default();
+        held.current.insert(record.choice.purpose.clone(), at);
+        held.events.push(at);
+        Ok(record)
+    }
+
+    fn current(&self, tenant: &str, data_subject: &str) -> Result<(Vec<Choice>, u64), StoreError> {
+        let state = self.state.read().map_err(|_| unusable())?;
+        let choices = state
+            .held(tenant, data_subject)
+            .map(|h| {
+                h.current
+                    .values()
+                    .filter_map(|&i| state.events.get(i))
+                    .map(|r| Choice {
+                        purpose: r.choice.purpose.clone(),
+                        state: r.choice.state,
+                        at: r.recorded_at,
+                        expires_at: r.choice.expires_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((choices, state.revision))
+    }
+
+    fn current_records(
+        &self,
+        tenant: &str,
+        data_subject: &str,
+    ) -> Result<(Vec<ChoiceRecord>, u64), StoreError> {
+        let state = self.state.read().map_err(|_| unusable())?;
+        let records = state
+            .held(tenant, data_subject)
+            .map(|h| {
+                h.current
+                    .values()
+                    .filter_map(|&i| state.events.get(i).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((records, state.revision))
+    }
+
+    fn history(&self, tenant: &str, data_subject: &str) -> Result<Vec<ChoiceRecord>, StoreError> {
+        let state = self.state.read().map_err(|_| unusable())?;
+        Ok(state
+            .held(tenant, data_subject)
+            .map(|h| {
+                h.events
+                    .iter()
+                    .filter_map(|&i| state.events.get(i).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn revision(&self) -> u64 {
+        self.state.read().map_or(0, |s| s.revision)
+    }
+}

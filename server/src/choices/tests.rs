@@ -1,0 +1,187 @@
+//! The in-memory store and the checks before a choice is stored.
+
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use super::*;
+
+const T: i64 = 1_796_637_600;
+
+fn policy() -> Policy {
+    Policy::parse(
+        "p.yaml",
+        "version: 1\nname: p\npurposes:\n  marketing: M\n  marketing.email: E\n  legal: L\ndataCategories:\n  c: C\n",
+    )
+    .unwrap()
+}
+
+fn new(tenant: &str, subject: &str, purpose: &str, state: ChoiceState) -> NewChoice {
+    NewChoice {
+        tenant: tenant.into(),
+        data_subject: subject.into(),
+        purpose: purpose.into(),
+        state,
+        expires_at: None,
+        basis: "consent".into(),
+        evidence: BTreeMap::from([("notice".to_string(), "v3".to_string())]),
+    }
+}
+
+#[test]
+fn the_latest_event_is_the_current_choice_and_every_event_is_kept() {
+    let store = MemoryChoices::new();
+    let granted = new("contoso", "u-42", "marketing", ChoiceState::Granted);
+    let first = store.record(granted, "spiffe://w", T).unwrap();
+    assert_eq!(first.revision, 1);
+    let withdrawn = new("contoso", "u-42", "marketing", ChoiceState::Withdrawn);
+    store.record(withdrawn, "spiffe://w", T + 5).unwrap();
+    let (current, revision) = store.current("contoso", "u-42").unwrap();
+    assert_eq!(revision, 2);
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].state, ChoiceState::Withdrawn);
+    assert_eq!(current[0].at, T + 5);
+    let history = store.history("contoso", "u-42").unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].choice.state, ChoiceState::Granted);
+    assert_eq!(history[0].recorded_by, "spiffe://w");
+    // The tenant's own choices are apart from its data subjects'.
+    assert!(store.current("contoso", "").unwrap().0.is_empty());
+    assert!(store.current("fabrikam", "u-42").unwrap().0.is_empty());
+}
+
+#[test]
+fn facts_are_read_for_the_owner_tenant_and_the_data_subject() {
+    let store = MemoryChoices::new();
+    store
+        .record(
+            new("contoso", "", "marketing", ChoiceState::Withdrawn),
+            "-",
+            T,
+        )
+        .unwrap();
+    let mut req = DecisionRequest::default();
+    let none = facts(&store, &req, T);
+    assert_eq!((none.tenant, none.subject), (None, None));
+    req.resource.owner_tenant = "contoso".into();
+    req.resource.data_subject = "u-42".into();
+    let read = facts(&store, &req, T);
+    assert_eq!(read.tenant.unwrap().len(), 1);
+    assert_eq!(read.subject, Some(Vec::new()));
+    assert_eq!(read.revision, 1);
+}
+
+#[test]
+fn hostile_choices_are_refused_naming_what_is_wrong() {
+    let p = policy();
+    let refused = |c: NewChoice| match validate(&c, &p, T) {
+        Err(StoreError::Invalid(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(new("contoso", "u-42", "marketting", ChoiceState::Granted)),
+        "unknown purpose `marketting` (did you mean `marketing`?)"
+    );
+    assert!(
+        refused(new(&"t".repeat(4096), "u", "legal", ChoiceState::Granted)).contains("4096 bytes")
+    );
+    assert!(
+        refused(new(
+            "contoso",
+            &"s".repeat(4096),
+            "legal",
+            ChoiceState::Granted
+        ))
+        .contains("`data_subject`")
+    );
+    assert_eq!(
+        refused(new("", "u", "legal", ChoiceState::Granted)),
+        "`tenant` is required"
+    );
+    assert!(
+        refused(new("contoso", "u", "legal", ChoiceState::Restricted))
+            .contains("give no `purpose`")
+    );
+    assert!(
+        refused(new("contoso", "", "", ChoiceState::Restricted)).contains("give `data_subject`")
+    );
+    assert_eq!(
+        refused(new("contoso", "u", "", ChoiceState::Granted)),
+        "`purpose` is required"
+    );
+    let past = NewChoice {
+        expires_at: Some(T - 1),
+        ..new("contoso", "u", "legal", ChoiceState::Granted)
+    };
+    assert!(refused(past).contains("is not in the future"));
+    let mut stuffed = new("contoso", "u", "legal", ChoiceState::Granted);
+    for i in 0..17 {
+        stuffed.evidence.insert(format!("k{i}"), "v".into());
+    }
+    assert!(refused(stuffed).contains("18 entries"));
+    assert!(validate(&new("contoso", "u", "", ChoiceState::Restricted), &p, T).is_ok());
+}
+
+#[test]
+fn a_full_memory_store_refuses_and_keeps_what_it_has() {
+    let store = MemoryChoices::with_max_events(3);
+    for _ in 0..3 {
+        store
+            .record(new("contoso", "u", "legal", ChoiceState::Granted), "-", T)
+            .unwrap();
+    }
+    let full = store.record(new("contoso", "u", "legal", ChoiceState::Withdrawn), "-", T);
+    assert!(matches!(full, Err(StoreError::Unavailable(m)) if m.contains("--choices-db")));
+    assert_eq!(store.revision(), 3);
+    assert_eq!(
+        store.current("contoso", "u").unwrap().0[0].state,
+        ChoiceState::Granted
+    );
+}
+
+#[test]
+fn concurrent_writers_leave_history_and_current_state_agreeing() {
+    let store = Arc::new(MemoryChoices::new());
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let state = if (w + i) % 2 == 0 {
+                        ChoiceState::Granted
+                    } else {
+                        ChoiceState::Withdrawn
+                    };
+                    let purpose = if i % 3 == 0 { "marketing" } else { "legal" };
+                    store
+                        .record(new("contoso", "u-1", purpose, state), "-", T + i)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let history = store.history("contoso", "u-1").unwrap();
+    assert_eq!(history.len(), 1600);
+    // Revisions advance in commit order, one an event.
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].revision + 1 == w[1].revision)
+    );
+    // The history, replayed, gives the current state.
+    let mut replayed: BTreeMap<String, ChoiceState> = BTreeMap::new();
+    for r in &history {
+        replayed.insert(r.choice.purpose.clone(), r.choice.state);
+    }
+    let current: BTreeMap<String, ChoiceState> = store
+        .current("contoso", "u-1")
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|c| (c.purpose, c.state))
+        .collect();
+    assert_eq!(replayed, current);
+}

@@ -1,0 +1,189 @@
+//! `purposegate.v1.ChoicesService`: record, read and trace choices. Only
+//! callers named by `--choices-writers` (their mTLS identities, globs;
+//! `*` any caller) may: choices are personal data, read as well as
+//! written; anyone else is `PERMISSION_DENIED` and nothing is stored.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use purposegate_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::caller_names;
+use crate::choices::{ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use crate::engine::ChoiceState;
+use crate::purpose_context::Issuers;
+use crate::store::PolicyStore;
+
+/// The choices API over a store.
+#[derive(Debug, Clone)]
+pub struct ChoicesServer {
+    choices: Arc<dyn ChoicesStore>,
+    policies: Arc<PolicyStore>,
+    writers: Arc<Issuers>,
+}
+
+impl ChoicesServer {
+    pub fn new(
+        choices: Arc<dyn ChoicesStore>,
+        policies: Arc<PolicyStore>,
+        writers: &[String],
+    ) -> Self {
+        ChoicesServer {
+            choices,
+            policies,
+            writers: Arc::new(Issuers::new(writers)),
+        }
+    }
+
+    /// The caller's name that makes it a writer, or why it is none.
+    fn writer<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let names = caller_names(request);
+        match self.writers.issuer(&names.0) {
+            Some("") => Ok("-".to_string()),
+            Some(name) => Ok(name.to_string()),
+            None if self.writers.is_empty() => Err(Status::permission_denied(
+                "no caller may use choices: the server was started without --choices-writers",
+            )),
+            None => Err(Status::permission_denied(match names.0.first() {
+                Some(name) => format!("`{name}` is not among --choices-writers"),
+                None => "a caller without a certificate is not among --choices-writers".into(),
+            })),
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Status {
+    match e {
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        StoreError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+fn state_of(state: i32) -> Result<ChoiceState, Status> {
+    match pb::ChoiceState::try_from(state) {
+        Ok(pb::ChoiceState::Granted) => Ok(ChoiceState::Granted),
+        Ok(pb::ChoiceState::Withdrawn) => Ok(ChoiceState::Withdrawn),
+        Ok(pb::ChoiceState::Objected) => Ok(ChoiceState::Objected),
+        Ok(pb::ChoiceState::Restricted) => Ok(ChoiceState::Restricted),
+        Ok(pb::ChoiceState::Unspecified) => Err(Status::invalid_argument(
+            "`state` is required: CHOICE_STATE_GRANTED, _WITHDRAWN, _OBJECTED or _RESTRICTED",
+        )),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "`state` has unknown value {state}"
+        ))),
+    }
+}
+
+fn pb_state(state: ChoiceState) -> pb::ChoiceState {
+    match state {
+        ChoiceState::Granted => pb::ChoiceState::Granted,
+        ChoiceState::Withdrawn => pb::ChoiceState::Withdrawn,
+        ChoiceState::Objected => pb::ChoiceState::Objected,
+        ChoiceState::Restricted => pb::ChoiceState::Restricted,
+    }
+}
+
+fn timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+pub fn to_pb(r: ChoiceRecord) -> pb::ChoiceRecord {
+    pb::ChoiceRecord {
+        tenant: r.choice.tenant,
+        data_subject: r.choice.data_subject,
+        purpose: r.choice.purpose,
+        state: pb_state(r.choice.state).into(),
+        expires_at: r.choice.expires_at.map(timestamp),
+        basis: r.choice.basis,
+        evidence: r.choice.evidence.into_iter().collect(),
+        recorded_by: r.recorded_by,
+        recorded_at: Some(timestamp(r.recorded_at)),
+        revision: r.revision,
+    }
+}
+
+/// A tenant and data subject to read, checked.
+fn whose(tenant: &str, data_subject: &str) -> Result<(), Status> {
+    let max = crate::choices::MAX_ID_BYTES;
+    if tenant.is_empty() {
+        return Err(Status::invalid_argument("`tenant` is required"));
+    }
+    for (name, value) in [("tenant", tenant), ("data_subject", data_subject)] {
+        if value.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "`{name}` is {} bytes long; at most {max} are accepted",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+type History = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ChoiceRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::choices_service_server::ChoicesService for ChoicesServer {
+    async fn record_choice(
+        &self,
+        request: Request<pb::RecordChoiceRequest>,
+    ) -> Result<Response<pb::ChoiceRecord>, Status> {
+        let writer = self.writer(&request)?;
+        let r = request.into_inner();
+        let choice = NewChoice {
+            tenant: r.tenant,
+            data_subject: r.data_subject,
+            purpose: r.purpose,
+            state: state_of(r.state)?,
+            expires_at: r.expires_at.map(|t| t.seconds),
+            basis: r.basis,
+            evidence: r.evidence.into_iter().collect(),
+        };
+        let now = crate::choices::now();
+        crate::choices::validate(&choice, &self.policies.current(), now).map_err(store_error)?;
+        let store = self.choices.clone();
+        let record = tokio::task::spawn_blocking(move || store.record(choice, &writer, now))
+            .await
+            .map_err(|e| Status::internal(format!("the choice was not recorded: {e}")))?
+            .map_err(store_error)?;
+        Ok(Response::new(to_pb(record)))
+    }
+
+    async fn get_choices(
+        &self,
+        request: Request<pb::GetChoicesRequest>,
+    ) -> Result<Response<pb::GetChoicesResponse>, Status> {
+        self.writer(&request)?;
+        let r = request.into_inner();
+        whose(&r.tenant, &r.data_subject)?;
+        let store = self.choices.clone();
+        let (records, revision) =
+            tokio::task::spawn_blocking(move || store.current_records(&r.tenant, &r.data_subject))
+                .await
+                .map_err(|e| Status::internal(format!("the choices were not read: {e}")))?
+                .map_err(store_error)?;
+        Ok(Response::new(pb::GetChoicesResponse {
+            choices: records.into_iter().map(to_pb).collect(),
+            revision,
+        }))
+    }
+
+    type ChoiceHistoryStream = History;
+
+    async fn choice_history(
+        &self,
+        request: Request<pb::ChoiceHistoryRequest>,
+    ) -> Result<Response<History>, Status> {
+        self.writer(&request)?;
+        let r = request.into_inner();
+        whose(&r.tenant, &r.data_subject)?;
+        let store = self.choices.clone();
+        let history =
+            tokio::task::spawn_blocking(move || store.history(&r.tenant, &r.data_subject))
+                .await
+                .map_err(|e| Status::internal(format!("the history was not read: {e}")))?
+                .map_err(store_error)?;
+        let stream = tokio_stream::iter(history.into_iter().map(|r| Ok(to_pb(r))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

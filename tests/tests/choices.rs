@@ -1,0 +1,298 @@
+//! Choices over the real server and a real gRPC client: recorded through
+//! `ChoicesService`, read back with their evidence, and enforced by the
+//! next `Check`; writers only; hostile input refused with nothing stored.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use pb::choices_service_client::ChoicesServiceClient;
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::{ServerProcess, TempDir, channel, check_request};
+use tonic::Code;
+
+const POLICY: &str = "version: 1
+name: choices
+purposes:
+  provide: Provide the service
+  provide.personalization: Personalised experiences
+  marketing: Marketing
+  legal: Legal obligations
+dataCategories:
+  customer-data: Customer data
+rules:
+  - id: customer-data-uses
+    effect: permit
+    purposes: [provide, marketing, legal]
+    dataCategories: [customer-data]
+choices:
+  - purposes: [provide.personalization]
+    by: tenant
+    default: granted
+  - purposes: [marketing]
+    by: data-subject
+    basis: consent
+restriction:
+  allows: [legal]
+";
+
+fn server(dir: &TempDir, writers: Option<&str>) -> ServerProcess {
+    let policy = dir.write("choices.yaml", POLICY);
+    let mut args = vec!["--policy", policy.as_str(), "--decision-log", "off"];
+    if let Some(w) = writers {
+        args.extend(["--choices-writers", w]);
+    }
+    ServerProcess::start(&args)
+}
+
+fn ask(purpose: &str, tenant: &str, subject: &str) -> pb::CheckRequest {
+    let mut r = check_request(purpose, "customer-data");
+    let resource = r.resource.as_mut().unwrap();
+    resource.owner_tenant = tenant.into();
+    resource.data_subject = subject.into();
+    r
+}
+
+fn choice(
+    tenant: &str,
+    subject: &str,
+    purpose: &str,
+    state: pb::ChoiceState,
+) -> pb::RecordChoiceRequest {
+    pb::RecordChoiceRequest {
+        tenant: tenant.into(),
+        data_subject: subject.into(),
+        purpose: purpose.into(),
+        state: state.into(),
+        expires_at: None,
+        basis: "consent".into(),
+        evidence: [("notice".to_string(), "v3".to_string())].into(),
+    }
+}
+
+async fn current(
+    client: &mut ChoicesServiceClient<tonic::transport::Channel>,
+    tenant: &str,
+    data_subject: &str,
+) -> Result<pb::GetChoicesResponse, tonic::Status> {
+    let request = pb::GetChoicesRequest {
+        tenant: tenant.into(),
+        data_subject: data_subject.into(),
+    };
+    client
+        .get_choices(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn decided(
+    client: &mut DecisionServiceClient<tonic::transport::Channel>,
+    req: pb::CheckRequest,
+) -> (pb::Decision, String) {
+    let answer = client.check(req).await.unwrap().into_inner();
+    (answer.decision(), answer.reason)
+}
+
+#[tokio::test]
+async fn a_withdrawal_is_enforced_by_the_next_check_and_kept_as_evidence() {
+    let dir = TempDir::new("choices-api");
+    let server = server(&dir, Some("*"));
+    let mut checks = DecisionServiceClient::new(channel(&server.url()).await);
+    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+
+    let (decision, reason) = decided(&mut checks, ask("marketing", "contoso", "u-42")).await;
+    assert_eq!(decision, pb::Decision::Deny);
+    assert_eq!(
+        reason,
+        "`marketing` needs the consent of data subject `u-42` of `contoso`, and none is recorded"
+    );
+    let granted = choices
+        .record_choice(choice(
+            "contoso",
+            "u-42",
+            "marketing",
+            pb::ChoiceState::Granted,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.revision, 1);
+    assert_eq!(granted.recorded_by, "-");
+    assert_eq!(
+        decided(&mut checks, ask("marketing", "contoso", "u-42"))
+            .await
+            .0,
+        pb::Decision::Permit
+    );
+    // Another data subject is not granted by it.
+    assert_eq!(
+        decided(&mut checks, ask("marketing", "contoso", "u-7"))
+            .await
+            .0,
+        pb::Decision::Deny
+    );
+
+    let withdrawn = choices
+        .record_choice(choice(
+            "contoso",
+            "u-42",
+            "marketing",
+            pb::ChoiceState::Withdrawn,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (decision, reason) = decided(&mut checks, ask("marketing", "contoso", "u-42")).await;
+    assert_eq!(decision, pb::Decision::Deny);
+    let at = purposegate_engine::rfc3339(withdrawn.recorded_at.unwrap().seconds);
+    assert_eq!(
+        reason,
+        format!(
+            "`marketing` needs the consent of data subject `u-42` of `contoso`, withdrawn {at}"
+        )
+    );
+
+    let current = current(&mut choices, "contoso", "u-42").await.unwrap();
+    assert_eq!(current.revision, 2);
+    assert_eq!(current.choices.len(), 1);
+    assert_eq!(current.choices[0].state(), pb::ChoiceState::Withdrawn);
+    assert_eq!(current.choices[0].evidence["notice"], "v3");
+    let mut history = choices
+        .choice_history(pb::ChoiceHistoryRequest {
+            tenant: "contoso".into(),
+            data_subject: "u-42".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut states = Vec::new();
+    while let Some(event) = history.message().await.unwrap() {
+        states.push(event.state());
+    }
+    assert_eq!(
+        states,
+        [pb::ChoiceState::Granted, pb::ChoiceState::Withdrawn]
+    );
+
+    // The tenant's configuration: on by default, off once withdrawn; a
+    // request naming no owner tenant cannot escape it.
+    let personal = |tenant: &str| ask("provide.personalization", tenant, "");
+    assert_eq!(
+        decided(&mut checks, personal("contoso")).await.0,
+        pb::Decision::Permit
+    );
+    assert_eq!(
+        decided(&mut checks, personal("")).await.0,
+        pb::Decision::Indeterminate
+    );
+    choices
+        .record_choice(choice(
+            "contoso",
+            "",
+            "provide.personalization",
+            pb::ChoiceState::Withdrawn,
+        ))
+        .await
+        .unwrap();
+    let (decision, reason) = decided(&mut checks, personal("contoso")).await;
+    assert_eq!(decision, pb::Decision::Deny);
+    assert!(
+        reason.contains("switched off by tenant `contoso`"),
+        "{reason}"
+    );
+    assert_eq!(
+        decided(&mut checks, personal("fabrikam")).await.0,
+        pb::Decision::Permit
+    );
+
+    // Restriction: only what `restriction.allows` serves.
+    choices
+        .record_choice(choice("contoso", "u-9", "", pb::ChoiceState::Restricted))
+        .await
+        .unwrap();
+    assert_eq!(
+        decided(&mut checks, ask("provide", "contoso", "u-9"))
+            .await
+            .0,
+        pb::Decision::Deny
+    );
+    assert_eq!(
+        decided(&mut checks, ask("legal", "contoso", "u-9")).await.0,
+        pb::Decision::Permit
+    );
+}
+
+#[tokio::test]
+async fn only_writers_record_and_hostile_choices_store_nothing() {
+    let dir = TempDir::new("choices-writers");
+    let closed = server(&dir, None);
+    let mut choices = ChoicesServiceClient::new(channel(&closed.url()).await);
+    let refused = choices
+        .record_choice(choice(
+            "contoso",
+            "u-42",
+            "marketing",
+            pb::ChoiceState::Granted,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("--choices-writers"),
+        "{refused:?}"
+    );
+    let read = current(&mut choices, "contoso", "u-42").await.unwrap_err();
+    assert_eq!(read.code(), Code::PermissionDenied);
+    // Nothing was stored: the consent is still missing.
+    let mut checks = DecisionServiceClient::new(channel(&closed.url()).await);
+    assert_eq!(
+        decided(&mut checks, ask("marketing", "contoso", "u-42"))
+            .await
+            .0,
+        pb::Decision::Deny
+    );
+
+    let open = server(&dir, Some("*"));
+    let mut choices = ChoicesServiceClient::new(channel(&open.url()).await);
+    let long = "t".repeat(4096);
+    let cases = [
+        (
+            choice("contoso", "u-42", "marketting", pb::ChoiceState::Granted),
+            "unknown purpose `marketting` (did you mean `marketing`?)",
+        ),
+        (
+            choice(&long, "u-42", "marketing", pb::ChoiceState::Granted),
+            "`tenant` is 4096 bytes long",
+        ),
+        (
+            choice("contoso", "u-42", "marketing", pb::ChoiceState::Unspecified),
+            "`state` is required",
+        ),
+        (
+            choice("contoso", "u-42", "marketing", pb::ChoiceState::Restricted),
+            "give no `purpose`",
+        ),
+        (
+            pb::RecordChoiceRequest {
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1_000,
+                    nanos: 0,
+                }),
+                ..choice("contoso", "u-42", "marketing", pb::ChoiceState::Granted)
+            },
+            "is not in the future",
+        ),
+    ];
+    for (request, words) in cases {
+        let refused = choices.record_choice(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(words), "{words}: {refused:?}");
+    }
+    let stored = current(&mut choices, "contoso", "u-42").await.unwrap();
+    assert_eq!((stored.choices.len(), stored.revision), (0, 0));
+}
