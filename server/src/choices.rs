@@ -2,7 +2,8 @@
 //! subject said, as events (the evidence) and the current state they
 //! make, behind one interface ([`ChoicesStore`]) so the engine and the API
 //! do not know where they live. Without `--choices-db` the server keeps
-//! them in memory ([`MemoryChoices`]) and says so at start.
+//! them in memory ([`MemoryChoices`]) and says so at start; with it, in
+//! SQLite ([`SqliteChoices`]).
 //!
 //! The server reads the current choices of a request's owner tenant and
 //! data subject ([`ChoicesStore::facts`]) and hands them to the engine as
@@ -10,11 +11,13 @@
 //! them is `INDETERMINATE` (fail closed).
 
 mod memory;
+mod sqlite;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use memory::MemoryChoices;
+pub use sqlite::SqliteChoices;
 
 use crate::engine::{Choice, ChoiceFacts, ChoiceState, DecisionRequest, Policy};
 
@@ -86,8 +89,15 @@ pub trait ChoicesStore: Send + Sync + std::fmt::Debug {
         tenant: &str,
         data_subject: &str,
     ) -> Result<(Vec<ChoiceRecord>, u64), StoreError>;
-    /// Every event of a tenant or data subject, oldest first.
-    fn history(&self, tenant: &str, data_subject: &str) -> Result<Vec<ChoiceRecord>, StoreError>;
+    /// The events of a tenant or data subject after revision `after`,
+    /// oldest first, at most `limit` of them (a page of the history).
+    fn history(
+        &self,
+        tenant: &str,
+        data_subject: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChoiceRecord>, StoreError>;
     /// The revision of the last commit.
     fn revision(&self) -> u64;
 }

@@ -145,10 +145,21 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");
     let metrics_authzen_refused = metrics.connections_refused("authzen");
-    // Choices, kept in memory: a restart loses them.
-    let choices: Arc<dyn crate::choices::ChoicesStore> =
-        Arc::new(crate::choices::MemoryChoices::new());
-    info!("choices (ChoicesService) are kept in memory and lost when the server stops");
+    // Choices: in SQLite with --choices-db, else in memory (a restart
+    // loses them).
+    let choices: Arc<dyn crate::choices::ChoicesStore> = match &args.choices_db {
+        Some(path) => {
+            let db = crate::choices::SqliteChoices::open(path)?;
+            info!(db = %path.display(), revision = crate::choices::ChoicesStore::revision(&db), "choices kept in SQLite");
+            Arc::new(db)
+        }
+        None => {
+            info!(
+                "choices (ChoicesService) are kept in memory and lost when the server stops; --choices-db keeps them"
+            );
+            Arc::new(crate::choices::MemoryChoices::new())
+        }
+    };
     if args.choices_writers.iter().any(|w| w.trim() == "*") {
         warn!(
             "--choices-writers '*': any caller, plaintext ones included, records and reads choices"

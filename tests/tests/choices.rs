@@ -90,6 +90,32 @@ async fn current(
         .map(tonic::Response::into_inner)
 }
 
+/// Records a choice that must be accepted.
+async fn record(
+    client: &mut ChoicesServiceClient<tonic::transport::Channel>,
+    request: pb::RecordChoiceRequest,
+) -> pb::ChoiceRecord {
+    client.record_choice(request).await.unwrap().into_inner()
+}
+
+/// The whole history of a tenant's data subject, as streamed.
+async fn history_of(
+    client: &mut ChoicesServiceClient<tonic::transport::Channel>,
+    tenant: &str,
+    data_subject: &str,
+) -> Vec<pb::ChoiceRecord> {
+    let request = pb::ChoiceHistoryRequest {
+        tenant: tenant.into(),
+        data_subject: data_subject.into(),
+    };
+    let mut stream = client.choice_history(request).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        out.push(event);
+    }
+    out
+}
+
 async fn decided(
     client: &mut DecisionServiceClient<tonic::transport::Channel>,
     req: pb::CheckRequest,
@@ -111,16 +137,11 @@ async fn a_withdrawal_is_enforced_by_the_next_check_and_kept_as_evidence() {
         reason,
         "`marketing` needs the consent of data subject `u-42` of `contoso`, and none is recorded"
     );
-    let granted = choices
-        .record_choice(choice(
-            "contoso",
-            "u-42",
-            "marketing",
-            pb::ChoiceState::Granted,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let granted = record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Granted),
+    )
+    .await;
     assert_eq!(granted.revision, 1);
     assert_eq!(granted.recorded_by, "-");
     assert_eq!(
@@ -137,16 +158,11 @@ async fn a_withdrawal_is_enforced_by_the_next_check_and_kept_as_evidence() {
         pb::Decision::Deny
     );
 
-    let withdrawn = choices
-        .record_choice(choice(
-            "contoso",
-            "u-42",
-            "marketing",
-            pb::ChoiceState::Withdrawn,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let withdrawn = record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Withdrawn),
+    )
+    .await;
     let (decision, reason) = decided(&mut checks, ask("marketing", "contoso", "u-42")).await;
     assert_eq!(decision, pb::Decision::Deny);
     let at = purposegate_engine::rfc3339(withdrawn.recorded_at.unwrap().seconds);
@@ -162,18 +178,11 @@ async fn a_withdrawal_is_enforced_by_the_next_check_and_kept_as_evidence() {
     assert_eq!(current.choices.len(), 1);
     assert_eq!(current.choices[0].state(), pb::ChoiceState::Withdrawn);
     assert_eq!(current.choices[0].evidence["notice"], "v3");
-    let mut history = choices
-        .choice_history(pb::ChoiceHistoryRequest {
-            tenant: "contoso".into(),
-            data_subject: "u-42".into(),
-        })
+    let states: Vec<_> = history_of(&mut choices, "contoso", "u-42")
         .await
-        .unwrap()
-        .into_inner();
-    let mut states = Vec::new();
-    while let Some(event) = history.message().await.unwrap() {
-        states.push(event.state());
-    }
+        .iter()
+        .map(|e| e.state())
+        .collect();
     assert_eq!(
         states,
         [pb::ChoiceState::Granted, pb::ChoiceState::Withdrawn]
@@ -295,4 +304,76 @@ async fn only_writers_record_and_hostile_choices_store_nothing() {
     }
     let stored = current(&mut choices, "contoso", "u-42").await.unwrap();
     assert_eq!((stored.choices.len(), stored.revision), (0, 0));
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_choice_and_its_history() {
+    let dir = TempDir::new("choices-db");
+    let policy = dir.write("choices.yaml", POLICY);
+    let db = dir.path().join("choices.db").display().to_string();
+    let args = [
+        "--policy",
+        policy.as_str(),
+        "--decision-log",
+        "off",
+        "--choices-writers",
+        "*",
+        "--choices-db",
+        db.as_str(),
+    ];
+    let mut first = ServerProcess::start(&args);
+    let mut choices = ChoicesServiceClient::new(channel(&first.url()).await);
+    for state in [pb::ChoiceState::Granted, pb::ChoiceState::Withdrawn] {
+        choices
+            .record_choice(choice("contoso", "u-42", "marketing", state))
+            .await
+            .unwrap();
+    }
+    first.signal("TERM");
+    assert_eq!(
+        first.exited(std::time::Duration::from_secs(10)).await,
+        Some(0)
+    );
+
+    let second = ServerProcess::start(&args);
+    let mut choices = ChoicesServiceClient::new(channel(&second.url()).await);
+    let kept = current(&mut choices, "contoso", "u-42").await.unwrap();
+    assert_eq!(kept.revision, 2);
+    assert_eq!(kept.choices[0].state(), pb::ChoiceState::Withdrawn);
+    let revisions: Vec<_> = history_of(&mut choices, "contoso", "u-42")
+        .await
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(revisions, [1, 2]);
+    let mut checks = DecisionServiceClient::new(channel(&second.url()).await);
+    let (decision, reason) = decided(&mut checks, ask("marketing", "contoso", "u-42")).await;
+    assert_eq!(decision, pb::Decision::Deny, "{reason}");
+    // The next write continues the revisions.
+    let next = record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Granted),
+    )
+    .await;
+    assert_eq!(next.revision, 3);
+}
+
+#[tokio::test]
+async fn a_long_history_is_streamed_whole_page_by_page() {
+    let dir = TempDir::new("choices-history");
+    let server = server(&dir, Some("*"));
+    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+    let states = [pb::ChoiceState::Granted, pb::ChoiceState::Withdrawn];
+    for i in 0..1_100 {
+        choices
+            .record_choice(choice("contoso", "u-1", "marketing", states[i % 2]))
+            .await
+            .unwrap();
+    }
+    let revisions: Vec<_> = history_of(&mut choices, "contoso", "u-1")
+        .await
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(revisions, (1..=1_100).collect::<Vec<u64>>());
 }

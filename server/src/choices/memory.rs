@@ -134,14 +134,23 @@ impl ChoicesStore for MemoryChoices {
         Ok((records, state.revision))
     }
 
-    fn history(&self, tenant: &str, data_subject: &str) -> Result<Vec<ChoiceRecord>, StoreError> {
+    fn history(
+        &self,
+        tenant: &str,
+        data_subject: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChoiceRecord>, StoreError> {
         let state = self.state.read().map_err(|_| unusable())?;
         Ok(state
             .held(tenant, data_subject)
             .map(|h| {
                 h.events
                     .iter()
-                    .filter_map(|&i| state.events.get(i).cloned())
+                    .filter_map(|&i| state.events.get(i))
+                    .filter(|r| r.revision > after)
+                    .take(limit)
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default())

@@ -41,7 +41,7 @@ fn the_latest_event_is_the_current_choice_and_every_event_is_kept() {
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].state, ChoiceState::Withdrawn);
     assert_eq!(current[0].at, T + 5);
-    let history = store.history("contoso", "u-42").unwrap();
+    let history = store.history("contoso", "u-42", 0, usize::MAX).unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].choice.state, ChoiceState::Granted);
     assert_eq!(history[0].recorded_by, "spiffe://w");
@@ -163,7 +163,7 @@ fn concurrent_writers_leave_history_and_current_state_agreeing() {
     for w in writers {
         w.join().unwrap();
     }
-    let history = store.history("contoso", "u-1").unwrap();
+    let history = store.history("contoso", "u-1", 0, usize::MAX).unwrap();
     assert_eq!(history.len(), 1600);
     // Revisions advance in commit order, one an event.
     assert!(
@@ -184,4 +184,113 @@ fn concurrent_writers_leave_history_and_current_state_agreeing() {
         .map(|c| (c.purpose, c.state))
         .collect();
     assert_eq!(replayed, current);
+}
+
+#[test]
+fn sqlite_keeps_every_choice_and_its_history_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("pg-choices-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("restart.db");
+    let _ = std::fs::remove_file(&path);
+    {
+        let store = SqliteChoices::open(&path).unwrap();
+        store
+            .record(
+                new("contoso", "u-42", "marketing", ChoiceState::Granted),
+                "spiffe://w",
+                T,
+            )
+            .unwrap();
+        store
+            .record(
+                new("contoso", "u-42", "marketing", ChoiceState::Withdrawn),
+                "spiffe://w",
+                T + 1,
+            )
+            .unwrap();
+        store
+            .record(
+                new("contoso", "", "legal", ChoiceState::Granted),
+                "-",
+                T + 2,
+            )
+            .unwrap();
+    }
+    let store = SqliteChoices::open(&path).unwrap();
+    assert_eq!(store.revision(), 3);
+    let (current, revision) = store.current("contoso", "u-42").unwrap();
+    assert_eq!(revision, 3);
+    assert_eq!(current.len(), 1);
+    assert_eq!(
+        (current[0].state, current[0].at),
+        (ChoiceState::Withdrawn, T + 1)
+    );
+    let history = store.history("contoso", "u-42", 0, usize::MAX).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].choice.evidence["notice"], "v3");
+    assert_eq!(history[0].recorded_by, "spiffe://w");
+    // Pages: after a revision, at most a limit.
+    let page = store.history("contoso", "u-42", 1, 10).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].revision, 2);
+    assert_eq!(store.current("contoso", "").unwrap().0.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sqlite_under_concurrent_writers_keeps_history_and_state_agreeing() {
+    let dir = std::env::temp_dir().join(format!("pg-choices-c-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("concurrent.db");
+    let _ = std::fs::remove_file(&path);
+    let store = Arc::new(SqliteChoices::open(&path).unwrap());
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let state = if (w + i) % 2 == 0 {
+                        ChoiceState::Granted
+                    } else {
+                        ChoiceState::Objected
+                    };
+                    store
+                        .record(new("contoso", "u-1", "marketing", state), "-", T + i)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let history = store.history("contoso", "u-1", 0, usize::MAX).unwrap();
+    assert_eq!(history.len(), 200);
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].revision + 1 == w[1].revision)
+    );
+    let last = history.last().unwrap().choice.state;
+    assert_eq!(store.current("contoso", "u-1").unwrap().0[0].state, last);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused() {
+    let dir = std::env::temp_dir().join(format!("pg-choices-s-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("newer.db");
+    let _ = std::fs::remove_file(&path);
+    drop(SqliteChoices::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'", [])
+        .unwrap();
+    drop(conn);
+    let refused = SqliteChoices::open(&path).unwrap_err();
+    assert!(
+        refused.contains("has schema 99; this server reads schema 1"),
+        "{refused}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -120,6 +120,9 @@ fn whose(tenant: &str, data_subject: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Events read from the store at a time for `ChoiceHistory`.
+const HISTORY_PAGE: usize = 500;
+
 type History = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ChoiceRecord, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -177,13 +180,47 @@ impl pb::choices_service_server::ChoicesService for ChoicesServer {
         self.writer(&request)?;
         let r = request.into_inner();
         whose(&r.tenant, &r.data_subject)?;
+        // Read a page at a time, and only as fast as the caller takes
+        // them: a history of a million events is never held at once.
         let store = self.choices.clone();
-        let history =
-            tokio::task::spawn_blocking(move || store.history(&r.tenant, &r.data_subject))
-                .await
-                .map_err(|e| Status::internal(format!("the history was not read: {e}")))?
-                .map_err(store_error)?;
-        let stream = tokio_stream::iter(history.into_iter().map(|r| Ok(to_pb(r))));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut after = 0;
+            loop {
+                let (s, tenant, subject) =
+                    (store.clone(), r.tenant.clone(), r.data_subject.clone());
+                let page = tokio::task::spawn_blocking(move || {
+                    s.history(&tenant, &subject, after, HISTORY_PAGE)
+                })
+                .await;
+                let page = match page {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(store_error(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "the history was not read: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                let last = page.len() < HISTORY_PAGE;
+                for record in page {
+                    after = record.revision;
+                    if tx.send(Ok(to_pb(record))).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -166,6 +166,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub choices_writers: Vec<String>,
+    /// Where choices are kept: an SQLite database file, created (with its
+    /// schema) if missing [default: in memory, lost at stop].
+    #[arg(long, env = "PURPOSEGATE_CHOICES_DB", value_name = "PATH")]
+    pub choices_db: Option<PathBuf>,
     /// How long a purpose context is valid (answers carrying one are
     /// cached no longer).
     #[arg(long, env = "PURPOSEGATE_PURPOSE_CONTEXT_TTL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
