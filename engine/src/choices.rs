@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{NodeIdx, Taxonomy};
 use crate::request::DecisionRequest;
@@ -67,7 +67,7 @@ pub struct ChoicesPolicy {
 }
 
 /// What a choice says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChoiceState {
     Granted,
@@ -99,7 +99,7 @@ impl ChoiceState {
 }
 
 /// One current choice: the latest event for its purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Choice {
     /// Empty for a restriction.
     pub purpose: String,
@@ -120,7 +120,7 @@ impl Choice {
 /// request's owner tenant and data subject: `None` where they were not
 /// looked up (a decision that needs them is then `INDETERMINATE`), an
 /// empty list where none are recorded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChoiceFacts {
     /// The time choices are judged at (expiry), in seconds since the epoch.
     pub now: i64,

@@ -76,6 +76,18 @@ pub struct Evaluation {
     /// Present only when monitor-mode rules would have changed `decision`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorEvaluation>,
+    /// The choices the decision read (`choices.rs`), when it read any: the
+    /// decision log keeps them, so `replay` decides the same without the
+    /// store; their revision is the answer's `choicesRevision`.
+    #[serde(skip)]
+    pub choices: Option<Arc<crate::choices::ChoiceFacts>>,
+}
+
+impl Evaluation {
+    /// The revision of the choices the decision read, if it read any.
+    pub fn choices_revision(&self) -> Option<u64> {
+        self.choices.as_ref().map(|c| c.revision)
+    }
 }
 
 /// The decision with monitor-mode rules enforced (semantic 9).

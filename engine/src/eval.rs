@@ -127,6 +127,7 @@ impl Policy {
             if let Some(reason) = reason {
                 let mut answer = self.answer(req, decision, Vec::new(), Reason::words(reason));
                 answer.ttl_seconds = CHOICE_TTL_SECONDS.min(answer.ttl_seconds);
+                answer.choices = Some(std::sync::Arc::new(choices.clone()));
                 return answer;
             }
         }
@@ -184,6 +185,7 @@ impl Policy {
             },
             request_id: req.request_id.clone(),
             monitor,
+            choices: read_choices.then(|| std::sync::Arc::new(choices.clone())),
         }
     }
 
@@ -337,6 +339,7 @@ impl Policy {
             ttl_seconds: self.settings().decision_ttl_seconds,
             request_id: req.request_id.clone(),
             monitor: None,
+            choices: None,
         }
     }
 

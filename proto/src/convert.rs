@@ -131,6 +131,7 @@ pub fn response(e: Evaluation) -> pb::CheckResponse {
 /// [`response`] with the reason already put into words (by a caller that
 /// needs the words for something else too, and so writes them once).
 pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse {
+    let choices_revision = e.choices_revision().unwrap_or(0);
     pb::CheckResponse {
         decision: decision(e.decision).into(),
         obligations: e.obligations.iter().map(obligation).collect(),
@@ -144,6 +145,7 @@ pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse 
             rule_ids: m.rule_ids.iter().map(ToString::to_string).collect(),
         }),
         purpose_context: String::new(),
+        choices_revision,
     }
 }
 

@@ -282,7 +282,11 @@ fn replay_line(
         not_replayed(out, place, why);
         return false;
     }
-    let now = policy.evaluate(&logged.request);
+    // The choices the decision read, as they were: no store is needed.
+    let now = match &logged.choices {
+        Some(choices) => policy.evaluate_with(&logged.request, choices),
+        None => policy.evaluate(&logged.request),
+    };
     out.decisions = out.decisions.saturating_add(logged.count);
     count(
         &mut out.logged_revisions,
@@ -350,6 +354,8 @@ struct Logged {
     count: u64,
     /// Fields the log redacted, and how.
     redacted: BTreeMap<Field, String>,
+    /// The choices the decision read, as logged.
+    choices: Option<crate::engine::ChoiceFacts>,
 }
 
 impl Logged {
@@ -438,7 +444,15 @@ impl Logged {
                 .filter(|&n| n > 0)
                 .ok_or("`count` is not a count")?,
         };
+        let choices = match line.get("choices") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| format!("`choices` is not the choices a decision read ({e})"))?,
+            ),
+        };
         Ok(Logged {
+            choices,
             request,
             decision,
             rule_ids: list("rule_ids")?,
@@ -457,7 +471,7 @@ impl Logged {
             let fact = match field {
                 Field::RequestId | Field::Action => continue,
                 // Read only where the policy makes purposes depend on choices.
-                Field::DataSubject if policy.choices().is_empty() => continue,
+                Field::DataSubject if policy.choices().is_empty() || how == "hash" => continue,
                 Field::DataSubject => {
                     lacking.insert(field.key());
                     continue;

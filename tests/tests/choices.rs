@@ -377,3 +377,75 @@ async fn a_long_history_is_streamed_whole_page_by_page() {
         .collect();
     assert_eq!(revisions, (1..=1_100).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn the_log_keeps_the_choices_read_so_replay_needs_no_store() {
+    let dir = TempDir::new("choices-replay");
+    let policy = dir.write("choices.yaml", POLICY);
+    let log = dir.path().join("decisions.log").display().to_string();
+    let mut server = ServerProcess::start(&[
+        "--policy",
+        policy.as_str(),
+        "--decision-log",
+        log.as_str(),
+        "--choices-writers",
+        "*",
+    ]);
+    let mut checks = DecisionServiceClient::new(channel(&server.url()).await);
+    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+    let granted = record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Granted),
+    )
+    .await;
+    let permit = checks
+        .check(ask("marketing", "contoso", "u-42"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(permit.decision(), pb::Decision::Permit);
+    assert_eq!(permit.choices_revision, granted.revision);
+    assert_eq!(permit.ttl_seconds, 1);
+    record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Withdrawn),
+    )
+    .await;
+    assert_eq!(
+        decided(&mut checks, ask("marketing", "contoso", "u-42"))
+            .await
+            .0,
+        pb::Decision::Deny
+    );
+    // A decision that read no choices says so.
+    let plain = checks
+        .check(ask("provide", "contoso", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((plain.choices_revision, plain.ttl_seconds), (0, 300));
+    server.signal("TERM");
+    assert_eq!(
+        server.exited(std::time::Duration::from_secs(10)).await,
+        Some(0)
+    );
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["purpose"] == "marketing")
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["choices"]["subject"][0]["state"], "granted");
+    assert_eq!(lines[1]["choices"]["subject"][0]["state"], "withdrawn");
+    // Replayed under the same policy, without the store: nothing flips.
+    let run = purposegate_tests::server_cli(
+        &["replay", "--policy", &policy, "--format", "json", &log],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["flipped"], 0, "{report}");
+    assert_eq!(report["decisions"], 3, "{report}");
+}

@@ -143,6 +143,7 @@ impl Batch {
             rule_ids: answer.rule_ids.clone(),
             reason,
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
+            choices: answer.choices.clone(),
             ..Record::new(via, request, answer.policy_revision.clone(), 0)
         };
         self.revision

@@ -207,6 +207,8 @@ pub struct Record {
     pub reason: String,
     pub revision: Arc<str>,
     pub monitor_decision: Option<Decision>,
+    /// The choices the decision read, for `replay`.
+    pub choices: Option<Arc<crate::engine::ChoiceFacts>>,
     pub latency_us: u64,
     /// Identical decisions folded into this one.
     pub count: u64,
@@ -247,6 +249,7 @@ impl Record {
             reason: String::new(),
             revision,
             monitor_decision: None,
+            choices: None,
             latency_us,
             count: 1,
             last_time: None,
@@ -276,6 +279,7 @@ impl Record {
             && self.rule_ids == other.rule_ids
             && self.reason == other.reason
             && self.monitor_decision == other.monitor_decision
+            && self.choices == other.choices
             && a.purpose == b.purpose
             && a.inherited_purpose == b.inherited_purpose
             && a.resource == b.resource
@@ -438,6 +442,7 @@ impl Record {
             reason: (self.permitted.is_none() && !leaves("reason")).then_some(&self.reason[..]),
             revision: &self.revision,
             monitor_decision: self.monitor_decision,
+            choices: self.choices.as_deref(),
             latency_us: self.latency_us,
             count: self.count,
             last_time: self.last_time.map(super::rfc3339),
@@ -545,6 +550,8 @@ struct Line<'a> {
     revision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     monitor_decision: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choices: Option<&'a crate::engine::ChoiceFacts>,
     latency_us: u64,
     #[serde(skip_serializing_if = "is_one")]
     count: u64,

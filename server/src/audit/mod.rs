@@ -247,6 +247,7 @@ impl DecisionLog {
             rule_ids: answer.rule_ids.clone(),
             reason,
             monitor_decision: answer.monitor.as_ref().map(|m| m.decision),
+            choices: answer.choices.clone(),
             request_bytes,
             ..Record::new(via, request, answer.policy_revision.clone(), latency)
         });
@@ -454,6 +455,7 @@ mod tests {
             obligations: Vec::new(),
             monitor: None,
             request_id: String::new(),
+            choices: None,
         };
         log.record(
             Via::face("test"),

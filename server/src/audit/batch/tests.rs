@@ -15,6 +15,7 @@ fn answer(decision: Decision, reason: &str) -> Evaluation {
         obligations: Vec::new(),
         monitor: None,
         request_id: String::new(),
+        choices: None,
     }
 }
 

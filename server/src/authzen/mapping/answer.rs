@@ -35,6 +35,8 @@ pub struct Decided {
     rule_ids: Vec<Arc<str>>,
     policy_revision: Arc<str>,
     ttl_seconds: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choices_revision: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     obligations: Vec<AuthZenObligation>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +89,7 @@ pub fn decision(evaluation: &Evaluation, reason: &str) -> Answer {
             rule_ids: evaluation.rule_ids.clone(),
             policy_revision: evaluation.policy_revision.clone(),
             ttl_seconds: evaluation.ttl_seconds,
+            choices_revision: evaluation.choices_revision(),
             obligations: obligations(&evaluation.obligations),
             monitor: evaluation.monitor.as_ref().map(|m| Monitor {
                 decision: m.decision.as_str(),
