@@ -21,6 +21,8 @@ pub const SUBJECT: &str = "x-subject";
 pub const TENANT: &str = "x-tenant";
 pub const ROLES: &str = "x-subject-roles";
 pub const DATA_TENANT: &str = "x-data-tenant";
+/// Whose data it is, within the data's tenant: their choices are read.
+pub const DATA_SUBJECT: &str = "x-data-subject";
 pub const DEIDENTIFICATION: &str = "x-data-deidentification";
 pub const GROUP_SIZE: &str = "x-data-group-size";
 pub const ORIGIN: &str = "x-data-origin";
@@ -64,12 +66,13 @@ fn fold(b: u8) -> u8 {
 }
 
 /// The headers the sidecar decides on, and how long each may be.
-pub const DECIDED: [(&str, Limit); 10] = [
+pub const DECIDED: [(&str, Limit); 11] = [
     (PURPOSE, Limit::One(MAX_ID_BYTES)),
     (SUBJECT, Limit::One(MAX_SUBJECT_ID_BYTES)),
     (TENANT, Limit::One(MAX_ID_BYTES)),
     (ROLES, Limit::List(MAX_LIST_ENTRIES)),
     (DATA_TENANT, Limit::One(MAX_ID_BYTES)),
+    (DATA_SUBJECT, Limit::One(MAX_SUBJECT_ID_BYTES)),
     (DEIDENTIFICATION, Limit::One(32)),
     (GROUP_SIZE, Limit::One(20)),
     (ORIGIN, Limit::List(MAX_ORIGINS)),
@@ -92,7 +95,7 @@ pub enum Limit {
 /// What the caller's decided headers say, each trimmed; empty when absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stated {
-    values: [String; 10],
+    values: [String; DECIDED.len()],
 }
 
 /// Why a call's headers cannot be read as one question.
@@ -112,7 +115,7 @@ impl Stated {
         headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
     ) -> Result<Stated, UnreadableHeaders> {
         let mut stated = Stated::default();
-        let mut seen = [false; 10];
+        let mut seen = [false; DECIDED.len()];
         for (name, value) in headers {
             if let Some(overriding) = overrides_method(name) {
                 return Err(UnreadableHeaders(format!(
@@ -249,6 +252,7 @@ pub fn decided(
         (TENANT, subject.tenant),
         (ROLES, subject.roles.join(",")),
         (DATA_TENANT, resource.owner_tenant),
+        (DATA_SUBJECT, resource.data_subject),
         (DEIDENTIFICATION, deidentification),
         (GROUP_SIZE, group_size),
         (ORIGIN, resource.origin.join(",")),

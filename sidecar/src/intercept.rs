@@ -229,9 +229,7 @@ fn check_request(
                 .owner_tenant
                 .clone()
                 .unwrap_or_else(|| stated.get(headers::DATA_TENANT).to_string()),
-            // Where the data subject comes from is the routes' to say (a
-            // later step); none is named yet.
-            data_subject: String::new(),
+            data_subject: stated.get(headers::DATA_SUBJECT).to_string(),
             deidentification,
             group_size,
             origin: stated.list(headers::ORIGIN),

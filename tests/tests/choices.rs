@@ -449,3 +449,74 @@ async fn the_log_keeps_the_choices_read_so_replay_needs_no_store() {
     assert_eq!(report["flipped"], 0, "{report}");
     assert_eq!(report["decisions"], 3, "{report}");
 }
+
+#[tokio::test]
+async fn a_sidecar_reads_the_data_subject_and_enforces_a_withdrawal_within_a_second() {
+    let dir = TempDir::new("choices-sidecar");
+    let policy = dir.write("choices.yaml", POLICY);
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n",
+    );
+    let server = ServerProcess::start(&[
+        "--policy",
+        policy.as_str(),
+        "--decision-log",
+        "off",
+        "--choices-writers",
+        "*",
+    ]);
+    let app = purposegate_tests::app::FrameworkApp::start();
+    let upstream = app.url();
+    let sidecar = purposegate_tests::SidecarProcess::start(
+        &server.url(),
+        &["--upstream", upstream.as_str(), "--routes", routes.as_str()],
+        &[],
+    );
+    let get = |subject: &str| {
+        let subject = format!("x-data-subject: {subject}");
+        purposegate_tests::contexts::proxy_get(
+            &sidecar,
+            "/records/1",
+            &[
+                "x-purpose: marketing",
+                "x-data-tenant: contoso",
+                subject.as_str(),
+            ],
+        )
+        .0
+    };
+    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+    record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Granted),
+    )
+    .await;
+    assert_eq!(get("u-42"), 200);
+    // Another data subject's call is not answered from u-42's permit.
+    assert_eq!(get("u-7"), 403);
+    assert_eq!(get("u-42"), 200);
+    record(
+        &mut choices,
+        choice("contoso", "u-42", "marketing", pb::ChoiceState::Withdrawn),
+    )
+    .await;
+    let withdrawn = std::time::Instant::now();
+    let (_, took) = purposegate_tests::eventually("the withdrawal enforced", || {
+        let status = get("u-42");
+        async move { (status == 403).then_some(()) }
+    })
+    .await;
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "enforced {took:?} after ({:?} since the write)",
+        withdrawn.elapsed()
+    );
+    // The app saw the data subject the sidecar decided on.
+    let seen = app.seen();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|s| s.cgi_all("x-data-subject") == ["u-42"]),
+        "{seen:?}"
+    );
+}

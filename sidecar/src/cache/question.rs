@@ -61,12 +61,14 @@ pub fn write(req: &pb::CheckRequest, out: &mut Vec<u8>) {
         Some(r) => {
             text(out, &r.category);
             text(out, &r.owner_tenant);
+            text(out, &r.data_subject);
             number(out, u64::from(r.deidentification.cast_unsigned()));
             number(out, r.group_size);
             list(out, &r.origin);
             map(out, &r.attributes);
         }
         None => {
+            text(out, "");
             text(out, "");
             text(out, "");
             number(out, 0);
