@@ -71,6 +71,9 @@ pub struct Pdp {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+/// Longest wait for the policy's description (`GetPolicy`).
+const GET_POLICY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Most checks in flight to the PDP from one sidecar.
 const MAX_CHECKS_IN_FLIGHT: usize = 256;
 
@@ -119,8 +122,7 @@ impl Pdp {
         })
     }
 
-    /// Asks the PDP, within `--pdp-timeout` (the channel's own timeout,
-    /// which bounds every call to the PDP).
+    /// Asks the PDP, within `--pdp-timeout`.
     pub async fn check(
         &self,
         request: tonic::Request<pb::CheckRequest>,
@@ -161,12 +163,23 @@ impl Pdp {
         }
     }
 
+    /// The serving policy's description, within [`GET_POLICY_TIMEOUT`]:
+    /// not a decision, and a large policy's takes longer to send than
+    /// `--pdp-timeout` allows a decision.
     pub async fn get_policy(&self) -> Result<pb::PolicyInfo, tonic::Status> {
         let mut client = self.client.clone();
-        client
-            .get_policy(pb::GetPolicyRequest {})
-            .await
-            .map(tonic::Response::into_inner)
+        match tokio::time::timeout(
+            GET_POLICY_TIMEOUT,
+            client.get_policy(pb::GetPolicyRequest {}),
+        )
+        .await
+        {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "the decision point did not describe its policy within {}s",
+                GET_POLICY_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Follows the PDP's revisions for as long as the process runs.
@@ -217,10 +230,12 @@ impl Pdp {
     }
 }
 
+/// The channel to the PDP. Each call bounds its own time: a decision by
+/// `--pdp-timeout` ([`Pdp::within_limits`]), the policy's description by
+/// [`GET_POLICY_TIMEOUT`], watches not at all.
 fn endpoint(uri: Uri, timeout: Duration) -> Endpoint {
     Endpoint::from(uri)
         .connect_timeout(timeout)
-        .timeout(timeout)
         .tcp_nodelay(true)
 }
 
