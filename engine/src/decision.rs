@@ -71,6 +71,11 @@ pub struct Evaluation {
     pub reason: Reason,
     pub policy_revision: Arc<str>,
     pub ttl_seconds: u32,
+    /// On a decision that read choices: how long a PEP that follows the
+    /// changes of choices may keep it (`ttl_seconds` is for one that
+    /// does not); 0 otherwise.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub watched_ttl_seconds: u32,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub request_id: String,
     /// Present only when monitor-mode rules would have changed `decision`.
@@ -81,6 +86,10 @@ pub struct Evaluation {
     /// store; their revision is the answer's `choicesRevision`.
     #[serde(skip)]
     pub choices: Option<Arc<crate::choices::ChoiceFacts>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Evaluation {

@@ -126,6 +126,7 @@ impl Policy {
                 };
             if let Some(reason) = reason {
                 let mut answer = self.answer(req, decision, Vec::new(), Reason::words(reason));
+                answer.watched_ttl_seconds = answer.ttl_seconds;
                 answer.ttl_seconds = CHOICE_TTL_SECONDS.min(answer.ttl_seconds);
                 answer.choices = Some(std::sync::Arc::new(choices.clone()));
                 return answer;
@@ -182,6 +183,11 @@ impl Policy {
                 CHOICE_TTL_SECONDS.min(self.settings().decision_ttl_seconds)
             } else {
                 self.settings().decision_ttl_seconds
+            },
+            watched_ttl_seconds: if read_choices {
+                self.settings().decision_ttl_seconds
+            } else {
+                0
             },
             request_id: req.request_id.clone(),
             monitor,
@@ -337,6 +343,7 @@ impl Policy {
             reason,
             policy_revision: self.revision().clone(),
             ttl_seconds: self.settings().decision_ttl_seconds,
+            watched_ttl_seconds: 0,
             request_id: req.request_id.clone(),
             monitor: None,
             choices: None,

@@ -131,7 +131,7 @@ pub fn response(e: Evaluation) -> pb::CheckResponse {
 /// [`response`] with the reason already put into words (by a caller that
 /// needs the words for something else too, and so writes them once).
 pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse {
-    let choices_revision = e.choices_revision().unwrap_or(0);
+    let choices_revision = e.choices_revision();
     pb::CheckResponse {
         decision: decision(e.decision).into(),
         obligations: e.obligations.iter().map(obligation).collect(),
@@ -146,6 +146,7 @@ pub fn response_with_reason(e: Evaluation, reason: String) -> pb::CheckResponse 
         }),
         purpose_context: String::new(),
         choices_revision,
+        watched_ttl_seconds: e.watched_ttl_seconds,
     }
 }
 

@@ -6,6 +6,7 @@
 //! alike, and [`limits`] bounds the decision messages both read before
 //! they are decoded.
 
+pub mod changes;
 pub mod context;
 pub mod convert;
 pub mod limits;

@@ -3,19 +3,22 @@
 //! make, behind one interface ([`ChoicesStore`]) so the engine and the API
 //! do not know where they live. Without `--choices-db` the server keeps
 //! them in memory ([`MemoryChoices`]) and says so at start; with it, in
-//! SQLite ([`SqliteChoices`]).
+//! SQLite ([`SqliteChoices`]). In front of either, [`CachedChoices`] keeps
+//! the choices asked about lately and announces every change.
 //!
 //! The server reads the current choices of a request's owner tenant and
 //! data subject ([`ChoicesStore::facts`]) and hands them to the engine as
 //! facts; a store that cannot answer gives none, and a decision that needs
 //! them is `INDETERMINATE` (fail closed).
 
+pub mod cache;
 mod memory;
 mod sqlite;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use cache::{CachedChoices, FEED_LEN};
 pub use memory::MemoryChoices;
 pub use sqlite::SqliteChoices;
 
@@ -51,6 +54,15 @@ pub struct ChoiceRecord {
     /// Seconds since the Unix epoch.
     pub recorded_at: i64,
     pub revision: u64,
+}
+
+/// Whose choices a commit changed, and the revision it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceChange {
+    pub revision: u64,
+    pub tenant: String,
+    /// Empty: the tenant's own configuration.
+    pub data_subject: String,
 }
 
 /// Why a store refused or failed.
@@ -98,6 +110,9 @@ pub trait ChoicesStore: Send + Sync + std::fmt::Debug {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ChoiceRecord>, StoreError>;
+    /// Whose choices the commits after revision `after` changed, in
+    /// revision order, at most `limit` of them.
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError>;
     /// The revision of the last commit.
     fn revision(&self) -> u64;
 }

@@ -165,11 +165,27 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             "--choices-writers '*': any caller, plaintext ones included, records and reads choices"
         );
     }
+    // In front of the store: the choices asked about lately, and the feed
+    // of changes that WatchChoices streams.
+    let choices = Arc::new(crate::choices::CachedChoices::new(
+        choices,
+        crate::choices::cache::DEFAULT_MAX_BYTES,
+    ));
+    let choice_watchers = crate::grpc::Watchers::new(
+        "choices",
+        args.max_watchers,
+        metrics.watchers_refused.clone(),
+    );
     let decider =
         crate::decide::Decider::new(store.clone(), decision_log, metrics, telemetry.clone())
             .with_choices(choices.clone());
-    let choices_api =
-        crate::grpc::choices::ChoicesServer::new(choices, store.clone(), &args.choices_writers);
+    let choices_api = crate::grpc::choices::ChoicesServer::new(
+        choices,
+        store.clone(),
+        &args.choices_writers,
+        choice_watchers,
+        shutdown_rx.clone(),
+    );
     let purpose_keys = crate::purpose_context::PurposeKeys::from_flags(
         args.purpose_signing_key.as_deref(),
         args.purpose_context_ttl,

@@ -26,10 +26,13 @@
 //!   cannot be reached, and only then; nothing else is ever permitted.
 
 mod answer;
+mod books;
+mod choices;
 mod question;
 
 pub use answer::{Answer, Cacheable, Source};
 use answer::{ENTRY_OVERHEAD, SLOT_BYTES};
+use choices::{ChoiceIndex, INDEX_BYTES, Liveness, ReadChoices};
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -83,6 +86,8 @@ struct Cached<A> {
     /// Which store this is, to tell it from a later one of the question.
     serial: u64,
     bytes: u32,
+    /// Whose choices it read, if it read any.
+    read: Option<ReadChoices>,
 }
 
 /// An entry's place in a queue, oldest first.
@@ -105,6 +110,8 @@ struct Books<A> {
     queues: [VecDeque<Slot>; 2],
     /// Each answer once, by the digest of its content.
     answers: HashMap<u64, Arc<A>>,
+    /// The entries that read choices, and the last changes of choices.
+    choices: ChoiceIndex,
 }
 
 impl<A> Default for Books<A> {
@@ -112,6 +119,7 @@ impl<A> Default for Books<A> {
         Books {
             queues: Default::default(),
             answers: HashMap::new(),
+            choices: ChoiceIndex::default(),
         }
     }
 }
@@ -158,6 +166,8 @@ pub struct DecisionCache<A = pb::CheckResponse> {
     epoch: Instant,
     /// The stale window in milliseconds.
     stale_ms: u64,
+    /// Whether the watch of choices is live.
+    watch: Liveness,
     limits: CacheLimits,
     metrics: CacheMetrics,
 }
@@ -185,6 +195,7 @@ impl<A: Cacheable> DecisionCache<A> {
             revision: ArcSwap::from_pointee(Revision::default()),
             epoch: Instant::now(),
             stale_ms: millis(limits.stale_window),
+            watch: Liveness::default(),
             limits: CacheLimits {
                 max_entries: limits.max_entries.max(1),
                 ..limits
@@ -209,7 +220,13 @@ impl<A: Cacheable> DecisionCache<A> {
             generation: current.generation.wrapping_add(1),
         }));
         self.entries.clear();
-        *books = Books::default();
+        // What changed in the choices lately stays known: it is about
+        // choices, not the policy.
+        let choices = std::mem::take(&mut books.choices).forget_entries();
+        *books = Books {
+            choices,
+            ..Books::default()
+        };
         self.bytes.store(0, Ordering::Relaxed);
         self.count.store(0, Ordering::Relaxed);
         drop(books);
@@ -274,7 +291,7 @@ impl<A: Cacheable> DecisionCache<A> {
                 }
                 self.metrics.misses.inc();
                 match ask().await {
-                    Ok(answer) => Ok(self.store(digest, &flight.1, &revision, answer)),
+                    Ok(answer) => Ok(self.store(digest, &flight.1, &revision, req, answer)),
                     Err(status) => {
                         self.metrics.pdp_errors.inc();
                         Err(status)
@@ -303,10 +320,15 @@ impl<A: Cacheable> DecisionCache<A> {
 
     fn fresh(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Arc<A>> {
         let entry = self.entries.get(&digest)?;
-        (entry.generation == generation
-            && *entry.question == *question
-            && entry.expires > self.now())
-        .then(|| entry.answer.clone())
+        let now = self.now();
+        // An answer that read choices is kept past its short TTL only
+        // while the watch of choices is live.
+        let expires = match entry.read {
+            Some(read) if !self.watch.live(now) => entry.expires.min(read.unwatched_expires),
+            _ => entry.expires,
+        };
+        (entry.generation == generation && *entry.question == *question && expires > now)
+            .then(|| entry.answer.clone())
     }
 
     fn stale(&self, digest: u64, generation: u64, question: &[u8]) -> Option<Arc<A>> {
@@ -314,7 +336,10 @@ impl<A: Cacheable> DecisionCache<A> {
             return None;
         }
         let entry = self.entries.get(&digest)?;
+        // Never an answer that read choices: one may have been withdrawn
+        // while the PDP was away.
         (entry.generation == generation
+            && entry.read.is_none()
             && *entry.question == *question
             && entry.expires.saturating_add(self.stale_ms) > self.now())
         .then(|| entry.answer.clone())
@@ -322,24 +347,50 @@ impl<A: Cacheable> DecisionCache<A> {
 
     /// Keeps `answer` for `question` (asked under `revision`) for its TTL,
     /// and gives it back shared.
-    fn store(&self, digest: u64, question: &[u8], revision: &Revision, mut answer: A) -> Arc<A> {
+    fn store(
+        &self,
+        digest: u64,
+        question: &[u8],
+        revision: &Revision,
+        req: &pb::CheckRequest,
+        mut answer: A,
+    ) -> Arc<A> {
         // An answer from another revision than the question's (a reload the
         // watch has not announced yet) is used once, not cached.
         if answer.ttl_seconds() == 0 || answer.policy_revision() != revision.id {
             return Arc::new(answer);
         }
         let permit = answer.lets_through();
-        let mut ttl = Duration::from_secs(u64::from(answer.ttl_seconds()));
-        if !permit {
-            ttl = ttl.min(self.limits.deny_ttl);
-        }
+        let read_choices = answer.choices_revision();
+        let deny_cap = |ttl: Duration| {
+            if permit {
+                ttl
+            } else {
+                ttl.min(self.limits.deny_ttl)
+            }
+        };
+        let unwatched_ttl = deny_cap(Duration::from_secs(u64::from(answer.ttl_seconds())));
+        // One that read choices: as long as the watch allows while it is
+        // live ([`DecisionCache::fresh`]).
+        let ttl = match read_choices {
+            Some(_) => deny_cap(Duration::from_secs(u64::from(
+                answer.watched_ttl_seconds().max(answer.ttl_seconds()),
+            ))),
+            None => unwatched_ttl,
+        };
         if ttl.is_zero() {
             return Arc::new(answer);
         }
         // What the caller asked with is the caller's, not the answer's.
         answer.clear_request_id();
         let answer_cost = answer.heap_bytes();
-        let entry_cost = ENTRY_OVERHEAD + question.len();
+        let entry_cost = ENTRY_OVERHEAD
+            + question.len()
+            + if read_choices.is_some() {
+                INDEX_BYTES
+            } else {
+                0
+            };
         if entry_cost + answer_cost + SLOT_BYTES > self.limits.max_bytes {
             return Arc::new(answer);
         }
@@ -357,6 +408,29 @@ impl<A: Cacheable> DecisionCache<A> {
         if self.revision.load().generation != revision.generation {
             return Arc::new(answer);
         }
+        // A change of its choices that came while it was on its way (or
+        // one too long ago to tell): used once, not kept.
+        let resource = req.resource.as_ref();
+        let tenant = resource.map_or("", |r| r.owner_tenant.as_str());
+        let subject = resource.map_or("", |r| r.data_subject.as_str());
+        let read = match read_choices {
+            Some(read_at) => {
+                if !books
+                    .choices
+                    .recent
+                    .unchanged_since(tenant, subject, read_at, true)
+                {
+                    return Arc::new(answer);
+                }
+                let (tenant, subject) = books.choices.recent.digest(tenant, subject);
+                Some(ReadChoices {
+                    tenant,
+                    subject,
+                    unwatched_expires: now.saturating_add(millis(unwatched_ttl)),
+                })
+            }
+            None => None,
+        };
         // The answer's one copy: the one kept already, or this one, kept
         // (and counted) once room is made. A different answer whose
         // content hashes alike keeps a copy of its own.
@@ -379,7 +453,11 @@ impl<A: Cacheable> DecisionCache<A> {
                 break;
             }
         }
-        let Books { queues, answers } = &mut *books;
+        let Books {
+            queues,
+            answers,
+            choices,
+        } = &mut *books;
         if new_in_table {
             answers.insert(content, answer.clone());
         }
@@ -401,10 +479,14 @@ impl<A: Cacheable> DecisionCache<A> {
                 expires,
                 serial,
                 bytes: u32::try_from(entry_cost + own_cost).unwrap_or(u32::MAX),
+                read,
             },
         );
+        if let Some(read) = read {
+            choices.insert(read, digest, serial);
+        }
         match replaced {
-            Some(old) => self.release(answers, old),
+            Some(old) => self.release(answers, choices, digest, old),
             None => {
                 self.count.fetch_add(1, Ordering::Relaxed);
             }
@@ -412,98 +494,6 @@ impl<A: Cacheable> DecisionCache<A> {
         drop(books);
         self.count_entries();
         answer
-    }
-
-    /// Gives back what an entry that left the map counted: its bytes, and
-    /// its answer's if it held the last copy the table shares.
-    fn release(&self, answers: &mut HashMap<u64, Arc<A>>, gone: Cached<A>) {
-        self.bytes.fetch_sub(gone.bytes as usize, Ordering::Relaxed);
-        let Some(content) = gone.shared_as else {
-            return;
-        };
-        // Two holders: the table and the entry that went.
-        if Arc::strong_count(&gone.answer) == 2
-            && answers
-                .get(&content)
-                .is_some_and(|kept| Arc::ptr_eq(kept, &gone.answer))
-        {
-            answers.remove(&content);
-            self.bytes
-                .fetch_sub(gone.answer.heap_bytes(), Ordering::Relaxed);
-        }
-    }
-
-    /// Drops the answers of the table no one holds any more (a hit held one
-    /// while its last entry went).
-    fn drop_unheld_answers(&self, books: &mut Books<A>) {
-        let mut freed = 0;
-        books.answers.retain(|_, answer| {
-            let unheld = Arc::strong_count(answer) == 1;
-            if unheld {
-                freed += answer.heap_bytes();
-            }
-            !unheld
-        });
-        self.bytes.fetch_sub(freed, Ordering::Relaxed);
-    }
-
-    /// Drops the entry of the oldest slot of either queue; false when both
-    /// are empty.
-    fn evict_oldest(&self, books: &mut Books<A>) -> bool {
-        let Books { queues, answers } = books;
-        let [permits, denials] = queues;
-        let queue = match (permits.front(), denials.front()) {
-            (Some(p), Some(d)) => {
-                if p.serial < d.serial {
-                    permits
-                } else {
-                    denials
-                }
-            }
-            (Some(_), None) => permits,
-            (None, Some(_)) => denials,
-            (None, None) => return false,
-        };
-        if let Some(slot) = queue.pop_front() {
-            self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
-            if self.remove(answers, &slot) {
-                self.metrics.evictions.inc();
-            }
-        }
-        true
-    }
-
-    /// Removes the entry a slot stands for, unless a later store replaced
-    /// it. True if an entry went.
-    fn remove(&self, answers: &mut HashMap<u64, Arc<A>>, slot: &Slot) -> bool {
-        match self
-            .entries
-            .remove_if(&slot.digest, |_, cached| cached.serial == slot.serial)
-        {
-            Some((_, cached)) => {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-                self.release(answers, cached);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops entries past their TTL and the stale window, oldest first.
-    fn sweep_locked(&self, books: &mut Books<A>, now: u64) -> usize {
-        let Books { queues, answers } = books;
-        let mut swept = 0;
-        for queue in queues.iter_mut() {
-            while queue.front().is_some_and(|slot| slot.dead_at <= now) {
-                if let Some(slot) = queue.pop_front() {
-                    self.bytes.fetch_sub(SLOT_BYTES, Ordering::Relaxed);
-                    if self.remove(answers, &slot) {
-                        swept += 1;
-                    }
-                }
-            }
-        }
-        swept
     }
 
     /// Drops what has expired, and answers no one holds; called every
@@ -579,5 +569,7 @@ impl<A> Drop for Landed<'_, A> {
     }
 }
 
+#[cfg(test)]
+mod choices_tests;
 #[cfg(test)]
 mod tests;

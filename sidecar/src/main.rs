@@ -128,6 +128,11 @@ struct Args {
     /// cannot be reached (e.g. 30s); 0s serves nothing stale.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration)]
     stale_if_error: Duration,
+    /// How long the watch of choices may go without a word (it speaks
+    /// every 250 ms) before cached decisions that read choices are kept no
+    /// longer than their own TTL (1 s).
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_CHOICES_STALE_WINDOW", default_value = "1s", value_parser = parse_timeout)]
+    choices_stale_window: Duration,
     /// Most decisions kept in the cache.
     #[arg(
         long,
@@ -395,6 +400,7 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         )
         .from_issuers(&args.purpose_context_from),
     );
+    pdp.follow_choices(cache.clone(), args.choices_stale_window);
     pdp.follow_revisions(
         cache.clone(),
         purposes.clone(),

@@ -63,6 +63,8 @@ impl DecisionPoint for Pdp {
 #[derive(Debug, Clone)]
 pub struct Pdp {
     client: DecisionServiceClient<Channel>,
+    /// The same connection, for `ChoicesService`.
+    channel: Channel,
     url: String,
     timeout: Duration,
     /// Checks in flight to the PDP at once: a burst (every open call
@@ -114,6 +116,7 @@ impl Pdp {
             }
         };
         Ok(Pdp {
+            channel: channel.clone(),
             client: DecisionServiceClient::new(channel)
                 .max_decoding_message_size(purposegate_proto::limits::MAX_POLICY_INFO_BYTES),
             url: url.to_string(),
@@ -233,6 +236,86 @@ impl Pdp {
 /// The channel to the PDP. Each call bounds its own time: a decision by
 /// `--pdp-timeout` ([`Pdp::within_limits`]), the policy's description by
 /// [`GET_POLICY_TIMEOUT`], watches not at all.
+impl Pdp {
+    /// Follows the changes of choices for as long as the process runs:
+    /// each evicts the cached decisions that read the choices changed; a
+    /// gap in the revisions, or a new watch that cannot resume, evicts
+    /// every decision that read choices. While the watch is down (no word
+    /// from it for `window`), such decisions are kept no longer than their
+    /// own short TTL.
+    pub fn follow_choices(&self, cache: Arc<DecisionCache>, window: Duration) {
+        let pdp = self.clone();
+        tokio::spawn(async move {
+            let mut client =
+                pb::choices_service_client::ChoicesServiceClient::new(pdp.channel.clone());
+            let mut backoff = Backoff::new();
+            // The last revision followed; 0 until the first word.
+            let mut last = 0;
+            loop {
+                let asked = pb::WatchChoicesRequest {
+                    after_revision: last,
+                };
+                match tokio::time::timeout(window, client.watch_choices(asked)).await {
+                    Ok(Ok(stream)) => {
+                        let mut stream = stream.into_inner();
+                        loop {
+                            match tokio::time::timeout(window, stream.next()).await {
+                                Ok(Some(Ok(change))) => {
+                                    backoff.reset();
+                                    last = follow(&cache, &change, last);
+                                    cache.choices_watch_alive(window);
+                                }
+                                Ok(Some(Err(status))) => {
+                                    warn!(pdp = %pdp.url, error = %status.message(), "the watch of choices ended");
+                                    break;
+                                }
+                                Ok(None) => break,
+                                Err(_) => {
+                                    warn!(pdp = %pdp.url, "the watch of choices went silent");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        warn!(pdp = %pdp.url, code = ?status.code(), error = %status.message(), "cannot watch choices");
+                    }
+                    Err(_) => warn!(pdp = %pdp.url, "cannot watch choices: no answer"),
+                }
+                cache.choices_watch_ended();
+                tokio::time::sleep(backoff.next()).await;
+            }
+        });
+    }
+}
+
+/// Applies one word of the watch of choices to the cache, `last` being
+/// the revision followed so far; gives the revision followed after it.
+fn follow(cache: &DecisionCache, change: &pb::ChoiceChange, last: u64) -> u64 {
+    let revision = change.revision;
+    if change.everything {
+        cache.choices_flushed(revision);
+        return revision;
+    }
+    if change.tenant.is_empty() {
+        // A heartbeat: a revision past the last followed is a change
+        // missed (or the first word of a new watch).
+        if last == 0 || revision > last {
+            cache.choices_flushed(revision);
+        }
+        return last.max(revision);
+    }
+    if revision <= last {
+        return last;
+    }
+    if last != 0 && revision == last + 1 {
+        cache.choices_changed(&change.tenant, &change.data_subject, revision);
+    } else {
+        cache.choices_flushed(revision);
+    }
+    revision
+}
+
 fn endpoint(uri: Uri, timeout: Duration) -> Endpoint {
     Endpoint::from(uri)
         .connect_timeout(timeout)

@@ -404,7 +404,7 @@ async fn the_log_keeps_the_choices_read_so_replay_needs_no_store() {
         .unwrap()
         .into_inner();
     assert_eq!(permit.decision(), pb::Decision::Permit);
-    assert_eq!(permit.choices_revision, granted.revision);
+    assert_eq!(permit.choices_revision, Some(granted.revision));
     assert_eq!(permit.ttl_seconds, 1);
     record(
         &mut choices,
@@ -423,7 +423,7 @@ async fn the_log_keeps_the_choices_read_so_replay_needs_no_store() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((plain.choices_revision, plain.ttl_seconds), (0, 300));
+    assert_eq!((plain.choices_revision, plain.ttl_seconds), (None, 300));
     server.signal("TERM");
     assert_eq!(
         server.exited(std::time::Duration::from_secs(10)).await,

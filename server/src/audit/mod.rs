@@ -452,6 +452,7 @@ mod tests {
             reason: crate::engine::Reason::words("because"),
             policy_revision: "r1".into(),
             ttl_seconds: 300,
+            watched_ttl_seconds: 0,
             obligations: Vec::new(),
             monitor: None,
             request_id: String::new(),

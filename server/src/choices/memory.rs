@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use super::{ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use super::{ChoiceChange, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
 use crate::engine::Choice;
 
 /// Most events the in-memory store keeps; past it writes are refused,
@@ -29,10 +29,16 @@ struct State {
 }
 
 /// The choices store kept in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryChoices {
     state: RwLock<State>,
     max_events: usize,
+}
+
+impl Default for MemoryChoices {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryChoices {
@@ -154,6 +160,23 @@ impl ChoicesStore for MemoryChoices {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
+        let state = self.state.read().map_err(|_| unusable())?;
+        // Events are kept in revision order, the first at revision 1.
+        let from = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(state
+            .events
+            .iter()
+            .skip(from)
+            .take(limit)
+            .map(|r| ChoiceChange {
+                revision: r.revision,
+                tenant: r.choice.tenant.clone(),
+                data_subject: r.choice.data_subject.clone(),
+            })
+            .collect())
     }
 
     fn revision(&self) -> u64 {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use super::{ChoiceChange, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
 use crate::engine::{Choice, ChoiceState};
 
 /// The schema this build writes and reads.
@@ -263,6 +263,36 @@ impl ChoicesStore for SqliteChoices {
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
                 record_of,
+            )
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(|e| failed("read", e))
+    }
+
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the choices database is unusable".into()))?;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT revision, tenant, data_subject FROM events WHERE revision > ?1
+                 ORDER BY revision LIMIT ?2",
+            )
+            .map_err(|e| failed("read", e))?;
+        statement
+            .query_map(
+                params![
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    let revision: i64 = row.get(0)?;
+                    Ok(ChoiceChange {
+                        revision: u64::try_from(revision).unwrap_or(0),
+                        tenant: row.get(1)?,
+                        data_subject: row.get(2)?,
+                    })
+                },
             )
             .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
             .map_err(|e| failed("read", e))

@@ -10,7 +10,7 @@ use purposegate_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::caller_names;
-use crate::choices::{ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use crate::choices::{CachedChoices, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
 use crate::engine::ChoiceState;
 use crate::purpose_context::Issuers;
 use crate::store::PolicyStore;
@@ -18,21 +18,28 @@ use crate::store::PolicyStore;
 /// The choices API over a store.
 #[derive(Debug, Clone)]
 pub struct ChoicesServer {
-    choices: Arc<dyn ChoicesStore>,
+    choices: Arc<CachedChoices>,
     policies: Arc<PolicyStore>,
     writers: Arc<Issuers>,
+    /// Places for `WatchChoices` streams.
+    watchers: super::Watchers,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ChoicesServer {
     pub fn new(
-        choices: Arc<dyn ChoicesStore>,
+        choices: Arc<CachedChoices>,
         policies: Arc<PolicyStore>,
         writers: &[String],
+        watchers: super::Watchers,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         ChoicesServer {
             choices,
             policies,
             writers: Arc::new(Issuers::new(writers)),
+            watchers,
+            shutdown,
         }
     }
 
@@ -222,5 +229,22 @@ impl pb::choices_service_server::ChoicesService for ChoicesServer {
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchChoicesStream = super::watch_choices::ChangeStream;
+
+    async fn watch_choices(
+        &self,
+        request: Request<pb::WatchChoicesRequest>,
+    ) -> Result<Response<Self::WatchChoicesStream>, Status> {
+        let after = request.into_inner().after_revision;
+        let changes = tokio_stream::wrappers::ReceiverStream::new(super::watch_choices::changes(
+            self.choices.clone(),
+            after,
+        ));
+        let changes = self.watchers.hold(changes)?;
+        Ok(Response::new(Box::pin(
+            purposegate_runtime::grpc::end_on_shutdown(changes, self.shutdown.clone(), None),
+        )))
     }
 }

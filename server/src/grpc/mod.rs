@@ -4,6 +4,7 @@
 //! engine's types in `purposegate_proto::convert` only.
 
 pub mod choices;
+pub mod watch_choices;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,14 +33,21 @@ use purposegate_runtime::telemetry::record_error;
 #[derive(Debug, Clone)]
 pub struct Watchers {
     places: Arc<tokio::sync::Semaphore>,
+    /// What is watched, for the refusal (`policy`, `choices`).
+    what: &'static str,
     max: usize,
     refused: prometheus_client::metrics::counter::Counter,
 }
 
 impl Watchers {
-    pub fn new(max: usize, refused: prometheus_client::metrics::counter::Counter) -> Self {
+    pub fn new(
+        what: &'static str,
+        max: usize,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Watchers {
             places: Arc::new(tokio::sync::Semaphore::new(max)),
+            what,
             max,
             refused,
         }
@@ -53,8 +61,8 @@ impl Watchers {
         let Ok(place) = self.places.clone().try_acquire_owned() else {
             self.refused.inc();
             return Err(Status::resource_exhausted(format!(
-                "{} policy watches are open (--max-watchers); try again later",
-                self.max
+                "{} {} watches are open (--max-watchers); try again later",
+                self.max, self.what
             )));
         };
         Ok(stream.map(move |item| {
@@ -96,7 +104,7 @@ impl DecisionServer {
             decider,
             keys,
             max_batch,
-            watchers: Watchers::new(max_watchers, refused),
+            watchers: Watchers::new("policy", max_watchers, refused),
             pool,
             shutdown,
         }

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// batches are INVALID_ARGUMENT (400), counted before they are decoded.
     #[arg(long, env = "PURPOSEGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
-    /// WatchPolicy streams open at once; more are RESOURCE_EXHAUSTED.
+    /// WatchPolicy streams open at once, and as many WatchChoices streams;
+    /// more are RESOURCE_EXHAUSTED.
     #[arg(long, env = "PURPOSEGATE_MAX_WATCHERS", default_value_t = 4096)]
     pub max_watchers: usize,
     /// Connections the gRPC port holds at once (each sidecar keeps one);

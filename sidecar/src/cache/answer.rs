@@ -15,6 +15,15 @@ pub type Answer = Arc<pb::CheckResponse>;
 pub trait Cacheable: prost::Message + PartialEq + Default + Clone + Send + Sync + 'static {
     /// How long the PDP lets it be cached.
     fn ttl_seconds(&self) -> u32;
+    /// The revision of the choices it read, if it read any.
+    fn choices_revision(&self) -> Option<u64> {
+        None
+    }
+    /// How long it may be kept while the watch of choices is live (when
+    /// it read choices).
+    fn watched_ttl_seconds(&self) -> u32 {
+        0
+    }
     /// The revision that decided it.
     fn policy_revision(&self) -> &str;
     /// Whether it lets anything through: kept for its TTL; others at most
@@ -29,6 +38,14 @@ pub trait Cacheable: prost::Message + PartialEq + Default + Clone + Send + Sync 
 impl Cacheable for pb::CheckResponse {
     fn ttl_seconds(&self) -> u32 {
         self.ttl_seconds
+    }
+
+    fn choices_revision(&self) -> Option<u64> {
+        self.choices_revision
+    }
+
+    fn watched_ttl_seconds(&self) -> u32 {
+        self.watched_ttl_seconds
     }
 
     fn policy_revision(&self) -> &str {

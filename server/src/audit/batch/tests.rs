@@ -12,6 +12,7 @@ fn answer(decision: Decision, reason: &str) -> Evaluation {
         reason: Reason::words(reason),
         policy_revision: "r1".into(),
         ttl_seconds: 300,
+        watched_ttl_seconds: 0,
         obligations: Vec::new(),
         monitor: None,
         request_id: String::new(),

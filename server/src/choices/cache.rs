@@ -1,0 +1,246 @@
+//! The server's cache of choices, in front of the store: the current
+//! choices of the tenants and data subjects asked about lately, so a
+//! `Check` that depends on choices costs about what one that needs none
+//! does. Bounded in bytes; the oldest go first.
+//!
+//! It is also where changes are announced: every commit made through it
+//! evicts the entry it changed, joins the feed (the last changes, in
+//! revision order, which `WatchChoices` streams) and wakes the watchers.
+//!
+//! **Invariant:** an entry is never older than a change the feed has
+//! seen. A read that raced a write is kept only if [`RecentChanges`] shows
+//! no change of its key after the revision it was read at; the write's
+//! eviction and that check happen under the same lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use purposegate_proto::changes::RecentChanges;
+use tokio::sync::watch;
+
+use super::{ChoiceChange, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
+use crate::engine::Choice;
+
+/// Bytes the cache may hold by default.
+pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
+/// Changes the feed keeps for watchers that fall behind; further back,
+/// they are read from the store.
+pub const FEED_LEN: usize = 8192;
+/// What an entry costs beyond its ids and choices: the map's slot, the
+/// queue's, the `Arc`.
+const ENTRY_OVERHEAD: usize = 160;
+const CHOICE_BYTES: usize = std::mem::size_of::<Choice>();
+
+/// A tenant and data subject as one key: the tenant's length first, so
+/// no two pairs make the same key.
+type Key = String;
+
+fn key(tenant: &str, subject: &str) -> Key {
+    format!("{}:{tenant}{subject}", tenant.len())
+}
+
+#[derive(Debug)]
+struct Entry {
+    choices: Arc<[Choice]>,
+    revision: u64,
+    serial: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    entries: HashMap<Key, Entry>,
+    /// Keys in the order they were stored, with their serial: the oldest
+    /// go first.
+    order: VecDeque<(Key, u64)>,
+    bytes: usize,
+    serial: u64,
+    recent: RecentChanges,
+}
+
+/// The choices store, cached, with its feed of changes.
+#[derive(Debug)]
+pub struct CachedChoices {
+    store: Arc<dyn ChoicesStore>,
+    held: Mutex<Held>,
+    max_bytes: usize,
+    /// The last changes in revision order; locked across each write so
+    /// they join it in the order they were committed.
+    feed: Mutex<VecDeque<ChoiceChange>>,
+    latest: watch::Sender<u64>,
+}
+
+fn unusable() -> StoreError {
+    StoreError::Unavailable("the choices cache is unusable".into())
+}
+
+impl CachedChoices {
+    pub fn new(store: Arc<dyn ChoicesStore>, max_bytes: usize) -> Self {
+        let (latest, _) = watch::channel(store.revision());
+        CachedChoices {
+            store,
+            held: Mutex::new(Held::default()),
+            max_bytes,
+            feed: Mutex::new(VecDeque::new()),
+            latest,
+        }
+    }
+
+    /// The revision of each commit, as it is made.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// The changes after `after`, oldest first, at most `limit`: from the
+    /// feed when it reaches back that far, else from the store.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
+        {
+            let feed = self.feed.lock().map_err(|_| unusable())?;
+            let reaches = feed
+                .front()
+                .is_some_and(|c| c.revision <= after.saturating_add(1))
+                || feed.back().is_none_or(|c| c.revision <= after);
+            if reaches {
+                return Ok(feed
+                    .iter()
+                    .skip_while(|c| c.revision <= after)
+                    .take(limit)
+                    .cloned()
+                    .collect());
+            }
+        }
+        self.store.changes(after, limit)
+    }
+
+    /// Entries and bytes held now.
+    pub fn held(&self) -> (usize, usize) {
+        self.held
+            .lock()
+            .map_or((0, 0), |h| (h.entries.len(), h.bytes))
+    }
+
+    /// Keeps what was read at `revision`, unless a change came since.
+    fn keep(&self, tenant: &str, subject: &str, choices: &[Choice], revision: u64) {
+        let bytes = ENTRY_OVERHEAD
+            + 2 * (tenant.len() + subject.len() + 8)
+            + choices
+                .iter()
+                .map(|c| CHOICE_BYTES + c.purpose.len())
+                .sum::<usize>();
+        if bytes > self.max_bytes / 4 {
+            return;
+        }
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        if !held
+            .recent
+            .unchanged_since(tenant, subject, revision, false)
+        {
+            return;
+        }
+        let key = key(tenant, subject);
+        while held.bytes + bytes > self.max_bytes {
+            let Some((oldest, serial)) = held.order.pop_front() else {
+                break;
+            };
+            if held
+                .entries
+                .get(&oldest)
+                .is_some_and(|e| e.serial == serial)
+            {
+                if let Some(gone) = held.entries.remove(&oldest) {
+                    held.bytes -= gone.bytes;
+                }
+            }
+        }
+        held.serial += 1;
+        let serial = held.serial;
+        held.order.push_back((key.clone(), serial));
+        held.bytes += bytes;
+        let entry = Entry {
+            choices: choices.into(),
+            revision,
+            serial,
+            bytes,
+        };
+        if let Some(old) = held.entries.insert(key, entry) {
+            held.bytes -= old.bytes;
+        }
+    }
+}
+
+impl ChoicesStore for CachedChoices {
+    fn record(
+        &self,
+        choice: NewChoice,
+        recorded_by: &str,
+        now: i64,
+    ) -> Result<ChoiceRecord, StoreError> {
+        let mut feed = self.feed.lock().map_err(|_| unusable())?;
+        let record = self.store.record(choice, recorded_by, now)?;
+        let (tenant, subject) = (&record.choice.tenant, &record.choice.data_subject);
+        if let Ok(mut held) = self.held.lock() {
+            held.recent.record(tenant, subject, record.revision);
+            if let Some(gone) = held.entries.remove(&key(tenant, subject)) {
+                held.bytes -= gone.bytes;
+            }
+        }
+        if feed.len() >= FEED_LEN {
+            feed.pop_front();
+        }
+        feed.push_back(ChoiceChange {
+            revision: record.revision,
+            tenant: tenant.clone(),
+            data_subject: subject.clone(),
+        });
+        drop(feed);
+        self.latest.send_replace(record.revision);
+        Ok(record)
+    }
+
+    fn current(&self, tenant: &str, data_subject: &str) -> Result<(Vec<Choice>, u64), StoreError> {
+        let wanted = key(tenant, data_subject);
+        if let Ok(held) = self.held.lock() {
+            if let Some(entry) = held.entries.get(&wanted) {
+                return Ok((
+                    entry.choices.to_vec(),
+                    entry.revision.max(held.recent.last()),
+                ));
+            }
+        }
+        let (choices, revision) = self.store.current(tenant, data_subject)?;
+        self.keep(tenant, data_subject, &choices, revision);
+        Ok((choices, revision))
+    }
+
+    fn current_records(
+        &self,
+        tenant: &str,
+        data_subject: &str,
+    ) -> Result<(Vec<ChoiceRecord>, u64), StoreError> {
+        self.store.current_records(tenant, data_subject)
+    }
+
+    fn history(
+        &self,
+        tenant: &str,
+        data_subject: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChoiceRecord>, StoreError> {
+        self.store.history(tenant, data_subject, after, limit)
+    }
+
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
+        self.changes_after(after, limit)
+    }
+
+    fn revision(&self) -> u64 {
+        self.store.revision()
+    }
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;
