@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use super::choices::{Choice, ChoiceFacts, ChoiceState};
 use super::decision::{Decision, Evaluation};
 use super::decode::Decoder;
 use super::diagnostic::{Diagnostic, Diagnostics, Span};
@@ -37,6 +38,9 @@ pub struct Case {
     /// `Some(None)`: no monitor result expected.
     pub monitor: Option<Option<Decision>>,
     pub obligations: Option<Vec<String>>,
+    /// The choices the case decides on (`choices:`): none looked up when
+    /// absent, so a decision that needs them is `INDETERMINATE`.
+    pub choices: ChoiceFacts,
 }
 
 /// A loaded case file.
@@ -69,6 +73,7 @@ const CASE_KEYS: &[&str] = &[
     "reasonContains",
     "monitor",
     "obligations",
+    "choices",
 ];
 
 impl CaseFile {
@@ -113,7 +118,7 @@ impl CaseFile {
         self.cases
             .iter()
             .map(|case| {
-                let got = policy.evaluate(&case.request);
+                let got = policy.evaluate_with(&case.request, &case.choices);
                 let mismatches = case.mismatches(&got);
                 CaseResult {
                     case,
@@ -229,6 +234,10 @@ fn decode_case(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Case> {
     let obligations = f
         .get("obligations")
         .and_then(|n| d.strings(n, &format!("{what}: `obligations`")));
+    let choices = match f.get("choices") {
+        Some(n) => decode_choices(d, n, &what)?,
+        None => ChoiceFacts::none(),
+    };
     Some(Case {
         name,
         span: node.span,
@@ -238,5 +247,66 @@ fn decode_case(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Case> {
         reason_contains,
         monitor,
         obligations,
+        choices,
+    })
+}
+
+/// A case's `choices`: `tenant:` and `dataSubject:`, each a map of purpose
+/// to state (`granted`, `withdrawn`, `objected`), and `restricted: true`
+/// for a restricted data subject; recorded a moment before the case is
+/// decided, never expiring. Present, even empty, it says what the store
+/// holds: nothing recorded is then a fact, not a lookup that failed.
+fn decode_choices(d: &mut Decoder<'_>, n: &Node, what: &str) -> Option<ChoiceFacts> {
+    let f = d.fields(
+        n,
+        &format!("{what}: `choices`"),
+        &["tenant", "dataSubject", "restricted"],
+    )?;
+    // A fixed time: a case decides the same today and in ten years.
+    const AT: i64 = 1_767_225_600;
+    let mut list = |key: &str| -> Vec<Choice> {
+        let Some(node) = f.get(key) else {
+            return Vec::new();
+        };
+        let label = format!("{what}: `choices.{key}`");
+        d.string_map(node, &label)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(purpose, state)| match ChoiceState::parse(&state) {
+                Some(
+                    state @ (ChoiceState::Granted | ChoiceState::Withdrawn | ChoiceState::Objected),
+                ) => Some(Choice {
+                    purpose,
+                    state,
+                    at: AT,
+                    expires_at: None,
+                }),
+                _ => {
+                    d.error(
+                        node.span,
+                        format!("{label}: `{state}` is not granted, withdrawn or objected"),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let tenant = list("tenant");
+    let mut subject = list("dataSubject");
+    if let Some(r) = f.get("restricted") {
+        if d.bool(r, &format!("{what}: `choices.restricted`")) == Some(true) {
+            subject.push(Choice {
+                purpose: String::new(),
+                state: ChoiceState::Restricted,
+                at: AT,
+                expires_at: None,
+            });
+        }
+    }
+    Some(ChoiceFacts {
+        now: AT + 1,
+        revision: 0,
+        tenant: Some(tenant),
+        subject: Some(subject),
     })
 }

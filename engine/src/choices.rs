@@ -162,6 +162,28 @@ impl ChoicesPolicy {
             .any(|r| r.purpose_idx.iter().any(|&p| purposes.covers(p, purpose)))
     }
 
+    /// Whose choices `purpose` depends on, in words, for the explorer and
+    /// `diff` (e.g. "the tenant's configuration (on unless switched off)").
+    pub fn describe(&self, purposes: &Taxonomy, purpose: NodeIdx) -> String {
+        let mut said: Vec<&str> = self
+            .requirements
+            .iter()
+            .filter(|r| r.purpose_idx.iter().any(|&p| purposes.covers(p, purpose)))
+            .map(|r| match (r.by, r.opt_in) {
+                (ChoiceScope::Tenant, false) => {
+                    "the tenant's configuration (on unless switched off)"
+                }
+                (ChoiceScope::Tenant, true) => {
+                    "the tenant's configuration (off unless switched on)"
+                }
+                (ChoiceScope::DataSubject, true) => "the data subject's consent",
+                (ChoiceScope::DataSubject, false) => "the data subject's objection",
+            })
+            .collect();
+        said.dedup();
+        said.join(" and ")
+    }
+
     /// What the choices in `facts` say of `req` asking `purpose`.
     pub fn judge(
         &self,

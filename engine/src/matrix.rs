@@ -94,6 +94,13 @@ pub struct Cell {
     pub evaluated: usize,
     /// Whether every combination was evaluated (see [`MAX_COMBINATIONS`]).
     pub exhaustive: bool,
+    /// When the purpose depends on choices (the policy's `choices`): by
+    /// whom, in words. `kind` and the examples are then what the rules
+    /// decide where the choices allow it; `decision` is what a request
+    /// naming only the purpose and category gets (`INDETERMINATE`: whose
+    /// choices to read is not said).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<String>,
 }
 
 /// Rows are purposes, columns data categories, both in declaration order.
@@ -200,6 +207,20 @@ impl Policy {
             ..DecisionRequest::default()
         };
         let (dimensions, cut) = self.dimensions(&rules, c);
+        // A purpose that depends on choices: each request is decided with
+        // an owner tenant and a data subject whose choices allow it, so the
+        // cell shows what the rules permit; the choices can only narrow it.
+        let choices = self
+            .choices()
+            .governs(self.purposes(), p)
+            .then(|| self.choices().describe(self.purposes(), p));
+        let decide = |req: &DecisionRequest| match &choices {
+            None => self.evaluate(req).decision,
+            Some(_) => {
+                let (req, facts) = allowing_choices(req);
+                self.evaluate_with(&req, &facts).decision
+            }
+        };
         let mut permitted_example = None;
         let mut refused_example = None;
         let mut lifted_example = None;
@@ -207,7 +228,7 @@ impl Policy {
         let mut evaluated = 0;
         let exhaustive = for_each_request(&bare, &dimensions, *left, |req| {
             evaluated += 1;
-            let decision = self.evaluate(req).decision;
+            let decision = decide(req);
             decisions.insert(decision.as_str());
             if decision == Decision::Permit {
                 permitted_example.get_or_insert_with(|| req.clone());
@@ -242,6 +263,7 @@ impl Policy {
             lifted_example: lifted_example.filter(|_| kind == CellKind::Deny),
             evaluated,
             exhaustive: exhaustive && !cut,
+            choices,
         }
     }
 
@@ -526,4 +548,34 @@ pub fn when_in_words(rule: &Rule) -> String {
         out.push_str(&format!(", if the caller fulfils {}", ids.join(", ")));
     }
     out
+}
+
+/// `req` with an owner tenant and a data subject (when it names none) and
+/// choices of theirs granting its purpose: decided as the rules alone
+/// would, for a cell of a purpose that depends on choices.
+fn allowing_choices(req: &DecisionRequest) -> (DecisionRequest, crate::choices::ChoiceFacts) {
+    let mut req = req.clone();
+    if req.resource.owner_tenant.is_empty() {
+        req.resource.owner_tenant = if req.subject.tenant.is_empty() {
+            "a-tenant".into()
+        } else {
+            req.subject.tenant.clone()
+        };
+    }
+    if req.resource.data_subject.is_empty() {
+        req.resource.data_subject = "a-data-subject".into();
+    }
+    let granted = vec![crate::choices::Choice {
+        purpose: req.purpose.clone(),
+        state: crate::choices::ChoiceState::Granted,
+        at: 0,
+        expires_at: None,
+    }];
+    let facts = crate::choices::ChoiceFacts {
+        now: 1,
+        revision: 0,
+        tenant: Some(granted.clone()),
+        subject: Some(granted),
+    };
+    (req, facts)
 }

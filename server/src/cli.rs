@@ -1,5 +1,6 @@
 //! The command line: `validate`, `test` and `check`.
 
+mod choices;
 mod replay;
 mod verify_log;
 
@@ -109,6 +110,11 @@ enum Command {
     /// on a finding, typed: edited, removed, inserted, reordered,
     /// truncated, unsigned or forged; 2 if a file cannot be read.
     VerifyLog(verify_log::VerifyLogArgs),
+    /// Record and read choices on a running server (its ChoicesService):
+    /// what tenants configured and what data subjects said. Exit 0 on an
+    /// answer, 1 when the server refused, 2 when it could not be asked.
+    #[command(subcommand)]
+    Choices(choices::ChoicesCommand),
 }
 
 /// How a report is printed.
@@ -210,7 +216,7 @@ fn parse_deidentification(s: &str) -> Result<Deidentification, String> {
     })
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
@@ -240,6 +246,7 @@ pub fn run(cli: Cli) -> ExitCode {
             limits,
         }) => replay::replay(&policy, format, &logs, &limits),
         Some(Command::VerifyLog(args)) => verify_log::verify_log(args),
+        Some(Command::Choices(command)) => choices::run(command),
         None => serve::run(cli.serve),
     }
 }

@@ -5,18 +5,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
 use purposegate_runtime::tls::ClientTls;
-use rustls_pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
-use tonic::codegen::http::Uri;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::cache::DecisionCache;
@@ -85,36 +81,13 @@ impl Pdp {
     /// and every connection is mutual TLS with the files as they are at
     /// connect time; without, it must be `http://`.
     pub fn new(url: &str, timeout: Duration, tls: Option<ClientTls>) -> Result<Pdp, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("invalid --pdp `{url}`: {e}"))?;
-        let channel = match (uri.scheme_str(), tls) {
-            (Some("http"), None) => endpoint(uri, timeout).connect_lazy(),
-            (Some("https"), Some(tls)) => {
-                // tonic refuses `https` with a connector of its own making;
-                // ours does the TLS, so tonic is told plain `http`.
-                let mut parts = uri.into_parts();
-                parts.scheme = Some(tonic::codegen::http::uri::Scheme::HTTP);
-                let uri =
-                    Uri::from_parts(parts).map_err(|e| format!("invalid --pdp `{url}`: {e}"))?;
-                endpoint(uri, timeout).connect_with_connector_lazy(TlsConnect { tls })
-            }
-            (Some("http"), Some(_)) => {
-                return Err(format!(
-                    "--pdp `{url}` is plaintext but TLS is configured; use https://"
-                ));
-            }
-            (Some("https"), None) => {
-                return Err(format!(
-                    "--pdp `{url}` is https: give --tls-cert, --tls-key and --tls-client-ca"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "--pdp `{url}` must be an http:// or https:// address"
-                ));
-            }
-        };
+        let channel = purposegate_runtime::tls::connect::channel(
+            url,
+            "--pdp",
+            timeout,
+            tls,
+            "--tls-cert, --tls-key and --tls-client-ca",
+        )?;
         Ok(Pdp {
             channel: channel.clone(),
             client: DecisionServiceClient::new(channel)
@@ -233,9 +206,6 @@ impl Pdp {
     }
 }
 
-/// The channel to the PDP. Each call bounds its own time: a decision by
-/// `--pdp-timeout` ([`Pdp::within_limits`]), the policy's description by
-/// [`GET_POLICY_TIMEOUT`], watches not at all.
 impl Pdp {
     /// Follows the changes of choices for as long as the process runs:
     /// each evicts the cached decisions that read the choices changed; a
@@ -314,52 +284,6 @@ fn follow(cache: &DecisionCache, change: &pb::ChoiceChange, last: u64) -> u64 {
         cache.choices_flushed(revision);
     }
     revision
-}
-
-fn endpoint(uri: Uri, timeout: Duration) -> Endpoint {
-    Endpoint::from(uri)
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-}
-
-/// Opens a connection to the PDP: TCP, then mutual TLS with ALPN `h2`,
-/// the server's name (or IP) checked against its certificate.
-#[derive(Debug, Clone)]
-struct TlsConnect {
-    tls: ClientTls,
-}
-
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-impl tonic::codegen::Service<Uri> for TlsConnect {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connector = self.tls.connector();
-        Box::pin(async move {
-            let invalid =
-                |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid(format!("`{uri}` names no host")))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| invalid(format!("`{host}` is no server name: {e}")))?;
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
-        })
-    }
 }
 
 /// Exponential backoff from 100 ms to 5 s, with jitter.

@@ -31,6 +31,7 @@ struct Stage {
     sidecar: Option<Running>,
     logged: Option<Running>,
     chain: Option<Chain>,
+    choices: Option<Running>,
 }
 
 /// The two-hop walkthrough: a server signing purpose contexts, two demo
@@ -54,6 +55,7 @@ impl Stage {
             sidecar: None,
             logged: None,
             chain: None,
+            choices: None,
         }
     }
 
@@ -110,6 +112,21 @@ impl Stage {
                     Running {
                         _server: server,
                         _app: Some((demo, sidecar)),
+                        addresses,
+                    }
+                });
+                (repo_root(), running.addresses.clone())
+            }
+            "choices" => {
+                // The default policy, with any caller a writer of choices
+                // (docs/choices.md starts it so).
+                let running = self.choices.get_or_insert_with(|| {
+                    let server =
+                        ServerProcess::start(&["--decision-log", "off", "--choices-writers", "*"]);
+                    let addresses = vec![("localhost:50051".into(), server.addr.to_string())];
+                    Running {
+                        _server: server,
+                        _app: None,
                         addresses,
                     }
                 });
@@ -200,7 +217,7 @@ impl Stage {
             }
             other => panic!(
                 "{place}: `console {other}` is not a session a test can run; \
-                 say `console cli`, `console server`, `console sidecar`, `console logged` or `console chain`"
+                 say `console cli`, `console server`, `console sidecar`, `console logged`, `console chain` or `console choices`"
             ),
         }
     }
@@ -347,6 +364,7 @@ replayed! {
     docs_explorer => "docs/explorer.md",
     docs_kubernetes => "docs/kubernetes.md",
     docs_reference => "docs/reference.md",
+    docs_choices => "docs/choices.md",
 }
 
 #[test]

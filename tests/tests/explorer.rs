@@ -106,10 +106,21 @@ async fn every_matrix_cell_agrees_with_check() {
             let permit = answer.decision() == pb::Decision::Permit;
             // The cell's colour against the server's answers to a grid of
             // requests the test chose itself.
-            let batch = grid(
+            let mut batch = grid(
                 cell["purpose"].as_str().unwrap(),
                 cell["category"].as_str().unwrap(),
             );
+            // A purpose that depends on choices: the cell shows what the
+            // rules permit where the choices allow it, and the server's
+            // store holds none, so every request names an owner tenant.
+            if cell.get("choices").is_some() {
+                for req in &mut batch {
+                    let resource = req.resource.as_mut().unwrap();
+                    if resource.owner_tenant.is_empty() {
+                        resource.owner_tenant = "t1".into();
+                    }
+                }
+            }
             let answers = client
                 .check_batch(pb::CheckBatchRequest { requests: batch })
                 .await
@@ -130,6 +141,11 @@ async fn every_matrix_cell_agrees_with_check() {
                 ),
             }
             match kind {
+                // The bare request names no owner tenant: whose choices
+                // to read is not said.
+                "permit" if cell.get("choices").is_some() => {
+                    assert_eq!(answer.decision(), pb::Decision::Indeterminate, "{what}")
+                }
                 "permit" => assert!(permit, "{what}"),
                 "deny" | "not-applicable" => assert!(!permit, "{what}"),
                 "conditional" => {
@@ -185,6 +201,43 @@ async fn every_matrix_cell_agrees_with_check() {
     for kind in ["permit", "deny", "conditional", "not-applicable"] {
         assert!(kinds.contains_key(kind), "no {kind} cell in {kinds:?}");
     }
+    // The default policy's personalisation is the tenant's to switch off:
+    // its permitted cells say so, in the JSON and on the page; no other
+    // cell does.
+    let marked: Vec<String> = doc["matrix"]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .filter(|cell| cell.get("choices").is_some())
+        .map(|cell| {
+            format!(
+                "{}/{}",
+                cell["purpose"].as_str().unwrap(),
+                cell["category"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        marked
+            .iter()
+            .all(|m| m.starts_with("provide.personalization/")),
+        "{marked:?}"
+    );
+    assert!(
+        marked.contains(&"provide.personalization/customer-data".to_string()),
+        "{marked:?}"
+    );
+    let (status, page) = purposegate_tests::http_get(server.admin_addr.unwrap(), "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"data-purpose="provide.personalization" data-category="customer-data" data-kind="permit" data-choices="yes""#),
+        "the page marks the cell"
+    );
+    assert!(
+        page.contains("Depends on the tenant&#39;s configuration (on unless switched off)")
+            || page.contains("Depends on the tenant's configuration (on unless switched off)")
+    );
 }
 #[tokio::test]
 async fn the_json_api_answers_as_check_does_and_refuses_bad_input() {

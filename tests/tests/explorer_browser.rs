@@ -162,7 +162,7 @@ async fn chromium_reads_the_matrix_tries_a_request_and_follows_a_reload() {
         .iter()
         .map(|p| p.purpose.as_str())
         .collect();
-    assert!(want.contains(&"provide.personalization"), "{want:?}");
+    assert!(want.contains(&"troubleshoot.security-incident"), "{want:?}");
     assert_eq!(seen["permitted"], serde_json::json!(want), "{seen}");
     assert_ne!(seen["revisionAfter"], seen["revision"], "{seen}");
     assert!(

@@ -159,7 +159,7 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
         "stuffing",
         &["--purpose-context-issuers", "*", "--decision-log", "off"],
     );
-    let caller = ["x-purpose: provide", "x-subject: crm"];
+    let caller = ["x-purpose: troubleshoot", "x-subject: crm"];
     // An `improve` context the caller obtained from the server itself (it
     // may: `*`), to smuggle under a key that reads as ours.
     let wide = asked_for_context(&chain.server.url(), "improve").await;
@@ -213,14 +213,14 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
         );
         assert_eq!(status, 403, "{what}: {body}");
         assert!(
-            body.contains("not within the inherited purpose `provide`"),
+            body.contains("not within the inherited purpose `troubleshoot`"),
             "{what}: {body}"
         );
         // Narrowed: permitted, so the context did cross the app (its own
         // OpenTelemetry propagator) to the second sidecar.
         let (status, _, body) = proxy_get(
             &chain.first_sidecar,
-            "/relay/customers/c-1?purpose=provide.personalization",
+            "/relay/customers/c-1?purpose=troubleshoot.security-incident",
             &headers,
         );
         assert_eq!(status, 200, "{what}: {body}");
@@ -233,7 +233,7 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
     // A subject made to make the context too long to sign: written as its
     // digest, the context is issued and the ceiling holds.
     let long_subject = format!("x-subject: {}", "\\".repeat(2000));
-    let headers = ["x-purpose: provide", long_subject.as_str()];
+    let headers = ["x-purpose: troubleshoot", long_subject.as_str()];
     let (status, _, body) = proxy_get(
         &chain.first_sidecar,
         "/relay/customers/c-1?purpose=improve",
@@ -242,7 +242,7 @@ async fn stuffed_baggage_never_widens_the_purpose_at_the_next_hop() {
     assert_eq!(status, 403, "{body}");
     let (status, _, body) = proxy_get(
         &chain.first_sidecar,
-        "/relay/customers/c-1?purpose=provide.personalization",
+        "/relay/customers/c-1?purpose=troubleshoot.security-incident",
         &headers,
     );
     assert_eq!(status, 200, "{body}");

@@ -77,7 +77,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     let (dir, key, server) = (&chain.dir, &chain.key, &chain.server);
     let (second, second_sidecar, first_sidecar) =
         (&chain.second, &chain.second_sidecar, &chain.first_sidecar);
-    let caller = ["x-purpose: provide", "x-subject: crm"];
+    let caller = ["x-purpose: troubleshoot", "x-subject: crm"];
 
     // The keys reach the sidecars through WatchPolicy.
     let keys = published(server).await;
@@ -86,7 +86,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     // Narrowed downstream: permitted, the record comes back.
     let (status, _, body) = get(
         first_sidecar,
-        "/relay/customers/c-1?purpose=provide.personalization",
+        "/relay/customers/c-1?purpose=troubleshoot.security-incident",
         &caller,
     );
     assert_eq!(status, 200, "{body}");
@@ -106,7 +106,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     );
     assert_eq!(status, 403, "{body}");
     assert!(
-        body.contains("`improve` is not within the inherited purpose `provide`"),
+        body.contains("`improve` is not within the inherited purpose `troubleshoot`"),
         "{body}"
     );
     assert_eq!(second.received(), reached, "a widened call reached the app");
@@ -120,7 +120,7 @@ async fn a_purpose_travels_two_hops_and_can_only_narrow() {
     })
     .await;
     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(line["inherited_purpose"], "provide", "{line}");
+    assert_eq!(line["inherited_purpose"], "troubleshoot", "{line}");
     assert_eq!(line["decision"], "DENY", "{line}");
     assert!(
         metric(

@@ -158,11 +158,14 @@ async fn checks(
 
 /// The permitted ones, in tree order, with their rules and obligations, as
 /// `PermittedPurposes` must name them.
+/// The purposes `Check` permitted, as the reverse question lists them:
+/// those whose permit read no choices (a purpose that depends on choices
+/// is never listed, whatever they say now).
 fn permitted(purposes: &[String], answers: &[pb::CheckResponse]) -> Vec<pb::PermittedPurpose> {
     purposes
         .iter()
         .zip(answers)
-        .filter(|(_, a)| a.decision() == pb::Decision::Permit)
+        .filter(|(_, a)| a.decision() == pb::Decision::Permit && a.choices_revision.is_none())
         .map(|(purpose, a)| pb::PermittedPurpose {
             purpose: purpose.clone(),
             rule_ids: a.rule_ids.clone(),

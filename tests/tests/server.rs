@@ -22,7 +22,7 @@ async fn client(server: &ServerProcess) -> DecisionServiceClient<tonic::transpor
 async fn check_answers_with_decision_rules_reason_and_revision() {
     let server = ServerProcess::start(&[]);
     let mut client = client(&server).await;
-    let mut req = check("provide.personalization", "customer-data");
+    let mut req = check("troubleshoot.security-incident", "customer-data");
     req.request_id = "req-1".into();
     let answer = client.check(req).await.unwrap().into_inner();
     assert_eq!(answer.decision(), pb::Decision::Permit);

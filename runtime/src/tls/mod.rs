@@ -7,6 +7,7 @@
 //! swap) is picked up on the next handshake; a set of files that fails to
 //! load leaves the last good configuration in use and is logged.
 
+pub mod connect;
 pub mod x509;
 
 use std::path::{Path, PathBuf};

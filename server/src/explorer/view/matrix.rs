@@ -41,6 +41,7 @@ impl Page<'_> {
 <li><span class="cell conditional">◐ conditional</span> permitted only when the request shows its conditions hold; one that does not is blocked (choose the cell for an example of each)</li>
 <li><span class="cell deny">✗ deny</span> never permitted: a rule prohibits it, and where the prohibition has an exception (such as the customer's instruction), the exception only lifts it: no rule permits it then either</li>
 <li><span class="cell not-applicable">– not applicable</span> no rule speaks: not permitted</li>
+<li><span class="choice-mark">⚑</span> depends on choices: permitted only where the tenant's configuration or the data subject's consent allows it, read at every decision</li>
 </ul>
 <div class="scroll"><table class="matrix">
 <caption>Purposes (rows) × data categories (columns); point at one for its description</caption>
@@ -72,13 +73,21 @@ impl Page<'_> {
                 esc(purpose)
             );
             for (c, cell) in row.iter().enumerate() {
-                let tip = match cell.kind {
+                let mut tip = match cell.kind {
                     CellKind::Conditional => conditions(self.policy, cell).join("; "),
                     _ => cell.reason.clone(),
                 };
+                // Only a cell the rules permit can be narrowed by choices.
+                let choices = cell
+                    .choices
+                    .as_ref()
+                    .filter(|_| matches!(cell.kind, CellKind::Permit | CellKind::Conditional));
+                if let Some(by) = choices {
+                    tip = format!("depends on {by}; {tip}");
+                }
                 let _ = write!(
                     h,
-                    r##"<td class="cell {kind}" data-purpose="{p}" data-category="{c}" data-kind="{kind}"><a href="#{anchor}" title="{tip}" aria-label="{p} on {c}: {label}">{symbol} {label}</a></td>"##,
+                    r##"<td class="cell {kind}" data-purpose="{p}" data-category="{c}" data-kind="{kind}"{dep}><a href="#{anchor}" title="{tip}" aria-label="{p} on {c}: {label}{dep_label}">{symbol} {label}{mark}</a></td>"##,
                     kind = cell.kind.as_str(),
                     p = esc(&cell.purpose),
                     c = esc(&cell.category),
@@ -86,6 +95,21 @@ impl Page<'_> {
                     tip = esc(&tip.replace('`', "")),
                     symbol = symbol(cell.kind),
                     label = label(cell.kind),
+                    dep = if choices.is_some() {
+                        r#" data-choices="yes""#
+                    } else {
+                        ""
+                    },
+                    dep_label = if choices.is_some() {
+                        ", depends on choices"
+                    } else {
+                        ""
+                    },
+                    mark = if choices.is_some() {
+                        r#" <span class="choice-mark">⚑</span>"#
+                    } else {
+                        ""
+                    },
                 );
             }
             h.push_str("</tr>\n");
@@ -140,6 +164,17 @@ fn explanation(h: &mut String, policy: &Policy, cell: &Cell, anchor: &str) {
         decision = cell.decision.as_str(),
         reason = prose(&cell.reason),
     );
+    if let Some(by) = cell
+        .choices
+        .as_ref()
+        .filter(|_| matches!(cell.kind, CellKind::Permit | CellKind::Conditional))
+    {
+        let _ = write!(
+            h,
+            "<p class=\"choices\">⚑ Depends on {}: where the rules permit, each decision also reads those choices (of the request's owner tenant and data subject) and is denied where they do not allow it; a request that names neither is <strong>INDETERMINATE</strong>.</p>",
+            esc(by)
+        );
+    }
     let _ = write!(
         h,
         "<p class=\"terms\"><code>{p}</code>: {pd}<br><code>{c}</code>: {cd}</p>",
