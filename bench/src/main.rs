@@ -19,6 +19,7 @@
 )]
 
 mod cachehit;
+mod choices;
 mod fairness;
 mod h2load;
 mod held;
@@ -120,7 +121,7 @@ fn pin_to_one_core() -> bool {
 
 /// One part of the run, printed, nothing written.
 fn run_part(part: &str) -> Result<(), String> {
-    if !matches!(part, "network" | "held" | "fairness") {
+    if !matches!(part, "network" | "held" | "fairness" | "choices") {
         pin_to_one_core();
     }
     match part {
@@ -137,6 +138,12 @@ fn run_part(part: &str) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?
             .block_on(fairness::run())
+            .map(drop),
+        "choices" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(choices::run())
             .map(drop),
         "held" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -169,7 +176,7 @@ fn run_part(part: &str) -> Result<(), String> {
             Ok(())
         }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, decide, scaling, network, fairness or held (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling, network, fairness, choices or held (or nothing, for the whole run)"
         )),
     }
 }
@@ -222,6 +229,7 @@ fn run() -> Result<(), String> {
     machine.push(reference("before the network parts"));
     let network = runtime.block_on(net::run())?;
     let fairness = runtime.block_on(fairness::run())?;
+    let choices = runtime.block_on(choices::run())?;
     machine.push(reference("after the network parts"));
     for m in &machine {
         println!("reference work {}: median {:.0} ns", m.name, m.median_ns);
@@ -237,6 +245,7 @@ fn run() -> Result<(), String> {
             cache_hit,
             network,
             fairness,
+            choices,
             machine,
         },
     )

@@ -22,6 +22,7 @@ pub struct Report {
     pub cache_hit: crate::cachehit::CacheHit,
     pub network: crate::net::Network,
     pub fairness: crate::fairness::Fairness,
+    pub choices: crate::choices::ChoicesBench,
     /// The reference work ([`purposegate_bench::timing::reference`]),
     /// timed before and after each part.
     pub machine: Vec<Sample>,
@@ -206,6 +207,7 @@ fn markdown(r: &Report, speed: Speed) -> String {
     load::h2load(&mut md, &r.network, speed);
     load::scale(&mut md, &r.network);
     load::fairness(&mut md, &r.fairness);
+    load::choices(&mut md, &r.choices);
     md
 }
 

@@ -1,6 +1,7 @@
 //! The command line: `validate`, `test` and `check`.
 
 mod choices;
+mod choices_import;
 mod replay;
 mod verify_log;
 

@@ -393,3 +393,96 @@ async fn the_cli_records_withdraws_and_is_refused_like_grpc() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("--choices-writers"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn an_import_is_all_or_nothing_and_the_server_serves_it() {
+    let dir = TempDir::new("choices-import");
+    let policy = dir.write("choices.yaml", POLICY);
+    let db = dir.path().join("choices.db").display().to_string();
+    let good = dir.write(
+        "good.jsonl",
+        concat!(
+            r#"{"tenant":"contoso","dataSubject":"u-1","purpose":"marketing","state":"granted","basis":"consent","evidence":{"notice":"v3"}}"#,
+            "\n\n",
+            r#"{"tenant":"contoso","dataSubject":"u-2","purpose":"marketing","state":"CHOICE_STATE_WITHDRAWN","expiresAt":"2099-01-01T00:00:00Z"}"#,
+            "\n",
+        ),
+    );
+    let bad = dir.write(
+        "bad.jsonl",
+        concat!(
+            r#"{"tenant":"contoso","dataSubject":"u-3","purpose":"marketing","state":"granted"}"#,
+            "\n",
+            r#"{"tenant":"contoso","dataSubject":"u-4","purpose":"marketting","state":"granted"}"#,
+            "\n",
+        ),
+    );
+    let import = |file: &str| {
+        server_cli(
+            &[
+                "choices",
+                "import",
+                "--choices-db",
+                &db,
+                "--policy",
+                &policy,
+                file,
+            ],
+            None,
+        )
+    };
+    let run = import(&good);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("imported 2 choices"), "{}", run.stdout);
+    let run = import(&bad);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("line 2: unknown purpose `marketting`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    for hostile in [
+        r#"{"tenant":"contoso","state":"granted","purpose":"marketing","recordedBy":"me"}"#,
+        r#"{"tenant":"contoso","state":"granted","purpose":"marketing","expiresAt":"2000-01-01T00:00:00Z"}"#,
+        "not json",
+    ] {
+        let file = dir.write("hostile.jsonl", hostile);
+        let run = import(&file);
+        assert_eq!(run.code, Some(1), "{hostile}: {run:?}");
+        assert!(run.stderr.contains("line 1:"), "{}", run.stderr);
+    }
+    let server = ServerProcess::start(&[
+        "--policy",
+        policy.as_str(),
+        "--decision-log",
+        "off",
+        "--choices-db",
+        db.as_str(),
+        "--choices-writers",
+        "*",
+    ]);
+    let mut client = ChoicesServiceClient::new(channel(&server.url()).await);
+    let (state, events) = replayed(&mut client, "u-1").await;
+    assert_eq!(events, 1);
+    assert_eq!(state["marketing"].0, pb::ChoiceState::Granted as i32);
+    assert_eq!(
+        replayed(&mut client, "u-3").await.1,
+        0,
+        "the bad file left nothing"
+    );
+    let mut checks =
+        pb::decision_service_client::DecisionServiceClient::new(channel(&server.url()).await);
+    for (subject, want) in [("u-1", pb::Decision::Permit), ("u-2", pb::Decision::Deny)] {
+        let mut ask = purposegate_tests::check_request("marketing", "customer-data");
+        let resource = ask.resource.as_mut().unwrap();
+        resource.owner_tenant = "contoso".into();
+        resource.data_subject = subject.into();
+        let answer = checks.check(ask).await.unwrap().into_inner();
+        assert_eq!(answer.decision(), want, "{subject}: {}", answer.reason);
+    }
+}

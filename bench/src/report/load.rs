@@ -260,3 +260,39 @@ pub fn fairness(md: &mut String, f: &crate::fairness::Fairness) {
         met(peak < 128.0)
     );
 }
+
+/// Choices at scale, against the goals of their issue.
+pub fn choices(md: &mut String, c: &crate::choices::ChoicesBench) {
+    let _ = writeln!(md, "## Choices\n");
+    let _ = writeln!(
+        md,
+        "{} data subjects' consents imported into SQLite (`purposegate-server choices import`, one transaction: {:.1} s, {:.0} MiB on disk), then the release server on that database (`purposegate-bench choices`). `Check` asked one call after another on 127.0.0.1: on a purpose that reads no choices, and on one that needs the data subject's consent, for one subject (its choices in the server's cache), {} checks each in interleaved rounds; then for {} subjects each asked once (their choices read from SQLite).\n",
+        c.subjects, c.import_s, c.database_mib, c.timed_checks, c.uncached_checks
+    );
+    let _ = writeln!(
+        md,
+        "| `Check` | p50 | p99 |\n|---|---:|---:|\n| no choices read | {:.0} µs | |\n| consent read, cached in the server | {:.0} µs | |\n| consent read from SQLite, 1,000,000 subjects | {:.0} µs | {:.0} µs |\n",
+        c.plain_p50_us, c.cached_p50_us, c.uncached_p50_us, c.uncached_p99_us
+    );
+    let goals = [
+        (
+            "`Check` reading cached choices within 1.1x of one reading none",
+            format!("{:.2}x", c.cached_vs_plain),
+            c.cached_vs_plain <= 1.1,
+        ),
+        (
+            "server peak RSS with 1,000,000 subjects under 128 MiB",
+            format!("{:.0} MiB", c.server_peak_kib as f64 / 1024.0),
+            c.server_peak_kib < 128 * 1024,
+        ),
+    ];
+    let _ = writeln!(md, "| goal | measured | met |\n|---|---:|:---:|");
+    for (goal, measured, met) in goals {
+        let _ = writeln!(
+            md,
+            "| {goal} | {measured} | {} |",
+            if met { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(md);
+}

@@ -138,6 +138,93 @@ fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ChoiceRecord> {
     })
 }
 
+/// Appends `choice` as the event of `revision` and makes it the current
+/// state of its (tenant, data subject, purpose), inside `tx`.
+fn append(
+    tx: &rusqlite::Transaction<'_>,
+    choice: &NewChoice,
+    revision: i64,
+    recorded_by: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let evidence = serde_json::to_string(&choice.evidence).unwrap_or_else(|_| "{}".into());
+    tx.prepare_cached(
+        "INSERT INTO events (revision, tenant, data_subject, purpose, state, expires_at, basis, evidence, recorded_by, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            revision,
+            choice.tenant,
+            choice.data_subject,
+            choice.purpose,
+            choice.state.as_str(),
+            choice.expires_at,
+            choice.basis,
+            evidence,
+            recorded_by,
+            now
+        ])
+    })
+    .map_err(|e| failed("append the event", e))?;
+    tx.prepare_cached(
+        "INSERT INTO current (tenant, data_subject, purpose, revision) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (tenant, data_subject, purpose) DO UPDATE SET revision = excluded.revision",
+    )
+    .and_then(|mut upsert| {
+        upsert.execute(params![
+            choice.tenant,
+            choice.data_subject,
+            choice.purpose,
+            revision
+        ])
+    })
+    .map_err(|e| failed("update the current state", e))?;
+    Ok(())
+}
+
+impl SqliteChoices {
+    /// Records every choice `choices` gives in one transaction, each its
+    /// own event and revision: all of them, or none when one is an error
+    /// (which is returned). For `choices import`, into a database no
+    /// server has open: a running server would not hear of the import.
+    pub fn import(
+        &self,
+        choices: impl IntoIterator<Item = Result<NewChoice, String>>,
+        recorded_by: &str,
+        now: i64,
+    ) -> Result<(u64, u64), String> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| "the choices database is unusable".to_string())?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| failed("begin a write", e).to_string())?;
+        let mut revision: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| failed("read its revision", e).to_string())?;
+        let mut count = 0u64;
+        for choice in choices {
+            let choice = choice?;
+            revision += 1;
+            append(&tx, &choice, revision, recorded_by, now).map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+            [revision],
+        )
+        .map_err(|e| failed("advance its revision", e).to_string())?;
+        tx.commit().map_err(|e| failed("commit", e).to_string())?;
+        let revision = u64::try_from(revision).unwrap_or(0);
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+        Ok((count, revision))
+    }
+}
+
 const COLUMNS: &str = "e.revision, e.tenant, e.data_subject, e.purpose, e.state, e.expires_at, e.basis, e.evidence, e.recorded_by, e.recorded_at";
 
 impl ChoicesStore for SqliteChoices {
@@ -160,30 +247,7 @@ impl ChoicesStore for SqliteChoices {
             })
             .map_err(|e| failed("read its revision", e))?;
         let revision = revision + 1;
-        let evidence = serde_json::to_string(&choice.evidence).unwrap_or_else(|_| "{}".into());
-        tx.execute(
-            "INSERT INTO events (revision, tenant, data_subject, purpose, state, expires_at, basis, evidence, recorded_by, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                revision,
-                choice.tenant,
-                choice.data_subject,
-                choice.purpose,
-                choice.state.as_str(),
-                choice.expires_at,
-                choice.basis,
-                evidence,
-                recorded_by,
-                now
-            ],
-        )
-        .map_err(|e| failed("append the event", e))?;
-        tx.execute(
-            "INSERT INTO current (tenant, data_subject, purpose, revision) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (tenant, data_subject, purpose) DO UPDATE SET revision = excluded.revision",
-            params![choice.tenant, choice.data_subject, choice.purpose, revision],
-        )
-        .map_err(|e| failed("update the current state", e))?;
+        append(&tx, &choice, revision, recorded_by, now)?;
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'revision'",
             [revision],

@@ -12,7 +12,9 @@ use clap::{Args, Subcommand};
 use purposegate_proto::v1 as pb;
 use purposegate_runtime::tls::{ClientTls, TlsFiles};
 use purposegate_server::engine::rfc3339;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -32,6 +34,10 @@ pub(crate) enum ChoicesCommand {
     /// who recorded it, when, and the evidence given. One JSON record a
     /// line.
     History(WhoseArgs),
+    /// Write choices exported from elsewhere (JSON lines) into a choices
+    /// database no server has open, in one transaction: all of them, or
+    /// none at the first bad line (exit 1, naming it).
+    Import(super::choices_import::ImportArgs),
 }
 
 /// Where the server is, and how to reach it.
@@ -141,7 +147,7 @@ fn parse_lifetime(s: &str) -> Result<i64, String> {
 }
 
 /// Seconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SSZ`.
-fn parse_time(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
     let bad = || format!("`{s}` is not an RFC 3339 UTC time like 2027-06-30T00:00:00Z");
     let b = s.trim().as_bytes();
     if b.len() != 20
@@ -206,6 +212,10 @@ fn failed(status: &tonic::Status) -> Failed {
 }
 
 pub(crate) fn run(command: ChoicesCommand) -> ExitCode {
+    let command = match command {
+        ChoicesCommand::Import(args) => return super::choices_import::import(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,6 +231,7 @@ pub(crate) fn run(command: ChoicesCommand) -> ExitCode {
             ChoicesCommand::Record(args) => record(*args).await,
             ChoicesCommand::Show(args) => show(args).await,
             ChoicesCommand::History(args) => history(args).await,
+            ChoicesCommand::Import(_) => Ok(()),
         }
     });
     match result {
@@ -304,15 +315,10 @@ async fn show(args: WhoseArgs) -> Result<(), Failed> {
         data_subject: args.data_subject,
     };
     let current = within(args.server.timeout, client.get_choices(request)).await?;
-    let mut answer = Map::new();
-    if !current.choices.is_empty() {
-        answer.insert(
-            "choices".into(),
-            Value::Array(current.choices.iter().map(record_json).collect()),
-        );
-    }
-    answer.insert("revision".into(), json!(current.revision.to_string()));
-    out(&pretty(&Value::Object(answer)));
+    out(&pretty(&CurrentJson {
+        choices: current.choices.iter().map(record_json).collect(),
+        revision: current.revision.to_string(),
+    }));
     Ok(())
 }
 
@@ -328,7 +334,7 @@ async fn history(args: WhoseArgs) -> Result<(), Failed> {
     // length, but never a hung stream.
     loop {
         match tokio::time::timeout(timeout, events.next()).await {
-            Ok(Some(Ok(event))) => out(&record_json(&event).to_string()),
+            Ok(Some(Ok(event))) => out(&line(&record_json(&event))),
             Ok(Some(Err(status))) => return Err(failed(&status)),
             Ok(None) => return Ok(()),
             Err(_) => {
@@ -340,38 +346,65 @@ async fn history(args: WhoseArgs) -> Result<(), Failed> {
     }
 }
 
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+fn pretty(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-/// A `ChoiceRecord` as protobuf JSON: camelCase, empty fields left out,
-/// 64-bit numbers as strings, times in RFC 3339.
-fn record_json(r: &pb::ChoiceRecord) -> Value {
-    let mut o = Map::new();
-    let text = |o: &mut Map<String, Value>, key: &str, value: &str| {
-        if !value.is_empty() {
-            o.insert(key.into(), json!(value));
-        }
-    };
-    // In the message's field order, as grpcurl prints it.
-    text(&mut o, "tenant", &r.tenant);
-    text(&mut o, "dataSubject", &r.data_subject);
-    text(&mut o, "purpose", &r.purpose);
-    text(&mut o, "state", r.state().as_str_name());
-    if let Some(t) = &r.expires_at {
-        o.insert("expiresAt".into(), json!(rfc3339(t.seconds)));
+fn line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A `ChoiceRecord` as protobuf JSON, in the message's field order (as
+/// grpcurl prints it): camelCase, empty fields left out, 64-bit numbers as
+/// strings, times in RFC 3339.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tenant: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    data_subject: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    purpose: &'a str,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    basis: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    evidence: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    recorded_by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<String>,
+    revision: String,
+}
+
+fn record_json(r: &pb::ChoiceRecord) -> RecordJson<'_> {
+    RecordJson {
+        tenant: &r.tenant,
+        data_subject: &r.data_subject,
+        purpose: &r.purpose,
+        state: r.state().as_str_name(),
+        expires_at: r.expires_at.as_ref().map(|t| rfc3339(t.seconds)),
+        basis: &r.basis,
+        evidence: r
+            .evidence
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        recorded_by: &r.recorded_by,
+        recorded_at: r.recorded_at.as_ref().map(|t| rfc3339(t.seconds)),
+        revision: r.revision.to_string(),
     }
-    text(&mut o, "basis", &r.basis);
-    if !r.evidence.is_empty() {
-        let evidence: std::collections::BTreeMap<_, _> = r.evidence.iter().collect();
-        o.insert("evidence".into(), json!(evidence));
-    }
-    text(&mut o, "recordedBy", &r.recorded_by);
-    if let Some(t) = &r.recorded_at {
-        o.insert("recordedAt".into(), json!(rfc3339(t.seconds)));
-    }
-    o.insert("revision".into(), json!(r.revision.to_string()));
-    Value::Object(o)
+}
+
+/// `GetChoicesResponse` as protobuf JSON.
+#[derive(Serialize)]
+struct CurrentJson<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    choices: Vec<RecordJson<'a>>,
+    revision: String,
 }
 
 #[cfg(test)]
