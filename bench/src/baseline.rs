@@ -74,11 +74,11 @@ pub async fn pass_through(listener: tokio::net::TcpListener, upstream: SocketAdd
     }
 }
 
-/// The benchmark's request: subject `id` asks for `provide.personalization`
+/// The benchmark's request: subject `id` asks for `provide`
 /// on its own tenant's customer data.
 pub fn check_request_from(id: &str) -> pb::CheckRequest {
     pb::CheckRequest {
-        purpose: "provide.personalization".into(),
+        purpose: "provide".into(),
         subject: Some(pb::Subject {
             id: id.into(),
             tenant: "contoso".into(),
@@ -132,6 +132,12 @@ impl pb::decision_service_server::DecisionService for Bare {
         &self,
         _request: tonic::Request<pb::GetPolicyRequest>,
     ) -> Result<tonic::Response<pb::PolicyInfo>, tonic::Status> {
+        Err(tonic::Status::unimplemented("bare"))
+    }
+    async fn permitted_subjects(
+        &self,
+        _request: tonic::Request<pb::PermittedSubjectsRequest>,
+    ) -> Result<tonic::Response<pb::PermittedSubjectsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("bare"))
     }
 }

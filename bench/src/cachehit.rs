@@ -39,9 +39,7 @@ pub fn run() -> Result<CacheHit, String> {
     let answer = pb::CheckResponse {
         decision: pb::Decision::Permit.into(),
         rule_ids: vec!["online-services".into()],
-        reason:
-            "`provide.personalization` on `customer-data` is permitted by rule `online-services`"
-                .into(),
+        reason: "`provide` on `customer-data` is permitted by rule `online-services`".into(),
         policy_revision: "r1".into(),
         ttl_seconds: 300,
         ..Default::default()

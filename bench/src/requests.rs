@@ -5,9 +5,11 @@
 
 use purposegate_engine::{Context, DecisionRequest, Deidentification, Resource, Subject};
 
+// Not `provide.personalization`: it depends on the tenant's choices,
+// which the Cedar and Rego translations cannot read (and a request that
+// names no owner tenant is INDETERMINATE there, by design).
 const PURPOSES: &[&str] = &[
     "provide",
-    "provide.personalization",
     "troubleshoot",
     "troubleshoot.security-incident",
     "improve",

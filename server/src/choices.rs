@@ -110,6 +110,15 @@ pub trait ChoicesStore: Send + Sync + std::fmt::Debug {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ChoiceRecord>, StoreError>;
+    /// The data subjects of `tenant` with choices recorded, in id order
+    /// after `after` (empty: from the first), at most `limit`, each with
+    /// its current choices.
+    fn subjects(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError>;
     /// Whose choices the commits after revision `after` changed, in
     /// revision order, at most `limit` of them.
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError>;

@@ -200,6 +200,7 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         args.max_batch,
         args.max_watchers,
         pool.clone(),
+        choices_api.clone(),
         shutdown_rx.clone(),
     );
 

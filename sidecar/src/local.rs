@@ -206,4 +206,15 @@ impl DecisionService for LocalDecisions {
             .map(Response::new)
             .map_err(|s| unavailable(&s))
     }
+
+    /// Not answered here: it lists a tenant's data subjects, which only the
+    /// server's `--choices-writers` may ask, with their own identity.
+    async fn permitted_subjects(
+        &self,
+        _request: Request<pb::PermittedSubjectsRequest>,
+    ) -> Result<Response<pb::PermittedSubjectsResponse>, Status> {
+        Err(Status::unimplemented(
+            "PermittedSubjects is asked of the decision server, by a caller --choices-writers names",
+        ))
+    }
 }

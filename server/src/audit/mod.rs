@@ -271,6 +271,26 @@ impl DecisionLog {
         });
     }
 
+    /// A `PermittedSubjects` answer: the data subjects listed, in
+    /// `permitted` (the line then has no `decision`).
+    pub fn record_subjects(
+        &self,
+        via: Via,
+        request: DecisionRequest,
+        subjects: &[String],
+        revision: Arc<str>,
+        latency: Duration,
+    ) {
+        if self.shared.is_none() {
+            return;
+        }
+        let latency = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.queue(Record {
+            permitted: Some(subjects.iter().map(|s| Arc::from(s.as_str())).collect()),
+            ..Record::new(via, request, revision, latency)
+        });
+    }
+
     fn queue(&self, record: Record) {
         let Some(shared) = &self.shared else { return };
         let Ok(mut queue) = shared.queue.lock() else {

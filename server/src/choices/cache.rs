@@ -232,6 +232,15 @@ impl ChoicesStore for CachedChoices {
         self.store.history(tenant, data_subject, after, limit)
     }
 
+    fn subjects(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
+        self.store.subjects(tenant, after, limit)
+    }
+
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
         self.changes_after(after, limit)
     }

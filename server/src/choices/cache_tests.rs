@@ -46,6 +46,14 @@ impl ChoicesStore for Counted {
     fn history(&self, t: &str, s: &str, a: u64, l: usize) -> Result<Vec<ChoiceRecord>, StoreError> {
         self.inner.history(t, s, a, l)
     }
+    fn subjects(
+        &self,
+        t: &str,
+        a: &str,
+        l: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
+        self.inner.subjects(t, a, l)
+    }
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
         self.inner.changes(after, limit)
     }

@@ -59,6 +59,20 @@ impl MemoryChoices {
 }
 
 impl State {
+    /// The current choices `held` names.
+    fn choices(&self, held: &Held) -> Vec<Choice> {
+        held.current
+            .values()
+            .filter_map(|&i| self.events.get(i))
+            .map(|r| Choice {
+                purpose: r.choice.purpose.clone(),
+                state: r.choice.state,
+                at: r.recorded_at,
+                expires_at: r.choice.expires_at,
+            })
+            .collect()
+    }
+
     fn held(&self, tenant: &str, data_subject: &str) -> Option<&Held> {
         self.by_tenant.get(tenant).and_then(|t| t.get(data_subject))
     }
@@ -106,20 +120,31 @@ impl ChoicesStore for MemoryChoices {
         let state = self.state.read().map_err(|_| unusable())?;
         let choices = state
             .held(tenant, data_subject)
-            .map(|h| {
-                h.current
-                    .values()
-                    .filter_map(|&i| state.events.get(i))
-                    .map(|r| Choice {
-                        purpose: r.choice.purpose.clone(),
-                        state: r.choice.state,
-                        at: r.recorded_at,
-                        expires_at: r.choice.expires_at,
-                    })
-                    .collect()
-            })
+            .map(|h| state.choices(h))
             .unwrap_or_default();
         Ok((choices, state.revision))
+    }
+
+    fn subjects(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
+        let state = self.state.read().map_err(|_| unusable())?;
+        let Some(subjects) = state.by_tenant.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut ids: Vec<&String> = subjects
+            .keys()
+            .filter(|s| !s.is_empty() && s.as_str() > after)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| subjects.get(id).map(|h| (id.clone(), state.choices(h))))
+            .collect())
     }
 
     fn current_records(

@@ -332,6 +332,54 @@ impl ChoicesStore for SqliteChoices {
             .map_err(|e| failed("read", e))
     }
 
+    fn subjects(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the choices database is unusable".into()))?;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT c.data_subject, e.purpose, e.state, e.recorded_at, e.expires_at
+                 FROM current c JOIN events e ON e.revision = c.revision
+                 WHERE c.tenant = ?1 AND c.data_subject IN (
+                     SELECT DISTINCT data_subject FROM current
+                     WHERE tenant = ?1 AND data_subject > ?2 ORDER BY data_subject LIMIT ?3)
+                 ORDER BY c.data_subject, c.purpose",
+            )
+            .map_err(|e| failed("read", e))?;
+        let rows = statement
+            .query_map(
+                params![tenant, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| {
+                    let state: String = row.get(2)?;
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        Choice {
+                            purpose: row.get(1)?,
+                            state: state_of(&state)?,
+                            at: row.get(3)?,
+                            expires_at: row.get(4)?,
+                        },
+                    ))
+                },
+            )
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(|e| failed("read", e))?;
+        let mut subjects: Vec<(String, Vec<Choice>)> = Vec::new();
+        for (subject, choice) in rows {
+            match subjects.last_mut() {
+                Some((last, choices)) if *last == subject => choices.push(choice),
+                _ => subjects.push((subject, vec![choice])),
+            }
+        }
+        Ok(subjects)
+    }
+
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
         let conn = self
             .reader

@@ -27,6 +27,11 @@ pub struct ChoicesServer {
 }
 
 impl ChoicesServer {
+    /// The store the API reads and writes.
+    pub fn choices(&self) -> &Arc<CachedChoices> {
+        &self.choices
+    }
+
     pub fn new(
         choices: Arc<CachedChoices>,
         policies: Arc<PolicyStore>,
@@ -44,7 +49,7 @@ impl ChoicesServer {
     }
 
     /// The caller's name that makes it a writer, or why it is none.
-    fn writer<T>(&self, request: &Request<T>) -> Result<String, Status> {
+    pub(super) fn writer<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let names = caller_names(request);
         match self.writers.issuer(&names.0) {
             Some("") => Ok("-".to_string()),

@@ -4,6 +4,7 @@
 //! engine's types in `purposegate_proto::convert` only.
 
 pub mod choices;
+mod permitted_subjects;
 pub mod watch_choices;
 
 use std::pin::Pin;
@@ -85,6 +86,8 @@ pub struct DecisionServer {
     watchers: Watchers,
     /// Where batches and the reverse question run, off the async workers.
     pool: crate::work::WorkPool,
+    /// Who may list data subjects (`PermittedSubjects`), and their store.
+    choices: choices::ChoicesServer,
     /// Becomes true when the server begins to shut down; open watch streams
     /// end then, so they do not hold the drain open.
     shutdown: watch::Receiver<bool>,
@@ -97,6 +100,7 @@ impl DecisionServer {
         max_batch: usize,
         max_watchers: usize,
         pool: crate::work::WorkPool,
+        choices: choices::ChoicesServer,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let refused = decider.metrics().watchers_refused.clone();
@@ -106,6 +110,7 @@ impl DecisionServer {
             max_batch,
             watchers: Watchers::new("policy", max_watchers, refused),
             pool,
+            choices,
             shutdown,
         }
     }
@@ -385,5 +390,14 @@ impl DecisionService for DecisionServer {
         let answer = answer.map_err(|e| invalid(e, span.as_mut()))?;
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(convert::permitted_purposes(answer)))
+    }
+
+    async fn permitted_subjects(
+        &self,
+        request: Request<pb::PermittedSubjectsRequest>,
+    ) -> Result<Response<pb::PermittedSubjectsResponse>, Status> {
+        self.choices
+            .permitted_subjects(request, &self.decider, &self.pool)
+            .await
     }
 }
