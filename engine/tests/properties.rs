@@ -8,6 +8,8 @@
 
 use proptest::prelude::*;
 
+#[path = "properties/choices.rs"]
+mod choices;
 #[path = "properties/diff.rs"]
 mod diff;
 #[path = "properties/reverse.rs"]
