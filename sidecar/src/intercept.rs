@@ -229,7 +229,10 @@ fn check_request(
                 .owner_tenant
                 .clone()
                 .unwrap_or_else(|| stated.get(headers::DATA_TENANT).to_string()),
-            data_subject: stated.get(headers::DATA_SUBJECT).to_string(),
+            data_subject: match route.data_subject_segment {
+                Some(n) => subject_in_path(path, n).map_err(refuse)?,
+                None => stated.get(headers::DATA_SUBJECT).to_string(),
+            },
             deidentification,
             group_size,
             origin: stated.list(headers::ORIGIN),
@@ -270,4 +273,50 @@ fn permitted(lookup: Lookup) -> Result<Answer, Refusal> {
         }),
         Err(status) => Err(Refusal::refused(crate::gate::unanswered(&status))),
     }
+}
+
+/// The data subject a route reads from the call's `n`th path segment
+/// (from 1): the canonical path's segment, its escapes decoded as the
+/// app's router decodes them, within the limits of the `x-data-subject`
+/// header (visible ASCII, 256 bytes).
+fn subject_in_path(path: &str, n: usize) -> Result<String, String> {
+    let path = path.split('?').next().unwrap_or("");
+    let segment = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .nth(n.saturating_sub(1))
+        .ok_or_else(|| {
+            format!("the route reads the data subject from path segment {n}, which `{path}` lacks")
+        })?;
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        match (b, tail) {
+            (b'%', [h, l, tail @ ..]) => {
+                let hex = [*h, *l];
+                let byte = std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("path segment {n} holds a bad escape"))?;
+                bytes.push(byte);
+                rest = tail;
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    let subject = String::from_utf8(bytes)
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| format!("path segment {n}, the data subject, is not visible ASCII"))?;
+    if subject.len() > purposegate_engine::MAX_SUBJECT_ID_BYTES {
+        return Err(format!(
+            "path segment {n}, the data subject, is {} bytes long; at most {} are accepted",
+            subject.len(),
+            purposegate_engine::MAX_SUBJECT_ID_BYTES
+        ));
+    }
+    Ok(subject)
 }

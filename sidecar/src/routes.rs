@@ -7,6 +7,7 @@
 //!     resource:                                      # optional, fixed
 //!       deidentification: IDENTIFIED
 //!       attributes: { system: crm }
+//!       dataSubject: { pathSegment: 2 }              # /customers/{subject}/...
 //!     obligations: [log-access]                      # what the app fulfils here
 //!     requirePurposeContext: true                    # only downstream of a permit
 //!   - http: /customers/                              # path prefix
@@ -57,7 +58,14 @@ pub struct Route {
     pub require_purpose_context: bool,
     /// `allowBody: true`: calls may carry a body whatever their method.
     pub allow_body: bool,
+    /// `resource.dataSubject.pathSegment: N`: the data subject is the
+    /// call's Nth path segment (from 1), as the app's router reads it,
+    /// not the `x-data-subject` header.
+    pub data_subject_segment: Option<usize>,
 }
+
+/// Most path segments a route may read the data subject from.
+pub const MAX_SUBJECT_SEGMENT: u64 = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Matcher {
@@ -367,13 +375,44 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         obligations,
         require_purpose_context,
         allow_body,
+        data_subject_segment: None,
     };
     if let Some(r) = f.get("resource") {
         let r = d.fields(
             r,
             &format!("{what}: `resource`"),
-            &["deidentification", "ownerTenant", "attributes"],
+            &[
+                "deidentification",
+                "ownerTenant",
+                "attributes",
+                "dataSubject",
+            ],
         )?;
+        if let Some(n) = r.get("dataSubject") {
+            let from = d.fields(
+                n,
+                &format!("{what}: `resource.dataSubject`"),
+                &["pathSegment"],
+            )?;
+            match from.get("pathSegment") {
+                Some(n) => {
+                    let label = format!("{what}: `resource.dataSubject.pathSegment`");
+                    let at = d.uint(n, &label, MAX_SUBJECT_SEGMENT)?;
+                    if at == 0 {
+                        d.error(n.span, format!("{label} counts from 1"));
+                        return None;
+                    }
+                    route.data_subject_segment = usize::try_from(at).ok();
+                }
+                None => {
+                    d.error(
+                        n.span,
+                        format!("{what}: `resource.dataSubject` needs `pathSegment`"),
+                    );
+                    return None;
+                }
+            }
+        }
         if let Some(n) = r.get("deidentification") {
             let name = d.text(n, &format!("{what}: `resource.deidentification`"))?;
             match Deidentification::parse(&name) {
@@ -398,159 +437,4 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_load_strictly_and_match_in_order() {
-        let text = "routes:\n  - grpc: /demo.v1.CustomerService/GetCustomer\n    dataCategory: customer-data\n    resource: { deidentification: PSEUDONYMIZED }\n    obligations: [log-access]\n  - grpc: /demo.v1.CustomerService/*\n    dataCategory: service-generated-data\n  - http: /customers/\n    methods: [GET]\n    dataCategory: customer-data\n";
-        let routes = Routes::parse("routes.yaml", text).unwrap();
-        assert_eq!(routes.len(), 3);
-        let get = routes.grpc("/demo.v1.CustomerService/GetCustomer").unwrap();
-        assert_eq!(get.category, "customer-data");
-        assert_eq!(get.deidentification, Some(2));
-        assert_eq!(get.obligations, ["log-access"]);
-        assert_eq!(
-            routes
-                .grpc("/demo.v1.CustomerService/Echo")
-                .unwrap()
-                .category,
-            "service-generated-data"
-        );
-        assert!(routes.grpc("/other.Service/Get").is_none());
-        assert!(routes.http("GET", "/customers/c-1").is_some());
-        assert!(routes.http("DELETE", "/customers/c-1").is_none());
-        assert!(routes.http("GET", "/orders").is_none());
-    }
-
-    #[test]
-    fn http_prefixes_match_whole_segments() {
-        assert!(covers("/echo", "/echo"));
-        assert!(covers("/echo", "/echo/"));
-        assert!(covers("/echo", "/echo/x"));
-        assert!(!covers("/echo", "/echoes"));
-        assert!(!covers("/echo", "/ech"));
-        assert!(covers("/customers/", "/customers/c-1"));
-        assert!(!covers("/customers/", "/customers"));
-        assert!(covers("/", "/anything/at/all"));
-    }
-
-    #[test]
-    fn grpc_globs_stay_inside_a_segment() {
-        assert!(method_glob("/demo.v1.S/*", "/demo.v1.S/Get"));
-        assert!(!method_glob("/demo.v1.S/*", "/demo.v1.S/Get/x"));
-        assert!(!method_glob("/demo.*", "/demo.v1.S/Get"));
-        assert!(method_glob("/demo.*/*", "/demo.v1.S/Get"));
-        assert!(method_glob("/*/Get", "/a.B/Get"));
-        assert!(!method_glob("/*/Get", "/a/b/Get"));
-        assert!(method_glob("/a.B/Ge?", "/a.B/Get"));
-        assert!(!method_glob("/a.B/Ge?", "/a.B/Ge/"));
-        assert!(!method_glob("/a.B/Get", "/a.B/Gets"));
-        assert!(method_glob("/a.B/*et*", "/a.B/GetCustomer"));
-    }
-
-    #[test]
-    fn the_table_follows_transport_and_shape_not_the_content_type_alone() {
-        let routes = Routes::parse(
-            "r.yaml",
-            "routes:\n  - grpc: /demo.v1.CustomerService/ExportCustomers\n    dataCategory: customer-data\n  - http: /\n    dataCategory: service-generated-data\n",
-        )
-        .unwrap();
-        let export = "/demo.v1.CustomerService/ExportCustomers";
-        // Covered by a gRPC route: gRPC, whatever the call says.
-        assert_eq!(routes.table(export, false), Table::Grpc);
-        assert_eq!(routes.table("/Export", false), Table::Http);
-        // An uncovered method is still a method: no HTTP route judges it.
-        assert_eq!(
-            routes.table("/demo.v1.CustomerService/Echo", false),
-            Table::Grpc
-        );
-        assert_eq!(routes.table("/customers/c-1", false), Table::Http);
-        assert_eq!(routes.table("/customers/c-1", true), Table::Grpc);
-    }
-
-    #[test]
-    fn a_path_another_route_covers_when_read_without_case_or_slash_is_refused() {
-        let routes = Routes::parse(
-            "r.yaml",
-            "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n  - http: /records\n    methods: [POST]\n    dataCategory: c2\n  - http: /\n    dataCategory: public\n",
-        )
-        .unwrap();
-        assert_eq!(
-            routes
-                .route(Table::Http, "GET", "/records/1")
-                .unwrap()
-                .unwrap()
-                .category,
-            "customer-data"
-        );
-        assert!(routes.route(Table::Http, "GET", "/RECORDS/1").is_err());
-        assert!(routes.route(Table::Http, "GET", "/Records/").is_err());
-        assert_eq!(
-            routes
-                .route(Table::Http, "GET", "/public/x")
-                .unwrap()
-                .unwrap()
-                .category,
-            "public"
-        );
-        // HEAD is GET to the app.
-        assert_eq!(
-            routes
-                .route(Table::Http, "HEAD", "/records/1")
-                .unwrap()
-                .unwrap()
-                .category,
-            "customer-data"
-        );
-    }
-
-    #[test]
-    fn bad_routes_name_the_place() {
-        let err = Routes::parse(
-            "r.yaml",
-            "routes:\n  - grpc: demo/Get\n    dataCategory: c\n  - dataCategory: c\n  - http: /x\n    dataCategory: c\n    colour: red\n  - http: /a/../b\n    dataCategory: c\n  - http: /a%2fb\n    dataCategory: c\n  - grpc: /a.B/Get/x\n    dataCategory: c\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("r.yaml:2:11: route #1: `grpc` is a method path"),
-            "{err}"
-        );
-        assert!(
-            err.contains("route #2 needs exactly one of `grpc` or `http`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("r.yaml:7:5: route #3: unknown key `colour`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("route #4: `http` must be a canonical path; write `/b`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("route #5: `http`: the request path has an encoded `/`"),
-            "{err}"
-        );
-        assert!(err.contains("route #6: `grpc` is a method path"), "{err}");
-        let err = Routes::parse(
-            "r.yaml",
-            "routes:\n  - http: /demo.v1.S/\n    dataCategory: c\n  - http: /a.B/Get\n    dataCategory: c\n  - grpc: /a.B/Get\n    dataCategory: c\n    allowBody: true\n  - http: /index.html\n    dataCategory: c\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains(
-                "route #1: `http` prefix `/demo.v1.S/` names what looks like a gRPC service"
-            ),
-            "{err}"
-        );
-        assert!(err.contains("route #2: `http` prefix `/a.B/Get`"), "{err}");
-        assert!(
-            err.contains("route #3: `allowBody` belongs to `http` routes"),
-            "{err}"
-        );
-        assert!(!err.contains("route #4"), "{err}");
-    }
-}
+mod tests;

@@ -303,3 +303,62 @@ async fn without_the_watch_nothing_that_read_choices_is_kept_or_served_stale() {
     assert_eq!(plain(proxy), "200", "the plain permit is still served");
     drop(s.dir);
 }
+
+#[tokio::test]
+async fn a_route_reads_the_data_subject_from_the_path_the_app_routes_on() {
+    let dir = TempDir::new("choices-segment");
+    let policy = dir.write("choices.yaml", POLICY);
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /customers/\n    methods: [GET]\n    dataCategory: customer-data\n    resource: { dataSubject: { pathSegment: 2 } }\n",
+    );
+    let server = ServerProcess::start(&[
+        "--policy",
+        policy.as_str(),
+        "--decision-log",
+        "off",
+        "--choices-writers",
+        "*",
+    ]);
+    let app = purposegate_tests::app::FrameworkApp::start();
+    let upstream = app.url();
+    let sidecar = SidecarProcess::start(
+        &server.url(),
+        &["--upstream", upstream.as_str(), "--routes", routes.as_str()],
+        &[],
+    );
+    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+    choices
+        .record_choice(choice("u-42", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    let get = |path: &str, extra: &[&str]| {
+        let mut headers = vec!["x-purpose: marketing", "x-data-tenant: contoso"];
+        headers.extend_from_slice(extra);
+        purposegate_tests::contexts::proxy_get(&sidecar, path, &headers)
+    };
+    assert_eq!(get("/customers/u-42/orders", &[]).0, 200);
+    // The path, not the header, says whose data it is.
+    let (status, _, body) = get("/customers/u-7/orders", &["x-data-subject: u-42"]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        get("/customers/u-42/orders", &["x-data-subject: u-7"]).0,
+        200
+    );
+    // Escapes as the app's router decodes them.
+    assert_eq!(get("/customers/u%2D42/orders", &[]).0, 200);
+    let (status, _, body) = get("/customers/u%4042/orders", &[]);
+    assert_eq!(status, 403, "{body}");
+    // No second segment: refused, saying so.
+    let (status, _, body) = get("/customers/", &[]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("path segment 2"), "{body}");
+    // The app was told the data subject that was decided on.
+    let seen = app.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.cgi_all("x-data-subject") == ["u-42"]),
+        "{seen:?}"
+    );
+    drop(dir);
+}
