@@ -400,7 +400,14 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         )
         .from_issuers(&args.purpose_context_from),
     );
-    pdp.follow_choices(cache.clone(), args.choices_stale_window);
+    // Open calls hear whose choices changed; 1,024 changes may wait for a
+    // slow supervisor before it is told it missed some (and re-judges).
+    let (choice_changes, _) = tokio::sync::broadcast::channel(1024);
+    pdp.follow_choices(
+        cache.clone(),
+        args.choices_stale_window,
+        choice_changes.clone(),
+    );
     pdp.follow_revisions(
         cache.clone(),
         purposes.clone(),
@@ -441,7 +448,8 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
         revisions.clone(),
         args.max_stream_age,
         args.call_idle_timeout,
-    );
+    )
+    .following_choices(choice_changes);
     let proxy = proxy::Proxy::new(
         gate.clone(),
         routes.clone(),

@@ -213,7 +213,12 @@ impl Pdp {
     /// every decision that read choices. While the watch is down (no word
     /// from it for `window`), such decisions are kept no longer than their
     /// own short TTL.
-    pub fn follow_choices(&self, cache: Arc<DecisionCache>, window: Duration) {
+    pub fn follow_choices(
+        &self,
+        cache: Arc<DecisionCache>,
+        window: Duration,
+        announce: tokio::sync::broadcast::Sender<ChoiceChanged>,
+    ) {
         let pdp = self.clone();
         tokio::spawn(async move {
             let mut client =
@@ -232,7 +237,7 @@ impl Pdp {
                             match tokio::time::timeout(window, stream.next()).await {
                                 Ok(Some(Ok(change))) => {
                                     backoff.reset();
-                                    last = follow(&cache, &change, last);
+                                    last = follow(&cache, &change, last, &announce);
                                     cache.choices_watch_alive(window);
                                 }
                                 Ok(Some(Err(status))) => {
@@ -259,19 +264,52 @@ impl Pdp {
     }
 }
 
+/// Whose choices changed, told to the open calls (their supervisors):
+/// `tenant` empty for "anyone's may have" (a gap, a new watch); `data_subject`
+/// empty for the tenant's own configuration, which touches all its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceChanged {
+    pub tenant: String,
+    pub data_subject: String,
+}
+
+impl ChoiceChanged {
+    /// Whether a call asked about `tenant`'s data of `data_subject` may be
+    /// decided otherwise now.
+    pub fn touches(&self, tenant: &str, data_subject: &str) -> bool {
+        self.tenant.is_empty()
+            || (self.tenant == tenant
+                && (self.data_subject.is_empty() || self.data_subject == data_subject))
+    }
+}
+
 /// Applies one word of the watch of choices to the cache, `last` being
-/// the revision followed so far; gives the revision followed after it.
-fn follow(cache: &DecisionCache, change: &pb::ChoiceChange, last: u64) -> u64 {
+/// the revision followed so far, and tells the open calls; gives the
+/// revision followed after it.
+fn follow(
+    cache: &DecisionCache,
+    change: &pb::ChoiceChange,
+    last: u64,
+    announce: &tokio::sync::broadcast::Sender<ChoiceChanged>,
+) -> u64 {
     let revision = change.revision;
-    if change.everything {
+    let everything = || {
         cache.choices_flushed(revision);
+        // No one listening is fine: no call is open.
+        let _ = announce.send(ChoiceChanged {
+            tenant: String::new(),
+            data_subject: String::new(),
+        });
+    };
+    if change.everything {
+        everything();
         return revision;
     }
     if change.tenant.is_empty() {
         // A heartbeat: a revision past the last followed is a change
         // missed (or the first word of a new watch).
         if last == 0 || revision > last {
-            cache.choices_flushed(revision);
+            everything();
         }
         return last.max(revision);
     }
@@ -280,8 +318,12 @@ fn follow(cache: &DecisionCache, change: &pb::ChoiceChange, last: u64) -> u64 {
     }
     if last != 0 && revision == last + 1 {
         cache.choices_changed(&change.tenant, &change.data_subject, revision);
+        let _ = announce.send(ChoiceChanged {
+            tenant: change.tenant.clone(),
+            data_subject: change.data_subject.clone(),
+        });
     } else {
-        cache.choices_flushed(revision);
+        everything();
     }
     revision
 }

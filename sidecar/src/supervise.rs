@@ -26,6 +26,11 @@
 //! The supervisor lives until both bodies are done. If it stops without a
 //! refusal, the call is ended too: nothing goes on unsupervised.
 //!
+//! A call whose permit read choices (a data subject's consent, a tenant's
+//! configuration) is also judged again when the follower of `WatchChoices`
+//! announces a change of its tenant's or data subject's choices (or missed
+//! changes): a withdrawal ends the open calls it no longer permits.
+//!
 //! Re-judging goes through the gate, so a thousand open calls asking the
 //! same question make one call to the decision server.
 
@@ -57,6 +62,9 @@ const ENDING_GRACE: Duration = Duration::from_secs(1);
 pub struct Supervisor {
     gate: Gate,
     revisions: watch::Receiver<Option<pb::PolicyRevision>>,
+    /// Whose choices changed: a call whose permit read them is judged
+    /// again when they are its tenant's or data subject's.
+    choices: Option<tokio::sync::broadcast::Sender<crate::pdp::ChoiceChanged>>,
     max_age: Duration,
     /// `--call-idle-timeout`.
     idle: Duration,
@@ -84,9 +92,20 @@ impl Supervisor {
         Supervisor {
             gate,
             revisions,
+            choices: None,
             max_age,
             idle,
         }
+    }
+
+    /// The same, judging a call again when the choices its permit read
+    /// change (as the follower of `WatchChoices` announces them).
+    pub fn following_choices(
+        mut self,
+        changes: tokio::sync::broadcast::Sender<crate::pdp::ChoiceChanged>,
+    ) -> Self {
+        self.choices = Some(changes);
+        self
     }
 
     /// Supervises `call` until every [`Supervised`] handle of it is
@@ -279,6 +298,16 @@ async fn until_ended(
     });
     let judged = permitted.is_some();
     let mut hearing = judged;
+    // Calls whose permit read choices hear of their changes.
+    let whose = permitted.as_ref().and_then(|(request, permit)| {
+        permit.choices_revision?;
+        let resource = request.resource.as_ref()?;
+        Some((resource.owner_tenant.clone(), resource.data_subject.clone()))
+    });
+    let mut choices = whose
+        .as_ref()
+        .and(supervisor.choices.as_ref())
+        .map(tokio::sync::broadcast::Sender::subscribe);
     let mut next_age = Instant::now() + supervisor.max_age;
     loop {
         if !judge_now {
@@ -292,6 +321,20 @@ async fn until_ended(
                     }
                 }
                 () = tokio::time::sleep_until(next_age), if judged => {}
+                changed = next_change(&mut choices) => {
+                    let touched = match &changed {
+                        Ok(c) => whose.as_ref().is_some_and(|(t, s)| c.touches(t, s)),
+                        // Changes were missed: judge again to be sure.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            choices = None;
+                            false
+                        }
+                    };
+                    if !touched {
+                        continue;
+                    }
+                }
                 () = sleep_until_some(ceiling_gone.map(|(at, _)| at)) => {
                     let expires = ceiling_gone.map_or(0, |(_, expires)| expires);
                     return Some(Refusal::refused(format!(
@@ -327,6 +370,16 @@ async fn until_ended(
         };
         tracing::debug!(purpose = %request.purpose, "re-judged: no longer permitted");
         return Some(refusal);
+    }
+}
+
+/// The next change of choices, or never without a receiver.
+async fn next_change(
+    choices: &mut Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
+) -> Result<crate::pdp::ChoiceChanged, tokio::sync::broadcast::error::RecvError> {
+    match choices {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

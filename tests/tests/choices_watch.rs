@@ -91,17 +91,23 @@ struct Setup {
     dir: TempDir,
     server: ServerProcess,
     sidecar: SidecarProcess,
-    _app: purposegate_tests::app::FrameworkApp,
+    app: purposegate_tests::app::FrameworkApp,
     log: String,
 }
 
 fn setup(name: &str, sidecar_args: &[&str]) -> Setup {
+    setup_with(
+        name,
+        "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n",
+        sidecar_args,
+    )
+}
+
+/// The server (any caller a writer), an app and its sidecar on `routes`.
+fn setup_with(name: &str, routes: &str, sidecar_args: &[&str]) -> Setup {
     let dir = TempDir::new(name);
     let policy = dir.write("choices.yaml", POLICY);
-    let routes = dir.write(
-        "routes.yaml",
-        "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n",
-    );
+    let routes = dir.write("routes.yaml", routes);
     let log = dir.path().join("decisions.log").display().to_string();
     let server = ServerProcess::start(&[
         "--policy",
@@ -120,7 +126,7 @@ fn setup(name: &str, sidecar_args: &[&str]) -> Setup {
         dir,
         server,
         sidecar,
-        _app: app,
+        app,
         log,
     }
 }
@@ -306,28 +312,13 @@ async fn without_the_watch_nothing_that_read_choices_is_kept_or_served_stale() {
 
 #[tokio::test]
 async fn a_route_reads_the_data_subject_from_the_path_the_app_routes_on() {
-    let dir = TempDir::new("choices-segment");
-    let policy = dir.write("choices.yaml", POLICY);
-    let routes = dir.write(
-        "routes.yaml",
+    let s = setup_with(
+        "choices-segment",
         "routes:\n  - http: /customers/\n    methods: [GET]\n    dataCategory: customer-data\n    resource: { dataSubject: { pathSegment: 2 } }\n",
-    );
-    let server = ServerProcess::start(&[
-        "--policy",
-        policy.as_str(),
-        "--decision-log",
-        "off",
-        "--choices-writers",
-        "*",
-    ]);
-    let app = purposegate_tests::app::FrameworkApp::start();
-    let upstream = app.url();
-    let sidecar = SidecarProcess::start(
-        &server.url(),
-        &["--upstream", upstream.as_str(), "--routes", routes.as_str()],
         &[],
     );
-    let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
+    let (sidecar, app) = (&s.sidecar, &s.app);
+    let mut choices = ChoicesServiceClient::new(channel(&s.server.url()).await);
     choices
         .record_choice(choice("u-42", pb::ChoiceState::Granted))
         .await
@@ -335,7 +326,7 @@ async fn a_route_reads_the_data_subject_from_the_path_the_app_routes_on() {
     let get = |path: &str, extra: &[&str]| {
         let mut headers = vec!["x-purpose: marketing", "x-data-tenant: contoso"];
         headers.extend_from_slice(extra);
-        purposegate_tests::contexts::proxy_get(&sidecar, path, &headers)
+        purposegate_tests::contexts::proxy_get(sidecar, path, &headers)
     };
     assert_eq!(get("/customers/u-42/orders", &[]).0, 200);
     // The path, not the header, says whose data it is.
@@ -360,5 +351,5 @@ async fn a_route_reads_the_data_subject_from_the_path_the_app_routes_on() {
         seen.iter().all(|s| s.cgi_all("x-data-subject") == ["u-42"]),
         "{seen:?}"
     );
-    drop(dir);
+    drop(s.dir);
 }

@@ -379,3 +379,60 @@ async fn changed_obligations_end_an_open_call() {
         .into_inner();
     read(&mut again, 2).await;
 }
+
+/// An open feed of customer records for personalisation, of `tenant`'s
+/// data.
+fn personalising(tenant: &str) -> tonic::Request<pb::ExportCustomersRequest> {
+    let mut request = follow("provide.personalization");
+    request
+        .metadata_mut()
+        .insert("x-data-tenant", tenant.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_tenant_switching_personalisation_off_ends_its_open_streams_within_a_second() {
+    let server = ServerProcess::start(&["--decision-log", "off", "--choices-writers", "*"]);
+    let (_demo, sidecar) = demo_behind_sidecar(&server.url(), &[], &[]);
+    let mut client = CustomerServiceClient::new(channel(&sidecar.proxy_url()).await);
+    let mut contoso = client
+        .export_customers(personalising("contoso"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fabrikam = client
+        .export_customers(personalising("fabrikam"))
+        .await
+        .unwrap()
+        .into_inner();
+    read(&mut contoso, 3).await;
+    read(&mut fabrikam, 3).await;
+    let mut choices = purposegate_proto::v1::choices_service_client::ChoicesServiceClient::new(
+        channel(&server.url()).await,
+    );
+    choices
+        .record_choice(purposegate_proto::v1::RecordChoiceRequest {
+            tenant: "contoso".into(),
+            purpose: "provide.personalization".into(),
+            state: purposegate_proto::v1::ChoiceState::Withdrawn.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let (status, ended) = until_end(&mut contoso, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("switched off by tenant `contoso`"),
+        "{status:?}"
+    );
+    let took = ended - written;
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after the write"
+    );
+    // Another tenant's feed goes on.
+    read(&mut fabrikam, 3).await;
+}
