@@ -141,6 +141,60 @@ impl ChoiceFacts {
     }
 }
 
+/// `req` as the diff asks it of two policies: as it is, with no choices
+/// looked up; and, where either policy reads choices (`reads`), for a
+/// tenant and a data subject with nothing recorded, with the asked purpose
+/// granted, with it withdrawn, and restricted: each way a choice can decide.
+pub fn variants(req: &DecisionRequest, reads: bool) -> Vec<(DecisionRequest, ChoiceFacts)> {
+    let mut out = vec![(req.clone(), ChoiceFacts::none())];
+    if !reads {
+        return out;
+    }
+    let mut named = req.clone();
+    if named.resource.owner_tenant.is_empty() {
+        named.resource.owner_tenant = "a-tenant".into();
+    }
+    if named.resource.data_subject.is_empty() {
+        named.resource.data_subject = "a-data-subject".into();
+    }
+    let one = |purpose: &str, state: ChoiceState| Choice {
+        purpose: purpose.to_string(),
+        state,
+        at: 0,
+        expires_at: None,
+    };
+    let facts = |tenant: Vec<Choice>, subject: Vec<Choice>| ChoiceFacts {
+        now: 1,
+        revision: 0,
+        tenant: Some(tenant),
+        subject: Some(subject),
+    };
+    let asked = named.purpose.clone();
+    out.push((named.clone(), facts(Vec::new(), Vec::new())));
+    for (tenant, subject) in [
+        (ChoiceState::Granted, ChoiceState::Granted),
+        (ChoiceState::Withdrawn, ChoiceState::Withdrawn),
+        (ChoiceState::Granted, ChoiceState::Withdrawn),
+        (ChoiceState::Withdrawn, ChoiceState::Granted),
+    ] {
+        out.push((
+            named.clone(),
+            facts(vec![one(&asked, tenant)], vec![one(&asked, subject)]),
+        ));
+    }
+    out.push((
+        named,
+        facts(
+            vec![one(&asked, ChoiceState::Granted)],
+            vec![
+                one(&asked, ChoiceState::Granted),
+                one("", ChoiceState::Restricted),
+            ],
+        ),
+    ));
+    out
+}
+
 /// What the choices say of a permitted request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Judged {

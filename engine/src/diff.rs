@@ -44,6 +44,11 @@ pub struct Example {
     pub new_rule_ids: Vec<Arc<str>>,
     /// The new policy's reason.
     pub reason: String,
+    /// The choices the request was decided with, where either policy
+    /// reads choices: what the tenant configured and the data subject
+    /// said (`None` inside: not looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<crate::choices::ChoiceFacts>,
 }
 
 /// One purpose × category cell that changed.
@@ -307,31 +312,41 @@ fn compare_cell(
     let mut newly_permitted = None;
     let mut newly_refused = None;
     let mut evaluated = 0;
+    let reads_choices = !(old.choices().is_empty() && new.choices().is_empty());
     let asked = questions([old, new], purpose, category, *left).map(|questions| {
         questions.for_each(|req| {
+            // Where either policy reads choices, each request is also
+            // decided for a tenant and data subject with each kind of
+            // choice, so a change under a purpose that depends on them
+            // (or of the choices section itself) is seen.
             evaluated += 1;
-            let (o, n) = (old.evaluate(req), new.evaluate(req));
-            let widened = n.decision == Decision::Permit && o.decision != Decision::Permit;
-            let narrowed = o.decision == Decision::Permit && n.decision != Decision::Permit;
-            let slot = match (widened, narrowed) {
-                (true, _) => &mut newly_permitted,
-                (_, true) => &mut newly_refused,
-                _ => return ControlFlow::Continue(()),
-            };
-            slot.get_or_insert_with(|| Example {
-                request: req.clone(),
-                old: o.decision,
-                old_rule_ids: o.rule_ids,
-                new: n.decision,
-                new_rule_ids: n.rule_ids,
-                reason: n.reason.to_string(),
-            });
-            // Both found: no other request can tell more.
-            if newly_permitted.is_some() && newly_refused.is_some() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+            for (req, facts) in crate::choices::variants(req, reads_choices) {
+                let (o, n) = (
+                    old.evaluate_with(&req, &facts),
+                    new.evaluate_with(&req, &facts),
+                );
+                let widened = n.decision == Decision::Permit && o.decision != Decision::Permit;
+                let narrowed = o.decision == Decision::Permit && n.decision != Decision::Permit;
+                let slot = match (widened, narrowed) {
+                    (true, _) => &mut newly_permitted,
+                    (_, true) => &mut newly_refused,
+                    _ => continue,
+                };
+                slot.get_or_insert_with(|| Example {
+                    request: req.clone(),
+                    old: o.decision,
+                    old_rule_ids: o.rule_ids,
+                    new: n.decision,
+                    new_rule_ids: n.rule_ids,
+                    reason: n.reason.to_string(),
+                    choices: reads_choices.then(|| facts.clone()),
+                });
+                // Both found: no other request can tell more.
+                if newly_permitted.is_some() && newly_refused.is_some() {
+                    return ControlFlow::Break(());
+                }
             }
+            ControlFlow::Continue(())
         });
     });
     *left = left.saturating_sub(evaluated);

@@ -274,3 +274,52 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A consent-based purpose under each change a policy can make to it.
+fn with_choices(rules: &str, choices: &str) -> String {
+    format!(
+        "version: 1\nname: exact\npurposes:\n  marketing: Marketing\n  marketing.email: Email\ndataCategories:\n  contacts: Contacts\n  orders: Orders\n{choices}rules:\n{rules}"
+    )
+}
+
+const CONSENT: &str =
+    "choices:\n  - purposes: [marketing]\n    by: data-subject\n    basis: consent\n";
+const CONTACTS: &str =
+    "  - id: m\n    effect: permit\n    purposes: [marketing]\n    dataCategories: [contacts]\n";
+
+#[test]
+fn diff_sees_changes_under_purposes_that_depend_on_choices() {
+    let base = with_choices(CONTACTS, CONSENT);
+    // The rules widen under a consent-based purpose: decided with consent
+    // given, the new category is newly permitted.
+    let wider = with_choices(
+        "  - id: m\n    effect: permit\n    purposes: [marketing]\n    dataCategories: [contacts, orders]\n",
+        CONSENT,
+    );
+    // Consent no longer asked: a data subject with none recorded (or who
+    // withdrew it) is newly permitted.
+    let no_consent = with_choices(CONTACTS, "");
+    let opt_out = with_choices(
+        CONTACTS,
+        "choices:\n  - purposes: [marketing]\n    by: data-subject\n    basis: legitimate-interest\n",
+    );
+    for (tag, new, cell) in [
+        ("diff-choices-rules", &wider, "marketing x orders"),
+        ("diff-choices-gone", &no_consent, "marketing x contacts"),
+        ("diff-choices-opt-out", &opt_out, "marketing x contacts"),
+    ] {
+        let (_dir, old, new) = pair(tag, &base, new);
+        let (run, report) = diff_json(&old, &new);
+        assert_eq!(run.code, Some(1), "{tag}: {run:?}");
+        let cells = widened(&report);
+        assert!(
+            cells.contains(&cell.to_string()),
+            "{tag}: {cells:?} {report}"
+        );
+    }
+    // Consent asked where it was not: only narrower, exit 0.
+    let (_dir, old, new) = pair("diff-choices-added", &no_consent, &base);
+    let (run, report) = diff_json(&old, &new);
+    assert_eq!(run.code, Some(0), "{run:?} {report}");
+    assert!(widened(&report).is_empty(), "{report}");
+}
