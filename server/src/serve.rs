@@ -135,12 +135,6 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         metrics.decision_log_write_errors.clone(),
     )
     .map_err(|e| format!("cannot open the decision log {:?}: {e}", args.decision_log))?;
-    if let Listen(Some(addr)) = args.admin_listen {
-        let refused = metrics.connections_refused("explorer");
-        crate::explorer::serve(addr, store.clone(), decision_log.clone(), refused)
-            .await
-            .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
-    }
     let tls_failures = metrics.tls_handshake_failures.clone();
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");
@@ -171,6 +165,18 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
         choices,
         crate::choices::cache::DEFAULT_MAX_BYTES,
     ));
+    if let Listen(Some(addr)) = args.admin_listen {
+        let refused = metrics.connections_refused("explorer");
+        crate::explorer::serve(
+            addr,
+            store.clone(),
+            choices.clone(),
+            decision_log.clone(),
+            refused,
+        )
+        .await
+        .map_err(|e| format!("cannot serve the policy explorer on {addr}: {e}"))?;
+    }
     let choice_watchers = crate::grpc::Watchers::new(
         "choices",
         args.max_watchers,

@@ -418,3 +418,68 @@ fn the_page_shows_the_last_reload_error() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn the_explorer_decides_on_the_choices_store_and_shows_what_it_read() {
+    let server = ServerProcess::start(&["--decision-log", "off", "--choices-writers", "*"]);
+    let admin = server.admin_addr.unwrap();
+    let ask = r#"{"purpose":"provide.personalization","resource":{"category":"customer-data","ownerTenant":"contoso","dataSubject":"u-42"}}"#;
+    let decided = |body: &str| -> Value {
+        let (status, _, body) = http(
+            admin,
+            "POST",
+            "/api/check",
+            &["Content-Type: application/json"],
+            Some(body),
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    // On by default for the tenant: permitted, as Check permits it.
+    assert_eq!(decided(ask)["decision"], "PERMIT");
+    let mut choices =
+        pb::choices_service_client::ChoicesServiceClient::new(channel(&server.url()).await);
+    choices
+        .record_choice(pb::RecordChoiceRequest {
+            tenant: "contoso".into(),
+            purpose: "provide.personalization".into(),
+            state: pb::ChoiceState::Withdrawn.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let denied = decided(ask);
+    assert_eq!(denied["decision"], "DENY", "{denied}");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("switched off by tenant `contoso`"),
+        "{denied}"
+    );
+    // The try form takes the data subject and shows the choices read.
+    let (status, page) = purposegate_tests::http_get(
+        admin,
+        "/?purpose=provide.personalization&category=customer-data&owner_tenant=contoso&data_subject=u-42",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"name="data_subject""#),
+        "the form has the field"
+    );
+    assert!(
+        page.contains(r#"data-decision="DENY""#),
+        "the try was denied"
+    );
+    let read = page
+        .split(r#"id="result-choices">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</dd>").next())
+        .unwrap_or_else(|| panic!("no choices shown"));
+    assert!(
+        read.contains("<code>provide.personalization</code> withdrawn")
+            && read.contains("data subject: none recorded")
+            && read.contains("revision 1"),
+        "{read}"
+    );
+}

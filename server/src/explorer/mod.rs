@@ -65,6 +65,9 @@ const PAGES_AT_ONCE: usize = 2;
 #[derive(Debug)]
 pub struct Explorer {
     store: Arc<PolicyStore>,
+    /// What tenants configured and data subjects said, read for every
+    /// question as `Check` reads them.
+    choices: Arc<dyn crate::choices::ChoicesStore>,
     /// Every question the explorer answers on the serving policy is
     /// written here, as the API's are.
     log: DecisionLog,
@@ -84,9 +87,15 @@ pub struct Explorer {
 }
 
 impl Explorer {
-    pub fn new(store: Arc<PolicyStore>, log: DecisionLog, loopback_only: bool) -> Self {
+    pub fn new(
+        store: Arc<PolicyStore>,
+        choices: Arc<dyn crate::choices::ChoicesStore>,
+        log: DecisionLog,
+        loopback_only: bool,
+    ) -> Self {
         Explorer {
             store,
+            choices,
             log,
             matrix: std::sync::Mutex::new(None),
             document: std::sync::Mutex::new(None),
@@ -201,7 +210,8 @@ impl Explorer {
     /// Decides `request` on `policy` (the serving one) and logs it.
     fn decide(&self, policy: &Policy, request: DecisionRequest, face: &'static str) -> Evaluation {
         let start = std::time::Instant::now();
-        let answer = policy.evaluate(&request);
+        let facts = crate::choices::facts(self.choices.as_ref(), &request, crate::choices::now());
+        let answer = policy.evaluate_with(&request, &facts);
         let reason = answer.reason.to_string();
         self.log.record(
             Via::face(face),
@@ -380,13 +390,14 @@ async fn named_host(State(loopback_only): State<bool>, req: Request, next: Next)
 pub async fn serve(
     addr: SocketAddr,
     store: Arc<PolicyStore>,
+    choices: Arc<dyn crate::choices::ChoicesStore>,
     log: DecisionLog,
     refused: prometheus_client::metrics::counter::Counter,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     info!(admin_addr = %bound, "serving the policy explorer on http://{bound}/");
-    let explorer = Arc::new(Explorer::new(store, log, bound.ip().is_loopback()));
+    let explorer = Arc::new(Explorer::new(store, choices, log, bound.ip().is_loopback()));
     let face = purposegate_runtime::listen::Face {
         name: "explorer",
         limits: purposegate_runtime::listen::Limits::default(),

@@ -50,6 +50,13 @@ impl Page<'_> {
             form.get("owner_tenant"),
             "the customer who owns the data",
         );
+        text_input(
+            h,
+            "data_subject",
+            "Data subject",
+            form.get("data_subject"),
+            "whose data it is (their choices are read)",
+        );
         let _ = write!(
             h,
             r#"<label for="deidentification">De-identification</label><select id="deidentification" name="deidentification"><option value="">not given</option>"#
@@ -142,6 +149,9 @@ impl Page<'_> {
                         .collect();
                     let _ = write!(h, "<dt>Obligations</dt><dd>{}</dd>", ids.join(", "));
                 }
+                if let Some(facts) = &e.choices {
+                    choices_read(h, facts);
+                }
                 h.push_str("</dl></div>\n");
             }
             Some(Tried::Purposes(permitted)) => permitted_section(h, permitted),
@@ -230,5 +240,37 @@ fn text_input(h: &mut String, name: &str, title: &str, value: &str, placeholder:
         r#"<label for="{name}">{title}</label><input id="{name}" name="{name}" type="text" value="{}" placeholder="{}" autocomplete="off">"#,
         esc(value),
         esc(placeholder)
+    );
+}
+
+/// The choices a tried decision read: the tenant's and the data subject's,
+/// each with its state and time, and the store revision.
+fn choices_read(h: &mut String, facts: &crate::engine::ChoiceFacts) {
+    let list = |choices: &Option<Vec<crate::engine::Choice>>| match choices {
+        None => "not read".to_string(),
+        Some(c) if c.is_empty() => "none recorded".to_string(),
+        Some(c) => c
+            .iter()
+            .map(|c| {
+                let purpose = if c.purpose.is_empty() {
+                    "all processing".to_string()
+                } else {
+                    format!("<code>{}</code>", esc(&c.purpose))
+                };
+                format!(
+                    "{purpose} {} {}",
+                    c.state.as_str(),
+                    esc(&crate::engine::rfc3339(c.at))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let _ = write!(
+        h,
+        r#"<dt>Choices read</dt><dd id="result-choices">tenant: {}<br>data subject: {}<br>revision {}</dd>"#,
+        list(&facts.tenant),
+        list(&facts.subject),
+        facts.revision
     );
 }
