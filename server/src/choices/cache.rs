@@ -96,20 +96,20 @@ impl CachedChoices {
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
         {
             let feed = self.feed.lock().map_err(|_| unusable())?;
-            let reaches = feed
-                .front()
-                .is_some_and(|c| c.revision <= after.saturating_add(1))
-                || feed.back().is_none_or(|c| c.revision <= after);
-            if reaches {
-                return Ok(feed
-                    .iter()
-                    .skip_while(|c| c.revision <= after)
-                    .take(limit)
-                    .cloned()
-                    .collect());
+            if let Some(found) = from_feed(&feed, after, limit) {
+                return Ok(found);
             }
         }
         self.store.changes(after, limit)
+    }
+
+    /// The same without waiting or reading the store: `None` when the feed
+    /// is being written (a write holds it across its commit) or does not
+    /// reach back to `after`. For the watchers' heartbeats, on the async
+    /// workers.
+    pub fn changes_in_feed(&self, after: u64, limit: usize) -> Option<Vec<ChoiceChange>> {
+        let feed = self.feed.try_lock().ok()?;
+        from_feed(&feed, after, limit)
     }
 
     /// Entries and bytes held now.
@@ -167,6 +167,20 @@ impl CachedChoices {
         if let Some(old) = held.entries.insert(key, entry) {
             held.bytes -= old.bytes;
         }
+    }
+}
+
+/// The changes of `feed` after `after`, if it reaches back that far: found
+/// by position (its revisions are in order), not by walking it.
+fn from_feed(feed: &VecDeque<ChoiceChange>, after: u64, limit: usize) -> Option<Vec<ChoiceChange>> {
+    match (feed.front(), feed.back()) {
+        (_, None) => Some(Vec::new()),
+        (_, Some(last)) if last.revision <= after => Some(Vec::new()),
+        (Some(first), _) if first.revision <= after.saturating_add(1) => {
+            let from = feed.partition_point(|c| c.revision <= after);
+            Some(feed.range(from..).take(limit).cloned().collect())
+        }
+        _ => None,
     }
 }
 

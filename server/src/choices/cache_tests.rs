@@ -88,6 +88,9 @@ fn reads_are_cached_and_a_write_evicts_its_key_only() {
     assert_eq!(revisions, [1, 2]);
     assert_eq!(cache.changes_after(1, 10).unwrap()[0].revision, 2);
     assert!(cache.changes_after(2, 10).unwrap().is_empty());
+    assert_eq!(cache.changes_in_feed(0, 1).unwrap().len(), 1);
+    assert_eq!(cache.changes_in_feed(1, 10).unwrap()[0].revision, 2);
+    assert!(cache.changes_in_feed(2, 10).unwrap().is_empty());
 }
 
 #[test]

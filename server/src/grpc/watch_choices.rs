@@ -75,9 +75,15 @@ pub fn changes(
         loop {
             // Catch up with every commit, a page at a time.
             loop {
-                let page = {
-                    let choices = choices.clone();
-                    tokio::task::spawn_blocking(move || choices.changes_after(last, PAGE)).await
+                // Most wake-ups (every heartbeat) find what they need in
+                // the feed at once; only a feed being written or too short
+                // sends the read to a blocking thread.
+                let page = match choices.changes_in_feed(last, PAGE) {
+                    Some(found) => Ok(Ok(found)),
+                    None => {
+                        let choices = choices.clone();
+                        tokio::task::spawn_blocking(move || choices.changes_after(last, PAGE)).await
+                    }
                 };
                 let page = match page {
                     Ok(Ok(page)) => page,
