@@ -6,8 +6,11 @@
 //! The semantics, each with a test:
 //! - A choice on purpose P covers P and its descendants.
 //! - `withdrawn` or `objected` on the asked purpose or any ancestor denies
-//!   (like a prohibition), the tenant's as well as the data subject's: a
-//!   data subject's choice never widens what the tenant configured.
+//!   (like a prohibition), the tenant's as well as the data subject's, for
+//!   every purpose that depends on choices (whoever's a requirement reads:
+//!   a data subject's objection to a purpose the tenant configures still
+//!   denies it for their data); a data subject's choice never widens what
+//!   the tenant configured.
 //! - An opt-in requirement (a tenant's `default: withdrawn`, a data
 //!   subject's `basis: consent`) needs `granted` on the asked purpose or
 //!   an ancestor, unexpired; an opt-out one (`default: granted`,
@@ -307,41 +310,50 @@ impl ChoicesPolicy {
                     rfc3339(c.at)
                 ));
             }
-            let own = match r.by {
-                ChoiceScope::Tenant => tenant_choices,
-                ChoiceScope::DataSubject => {
-                    if subject.is_empty() {
-                        missing.get_or_insert_with(|| {
-                            format!(
-                                "`{asked}` depends on the choices of each data subject, and the request names none"
-                            )
-                        });
-                        continue;
-                    }
-                    let Some(choices) = &facts.subject else {
+            // The data subject's refusal narrows every requirement too:
+            // an objection to a purpose the tenant configured is still an
+            // objection.
+            let subject_choices = if subject.is_empty() {
+                None
+            } else {
+                match &facts.subject {
+                    Some(choices) => Some(choices),
+                    None => {
                         missing.get_or_insert_with(|| not_looked_up_subject(subject, tenant));
                         continue;
-                    };
-                    choices
+                    }
                 }
             };
-            let whose = match r.by {
-                ChoiceScope::Tenant => format!("tenant `{tenant}`"),
-                ChoiceScope::DataSubject => format!("data subject `{subject}` of `{tenant}`"),
-            };
-            if let Some(c) = own.iter().filter(on_path).find(refuses) {
-                let needs = if r.opt_in {
-                    "needs the consent of"
-                } else {
-                    "is processed on legitimate interest, and was refused by"
+            if let Some(c) = subject_choices.and_then(|cs| cs.iter().filter(on_path).find(refuses))
+            {
+                let needs = match (r.by, r.opt_in) {
+                    (ChoiceScope::DataSubject, true) => "needs the consent of",
+                    (ChoiceScope::DataSubject, false) => {
+                        "is processed on legitimate interest, and was refused by"
+                    }
+                    (ChoiceScope::Tenant, _) => "was refused by",
                 };
                 return Judged::Denied(format!(
-                    "`{asked}` {needs} {whose}, {}{} {}",
+                    "`{asked}` {needs} data subject `{subject}` of `{tenant}`, {}{} {}",
                     c.state.as_str(),
                     on(c, asked),
                     rfc3339(c.at)
                 ));
             }
+            let (own, whose) = match (r.by, subject_choices) {
+                (ChoiceScope::Tenant, _) => (tenant_choices, format!("tenant `{tenant}`")),
+                (ChoiceScope::DataSubject, Some(choices)) => {
+                    (choices, format!("data subject `{subject}` of `{tenant}`"))
+                }
+                (ChoiceScope::DataSubject, None) => {
+                    missing.get_or_insert_with(|| {
+                        format!(
+                            "`{asked}` depends on the choices of each data subject, and the request names none"
+                        )
+                    });
+                    continue;
+                }
+            };
             if r.opt_in
                 && !own
                     .iter()

@@ -222,6 +222,52 @@ fn a_data_subject_never_widens_what_the_tenant_configured() {
 }
 
 #[test]
+fn a_data_subject_objection_narrows_a_purpose_the_tenant_configures() {
+    // The tenant has personalisation on; u-42 objected to it. Their data
+    // is not personalised; everyone else's is.
+    let objected = facts(
+        Some(vec![]),
+        Some(vec![choice(
+            "provide.personalization",
+            ChoiceState::Objected,
+        )]),
+    );
+    assert_eq!(
+        decide(&ask("provide.personalization", "contoso", "u-42"), &objected),
+        (
+            Decision::Deny,
+            "`provide.personalization` was refused by data subject `u-42` of `contoso`, objected 2026-12-07T10:00:00Z".into()
+        )
+    );
+    let (decision, _) = decide(
+        &ask("provide.personalization", "contoso", "u-7"),
+        &facts(Some(vec![]), Some(vec![])),
+    );
+    assert_eq!(decision, Decision::Permit);
+    // Named, a data subject's choices are needed for it; not named, the
+    // tenant's configuration alone decides.
+    let (decision, reason) = decide(
+        &ask("provide.personalization", "contoso", "u-42"),
+        &facts(Some(vec![]), None),
+    );
+    assert_eq!(decision, Decision::Indeterminate, "{reason}");
+    assert_eq!(
+        decide(&ask("provide.personalization", "contoso", ""), &objected).0,
+        Decision::Permit
+    );
+    // A purpose no choice governs reads no objection: the policy says
+    // that purpose does not depend on choices.
+    let improve = facts(
+        Some(vec![]),
+        Some(vec![choice("improve", ChoiceState::Objected)]),
+    );
+    assert_eq!(
+        decide(&ask("improve", "contoso", "u-42"), &improve).0,
+        Decision::Permit
+    );
+}
+
+#[test]
 fn a_restricted_data_subject_serves_only_what_restriction_allows() {
     let restricted = facts(
         Some(vec![]),

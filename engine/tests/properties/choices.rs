@@ -131,11 +131,12 @@ fn brute_force(
     }
     let (tenant, subject) = (reaching(tenant), reaching(subject));
     for r in requirements.iter().filter(|r| within(asked, r.purpose)) {
-        if refused(&tenant) {
+        // Anyone's refusal, whoever's choice the purpose depends on.
+        if refused(&tenant) || refused(&subject) {
             return Decision::Deny;
         }
         let own = if r.by_tenant { &tenant } else { &subject };
-        if refused(own) || (r.opt_in && !granted(own)) {
+        if r.opt_in && !granted(own) {
             return Decision::Deny;
         }
     }
