@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=${1:-"policy check_request request_text uri_sans request_path"}
+targets=${1:-"policy check_request request_text uri_sans request_path first_message"}
 seconds=${2:-${FUZZ_SECONDS:-20}}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -24,6 +24,7 @@ use crate::intercept::{Call, Enforcement, Permit, judge, refused_before_asking};
 use crate::reading::{self, Described};
 use crate::refusal::{Refusal, RefusalKind};
 use crate::routes::Routes;
+use crate::subject::FirstMessage;
 
 /// The encoded descriptors of `envoy/service/auth/v3/external_auth.proto`
 /// and its imports, for reflection.
@@ -37,16 +38,44 @@ pub struct ExtAuthz {
     /// With TLS configured the subject comes only from the principal Envoy
     /// verified; a call without one names no subject.
     require_principal: bool,
+    /// The largest first request message read for its data subject.
+    max_first_message: usize,
 }
 
 impl ExtAuthz {
-    pub fn new(gate: Gate, routes: Routes, require_principal: bool) -> Self {
+    pub fn new(
+        gate: Gate,
+        routes: Routes,
+        require_principal: bool,
+        max_first_message: usize,
+    ) -> Self {
         ExtAuthz {
             gate,
             routes,
             require_principal,
+            max_first_message,
         }
     }
+}
+
+/// What Envoy sent of the body, for a route that reads the data subject
+/// from the first request message: its bytes (`with_request_body`, best
+/// with `pack_as_bytes`), or why they cannot be read.
+fn first_message(http: &HttpRequest, headers: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map_or(&b""[..], |(_, v)| v);
+    crate::subject::readable_content_type(content_type)?;
+    let body = if http.raw_body.is_empty() {
+        http.body.as_bytes()
+    } else {
+        http.raw_body.as_slice()
+    };
+    if body.is_empty() && http.size != 0 {
+        return Err("the route reads the data subject from the first request message, and Envoy sent no body: configure ext_authz with `with_request_body` (`pack_as_bytes: true`, `max_request_bytes` at least the message, `allow_partial_message: true`)".to_string());
+    }
+    Ok(body.to_vec())
 }
 
 fn denied(refusal: &Refusal) -> CheckResponse {
@@ -177,10 +206,26 @@ async fn judge_described(
             );
         }
     };
+    let reads_message = reading.route.is_some_and(|route| {
+        matches!(
+            route.data_subject,
+            Some(crate::subject::SubjectFrom::GrpcField(_))
+        )
+    });
+    let body = if reads_message {
+        first_message(http, &headers)
+    } else {
+        Ok(Vec::new())
+    };
     let call = Call {
         reading: &reading,
         certified_subject,
         issue_context: false,
+        first_message: match &body {
+            Ok(bytes) => FirstMessage::Read(bytes),
+            Err(why) => FirstMessage::Unread(why),
+        },
+        max_first_message: authz.max_first_message,
     };
     if !reading.baggage.is_empty() {
         let values = || reading.baggage.iter().copied();

@@ -14,6 +14,7 @@ use crate::headers;
 use crate::reading::Reading;
 use crate::refusal::Refusal;
 use crate::routes::Table;
+use crate::subject::{self, FirstMessage, SubjectFrom};
 
 /// A call read as one thing ([`crate::reading`]), and who certified its
 /// caller.
@@ -27,6 +28,12 @@ pub struct Call<'c, 'a, 'r> {
     /// Whether a permit should carry a purpose context for the call to
     /// pass on (the proxy forwards it; ext_authz does not).
     pub issue_context: bool,
+    /// The call's body as far as it was read, for a route that reads the
+    /// data subject from the first request message.
+    pub first_message: FirstMessage<'c>,
+    /// The most bytes of a first request message read
+    /// (`--max-first-message-bytes`).
+    pub max_first_message: usize,
 }
 
 /// A call that goes through.
@@ -229,8 +236,15 @@ fn check_request(
                 .owner_tenant
                 .clone()
                 .unwrap_or_else(|| stated.get(headers::DATA_TENANT).to_string()),
-            data_subject: match route.data_subject_segment {
-                Some(n) => subject_in_path(path, n).map_err(refuse)?,
+            data_subject: match &route.data_subject {
+                Some(SubjectFrom::PathSegment(n)) => subject::in_path(path, *n).map_err(refuse)?,
+                Some(SubjectFrom::GrpcField(field)) => match call.first_message {
+                    FirstMessage::Read(body) => {
+                        subject::in_first_message(body, field, call.max_first_message)
+                            .map_err(refuse)?
+                    }
+                    FirstMessage::Unread(why) => return Err(refuse(why.to_string())),
+                },
                 None => stated.get(headers::DATA_SUBJECT).to_string(),
             },
             deidentification,
@@ -273,50 +287,4 @@ fn permitted(lookup: Lookup) -> Result<Answer, Refusal> {
         }),
         Err(status) => Err(Refusal::refused(crate::gate::unanswered(&status))),
     }
-}
-
-/// The data subject a route reads from the call's `n`th path segment
-/// (from 1): the canonical path's segment, its escapes decoded as the
-/// app's router decodes them, within the limits of the `x-data-subject`
-/// header (visible ASCII, 256 bytes).
-fn subject_in_path(path: &str, n: usize) -> Result<String, String> {
-    let path = path.split('?').next().unwrap_or("");
-    let segment = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .nth(n.saturating_sub(1))
-        .ok_or_else(|| {
-            format!("the route reads the data subject from path segment {n}, which `{path}` lacks")
-        })?;
-    let mut bytes = Vec::with_capacity(segment.len());
-    let mut rest = segment.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        match (b, tail) {
-            (b'%', [h, l, tail @ ..]) => {
-                let hex = [*h, *l];
-                let byte = std::str::from_utf8(&hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("path segment {n} holds a bad escape"))?;
-                bytes.push(byte);
-                rest = tail;
-            }
-            _ => {
-                bytes.push(b);
-                rest = tail;
-            }
-        }
-    }
-    let subject = String::from_utf8(bytes)
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| format!("path segment {n}, the data subject, is not visible ASCII"))?;
-    if subject.len() > purposegate_engine::MAX_SUBJECT_ID_BYTES {
-        return Err(format!(
-            "path segment {n}, the data subject, is {} bytes long; at most {} are accepted",
-            subject.len(),
-            purposegate_engine::MAX_SUBJECT_ID_BYTES
-        ));
-    }
-    Ok(subject)
 }

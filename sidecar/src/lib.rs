@@ -18,6 +18,7 @@ pub mod reading;
 pub mod refusal;
 pub mod routes;
 pub mod strip;
+pub mod subject;
 pub mod supervise;
 #[cfg(test)]
 mod testing;

@@ -190,6 +190,10 @@ struct Args {
     /// Largest request head or HTTP/2 header list (e.g. 32Ki).
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_HEADER_BYTES", default_value = "32Ki", value_parser = parse_bytes)]
     max_header_bytes: usize,
+    /// Largest first request message a `grpcField` route reads to find the
+    /// data subject (e.g. 64Ki); a larger one is refused.
+    #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_FIRST_MESSAGE_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
+    max_first_message_bytes: usize,
     /// Calls open at once on one HTTP/2 connection.
     #[arg(long, env = "PURPOSEGATE_SIDECAR_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams)]
     max_concurrent_streams: u32,
@@ -460,6 +464,8 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
             max_calls: args.max_calls,
             max_calls_per_peer: args.max_calls_per_peer,
             max_streams_per_connection: args.max_concurrent_streams,
+            max_first_message_bytes: args.max_first_message_bytes,
+            first_message_within: args.header_read_timeout,
         },
     )
     .serve(
@@ -494,7 +500,12 @@ async fn run(args: Args, routes: routes::Routes) -> Result<(), Box<dyn std::erro
             shutdown.clone(),
         )))
         .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
-            extauthz::ExtAuthz::new(gate.clone(), routes, tls_configured),
+            extauthz::ExtAuthz::new(
+                gate.clone(),
+                routes,
+                tls_configured,
+                args.max_first_message_bytes,
+            ),
         ))
         .prepare();
     let grpc = MessageLimits::new(

@@ -10,10 +10,12 @@
 //! 3. a request that came back through this very sidecar is refused (a
 //!    loop would exhaust it);
 //! 4. whether the call carries a body ([`carries_body`]);
-//! 5. the call read as one thing ([`reading`]): body and method,
+//! 5. on a route that reads the data subject from a gRPC call's first
+//!    request message, that message ([`first`]);
+//! 6. the call read as one thing ([`reading`]): body and method,
 //!    query, canonical path, decided headers, baggage, table and route;
-//! 6. the gate decides (cache, then PDP) ([`judge`]);
-//! 7. on PERMIT (or `--dry-run`) the call goes to the app
+//! 7. the gate decides (cache, then PDP) ([`judge`]);
+//! 8. on PERMIT (or `--dry-run`) the call goes to the app
 //!    ([`forward`]) over a connection of the caller's own
 //!    ([`upstream`]), with the canonical path, the decided header values
 //!    and the permit's obligations, under a supervisor that ends it if a
@@ -27,7 +29,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, Uri};
 
@@ -36,15 +38,18 @@ use purposegate_runtime::shares::{Full, Share, Shares};
 use purposegate_runtime::telemetry::parent_context;
 use purposegate_runtime::tls::ServerTls;
 
+use crate::canonical;
 use crate::gate::Gate;
 use crate::headers;
 use crate::intercept::{Call, Enforcement, judge, refused_before_asking};
 use crate::reading::{self, Described};
 use crate::refusal::Refusal;
 use crate::routes::Routes;
+use crate::subject::{FirstMessage, SubjectFrom};
 use crate::supervise::Supervisor;
 
 mod body;
+mod first;
 mod forward;
 mod reply;
 pub mod upstream;
@@ -81,6 +86,11 @@ pub struct CallLimits {
     /// Calls at once on one caller's HTTP/2 connection
     /// (`--max-concurrent-streams`).
     pub max_streams_per_connection: u32,
+    /// The largest first request message read for its data subject
+    /// (`--max-first-message-bytes`).
+    pub max_first_message_bytes: usize,
+    /// How long that message may take to come (`--header-read-timeout`).
+    pub first_message_within: Duration,
 }
 
 /// Everything the proxy needs per call. Cheap to clone.
@@ -100,6 +110,7 @@ struct Inner {
     calls: Arc<Shares>,
     /// This process's mark in [`VIA`].
     via: HeaderValue,
+    limits: CallLimits,
 }
 
 /// One caller connection, as its calls see it: who it is, and its own
@@ -139,6 +150,7 @@ impl Proxy {
                 calls: Shares::new(limits.max_calls, limits.max_calls_per_peer),
                 via: HeaderValue::from_str(&instance_mark())
                     .unwrap_or_else(|_| HeaderValue::from_static("purposegate")),
+                limits,
             }),
         }
     }
@@ -200,7 +212,23 @@ impl Proxy {
                 ),
             );
         }
-        let look = carries_body(&mut req).await;
+        let mut look = carries_body(&mut req).await;
+        // Only on a route that reads the data subject there: the rest
+        // pay nothing for it.
+        let first_read = if self.reads_first_message(&req) {
+            let limits = &self.inner.limits;
+            Some(
+                first::read(
+                    &mut req,
+                    &mut look,
+                    limits.max_first_message_bytes,
+                    limits.first_message_within,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
         let body = look.present;
         let gate = &self.inner.gate;
         let parent = gate.parent(|| parent_context(req.headers()));
@@ -222,8 +250,20 @@ impl Proxy {
                     reading: &reading,
                     certified_subject: downstream.peer.subject.as_deref(),
                     issue_context: true,
+                    first_message: match look.first.as_ref().and_then(Frame::data_ref) {
+                        Some(data) => FirstMessage::Read(data),
+                        None => FirstMessage::Read(&[]),
+                    },
+                    max_first_message: self.inner.limits.max_first_message_bytes,
                 };
-                match judge(gate, &call, &parent).await {
+                let judged = match first_read {
+                    Some(Err(refusal)) => {
+                        let purpose = reading.stated.get(headers::PURPOSE);
+                        refused_before_asking(gate, &parent, purpose, &reading.path, refusal)
+                    }
+                    Some(Ok(())) | None => judge(gate, &call, &parent).await,
+                };
+                match judged {
                     Enforcement::LetThrough(permit) => {
                         Ok((permit, Some((reading.path.clone(), reading.table))))
                     }
@@ -253,6 +293,18 @@ impl Proxy {
             }
             Err(refusal) => deny(reply_grpc, &refusal),
         }
+    }
+
+    /// Whether `req`'s route reads the data subject from its first request
+    /// message: a `grpc` route (which then judges it, whatever the call's
+    /// shape) with `grpcField`.
+    fn reads_first_message(&self, req: &Request<Incoming>) -> bool {
+        let routes = &self.inner.routes;
+        routes.reads_first_messages()
+            && canonical::path(req.uri().path())
+                .ok()
+                .and_then(|path| routes.grpc(&path))
+                .is_some_and(|route| matches!(route.data_subject, Some(SubjectFrom::GrpcField(_))))
     }
 
     fn came_back(&self, headers: &HeaderMap) -> bool {

@@ -7,7 +7,7 @@
 //!     resource:                                      # optional, fixed
 //!       deidentification: IDENTIFIED
 //!       attributes: { system: crm }
-//!       dataSubject: { pathSegment: 2 }              # /customers/{subject}/...
+//!       dataSubject: { grpcField: 1 }                # field 1 of the request
 //!     obligations: [log-access]                      # what the app fulfils here
 //!     requirePurposeContext: true                    # only downstream of a permit
 //!   - http: /customers/                              # path prefix
@@ -40,6 +40,7 @@ use purposegate_engine::{Decoder, Deidentification, Diagnostics, Node, glob_slic
 use purposegate_proto::convert::deidentification_number;
 
 use crate::canonical;
+use crate::subject::{MAX_FIELD_DEPTH, MAX_FIELD_NUMBER, SubjectFrom};
 
 /// What a route says about the data a call touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +59,10 @@ pub struct Route {
     pub require_purpose_context: bool,
     /// `allowBody: true`: calls may carry a body whatever their method.
     pub allow_body: bool,
-    /// `resource.dataSubject.pathSegment: N`: the data subject is the
-    /// call's Nth path segment (from 1), as the app's router reads it,
-    /// not the `x-data-subject` header.
-    pub data_subject_segment: Option<usize>,
+    /// `resource.dataSubject`: where the data subject is read instead of
+    /// the `x-data-subject` header (a path segment as the app's router
+    /// reads it, or a field of a gRPC call's first request message).
+    pub data_subject: Option<SubjectFrom>,
 }
 
 /// Most path segments a route may read the data subject from.
@@ -195,6 +196,14 @@ impl Routes {
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// Whether any route reads the data subject from a gRPC call's first
+    /// request message.
+    pub fn reads_first_messages(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| matches!(r.data_subject, Some(SubjectFrom::GrpcField(_))))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -375,7 +384,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         obligations,
         require_purpose_context,
         allow_body,
-        data_subject_segment: None,
+        data_subject: None,
     };
     if let Some(r) = f.get("resource") {
         let r = d.fields(
@@ -389,29 +398,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
             ],
         )?;
         if let Some(n) = r.get("dataSubject") {
-            let from = d.fields(
-                n,
-                &format!("{what}: `resource.dataSubject`"),
-                &["pathSegment"],
-            )?;
-            match from.get("pathSegment") {
-                Some(n) => {
-                    let label = format!("{what}: `resource.dataSubject.pathSegment`");
-                    let at = d.uint(n, &label, MAX_SUBJECT_SEGMENT)?;
-                    if at == 0 {
-                        d.error(n.span, format!("{label} counts from 1"));
-                        return None;
-                    }
-                    route.data_subject_segment = usize::try_from(at).ok();
-                }
-                None => {
-                    d.error(
-                        n.span,
-                        format!("{what}: `resource.dataSubject` needs `pathSegment`"),
-                    );
-                    return None;
-                }
-            }
+            route.data_subject = Some(decode_subject(d, n, &what, &route.matcher)?);
         }
         if let Some(n) = r.get("deidentification") {
             let name = d.text(n, &format!("{what}: `resource.deidentification`"))?;
@@ -434,6 +421,77 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, i: usize) -> Option<Route> {
         }
     }
     Some(route)
+}
+
+/// `resource.dataSubject`: `{ pathSegment: N }` for `http` routes,
+/// `{ grpcField: N | [N, …] }` for `grpc` routes.
+fn decode_subject(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    what: &str,
+    matcher: &Matcher,
+) -> Option<SubjectFrom> {
+    let label = format!("{what}: `resource.dataSubject`");
+    let from = d.fields(node, &label, &["pathSegment", "grpcField"])?;
+    let grpc = matches!(matcher, Matcher::Grpc(_));
+    match (from.get("pathSegment"), from.get("grpcField")) {
+        (Some(n), None) if !grpc => {
+            let label = format!("{label}.pathSegment");
+            let at = d.uint(n, &label, MAX_SUBJECT_SEGMENT)?;
+            if at == 0 {
+                d.error(n.span, format!("{label} counts from 1"));
+                return None;
+            }
+            usize::try_from(at).ok().map(SubjectFrom::PathSegment)
+        }
+        (None, Some(n)) if grpc => {
+            let label = format!("{label}.grpcField");
+            let numbers = match &n.value {
+                purposegate_engine::Value::Seq(items) => items.iter().collect(),
+                _ => vec![n],
+            };
+            if numbers.is_empty() || numbers.len() > MAX_FIELD_DEPTH {
+                d.error(
+                    n.span,
+                    format!(
+                        "{label} is a field number or a list of 1 to {MAX_FIELD_DEPTH} of them"
+                    ),
+                );
+                return None;
+            }
+            let mut field = Vec::with_capacity(numbers.len());
+            for number in numbers {
+                let at = d.uint(number, &label, MAX_FIELD_NUMBER)?;
+                if at == 0 {
+                    d.error(number.span, format!("{label}: field numbers count from 1"));
+                    return None;
+                }
+                field.push(u32::try_from(at).ok()?);
+            }
+            Some(SubjectFrom::GrpcField(field))
+        }
+        (Some(n), None) => {
+            d.error(
+                n.span,
+                format!("{label}.pathSegment belongs to `http` routes (a gRPC route reads a field: `grpcField`)"),
+            );
+            None
+        }
+        (None, Some(n)) => {
+            d.error(
+                n.span,
+                format!("{label}.grpcField belongs to `grpc` routes (an `http` route reads a path segment: `pathSegment`)"),
+            );
+            None
+        }
+        _ => {
+            d.error(
+                node.span,
+                format!("{label} needs one of `pathSegment` (http) or `grpcField` (grpc)"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -178,10 +178,15 @@ pub fn percent_decode(text: &str) -> String {
 
 /// An HTTP/2 connection (prior knowledge) to `to` from the loopback
 /// address `from`, driven by a task of its own.
-pub async fn h2_from(
+pub async fn h2_from<B>(
     from: std::net::IpAddr,
     to: SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = connect_from(from, to)
         .await
         .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));

@@ -210,3 +210,38 @@ pub fn organisation_policy(n: usize) -> String {
     }
     text
 }
+
+/// The server on the policy file `policy`, taking choices from any
+/// caller, logging no decisions, with `extra` flags.
+pub fn choices_server(policy: &str, extra: &[&str]) -> ServerProcess {
+    let mut args = vec![
+        "--policy",
+        policy,
+        "--decision-log",
+        "off",
+        "--choices-writers",
+        "*",
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args)
+}
+
+/// A policy where `marketing` of `customer-data` needs each data subject's
+/// consent, and `provide` needs no choice.
+pub const CONSENT_POLICY: &str = "version: 1
+name: choices
+purposes:
+  provide: Provide the service
+  marketing: Marketing
+dataCategories:
+  customer-data: Customer data
+rules:
+  - id: customer-data-uses
+    effect: permit
+    purposes: [provide, marketing]
+    dataCategories: [customer-data]
+choices:
+  - purposes: [marketing]
+    by: data-subject
+    basis: consent
+";

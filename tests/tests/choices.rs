@@ -458,14 +458,7 @@ async fn a_sidecar_reads_the_data_subject_and_enforces_a_withdrawal_within_a_sec
         "routes.yaml",
         "routes:\n  - http: /records/\n    methods: [GET]\n    dataCategory: customer-data\n",
     );
-    let server = ServerProcess::start(&[
-        "--policy",
-        policy.as_str(),
-        "--decision-log",
-        "off",
-        "--choices-writers",
-        "*",
-    ]);
+    let server = purposegate_tests::choices_server(&policy, &[]);
     let app = purposegate_tests::app::FrameworkApp::start();
     let upstream = app.url();
     let sidecar = purposegate_tests::SidecarProcess::start(

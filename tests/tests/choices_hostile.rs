@@ -265,14 +265,7 @@ async fn concurrent_writers_to_one_subject_leave_the_history_and_the_state_agree
 async fn the_cli_records_withdraws_and_is_refused_like_grpc() {
     let dir = TempDir::new("choices-cli");
     let policy = dir.write("choices.yaml", POLICY);
-    let server = ServerProcess::start(&[
-        "--policy",
-        policy.as_str(),
-        "--decision-log",
-        "off",
-        "--choices-writers",
-        "*",
-    ]);
+    let server = purposegate_tests::choices_server(&policy, &[]);
     let url = server.url();
     let record = |state: &str, extra: &[&str]| {
         let mut args = vec![

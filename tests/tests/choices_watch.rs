@@ -19,26 +19,8 @@ use std::time::{Duration, Instant};
 
 use pb::choices_service_client::ChoicesServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{ServerProcess, SidecarProcess, TempDir, channel};
+use purposegate_tests::{CONSENT_POLICY, ServerProcess, SidecarProcess, TempDir, channel};
 use tokio_stream::StreamExt;
-
-const POLICY: &str = "version: 1
-name: choices
-purposes:
-  provide: Provide the service
-  marketing: Marketing
-dataCategories:
-  customer-data: Customer data
-rules:
-  - id: customer-data-uses
-    effect: permit
-    purposes: [provide, marketing]
-    dataCategories: [customer-data]
-choices:
-  - purposes: [marketing]
-    by: data-subject
-    basis: consent
-";
 
 fn choice(subject: &str, state: pb::ChoiceState) -> pb::RecordChoiceRequest {
     pb::RecordChoiceRequest {
@@ -106,7 +88,7 @@ fn setup(name: &str, sidecar_args: &[&str]) -> Setup {
 /// The server (any caller a writer), an app and its sidecar on `routes`.
 fn setup_with(name: &str, routes: &str, sidecar_args: &[&str]) -> Setup {
     let dir = TempDir::new(name);
-    let policy = dir.write("choices.yaml", POLICY);
+    let policy = dir.write("choices.yaml", CONSENT_POLICY);
     let routes = dir.write("routes.yaml", routes);
     let log = dir.path().join("decisions.log").display().to_string();
     let server = ServerProcess::start(&[

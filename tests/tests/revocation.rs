@@ -279,16 +279,8 @@ async fn a_revoked_call_sends_the_app_nothing_more() {
         &[],
     );
     let policy = stack.policy.clone().unwrap();
-    let stream = tokio::net::TcpStream::connect(stack.sidecar.proxy_addr)
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender =
+        purposegate_tests::attacks::h2_from([127, 0, 0, 1].into(), stack.sidecar.proxy_addr).await;
     let (chunks, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let body = StreamBody::new(tokio_stream::StreamExt::map(
         tokio_stream::wrappers::ReceiverStream::new(rx),

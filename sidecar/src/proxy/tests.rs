@@ -165,6 +165,8 @@ const ROOMY: CallLimits = CallLimits {
     max_calls: 64,
     max_calls_per_peer: 64,
     max_streams_per_connection: 100,
+    max_first_message_bytes: 65536,
+    first_message_within: Duration::from_secs(10),
 };
 
 /// Writes `bytes` on a new connection to `addr` and reads one answer
@@ -363,6 +365,7 @@ async fn one_peer_holds_only_its_share_of_the_calls() {
         max_calls: 3,
         max_calls_per_peer: 2,
         max_streams_per_connection: 100,
+        ..ROOMY
     };
     let proxy = proxy_before(app_addr, limits, Duration::from_secs(60)).await;
     // Two uploads from 127.0.0.2 that never finish hold its share.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::subject::SubjectFrom;
 
 #[test]
 fn routes_load_strictly_and_match_in_order() {
@@ -112,16 +113,19 @@ fn a_data_subject_segment_is_counted_from_one_and_bounded() {
     )
     .unwrap();
     assert_eq!(
-        ok.http("GET", "/customers/u-1")
-            .unwrap()
-            .data_subject_segment,
-        Some(2)
+        ok.http("GET", "/customers/u-1").unwrap().data_subject,
+        Some(SubjectFrom::PathSegment(2))
     );
+    assert!(!ok.reads_first_messages());
     for (bad, says) in [
         ("{ pathSegment: 0 }", "counts from 1"),
         ("{ pathSegment: 33 }", "between 0 and 32"),
         ("{ header: x-user }", "unknown key `header`"),
-        ("{}", "needs `pathSegment`"),
+        (
+            "{}",
+            "needs one of `pathSegment` (http) or `grpcField` (grpc)",
+        ),
+        ("{ grpcField: 1 }", "belongs to `grpc` routes"),
     ] {
         let err = Routes::parse(
             "r.yaml",
@@ -129,6 +133,47 @@ fn a_data_subject_segment_is_counted_from_one_and_bounded() {
         )
         .unwrap_err()
         .to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_grpc_route_reads_a_field_by_its_numbers() {
+    let route = |subject: &str| {
+        Routes::parse(
+            "r.yaml",
+            &format!(
+                "routes:\n  - grpc: /a.B/Get\n    dataCategory: c\n    resource: {{ dataSubject: {subject} }}\n"
+            ),
+        )
+    };
+    let one = route("{ grpcField: 1 }").unwrap();
+    assert!(one.reads_first_messages());
+    assert_eq!(
+        one.grpc("/a.B/Get").unwrap().data_subject,
+        Some(SubjectFrom::GrpcField(vec![1]))
+    );
+    assert_eq!(
+        route("{ grpcField: [2, 1] }")
+            .unwrap()
+            .grpc("/a.B/Get")
+            .unwrap()
+            .data_subject,
+        Some(SubjectFrom::GrpcField(vec![2, 1]))
+    );
+    for (bad, says) in [
+        ("{ grpcField: 0 }", "count from 1"),
+        ("{ grpcField: 536870912 }", "between 0 and 536870911"),
+        ("{ grpcField: [] }", "a list of 1 to 8"),
+        (
+            "{ grpcField: [1, 2, 3, 4, 5, 6, 7, 8, 9] }",
+            "a list of 1 to 8",
+        ),
+        ("{ grpcField: id }", "a whole number"),
+        ("{ pathSegment: 2 }", "belongs to `http` routes"),
+        ("{ grpcField: 1, pathSegment: 2 }", "needs one of"),
+    ] {
+        let err = route(bad).unwrap_err().to_string();
         assert!(err.contains(says), "{bad}: {err}");
     }
 }
