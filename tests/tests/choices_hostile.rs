@@ -449,16 +449,7 @@ async fn an_import_is_all_or_nothing_and_the_server_serves_it() {
         assert_eq!(run.code, Some(1), "{hostile}: {run:?}");
         assert!(run.stderr.contains("line 1:"), "{}", run.stderr);
     }
-    let server = ServerProcess::start(&[
-        "--policy",
-        policy.as_str(),
-        "--decision-log",
-        "off",
-        "--choices-db",
-        db.as_str(),
-        "--choices-writers",
-        "*",
-    ]);
+    let server = purposegate_tests::choices_server(&policy, &["--choices-db", db.as_str()]);
     let mut client = ChoicesServiceClient::new(channel(&server.url()).await);
     let (state, events) = replayed(&mut client, "u-1").await;
     assert_eq!(events, 1);

@@ -1,5 +1,6 @@
 //! Choices in memory: the store without `--choices-db`. Lost at restart
-//! (the server says so at start); bounded in events.
+//! (the server says so at start); bounded in bytes: each event is charged
+//! its strings, evidence and bookkeeping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -7,9 +8,28 @@ use std::sync::RwLock;
 use super::{ChoiceChange, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
 use crate::engine::Choice;
 
-/// Most events the in-memory store keeps; past it writes are refused,
-/// saying to use `--choices-db`.
-pub const MAX_EVENTS: usize = 100_000;
+/// Most bytes of events the in-memory store keeps; past it writes are
+/// refused, saying to use `--choices-db`.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// What an event costs besides its strings: the record, its places in
+/// the indexes, the current-state entry.
+const EVENT_OVERHEAD: usize = 256;
+/// What an evidence entry costs besides its key and value.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The bytes `record` holds in the store, about: its strings (the ids
+/// twice, as the indexes keep them too), evidence and bookkeeping.
+pub fn footprint(record: &ChoiceRecord) -> usize {
+    let c = &record.choice;
+    let ids = c.tenant.len() + c.data_subject.len() + c.purpose.len();
+    let evidence: usize = c
+        .evidence
+        .iter()
+        .map(|(k, v)| ENTRY_OVERHEAD + k.len() + v.len())
+        .sum();
+    EVENT_OVERHEAD + 2 * ids + c.basis.len() + record.recorded_by.len() + evidence
+}
 
 #[derive(Debug, Default)]
 struct Held {
@@ -26,13 +46,15 @@ struct State {
     /// `events`.
     by_tenant: HashMap<String, HashMap<String, Held>>,
     events: Vec<ChoiceRecord>,
+    /// The [`footprint`] of every event.
+    bytes: usize,
 }
 
 /// The choices store kept in memory.
 #[derive(Debug)]
 pub struct MemoryChoices {
     state: RwLock<State>,
-    max_events: usize,
+    max_bytes: usize,
 }
 
 impl Default for MemoryChoices {
@@ -45,15 +67,15 @@ impl MemoryChoices {
     pub fn new() -> Self {
         MemoryChoices {
             state: RwLock::default(),
-            max_events: MAX_EVENTS,
+            max_bytes: MAX_BYTES,
         }
     }
 
     #[cfg(test)]
-    pub fn with_max_events(max_events: usize) -> Self {
+    pub fn with_max_bytes(max_bytes: usize) -> Self {
         MemoryChoices {
             state: RwLock::default(),
-            max_events,
+            max_bytes,
         }
     }
 }
@@ -90,19 +112,22 @@ impl ChoicesStore for MemoryChoices {
         now: i64,
     ) -> Result<ChoiceRecord, StoreError> {
         let mut state = self.state.write().map_err(|_| unusable())?;
-        if state.events.len() >= self.max_events {
-            return Err(StoreError::Unavailable(format!(
-                "the in-memory choices store holds its most, {} events; give the server --choices-db to keep more",
-                self.max_events
-            )));
-        }
-        state.revision += 1;
         let record = ChoiceRecord {
             choice,
             recorded_by: recorded_by.to_string(),
             recorded_at: now,
-            revision: state.revision,
+            revision: state.revision + 1,
         };
+        let bytes = footprint(&record);
+        if state.bytes.saturating_add(bytes) > self.max_bytes {
+            return Err(StoreError::Unavailable(format!(
+                "the in-memory choices store holds its most, {} MiB of events ({} events); give the server --choices-db to keep more",
+                self.max_bytes >> 20,
+                state.events.len()
+            )));
+        }
+        state.revision = record.revision;
+        state.bytes += bytes;
         let at = state.events.len();
         state.events.push(record.clone());
         let held = state

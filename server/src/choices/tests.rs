@@ -124,11 +124,16 @@ fn hostile_choices_are_refused_naming_what_is_wrong() {
 
 #[test]
 fn a_full_memory_store_refuses_and_keeps_what_it_has() {
-    let store = MemoryChoices::with_max_events(3);
+    let small = new("contoso", "u", "legal", ChoiceState::Granted);
+    let one = super::memory::footprint(&ChoiceRecord {
+        choice: small.clone(),
+        recorded_by: "-".into(),
+        recorded_at: T,
+        revision: 1,
+    });
+    let store = MemoryChoices::with_max_bytes(3 * one);
     for _ in 0..3 {
-        store
-            .record(new("contoso", "u", "legal", ChoiceState::Granted), "-", T)
-            .unwrap();
+        store.record(small.clone(), "-", T).unwrap();
     }
     let full = store.record(new("contoso", "u", "legal", ChoiceState::Withdrawn), "-", T);
     assert!(matches!(full, Err(StoreError::Unavailable(m)) if m.contains("--choices-db")));
@@ -137,6 +142,17 @@ fn a_full_memory_store_refuses_and_keeps_what_it_has() {
         store.current("contoso", "u").unwrap().0[0].state,
         ChoiceState::Granted
     );
+    // Bounded in bytes, not events: one event with 16 KiB of evidence
+    // takes the room of many small ones.
+    let store = MemoryChoices::with_max_bytes(8 * one);
+    let mut fat = small.clone();
+    fat.evidence = (0..16)
+        .map(|i| (format!("k{i}"), "x".repeat(1024)))
+        .collect();
+    assert!(store.record(fat, "-", T).is_err());
+    assert_eq!(store.revision(), 0, "nothing stored");
+    store.record(small, "-", T).unwrap();
+    assert_eq!(store.revision(), 1);
 }
 
 #[test]
