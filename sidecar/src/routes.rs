@@ -87,6 +87,9 @@ pub enum Table {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routes {
     routes: Vec<Route>,
+    /// Whether a route reads the data subject from a gRPC call's first
+    /// request message: known once, not asked of every call.
+    reads_messages: bool,
 }
 
 impl Routes {
@@ -110,7 +113,13 @@ impl Routes {
                 }
             }
         }
-        d.finish(Routes { routes })
+        let reads_messages = routes
+            .iter()
+            .any(|r| matches!(r.data_subject, Some(SubjectFrom::GrpcField(_))));
+        d.finish(Routes {
+            routes,
+            reads_messages,
+        })
     }
 
     /// Adds `obligations` (the sidecar's `--obligations`: what the app
@@ -201,9 +210,7 @@ impl Routes {
     /// Whether any route reads the data subject from a gRPC call's first
     /// request message.
     pub fn reads_first_messages(&self) -> bool {
-        self.routes
-            .iter()
-            .any(|r| matches!(r.data_subject, Some(SubjectFrom::GrpcField(_))))
+        self.reads_messages
     }
 
     pub fn is_empty(&self) -> bool {
