@@ -16,6 +16,7 @@ mod memory;
 mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache::{CachedChoices, FEED_LEN};
@@ -124,6 +125,12 @@ pub trait ChoicesStore: Send + Sync + std::fmt::Debug {
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError>;
     /// The revision of the last commit.
     fn revision(&self) -> u64;
+    /// The current choices of a tenant or data subject if they are at
+    /// hand without reading the store (a cache holds them), as
+    /// [`ChoicesStore::current`] would give them.
+    fn cached(&self, _tenant: &str, _data_subject: &str) -> Option<(Vec<Choice>, u64)> {
+        None
+    }
 }
 
 /// Now, in seconds since the Unix epoch.
@@ -136,13 +143,17 @@ pub fn now() -> i64 {
 /// The choices `req` may need, read from `store`: its owner tenant's and
 /// its data subject's; `None` for what cannot be read.
 pub fn facts(store: &dyn ChoicesStore, req: &DecisionRequest, now: i64) -> ChoiceFacts {
-    let tenant = req.resource.owner_tenant.as_str();
-    let subject = req.resource.data_subject.as_str();
-    let mut facts = ChoiceFacts {
+    facts_of(
+        store,
+        &req.resource.owner_tenant,
+        &req.resource.data_subject,
         now,
-        revision: store.revision(),
-        ..ChoiceFacts::none()
-    };
+    )
+}
+
+/// The same for a request of `tenant`'s data of `subject`.
+pub fn facts_of(store: &dyn ChoicesStore, tenant: &str, subject: &str, now: i64) -> ChoiceFacts {
+    let mut facts = unread(store, now);
     if tenant.is_empty() {
         return facts;
     }
@@ -157,6 +168,80 @@ pub fn facts(store: &dyn ChoicesStore, req: &DecisionRequest, now: i64) -> Choic
         }
     }
     facts
+}
+
+/// The choices `req` may need if the store's cache holds every one of
+/// them: `None` when one would have to be read from the store.
+pub fn cached_facts(
+    store: &dyn ChoicesStore,
+    req: &DecisionRequest,
+    now: i64,
+) -> Option<ChoiceFacts> {
+    let tenant = req.resource.owner_tenant.as_str();
+    let subject = req.resource.data_subject.as_str();
+    let mut facts = unread(store, now);
+    if tenant.is_empty() {
+        return Some(facts);
+    }
+    let (choices, revision) = store.cached(tenant, "")?;
+    facts.tenant = Some(choices);
+    facts.revision = revision;
+    if !subject.is_empty() {
+        let (choices, revision) = store.cached(tenant, subject)?;
+        facts.subject = Some(choices);
+        facts.revision = facts.revision.max(revision);
+    }
+    Some(facts)
+}
+
+/// How long an async face waits for the choices a decision needs (for a
+/// place to read them, then for the read): past it, the decision is made
+/// without them, `INDETERMINATE` where they are needed.
+pub const CHOICES_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The choices `req` may need, found without blocking an async worker:
+/// from the cache when it holds them, else read from `store` on a
+/// blocking thread, taking one of `places` (so a store that does not
+/// answer holds only so many threads), within `within` (the faces give
+/// [`CHOICES_WITHIN`]). `Err`: none could be read in time (the facts say
+/// so).
+pub async fn facts_off_worker(
+    store: &Arc<dyn ChoicesStore>,
+    places: &Arc<tokio::sync::Semaphore>,
+    req: &DecisionRequest,
+    within: std::time::Duration,
+) -> Result<ChoiceFacts, ChoiceFacts> {
+    let now = now();
+    if let Some(facts) = cached_facts(&**store, req, now) {
+        return Ok(facts);
+    }
+    let read = async {
+        let place = places.clone().acquire_owned().await.ok()?;
+        let store = store.clone();
+        let (tenant, subject) = (
+            req.resource.owner_tenant.clone(),
+            req.resource.data_subject.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            facts_of(&*store, &tenant, &subject, now)
+        })
+        .await
+        .ok()
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(Some(facts)) => Ok(facts),
+        Ok(None) | Err(_) => Err(unread(&**store, now)),
+    }
+}
+
+/// No choices read: a decision that needs them is `INDETERMINATE`.
+pub fn unread(store: &dyn ChoicesStore, now: i64) -> ChoiceFacts {
+    ChoiceFacts {
+        now,
+        revision: store.revision(),
+        ..ChoiceFacts::none()
+    }
 }
 
 /// Checks a choice before it is stored: ids within their limits, the

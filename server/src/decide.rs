@@ -12,7 +12,7 @@ use opentelemetry::trace::Span as _;
 use opentelemetry_sdk::trace::Span;
 
 use crate::audit::{DecisionLog, Via};
-use crate::engine::{DecisionRequest, Evaluation, PermittedPurposes, Policy};
+use crate::engine::{ChoiceFacts, DecisionRequest, Evaluation, PermittedPurposes, Policy};
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
 use purposegate_runtime::telemetry::Telemetry;
@@ -35,6 +35,20 @@ pub enum Logged<'a> {
     In(&'a mut crate::audit::Batch),
 }
 
+/// A request to decide, and the choices found for it before, if any
+/// (`None`: read where it is decided).
+#[derive(Debug)]
+pub struct Question {
+    pub req: DecisionRequest,
+    pub facts: Option<ChoiceFacts>,
+}
+
+impl From<DecisionRequest> for Question {
+    fn from(req: DecisionRequest) -> Self {
+        Question { req, facts: None }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Decider {
     store: Arc<PolicyStore>,
@@ -43,7 +57,13 @@ pub struct Decider {
     decision_log: DecisionLog,
     metrics: Metrics,
     telemetry: Option<Telemetry>,
+    /// Places for store reads off the async workers, so a store that does
+    /// not answer holds at most this many blocking threads.
+    reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Store reads in flight at once for the async faces.
+const STORE_READS: usize = 16;
 
 impl Decider {
     pub fn new(
@@ -58,6 +78,7 @@ impl Decider {
             decision_log,
             metrics,
             telemetry,
+            reads: Arc::new(tokio::sync::Semaphore::new(STORE_READS)),
         }
     }
 
@@ -93,22 +114,50 @@ impl Decider {
         self.telemetry.as_ref()
     }
 
+    /// The choices `req` needs under `policy`, found without blocking an
+    /// async worker: `None` when the policy reads none; from the cache when
+    /// it holds them; else read from the store on a blocking thread, within
+    /// [`crate::choices::CHOICES_WITHIN`] and [`STORE_READS`] at once. A store that does not
+    /// answer in time gives no choices: the decision is `INDETERMINATE`
+    /// where it needs them, never a default.
+    pub async fn facts(&self, policy: &Policy, req: &DecisionRequest) -> Option<ChoiceFacts> {
+        if policy.choices().is_empty() {
+            return None;
+        }
+        let read = crate::choices::facts_off_worker(
+            &self.choices,
+            &self.reads,
+            req,
+            crate::choices::CHOICES_WITHIN,
+        )
+        .await;
+        if read.is_err() {
+            self.metrics.choices_unread();
+        }
+        Some(read.unwrap_or_else(|unread| unread))
+    }
+
     /// Decides one request; counts it, traces it into `span` and hands it
     /// to the decision log: as a line of its own, or into its batch's.
+    /// The choices of a [`Question`] are found before ([`Decider::facts`])
+    /// or read here, from the cache or the store (on a blocking thread).
     pub fn decide(
         &self,
         policy: &Policy,
-        req: DecisionRequest,
+        question: impl Into<Question>,
         start: Instant,
         span: Option<&mut Span>,
         via: Via,
         log: Logged<'_>,
     ) -> Decided {
+        let Question { req, facts } = question.into();
         // Choices are looked up only where the policy reads them.
         let evaluation = if policy.choices().is_empty() {
             policy.evaluate(&req)
         } else {
-            let facts = crate::choices::facts(&*self.choices, &req, crate::choices::now());
+            let facts = facts.unwrap_or_else(|| {
+                crate::choices::facts(&*self.choices, &req, crate::choices::now())
+            });
             policy.evaluate_with(&req, &facts)
         };
         let reason = evaluation.reason.to_string();

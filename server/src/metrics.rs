@@ -53,6 +53,9 @@ pub struct Metrics {
     pub watchers_refused: Counter,
     /// Permits asked for a purpose context that carry none, by why.
     pub purpose_contexts_not_issued: Family<ReasonLabel, Counter>,
+    /// Decisions made without the choices they needed: the store did not
+    /// answer within a second.
+    choices_unread: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,12 +159,19 @@ impl Metrics {
             "Permits asked for a purpose context that carry none, by why: not-an-issuer (the caller is not among --purpose-context-issuers), no-key (no signing key, or its file cannot be read), too-long (the subject does not fit a baggage member)",
             purpose_contexts_not_issued.clone(),
         );
+        let choices_unread = Counter::default();
+        registry.register(
+            "choices_unread",
+            "Decisions made without the choices they needed, because the choices store did not answer within a second (INDETERMINATE where they were needed)",
+            choices_unread.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr could not take them fast enough",
             purposegate_runtime::log::dropped_lines(),
         );
         Metrics {
+            choices_unread,
             connections_refused,
             watchers_refused,
             purpose_contexts_not_issued,
@@ -185,6 +195,10 @@ impl Metrics {
                 counter.inc();
             }
         }
+    }
+
+    pub fn choices_unread(&self) {
+        self.choices_unread.inc();
     }
 
     pub fn answered(&self, took: Duration) {

@@ -117,6 +117,9 @@ pub(super) struct Call {
     pub(super) body_bytes: usize,
     pub(super) request_id: String,
     pub(super) start: Instant,
+    /// The choices a single evaluation needs, found before it is answered
+    /// on an async worker; `None`: read where it is decided (the pool).
+    pub(super) facts: Option<engine::ChoiceFacts>,
 }
 
 pub(super) type Handler = fn(&AuthZen, Call, Option<&mut Span>) -> Result<Bytes, Refusal>;
@@ -221,7 +224,10 @@ impl AuthZen {
             // A small single evaluation is answered where it arrived; a
             // larger body is parsed and mapped on the pool like a batch.
             Ok(received) if place == Place::Inline && received.bytes.len() <= INLINE_BYTES => {
-                answer_now(&self, received, start, handler, span.as_mut())
+                match self.inline_call(&received, start).await {
+                    Ok(call) => handler(&self, call, span.as_mut()),
+                    Err(refusal) => Err(refusal),
+                }
             }
             Ok(received) => {
                 let this = self.clone();
@@ -354,8 +360,32 @@ fn answer_now(
         body_bytes: received.bytes.len(),
         request_id: received.request_id.clone(),
         start,
+        facts: None,
     };
     handler(az, call, span)
+}
+
+impl AuthZen {
+    /// A single evaluation read for an async worker: with the choices it
+    /// needs found first, without blocking the worker.
+    async fn inline_call(&self, received: &Received, start: Instant) -> Result<Call, Refusal> {
+        let mut call = Call {
+            body: parse(&received.bytes)?,
+            body_bytes: received.bytes.len(),
+            request_id: received.request_id.clone(),
+            start,
+            facts: None,
+        };
+        let policy = self.decider.policy();
+        if !policy.choices().is_empty() {
+            let src = super::mapping::Source::alone(&call.body);
+            // A request that cannot be read is refused by the handler.
+            if let Ok(req) = super::mapping::request(src, super::mapping::Asked::Evaluation, "") {
+                call.facts = self.decider.facts(&policy, &req).await;
+            }
+        }
+        Ok(call)
+    }
 }
 
 /// A body as the JSON object it must be.

@@ -209,7 +209,13 @@ impl AuthZen {
             face,
             subject_type: Some(mapping::subject_type(src)?),
         };
-        let decided = self.decider.decide(policy, req, call.start, span, via, log);
+        let question = crate::decide::Question {
+            req,
+            facts: call.facts.clone(),
+        };
+        let decided = self
+            .decider
+            .decide(policy, question, call.start, span, via, log);
         Ok(mapping::decision(&decided.evaluation, &decided.reason))
     }
 

@@ -214,14 +214,8 @@ impl ChoicesStore for CachedChoices {
     }
 
     fn current(&self, tenant: &str, data_subject: &str) -> Result<(Vec<Choice>, u64), StoreError> {
-        let wanted = key(tenant, data_subject);
-        if let Ok(held) = self.held.lock() {
-            if let Some(entry) = held.entries.get(&wanted) {
-                return Ok((
-                    entry.choices.to_vec(),
-                    entry.revision.max(held.recent.last()),
-                ));
-            }
+        if let Some(found) = self.cached(tenant, data_subject) {
+            return Ok(found);
         }
         let (choices, revision) = self.store.current(tenant, data_subject)?;
         self.keep(tenant, data_subject, &choices, revision);
@@ -261,6 +255,15 @@ impl ChoicesStore for CachedChoices {
 
     fn revision(&self) -> u64 {
         self.store.revision()
+    }
+
+    fn cached(&self, tenant: &str, data_subject: &str) -> Option<(Vec<Choice>, u64)> {
+        let held = self.held.lock().ok()?;
+        let entry = held.entries.get(&key(tenant, data_subject))?;
+        Some((
+            entry.choices.to_vec(),
+            entry.revision.max(held.recent.last()),
+        ))
     }
 }
 

@@ -310,3 +310,77 @@ fn a_database_of_a_newer_schema_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store whose reads never answer until it is let go.
+#[derive(Debug)]
+struct Stuck(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl ChoicesStore for Stuck {
+    fn record(&self, _: NewChoice, _: &str, _: i64) -> Result<ChoiceRecord, StoreError> {
+        Err(StoreError::Unavailable("stuck".into()))
+    }
+    fn current(&self, _: &str, _: &str) -> Result<(Vec<Choice>, u64), StoreError> {
+        if let Ok(waiting) = self.0.lock() {
+            let _ = waiting.recv();
+        }
+        Err(StoreError::Unavailable("stuck".into()))
+    }
+    fn current_records(&self, _: &str, _: &str) -> Result<(Vec<ChoiceRecord>, u64), StoreError> {
+        Ok((Vec::new(), 0))
+    }
+    fn history(&self, _: &str, _: &str, _: u64, _: usize) -> Result<Vec<ChoiceRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn subjects(
+        &self,
+        _: &str,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn changes(&self, _: u64, _: usize) -> Result<Vec<ChoiceChange>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn revision(&self) -> u64 {
+        9
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_does_not_answer_gives_no_choices_and_holds_few_threads() {
+    let (release, waiting) = std::sync::mpsc::channel();
+    let store: Arc<dyn ChoicesStore> = Arc::new(Stuck(std::sync::Mutex::new(waiting)));
+    let places = Arc::new(tokio::sync::Semaphore::new(1));
+    let mut req = DecisionRequest::default();
+    req.resource.owner_tenant = "contoso".into();
+    req.resource.data_subject = "u-42".into();
+    // Each waits its time at most (a second for the faces), then decides
+    // without the choices; the one place stays taken by the read that does
+    // not end. (Real time: a paused clock does not advance while a
+    // blocking thread runs.)
+    let within = std::time::Duration::from_millis(50);
+    for _ in 0..3 {
+        let unread = facts_off_worker(&store, &places, &req, within)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (unread.tenant, unread.subject, unread.revision),
+            (None, None, 9)
+        );
+    }
+    assert_eq!(places.available_permits(), 0);
+    drop(release);
+    // A cached store answers from its cache, without a place.
+    let cached: Arc<dyn ChoicesStore> = Arc::new(CachedChoices::new(
+        Arc::new(MemoryChoices::new()),
+        cache::DEFAULT_MAX_BYTES,
+    ));
+    cached.current("contoso", "").unwrap();
+    cached.current("contoso", "u-42").unwrap();
+    let none = Arc::new(tokio::sync::Semaphore::new(0));
+    let facts = facts_off_worker(&cached, &none, &req, within)
+        .await
+        .unwrap();
+    assert_eq!((facts.tenant, facts.subject), (Some(vec![]), Some(vec![])));
+}

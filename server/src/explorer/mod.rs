@@ -81,6 +81,8 @@ pub struct Explorer {
     page: std::sync::Mutex<Option<(String, DocumentCell)>>,
     /// Pages drawn at once.
     drawing: Arc<tokio::sync::Semaphore>,
+    /// Choices store reads at once, off the async workers.
+    reads: Arc<tokio::sync::Semaphore>,
     /// On a loopback address, only requests naming this machine by address
     /// or `localhost` are answered; bound elsewhere on purpose, any name.
     loopback_only: bool,
@@ -101,6 +103,7 @@ impl Explorer {
             document: std::sync::Mutex::new(None),
             page: std::sync::Mutex::new(None),
             drawing: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
+            reads: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
             loopback_only,
         }
     }
@@ -122,19 +125,22 @@ impl Explorer {
         // A purpose asks `Check`'s question; none (with a category chosen:
         // the form was sent) asks the reverse one.
         let asked = !form.get("purpose").is_empty() || !form.get("category").is_empty();
-        let tried = asked.then(|| match form_request(&form) {
-            Ok(request) if request.purpose.is_empty() => {
-                match self.reverse(&policy, request, "explorer.try") {
+        let tried = match asked.then(|| form_request(&form)) {
+            None => None,
+            Some(Ok(request)) if request.purpose.is_empty() => {
+                Some(match self.reverse(&policy, request, "explorer.try") {
                     Ok(permitted) => Tried::Purposes(Box::new(permitted)),
                     Err(invalid) => Tried::Invalid(invalid.to_string()),
-                }
+                })
             }
-            Ok(request) => match request.validate() {
-                Ok(()) => Tried::Answer(Box::new(self.decide(&policy, request, "explorer.try"))),
+            Some(Ok(request)) => Some(match request.validate() {
+                Ok(()) => Tried::Answer(Box::new(
+                    self.decide(&policy, request, "explorer.try").await,
+                )),
                 Err(invalid) => Tried::Invalid(invalid.to_string()),
-            },
-            Err(problem) => Tried::Invalid(problem),
-        });
+            }),
+            Some(Err(problem)) => Some(Tried::Invalid(problem)),
+        };
         let etag = etag(&policy, &reload_error);
         let render = move || -> Bytes {
             Bytes::from(
@@ -204,13 +210,34 @@ impl Explorer {
                 &format!("invalid request: {invalid}"),
             );
         }
-        json_reply(&self.decide(&self.store.current(), request, "explorer.api.check"))
+        json_reply(
+            &self
+                .decide(&self.store.current(), request, "explorer.api.check")
+                .await,
+        )
     }
 
-    /// Decides `request` on `policy` (the serving one) and logs it.
-    fn decide(&self, policy: &Policy, request: DecisionRequest, face: &'static str) -> Evaluation {
+    /// Decides `request` on `policy` (the serving one) and logs it; the
+    /// choices it needs found as `Check` finds them, off the async workers.
+    async fn decide(
+        &self,
+        policy: &Policy,
+        request: DecisionRequest,
+        face: &'static str,
+    ) -> Evaluation {
         let start = std::time::Instant::now();
-        let facts = crate::choices::facts(self.choices.as_ref(), &request, crate::choices::now());
+        let facts = if policy.choices().is_empty() {
+            crate::engine::ChoiceFacts::none()
+        } else {
+            crate::choices::facts_off_worker(
+                &self.choices,
+                &self.reads,
+                &request,
+                crate::choices::CHOICES_WITHIN,
+            )
+            .await
+            .unwrap_or_else(|unread| unread)
+        };
         let answer = policy.evaluate_with(&request, &facts);
         let reason = answer.reason.to_string();
         self.log.record(

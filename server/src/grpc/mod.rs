@@ -127,12 +127,13 @@ impl DecisionServer {
     fn evaluate(
         &self,
         policy: &crate::engine::Policy,
-        req: crate::engine::DecisionRequest,
+        question: crate::decide::Question,
         start: Instant,
         span: Option<&mut Span>,
         issue: Option<&CallerNames>,
         face: &'static str,
     ) -> pb::CheckResponse {
+        let req = &question.req;
         let stated = issue.map(|caller| {
             (
                 req.purpose.clone(),
@@ -143,7 +144,7 @@ impl DecisionServer {
         });
         let decided = self.decider.decide(
             policy,
-            req,
+            question,
             start,
             span,
             Via::face(face),
@@ -254,7 +255,10 @@ impl DecisionService for DecisionServer {
         let issue = request.issue_purpose_context.then_some(&caller);
         let req = convert::request(request, "").map_err(|e| invalid(e, span.as_mut()))?;
         let policy = self.decider.policy();
-        let response = self.evaluate(&policy, req, start, span.as_mut(), issue, "grpc.Check");
+        // The choices it needs, found without blocking this worker.
+        let facts = self.decider.facts(&policy, &req).await;
+        let question = crate::decide::Question { req, facts };
+        let response = self.evaluate(&policy, question, start, span.as_mut(), issue, "grpc.Check");
         self.decider.metrics().answered(start.elapsed());
         Ok(Response::new(response))
     }
@@ -314,7 +318,7 @@ impl DecisionService for DecisionServer {
                 .into_iter()
                 .map(|(r, issue)| {
                     let issue = issue.then_some(&caller);
-                    this.evaluate(&policy, r, start, None, issue, "grpc.CheckBatch")
+                    this.evaluate(&policy, r.into(), start, None, issue, "grpc.CheckBatch")
                 })
                 .collect())
         };
