@@ -12,7 +12,9 @@
 //! them is `INDETERMINATE` (fail closed).
 
 pub mod cache;
+pub mod follow;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cache::{CachedChoices, FEED_LEN};
 pub use memory::MemoryChoices;
+pub use postgres::PostgresChoices;
 pub use sqlite::SqliteChoices;
 
 use crate::engine::{Choice, ChoiceFacts, ChoiceState, DecisionRequest, Policy};
@@ -55,6 +58,18 @@ pub struct ChoiceRecord {
     /// Seconds since the Unix epoch.
     pub recorded_at: i64,
     pub revision: u64,
+}
+
+impl From<ChoiceRecord> for Choice {
+    /// The current choice an event makes.
+    fn from(record: ChoiceRecord) -> Self {
+        Choice {
+            purpose: record.choice.purpose,
+            state: record.choice.state,
+            at: record.recorded_at,
+            expires_at: record.choice.expires_at,
+        }
+    }
 }
 
 /// Whose choices a commit changed, and the revision it made.
@@ -131,6 +146,26 @@ pub trait ChoicesStore: Send + Sync + std::fmt::Debug {
     fn cached(&self, _tenant: &str, _data_subject: &str) -> Option<(Vec<Choice>, u64)> {
         None
     }
+}
+
+/// `(data subject, choice)` rows in subject order, as the current choices
+/// of each data subject.
+pub fn by_subject(rows: Vec<(String, Choice)>) -> Vec<(String, Vec<Choice>)> {
+    let mut subjects: Vec<(String, Vec<Choice>)> = Vec::new();
+    for (subject, choice) in rows {
+        match subjects.last_mut() {
+            Some((last, choices)) if *last == subject => choices.push(choice),
+            _ => subjects.push((subject, vec![choice])),
+        }
+    }
+    subjects
+}
+
+/// Whether `--choices-db` names a PostgreSQL database (a URL) rather
+/// than an SQLite file.
+pub fn is_postgres(db: &std::path::Path) -> bool {
+    let text = db.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
 /// Now, in seconds since the Unix epoch.

@@ -139,19 +139,38 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let metrics_refused = metrics.connections_refused("grpc");
     let metrics_webhook_refused = metrics.connections_refused("webhook");
     let metrics_authzen_refused = metrics.connections_refused("authzen");
-    // Choices: in SQLite with --choices-db, else in memory (a restart
-    // loses them).
-    let choices: Arc<dyn crate::choices::ChoicesStore> = match &args.choices_db {
+    // Choices: in PostgreSQL (shared by replicas, followed) or SQLite with
+    // --choices-db, else in memory (a restart loses them). In front of the
+    // store: the choices asked about lately, and the feed of changes that
+    // WatchChoices streams.
+    let max = crate::choices::cache::DEFAULT_MAX_BYTES;
+    let choices = match &args.choices_db {
+        Some(db) if crate::choices::is_postgres(db) => {
+            let store: Arc<dyn crate::choices::ChoicesStore> = Arc::new(
+                crate::choices::PostgresChoices::open(&db.to_string_lossy())?,
+            );
+            info!(
+                revision = store.revision(),
+                "choices kept in PostgreSQL, followed every {:?}",
+                crate::choices::follow::POLL
+            );
+            let cache = Arc::new(crate::choices::CachedChoices::followed(store.clone(), max));
+            crate::choices::follow::follow(cache.clone(), store, shutdown_rx.clone());
+            cache
+        }
         Some(path) => {
             let db = crate::choices::SqliteChoices::open(path)?;
             info!(db = %path.display(), revision = crate::choices::ChoicesStore::revision(&db), "choices kept in SQLite");
-            Arc::new(db)
+            Arc::new(crate::choices::CachedChoices::new(Arc::new(db), max))
         }
         None => {
             info!(
                 "choices (ChoicesService) are kept in memory and lost when the server stops; --choices-db keeps them"
             );
-            Arc::new(crate::choices::MemoryChoices::new())
+            Arc::new(crate::choices::CachedChoices::new(
+                Arc::new(crate::choices::MemoryChoices::new()),
+                max,
+            ))
         }
     };
     if args.choices_writers.iter().any(|w| w.trim() == "*") {
@@ -159,12 +178,6 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             "--choices-writers '*': any caller, plaintext ones included, records and reads choices"
         );
     }
-    // In front of the store: the choices asked about lately, and the feed
-    // of changes that WatchChoices streams.
-    let choices = Arc::new(crate::choices::CachedChoices::new(
-        choices,
-        crate::choices::cache::DEFAULT_MAX_BYTES,
-    ));
     if let Listen(Some(addr)) = args.admin_listen {
         let refused = metrics.connections_refused("explorer");
         crate::explorer::serve(

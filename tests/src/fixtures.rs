@@ -245,3 +245,29 @@ choices:
     by: data-subject
     basis: consent
 ";
+
+/// `contoso`'s data subject `subject` records `state` on `marketing`, by
+/// consent (the choice [`CONSENT_POLICY`] reads).
+pub fn consent(
+    subject: &str,
+    state: purposegate_proto::v1::ChoiceState,
+) -> purposegate_proto::v1::RecordChoiceRequest {
+    purposegate_proto::v1::RecordChoiceRequest {
+        tenant: "contoso".into(),
+        data_subject: subject.into(),
+        purpose: "marketing".into(),
+        state: state.into(),
+        basis: "consent".into(),
+        ..Default::default()
+    }
+}
+
+/// A `Check` of `marketing` on `contoso`'s `customer-data` of `subject`.
+pub fn marketing_check(subject: &str) -> purposegate_proto::v1::CheckRequest {
+    let mut request = check_request("marketing", "customer-data");
+    if let Some(resource) = request.resource.as_mut() {
+        resource.owner_tenant = "contoso".into();
+        resource.data_subject = subject.into();
+    }
+    request
+}

@@ -23,6 +23,7 @@ mod fixtures;
 pub mod floods;
 mod peers;
 mod pki;
+pub mod postgres;
 mod process;
 pub mod python_apps;
 

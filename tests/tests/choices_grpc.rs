@@ -70,14 +70,7 @@ fn setup(name: &str) -> Setup {
 
 async fn record(server: &ServerProcess, subject: &str, state: pb::ChoiceState) {
     ChoicesServiceClient::new(channel(&server.url()).await)
-        .record_choice(pb::RecordChoiceRequest {
-            tenant: "contoso".into(),
-            data_subject: subject.into(),
-            purpose: "marketing".into(),
-            state: state.into(),
-            basis: "consent".into(),
-            ..Default::default()
-        })
+        .record_choice(purposegate_tests::consent(subject, state))
         .await
         .unwrap();
 }

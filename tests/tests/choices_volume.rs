@@ -17,19 +17,10 @@ use std::io::Write;
 use pb::choices_service_client::ChoicesServiceClient;
 use pb::decision_service_client::DecisionServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{CONSENT_POLICY, TempDir, binary, channel, check_request};
+use purposegate_tests::{CONSENT_POLICY, TempDir, binary, channel, marketing_check};
 use tokio_stream::StreamExt;
 
 const EVENTS: usize = 1_000_000;
-
-fn check(subject: &str) -> pb::CheckRequest {
-    let mut request = check_request("marketing", "customer-data");
-    if let Some(resource) = request.resource.as_mut() {
-        resource.owner_tenant = "contoso".into();
-        resource.data_subject = subject.into();
-    }
-    request
-}
 
 #[tokio::test]
 async fn a_million_events_for_one_data_subject_leave_its_decisions_and_its_state_small() {
@@ -67,11 +58,19 @@ async fn a_million_events_for_one_data_subject_leave_its_decisions_and_its_state
     assert!(imported.status.success(), "{imported:?}");
     let server = purposegate_tests::choices_server(&policy, &["--choices-db", db.as_str()]);
     let mut decisions = DecisionServiceClient::new(channel(&server.url()).await);
-    let answer = decisions.check(check("u-42")).await.unwrap().into_inner();
+    let answer = decisions
+        .check(marketing_check("u-42"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(answer.decision(), pb::Decision::Permit, "{answer:?}");
     assert_eq!(answer.choices_revision, Some(EVENTS as u64));
     // Another subject of the tenant, with nothing recorded: no consent.
-    let other = decisions.check(check("u-7")).await.unwrap().into_inner();
+    let other = decisions
+        .check(marketing_check("u-7"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(other.decision(), pb::Decision::Deny, "{other:?}");
     // The current state is one choice, the last event.
     let mut choices = ChoicesServiceClient::new(channel(&server.url()).await);
@@ -114,7 +113,11 @@ async fn a_million_events_for_one_data_subject_leave_its_decisions_and_its_state
         })
         .await
         .unwrap();
-    let after = decisions.check(check("u-42")).await.unwrap().into_inner();
+    let after = decisions
+        .check(marketing_check("u-42"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(after.decision(), pb::Decision::Deny, "{after:?}");
     assert_eq!(after.choices_revision, Some(EVENTS as u64 + 1));
 }

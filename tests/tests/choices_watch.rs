@@ -19,19 +19,8 @@ use std::time::{Duration, Instant};
 
 use pb::choices_service_client::ChoicesServiceClient;
 use purposegate_proto::v1 as pb;
-use purposegate_tests::{CONSENT_POLICY, ServerProcess, SidecarProcess, TempDir, channel};
+use purposegate_tests::{CONSENT_POLICY, ServerProcess, SidecarProcess, TempDir, channel, consent};
 use tokio_stream::StreamExt;
-
-fn choice(subject: &str, state: pb::ChoiceState) -> pb::RecordChoiceRequest {
-    pb::RecordChoiceRequest {
-        tenant: "contoso".into(),
-        data_subject: subject.into(),
-        purpose: "marketing".into(),
-        state: state.into(),
-        basis: "consent".into(),
-        ..Default::default()
-    }
-}
 
 /// A GET through the sidecar for `marketing` on `subject`'s records: the
 /// status.
@@ -127,7 +116,7 @@ async fn the_watch_streams_every_change_in_order_and_resumes_where_it_was() {
     assert_eq!((first.tenant.as_str(), first.revision), ("", 0));
     for subject in ["u-1", "u-2", "u-1"] {
         choices
-            .record_choice(choice(subject, pb::ChoiceState::Granted))
+            .record_choice(consent(subject, pb::ChoiceState::Granted))
             .await
             .unwrap();
     }
@@ -178,7 +167,7 @@ async fn a_withdrawal_evicts_only_its_subject_within_a_second_under_steady_load(
     let others: Vec<String> = (0..20).map(|i| format!("o-{i}")).collect();
     for subject in others.iter().map(String::as_str).chain(["u-42"]) {
         choices
-            .record_choice(choice(subject, pb::ChoiceState::Granted))
+            .record_choice(consent(subject, pb::ChoiceState::Granted))
             .await
             .unwrap();
     }
@@ -209,12 +198,12 @@ async fn a_withdrawal_evicts_only_its_subject_within_a_second_under_steady_load(
     for _ in 0..100 {
         assert_eq!(get(proxy, "u-42"), 200);
         choices
-            .record_choice(choice("u-42", pb::ChoiceState::Withdrawn))
+            .record_choice(consent("u-42", pb::ChoiceState::Withdrawn))
             .await
             .unwrap();
         took.push(until(proxy, "u-42", 403, Instant::now()));
         choices
-            .record_choice(choice("u-42", pb::ChoiceState::Granted))
+            .record_choice(consent("u-42", pb::ChoiceState::Granted))
             .await
             .unwrap();
         until(proxy, "u-42", 200, Instant::now());
@@ -258,7 +247,7 @@ async fn without_the_watch_nothing_that_read_choices_is_kept_or_served_stale() {
     let proxy = s.sidecar.proxy_addr;
     let mut choices = ChoicesServiceClient::new(channel(&s.server.url()).await);
     choices
-        .record_choice(choice("u-42", pb::ChoiceState::Granted))
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
         .await
         .unwrap();
     assert_eq!(get(proxy, "u-42"), 200);
@@ -302,7 +291,7 @@ async fn a_route_reads_the_data_subject_from_the_path_the_app_routes_on() {
     let (sidecar, app) = (&s.sidecar, &s.app);
     let mut choices = ChoicesServiceClient::new(channel(&s.server.url()).await);
     choices
-        .record_choice(choice("u-42", pb::ChoiceState::Granted))
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
         .await
         .unwrap();
     let get = |path: &str, extra: &[&str]| {

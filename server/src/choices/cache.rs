@@ -68,7 +68,27 @@ pub struct CachedChoices {
     /// they join it in the order they were committed.
     feed: Mutex<VecDeque<ChoiceChange>>,
     latest: watch::Sender<u64>,
+    /// For a store that other replicas write too: the changes join the
+    /// feed as [`CachedChoices::apply`] reads them from the store, in its
+    /// revision order, never as this replica commits them; and the cache
+    /// serves only while the follower is in touch ([`Freshness`]).
+    followed: Option<Freshness>,
 }
+
+/// When the follower last read the store, for a followed cache: past
+/// [`FRESH_WITHIN`] without a read, nothing is served from the cache
+/// (another replica's change may be waiting) and watchers get no
+/// heartbeat (so their PEPs stop trusting what they cached).
+#[derive(Debug)]
+struct Freshness {
+    base: std::time::Instant,
+    /// Milliseconds after `base` of the last read; 0: none yet.
+    read_at: std::sync::atomic::AtomicU64,
+}
+
+/// How long a followed cache serves after the follower's last read of the
+/// store.
+pub const FRESH_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
 
 fn unusable() -> StoreError {
     StoreError::Unavailable("the choices cache is unusable".into())
@@ -83,7 +103,76 @@ impl CachedChoices {
             max_bytes,
             feed: Mutex::new(VecDeque::new()),
             latest,
+            followed: None,
         }
+    }
+
+    /// The cache of a store other replicas write too: changes join the
+    /// feed as [`CachedChoices::apply`] reads them.
+    pub fn followed(store: Arc<dyn ChoicesStore>, max_bytes: usize) -> Self {
+        CachedChoices {
+            followed: Some(Freshness {
+                base: std::time::Instant::now(),
+                read_at: std::sync::atomic::AtomicU64::new(0),
+            }),
+            ..Self::new(store, max_bytes)
+        }
+    }
+
+    /// Whether the cache may serve: always, unless it is followed and its
+    /// follower has not read the store within [`FRESH_WITHIN`].
+    pub fn fresh(&self) -> bool {
+        self.followed.as_ref().is_none_or(|f| {
+            let read_at = f.read_at.load(std::sync::atomic::Ordering::Acquire);
+            let now = u64::try_from(f.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            read_at != 0
+                && now.saturating_sub(read_at)
+                    <= u64::try_from(FRESH_WITHIN.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// The follower's reading: `changes`, read from the store after the
+    /// last revision applied, in revision order, each evicting what it
+    /// changed and joining the feed; and the store was in touch now.
+    pub fn apply(&self, changes: &[ChoiceChange]) -> Result<(), StoreError> {
+        if let Some(f) = &self.followed {
+            let now = u64::try_from(f.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            f.read_at
+                .store(now.max(1), std::sync::atomic::Ordering::Release);
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut feed = self.feed.lock().map_err(|_| unusable())?;
+        let mut last = *self.latest.borrow();
+        for change in changes {
+            if change.revision <= last {
+                continue;
+            }
+            if let Ok(mut held) = self.held.lock() {
+                held.recent
+                    .record(&change.tenant, &change.data_subject, change.revision);
+                if let Some(gone) = held
+                    .entries
+                    .remove(&key(&change.tenant, &change.data_subject))
+                {
+                    held.bytes -= gone.bytes;
+                }
+            }
+            if feed.len() >= FEED_LEN {
+                feed.pop_front();
+            }
+            feed.push_back(change.clone());
+            last = change.revision;
+        }
+        drop(feed);
+        self.latest.send_replace(last);
+        Ok(())
+    }
+
+    /// The last revision whose change joined the feed.
+    pub fn applied(&self) -> u64 {
+        *self.latest.borrow()
     }
 
     /// The revision of each commit, as it is made.
@@ -200,6 +289,11 @@ impl ChoicesStore for CachedChoices {
                 held.bytes -= gone.bytes;
             }
         }
+        if self.followed.is_some() {
+            // The follower brings it to the feed in the store's order,
+            // after any other replica's commit before it.
+            return Ok(record);
+        }
         if feed.len() >= FEED_LEN {
             feed.pop_front();
         }
@@ -258,6 +352,9 @@ impl ChoicesStore for CachedChoices {
     }
 
     fn cached(&self, tenant: &str, data_subject: &str) -> Option<(Vec<Choice>, u64)> {
+        if !self.fresh() {
+            return None;
+        }
         let held = self.held.lock().ok()?;
         let entry = held.entries.get(&key(tenant, data_subject))?;
         Some((

@@ -266,16 +266,7 @@ impl ChoicesStore for SqliteChoices {
 
     fn current(&self, tenant: &str, data_subject: &str) -> Result<(Vec<Choice>, u64), StoreError> {
         let (records, revision) = self.current_records(tenant, data_subject)?;
-        let choices = records
-            .into_iter()
-            .map(|r| Choice {
-                purpose: r.choice.purpose,
-                state: r.choice.state,
-                at: r.recorded_at,
-                expires_at: r.choice.expires_at,
-            })
-            .collect();
-        Ok((choices, revision))
+        Ok((records.into_iter().map(Choice::from).collect(), revision))
     }
 
     fn current_records(
@@ -370,14 +361,7 @@ impl ChoicesStore for SqliteChoices {
             )
             .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
             .map_err(|e| failed("read", e))?;
-        let mut subjects: Vec<(String, Vec<Choice>)> = Vec::new();
-        for (subject, choice) in rows {
-            match subjects.last_mut() {
-                Some((last, choices)) if *last == subject => choices.push(choice),
-                _ => subjects.push((subject, vec![choice])),
-            }
-        }
-        Ok(subjects)
+        Ok(super::by_subject(rows))
     }
 
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {

@@ -81,6 +81,12 @@ pub(crate) fn import(args: ImportArgs) -> ExitCode {
             }
         },
     };
+    if purposegate_server::choices::is_postgres(&args.choices_db) {
+        err(
+            "error: choices import writes into an SQLite database; a PostgreSQL database shared by running servers takes choices through RecordChoice",
+        );
+        return ExitCode::from(2);
+    }
     let store = match SqliteChoices::open(&args.choices_db) {
         Ok(store) => store,
         Err(e) => {

@@ -118,7 +118,9 @@ pub fn changes(
                     }
                 }
                 _ = beat.tick() => {
-                    if tx.send(Ok(heartbeat(last))).await.is_err() {
+                    // A replica out of touch with a shared store says
+                    // nothing: its PEPs' stale window runs.
+                    if choices.fresh() && tx.send(Ok(heartbeat(last))).await.is_err() {
                         return;
                     }
                 }

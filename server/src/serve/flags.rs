@@ -168,8 +168,10 @@ pub struct ServeArgs {
     )]
     pub choices_writers: Vec<String>,
     /// Where choices are kept: an SQLite database file, created (with its
-    /// schema) if missing [default: in memory, lost at stop].
-    #[arg(long, env = "PURPOSEGATE_CHOICES_DB", value_name = "PATH")]
+    /// schema) if missing, or a PostgreSQL database shared by replicas
+    /// (`postgres://user@host:5432/db`; its schema `purposegate` created
+    /// if missing) [default: in memory, lost at stop].
+    #[arg(long, env = "PURPOSEGATE_CHOICES_DB", value_name = "PATH|URL")]
     pub choices_db: Option<PathBuf>,
     /// How long a purpose context is valid (answers carrying one are
     /// cached no longer).

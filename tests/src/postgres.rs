@@ -1,0 +1,135 @@
+//! A throwaway PostgreSQL cluster for tests: Debian's binaries (which
+//! `.ci/test` installs), a data directory of its own under the system temp
+//! dir, a free loopback port, removed on drop. `initdb` and `postgres`
+//! refuse to run as root, so as root (CI) they run as the `postgres`
+//! user.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::TempDir;
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct PostgresCluster {
+    dir: TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// The newest installed PostgreSQL's binaries.
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not installed (/usr/lib/postgresql: {e}); .ci/test installs it")
+        })
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .unwrap_or_else(|| panic!("no PostgreSQL binaries under /usr/lib/postgresql"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PostgresCluster {
+    /// Initialises and starts a cluster (trust authentication on loopback
+    /// for the user `purposegate`, its socket in its own directory).
+    pub fn start() -> Self {
+        let dir = TempDir::new("postgres");
+        let bin = bin_dir();
+        let data = dir.path().join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap_or_else(|e| panic!("chown: {e}"));
+            assert!(status.success(), "chown {status}");
+        }
+        let cluster = PostgresCluster {
+            port: crate::free_addr().port(),
+            dir,
+            bin,
+        };
+        cluster.run(&format!(
+            "{} -D {} -A trust -U purposegate --no-sync -E UTF8 >/dev/null",
+            cluster.bin.join("initdb").display(),
+            data.display()
+        ));
+        cluster.pg_ctl("start -w -t 30");
+        cluster
+    }
+
+    /// Runs `script` with `sh`, as the `postgres` user when this is root.
+    fn run(&self, script: &str) {
+        let status = if is_root() {
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", script])
+                .status()
+        } else {
+            Command::new("sh").args(["-c", script]).status()
+        };
+        let status = status.unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(status.success(), "{script}: {status}");
+    }
+
+    /// `pg_ctl ACTION` on the cluster (`start -w`, `stop -m immediate`).
+    pub fn pg_ctl(&self, action: &str) {
+        let dir = self.dir.path();
+        self.run(&format!(
+            "{} -D {} -l {} -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off' {action}",
+            self.bin.join("pg_ctl").display(),
+            dir.join("data").display(),
+            dir.join("postgres.log").display(),
+            self.port,
+            dir.display(),
+        ));
+    }
+
+    /// The URL of a new database `name` on the cluster.
+    pub fn database(&self, name: &str) -> String {
+        self.run(&format!(
+            "{} -h 127.0.0.1 -p {} -U purposegate {name}",
+            self.bin.join("createdb").display(),
+            self.port
+        ));
+        format!("postgres://purposegate@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs `sql` on database `name` with `psql`; its output.
+    pub fn psql(&self, name: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "purposegate", "-At", "-c", sql])
+            .args(["-p", &self.port.to_string(), name])
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(out.status.success(), "psql {sql}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        let dir = self.dir.path();
+        let script = format!(
+            "{} -D {} stop -m immediate >/dev/null 2>&1",
+            self.bin.join("pg_ctl").display(),
+            dir.join("data").display()
+        );
+        let _ = if is_root() {
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", &script])
+                .status()
+        } else {
+            Command::new("sh").args(["-c", &script]).status()
+        };
+    }
+}

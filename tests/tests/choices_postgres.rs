@@ -1,0 +1,185 @@
+//! Choices in PostgreSQL, shared by server replicas: a throwaway cluster
+//! of Debian's PostgreSQL, two (or three) real servers on one database, a
+//! real sidecar. A withdrawal written through one replica is enforced
+//! through the other within a second; replicas starting together migrate
+//! once; a database that is down never lets a permit through that a
+//! choice may forbid.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers: a failed setup must fail the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use pb::choices_service_client::ChoicesServiceClient;
+use pb::decision_service_client::DecisionServiceClient;
+use purposegate_proto::v1 as pb;
+use purposegate_tests::postgres::PostgresCluster;
+use purposegate_tests::{
+    CONSENT_POLICY, ServerProcess, SidecarProcess, TempDir, channel, choices_server, consent,
+    marketing_check,
+};
+
+async fn decision(server: &ServerProcess, subject: &str) -> pb::CheckResponse {
+    DecisionServiceClient::new(channel(&server.url()).await)
+        .check(marketing_check(subject))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// How long until `probe` holds, polled every 10 ms for at most 5 s.
+async fn within_5s<F, Fut>(what: &str, mut probe: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !probe().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_withdrawal_through_one_replica_is_enforced_through_the_other_within_a_second() {
+    let cluster = PostgresCluster::start();
+    let url = cluster.database("replicas");
+    let dir = TempDir::new("choices-postgres");
+    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    // Replicas starting together create the schema once.
+    let (a, b, c) = (
+        std::thread::spawn({
+            let (p, u) = (policy.clone(), url.clone());
+            move || choices_server(&p, &["--choices-db", &u])
+        }),
+        std::thread::spawn({
+            let (p, u) = (policy.clone(), url.clone());
+            move || choices_server(&p, &["--choices-db", &u])
+        }),
+        std::thread::spawn({
+            let (p, u) = (policy.clone(), url.clone());
+            move || choices_server(&p, &["--choices-db", &u])
+        }),
+    );
+    let (a, b, c) = (a.join().unwrap(), b.join().unwrap(), c.join().unwrap());
+    drop(c);
+    assert_eq!(
+        cluster.psql(
+            "replicas",
+            "SELECT key || '=' || value FROM purposegate.meta ORDER BY key"
+        ),
+        "revision=0\nschema=1\n"
+    );
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /records/\n    dataCategory: customer-data\n",
+    );
+    let app = purposegate_tests::app::FrameworkApp::start();
+    let upstream = app.url();
+    let sidecar = SidecarProcess::start(
+        &b.url(),
+        &["--upstream", &upstream, "--routes", &routes],
+        &[],
+    );
+    let get = |subject: &str| {
+        purposegate_tests::contexts::proxy_get(
+            &sidecar,
+            "/records/1",
+            &[
+                "x-purpose: marketing",
+                "x-data-tenant: contoso",
+                &format!("x-data-subject: {subject}"),
+            ],
+        )
+        .0
+    };
+    // Granted through A: B permits, and its sidecar lets the call through
+    // (and caches the permit).
+    let mut writer = ChoicesServiceClient::new(channel(&a.url()).await);
+    writer
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    within_5s("B permits", || async {
+        decision(&b, "u-42").await.decision() == pb::Decision::Permit
+    })
+    .await;
+    within_5s("the sidecar on B lets it through", || async {
+        get("u-42") == 200
+    })
+    .await;
+    // Withdrawn through A: B denies, and so does B's sidecar, within a
+    // second of the commit.
+    writer
+        .record_choice(consent("u-42", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap();
+    let committed = Instant::now();
+    within_5s("the sidecar on B denies", || async { get("u-42") == 403 }).await;
+    let enforced = committed.elapsed();
+    assert!(enforced < Duration::from_secs(1), "{enforced:?}");
+    let answer = decision(&b, "u-42").await;
+    assert_eq!(answer.decision(), pb::Decision::Deny, "{answer:?}");
+    assert_eq!(answer.choices_revision, Some(2));
+    // The history is one, whichever replica is asked.
+    let events = cluster.psql(
+        "replicas",
+        "SELECT revision || ':' || state FROM purposegate.events ORDER BY revision",
+    );
+    assert_eq!(events, "1:granted\n2:withdrawn\n");
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_lets_no_cached_permit_through() {
+    let cluster = PostgresCluster::start();
+    let url = cluster.database("down");
+    let dir = TempDir::new("choices-postgres-down");
+    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    let server = choices_server(&policy, &["--choices-db", &url]);
+    ChoicesServiceClient::new(channel(&server.url()).await)
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    within_5s("permitted", || async {
+        decision(&server, "u-42").await.decision() == pb::Decision::Permit
+    })
+    .await;
+    // Down: the cache stops serving within a second, and the decision
+    // needs choices it cannot read.
+    cluster.pg_ctl("stop -m immediate");
+    let stopped = Instant::now();
+    within_5s("no longer permitted", || async {
+        decision(&server, "u-42").await.decision() == pb::Decision::Indeterminate
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    // A write is refused while it is down, naming the database.
+    let refused = ChoicesServiceClient::new(channel(&server.url()).await)
+        .record_choice(consent("u-42", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("choices database"),
+        "{refused:?}"
+    );
+    // Back: decisions on the stored choices again.
+    cluster.pg_ctl("start -w -t 30");
+    within_5s("permitted again", || async {
+        decision(&server, "u-42").await.decision() == pb::Decision::Permit
+    })
+    .await;
+}
