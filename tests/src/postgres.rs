@@ -94,6 +94,38 @@ impl PostgresCluster {
         ));
     }
 
+    /// Stops (`SIGSTOP`) or lets go on (`SIGCONT`) every process of the
+    /// cluster: a database that hangs, its connections open.
+    pub fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .unwrap_or_else(|e| panic!("postmaster.pid: {e}"));
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .unwrap_or_else(|e| panic!("pgrep: {e}"));
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -{signal} {pids:?}: {status}");
+    }
+
+    /// Ends every connection the servers hold (`pg_terminate_backend`).
+    pub fn terminate_servers_connections(&self) {
+        self.psql(
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'purposegate-server'",
+        );
+    }
+
     /// The URL of a new database `name` on the cluster.
     pub fn database(&self, name: &str) -> String {
         self.run(&format!(

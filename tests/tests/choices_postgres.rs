@@ -24,12 +24,34 @@ use purposegate_tests::{
     marketing_check,
 };
 
+/// A cluster with a database `name`, its URL, and a directory holding the
+/// policy file (the one [`CONSENT_POLICY`]).
+fn setup(name: &str) -> (PostgresCluster, String, TempDir, String) {
+    let cluster = PostgresCluster::start();
+    let url = cluster.database(name);
+    let dir = TempDir::new(&format!("choices-postgres-{name}"));
+    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    (cluster, url, dir, policy)
+}
+
 async fn decision(server: &ServerProcess, subject: &str) -> pb::CheckResponse {
     DecisionServiceClient::new(channel(&server.url()).await)
         .check(marketing_check(subject))
         .await
         .unwrap()
         .into_inner()
+}
+
+/// `u-42`'s consent granted through `writer`, and permitted by `reader`.
+async fn grant(writer: &ServerProcess, reader: &ServerProcess) {
+    ChoicesServiceClient::new(channel(&writer.url()).await)
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    within_5s("permitted", || async {
+        decision(reader, "u-42").await.decision() == pb::Decision::Permit
+    })
+    .await;
 }
 
 /// How long until `probe` holds, polled every 10 ms for at most 5 s.
@@ -51,10 +73,7 @@ where
 
 #[tokio::test]
 async fn a_withdrawal_through_one_replica_is_enforced_through_the_other_within_a_second() {
-    let cluster = PostgresCluster::start();
-    let url = cluster.database("replicas");
-    let dir = TempDir::new("choices-postgres");
-    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    let (cluster, url, dir, policy) = setup("replicas");
     // Replicas starting together create the schema once.
     let (a, b, c) = (
         std::thread::spawn({
@@ -105,14 +124,7 @@ async fn a_withdrawal_through_one_replica_is_enforced_through_the_other_within_a
     // Granted through A: B permits, and its sidecar lets the call through
     // (and caches the permit).
     let mut writer = ChoicesServiceClient::new(channel(&a.url()).await);
-    writer
-        .record_choice(consent("u-42", pb::ChoiceState::Granted))
-        .await
-        .unwrap();
-    within_5s("B permits", || async {
-        decision(&b, "u-42").await.decision() == pb::Decision::Permit
-    })
-    .await;
+    grant(&a, &b).await;
     within_5s("the sidecar on B lets it through", || async {
         get("u-42") == 200
     })
@@ -140,19 +152,9 @@ async fn a_withdrawal_through_one_replica_is_enforced_through_the_other_within_a
 
 #[tokio::test]
 async fn a_database_that_is_down_lets_no_cached_permit_through() {
-    let cluster = PostgresCluster::start();
-    let url = cluster.database("down");
-    let dir = TempDir::new("choices-postgres-down");
-    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    let (cluster, url, _dir, policy) = setup("down");
     let server = choices_server(&policy, &["--choices-db", &url]);
-    ChoicesServiceClient::new(channel(&server.url()).await)
-        .record_choice(consent("u-42", pb::ChoiceState::Granted))
-        .await
-        .unwrap();
-    within_5s("permitted", || async {
-        decision(&server, "u-42").await.decision() == pb::Decision::Permit
-    })
-    .await;
+    grant(&server, &server).await;
     // Down: the cache stops serving within a second, and the decision
     // needs choices it cannot read.
     cluster.pg_ctl("stop -m immediate");
@@ -180,6 +182,121 @@ async fn a_database_that_is_down_lets_no_cached_permit_through() {
     cluster.pg_ctl("start -w -t 30");
     within_5s("permitted again", || async {
         decision(&server, "u-42").await.decision() == pb::Decision::Permit
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_connections_and_a_read_only_database_leave_the_store_consistent() {
+    let (cluster, url, _dir, policy) = setup("faults");
+    let server = choices_server(&policy, &["--choices-db", &url]);
+    let mut writer = ChoicesServiceClient::new(channel(&server.url()).await);
+    writer
+        .record_choice(consent("u-1", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    // Every connection ended under the server: the next write and read
+    // are made on new ones.
+    cluster.terminate_servers_connections();
+    writer
+        .record_choice(consent("u-2", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    assert_eq!(
+        decision(&server, "u-2").await.decision(),
+        pb::Decision::Permit
+    );
+    // A database that refuses writes: the write fails inside its
+    // transaction, and nothing of it stays.
+    cluster.psql(
+        "postgres",
+        "ALTER DATABASE faults SET default_transaction_read_only = on",
+    );
+    cluster.terminate_servers_connections();
+    let refused = writer
+        .record_choice(consent("u-1", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("read-only"), "{refused:?}");
+    let state = "SELECT (SELECT value FROM purposegate.meta WHERE key = 'revision') || ' ' || (SELECT count(*) FROM purposegate.events)";
+    assert_eq!(cluster.psql("faults", state), "2 2\n");
+    // The consent of u-1 still holds: the refused withdrawal is not there.
+    assert_eq!(
+        decision(&server, "u-1").await.decision(),
+        pb::Decision::Permit
+    );
+    cluster.psql(
+        "postgres",
+        "ALTER DATABASE faults SET default_transaction_read_only = off",
+    );
+    cluster.terminate_servers_connections();
+    writer
+        .record_choice(consent("u-1", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap();
+    assert_eq!(cluster.psql("faults", state), "3 3\n");
+    within_5s("denied", || async {
+        decision(&server, "u-1").await.decision() == pb::Decision::Deny
+    })
+    .await;
+    // Every current choice is the latest event of its key.
+    let stale = cluster.psql(
+        "faults",
+        "SELECT count(*) FROM purposegate.current c WHERE c.revision <> (SELECT max(e.revision) FROM purposegate.events e WHERE e.tenant = c.tenant AND e.data_subject = c.data_subject AND e.purpose = c.purpose)",
+    );
+    assert_eq!(stale, "0\n");
+}
+
+#[tokio::test]
+async fn a_paused_database_lets_no_cached_permit_through_past_the_stale_window() {
+    let (cluster, url, _dir, policy) = setup("paused");
+    let a = choices_server(&policy, &["--choices-db", &url]);
+    let b = choices_server(&policy, &["--choices-db", &url]);
+    let mut writer = ChoicesServiceClient::new(channel(&a.url()).await);
+    grant(&a, &b).await;
+    // Withdrawn through A, and the database hangs at once: B may not have
+    // read the withdrawal, and must stop trusting its cache all the same.
+    writer
+        .record_choice(consent("u-42", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap();
+    let committed = Instant::now();
+    cluster.signal("STOP");
+    let mut client = DecisionServiceClient::new(channel(&b.url()).await);
+    let mut late_permits = 0;
+    while committed.elapsed() < Duration::from_secs(3) {
+        let answer = client
+            .check(marketing_check("u-42"))
+            .await
+            .unwrap()
+            .into_inner();
+        if answer.decision() == pb::Decision::Permit && committed.elapsed() > Duration::from_secs(1)
+        {
+            late_permits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What needs no choice is answered all along.
+    let plain = Instant::now();
+    let provide = client
+        .check(purposegate_tests::check_request("provide", "customer-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(provide.decision(), pb::Decision::Permit);
+    assert!(
+        plain.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        plain.elapsed()
+    );
+    cluster.signal("CONT");
+    assert_eq!(
+        late_permits, 0,
+        "B served its cached permit past its stale window"
+    );
+    within_5s("B denies", || async {
+        decision(&b, "u-42").await.decision() == pb::Decision::Deny
     })
     .await;
 }

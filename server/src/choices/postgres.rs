@@ -32,6 +32,8 @@ const SCHEMA_VERSION: i64 = 1;
 pub const CHANNEL: &str = "purposegate_choices";
 /// How long one operation may take, connecting included.
 pub const QUERY_WITHIN: Duration = Duration::from_secs(2);
+/// A read that failed sooner than this is tried once more.
+const RETRY_WITHIN: Duration = Duration::from_millis(500);
 /// Connections each replica keeps.
 const CONNECTIONS: usize = 4;
 /// Taken for the migration, so replicas starting together create the
@@ -160,30 +162,33 @@ impl PostgresChoices {
         self.block(async move { shared.with_client(what, op).await })
     }
 
-    /// The database's revision now (a replica's view may lag it until the
-    /// follower reads on).
-    pub fn read_revision(&self) -> Result<u64, StoreError> {
-        let revision = self.with_client("read its revision", |client| async move {
-            let row = client
-                .query_one(
-                    "SELECT value FROM purposegate.meta WHERE key = 'revision'",
-                    &[],
-                )
-                .await?;
-            Ok(unsigned(row.get::<_, i64>(0)))
-        })?;
-        self.shared.revision.fetch_max(revision, Ordering::AcqRel);
-        Ok(revision)
+    /// A read: run as [`PostgresChoices::with_client`] runs it, and once
+    /// more on a new connection if it failed at once (a connection the
+    /// database closed, a restarted server): a read has no effect to
+    /// repeat. One that took its time is not tried again.
+    fn read<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Client>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
+        let start = std::time::Instant::now();
+        match self.with_client("read", op.clone()) {
+            Err(_) if start.elapsed() < RETRY_WITHIN => self.with_client("read", op),
+            answer => answer,
+        }
     }
+}
 
-    /// The connection settings, for a follower's own connection.
-    pub fn config(&self) -> Config {
-        self.shared.config.clone()
-    }
-
-    /// Notes that the database has reached `revision` (a follower read it).
-    pub fn reached(&self, revision: u64) {
-        self.shared.revision.fetch_max(revision, Ordering::AcqRel);
+/// What went wrong, in the database's words where it said any (its
+/// message, never the detail, which may quote the data).
+fn described(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -219,7 +224,7 @@ impl Shared {
                     .config
                     .connect(NoTls)
                     .await
-                    .map_err(|e| failed("be reached", e))?;
+                    .map_err(|e| failed("be reached", described(&e)))?;
                 tokio::spawn(connection);
                 *slot = Some(Arc::new(client));
             }
@@ -233,7 +238,7 @@ impl Shared {
                 // Whatever state it was left in, it is not used again.
                 *slot = None;
             }
-            result.map_err(|e| failed(what, e))
+            result.map_err(|e| failed(what, described(&e)))
         })
         .await;
         match outcome {
@@ -395,7 +400,7 @@ impl ChoicesStore for PostgresChoices {
         let (tenant, subject) = (tenant.to_string(), data_subject.to_string());
         // One statement, one snapshot: the revision is the one the choices
         // were read at.
-        let (records, revision) = self.with_client("read", move |client| {
+        let (records, revision) = self.read(move |client| {
             async move {
                 let rows = client
                     .query(
@@ -431,7 +436,7 @@ impl ChoicesStore for PostgresChoices {
     ) -> Result<Vec<ChoiceRecord>, StoreError> {
         let (tenant, subject) = (tenant.to_string(), data_subject.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_client("read", move |client| async move {
+        self.read(move |client| async move {
             let rows = client
                 .query(
                     &format!(
@@ -454,7 +459,7 @@ impl ChoicesStore for PostgresChoices {
     ) -> Result<Vec<(String, Vec<Choice>)>, StoreError> {
         let (tenant, after) = (tenant.to_string(), after.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.with_client("read", move |client| {
+        let rows = self.read(move |client| {
             async move {
                 let rows = client
                     .query(
@@ -488,7 +493,7 @@ impl ChoicesStore for PostgresChoices {
 
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let changes = self.with_client("read", move |client| async move {
+        let changes = self.read(move |client| async move {
             let rows = client
                 .query(
                     "SELECT revision, tenant, data_subject FROM purposegate.events
