@@ -34,6 +34,7 @@ fn every_scenario_renders_lints_and_validates() {
         "mtls-cert-manager-values.yaml",
         "network-policy-values.yaml",
         "purpose-contexts-values.yaml",
+        "choices-postgres-values.yaml",
     ] {
         assert!(
             run.stdout
@@ -241,5 +242,41 @@ fn purpose_contexts_are_signed_for_the_sidecars_only() {
     assert!(
         refused.contains("purposeContexts.issuers must name"),
         "{refused}"
+    );
+}
+
+#[test]
+fn choices_are_shared_through_postgres_or_kept_to_one_replica() {
+    let docs = render("helm/purposegate/ci/choices-postgres-values.yaml").unwrap();
+    let deployment = object(&docs, "Deployment", "purposegate");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let server = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        server["args"]
+            .to_string()
+            .contains("--choices-writers=spiffe://cluster.local/ns/consent/sa/consent-platform"),
+        "{}",
+        server["args"]
+    );
+    let env = server["env"].as_array().unwrap();
+    let url = env
+        .iter()
+        .find(|e| e["name"] == "PURPOSEGATE_CHOICES_DB")
+        .unwrap_or_else(|| panic!("{env:?}"));
+    assert_eq!(
+        url["valueFrom"]["secretKeyRef"]["name"],
+        "purposegate-choices-db"
+    );
+    assert_eq!(url["valueFrom"]["secretKeyRef"]["key"], "url");
+    // Writers without a shared database: one replica, or no render.
+    let refused = render("tests/fixtures/helm/choices-in-memory-replicas-values.yaml").unwrap_err();
+    assert!(refused.contains("choices.database.urlSecret"), "{refused}");
+    let one = render("tests/fixtures/helm/choices-in-memory-one-replica-values.yaml").unwrap();
+    let deployment = object(&one, "Deployment", "purposegate");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert!(
+        !deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("PURPOSEGATE_CHOICES_DB")
     );
 }

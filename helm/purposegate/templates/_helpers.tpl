@@ -80,3 +80,23 @@ default can tell a sidecar from the app beside it.
 {{- end -}}
 {{- join "," .Values.purposeContexts.issuers -}}
 {{- end }}
+
+{{/*
+Whether choices are kept in a database the replicas share ("true" or "").
+Recorded choices kept in memory are one replica's: with writers and no
+database, more than one replica would decide on different choices.
+*/}}
+{{- define "purposegate.choicesDatabase" -}}
+{{- if .Values.choices.database.urlSecret.name -}}
+true
+{{- else if and .Values.choices.writers (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) -}}
+{{- fail "choices.writers without choices.database.urlSecret: choices kept in memory are one replica's, and replicas would decide on different choices; give a PostgreSQL database (choices.database.urlSecret) or replicaCount: 1 without autoscaling" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+--choices-writers, the globs joined.
+*/}}
+{{- define "purposegate.choicesWriters" -}}
+{{- join "," .Values.choices.writers -}}
+{{- end }}
