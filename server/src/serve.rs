@@ -146,9 +146,11 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let max = crate::choices::cache::DEFAULT_MAX_BYTES;
     let choices = match &args.choices_db {
         Some(db) if crate::choices::is_postgres(db) => {
-            let store: Arc<dyn crate::choices::ChoicesStore> = Arc::new(
-                crate::choices::PostgresChoices::open(&db.to_string_lossy())?,
-            );
+            let store: Arc<dyn crate::choices::ChoicesStore> =
+                Arc::new(crate::choices::PostgresChoices::open(
+                    &db.to_string_lossy(),
+                    args.choices_db_ca.as_deref(),
+                )?);
             info!(
                 revision = store.revision(),
                 "choices kept in PostgreSQL, followed every {:?}",
@@ -157,6 +159,9 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
             let cache = Arc::new(crate::choices::CachedChoices::followed(store.clone(), max));
             crate::choices::follow::follow(cache.clone(), store, shutdown_rx.clone());
             cache
+        }
+        _ if args.choices_db_ca.is_some() => {
+            return Err("--choices-db-ca is for a PostgreSQL --choices-db (postgres://…)".into());
         }
         Some(path) => {
             let db = crate::choices::SqliteChoices::open(path)?;

@@ -15,6 +15,8 @@ pub struct PostgresCluster {
     dir: TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Server options besides the port and socket (TLS files).
+    options: String,
 }
 
 /// The newest installed PostgreSQL's binaries.
@@ -43,7 +45,31 @@ impl PostgresCluster {
     /// Initialises and starts a cluster (trust authentication on loopback
     /// for the user `purposegate`, its socket in its own directory).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same, serving TLS with `certificate` and `key` (PEM files) too.
+    pub fn start_with_tls(certificate: &str, key: &str) -> Self {
+        Self::start_with(Some((certificate, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let dir = TempDir::new("postgres");
+        let mut options = String::new();
+        if let Some((certificate, key)) = tls {
+            // Where the server may read them: its own, key unreadable to
+            // others.
+            let (crt, pem) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::copy(certificate, &crt).unwrap_or_else(|e| panic!("copy {certificate}: {e}"));
+            std::fs::copy(key, &pem).unwrap_or_else(|e| panic!("copy {key}: {e}"));
+            std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod: {e}"));
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                crt.display(),
+                pem.display()
+            );
+        }
         let bin = bin_dir();
         let data = dir.path().join("data");
         if is_root() {
@@ -58,6 +84,7 @@ impl PostgresCluster {
             port: crate::free_addr().port(),
             dir,
             bin,
+            options,
         };
         cluster.run(&format!(
             "{} -D {} -A trust -U purposegate --no-sync -E UTF8 >/dev/null",
@@ -85,12 +112,13 @@ impl PostgresCluster {
     pub fn pg_ctl(&self, action: &str) {
         let dir = self.dir.path();
         self.run(&format!(
-            "{} -D {} -l {} -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off' {action}",
+            "{} -D {} -l {} -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}' {action}",
             self.bin.join("pg_ctl").display(),
             dir.join("data").display(),
             dir.join("postgres.log").display(),
             self.port,
             dir.display(),
+            self.options,
         ));
     }
 

@@ -54,6 +54,35 @@ async fn grant(writer: &ServerProcess, reader: &ServerProcess) {
     .await;
 }
 
+/// The exit code and stderr of the server run with `args`, which must end
+/// on its own within 20 s (it is killed then, and the code is `None`).
+fn exit_of(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(purposegate_tests::binary("purposegate-server"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (code, stderr)
+}
+
 /// How long until `probe` holds, polled every 10 ms for at most 5 s.
 async fn within_5s<F, Fut>(what: &str, mut probe: F) -> Duration
 where
@@ -299,4 +328,55 @@ async fn a_paused_database_lets_no_cached_permit_through_past_the_stale_window()
         decision(&b, "u-42").await.decision() == pb::Decision::Deny
     })
     .await;
+}
+
+#[tokio::test]
+async fn over_tls_the_database_certificate_is_verified() {
+    let dir = TempDir::new("choices-postgres-tls");
+    let pki = purposegate_tests::Pki::new(dir.path(), "db-ca");
+    let (certificate, key) = pki.issue("db", "IP:127.0.0.1,DNS:localhost");
+    let cluster = PostgresCluster::start_with_tls(&certificate, &key);
+    let url = format!("{}?sslmode=require", cluster.database("tls"));
+    let policy = dir.write("choices.yaml", CONSENT_POLICY);
+    let server = choices_server(
+        &policy,
+        &["--choices-db", &url, "--choices-db-ca", &pki.ca()],
+    );
+    grant(&server, &server).await;
+    // Every connection of the server is TLS.
+    let plain = cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'purposegate-server' AND NOT ssl",
+    );
+    assert_eq!(plain, "0\n");
+    let tls = cluster.psql(
+        "postgres",
+        "SELECT count(*) > 0 FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'purposegate-server' AND ssl",
+    );
+    assert_eq!(tls, "t\n");
+    // Another CA's bundle: the server does not start, saying why; nor
+    // does a URL that asks for TLS without a bundle to verify it.
+    let other = purposegate_tests::Pki::new(dir.path(), "other-ca");
+    for (args, says) in [
+        (
+            vec!["--choices-db", url.as_str(), "--choices-db-ca", &other.ca()],
+            "certificate",
+        ),
+        (vec!["--choices-db", url.as_str()], "--choices-db-ca"),
+    ] {
+        let mut all = vec![
+            "--policy",
+            policy.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--authzen-listen",
+            "off",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend(args);
+        let (code, stderr) = exit_of(&all);
+        assert!(matches!(code, Some(c) if c != 0), "{code:?} {stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
 }

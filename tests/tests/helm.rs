@@ -268,6 +268,20 @@ fn choices_are_shared_through_postgres_or_kept_to_one_replica() {
         "purposegate-choices-db"
     );
     assert_eq!(url["valueFrom"]["secretKeyRef"]["key"], "url");
+    assert!(
+        server["args"]
+            .to_string()
+            .contains("--choices-db-ca=/etc/purposegate/choices-db-ca/ca.crt"),
+        "{}",
+        server["args"]
+    );
+    assert!(
+        deployment["spec"]["template"]["spec"]["volumes"]
+            .to_string()
+            .contains("\"secretName\":\"purposegate-choices-db-ca\""),
+        "{}",
+        deployment["spec"]["template"]["spec"]["volumes"]
+    );
     // Writers without a shared database: one replica, or no render.
     let refused = render("tests/fixtures/helm/choices-in-memory-replicas-values.yaml").unwrap_err();
     assert!(refused.contains("choices.database.urlSecret"), "{refused}");

@@ -283,6 +283,29 @@ impl ClientTls {
     }
 }
 
+/// A client configuration that verifies the server's certificate against
+/// the CA bundle at `ca` and presents none of its own (a database's
+/// server-authenticated TLS).
+pub fn verifying_client(ca: &Path) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates(ca)? {
+        roots.add(certificate).map_err(|e| {
+            format!(
+                "`{}` holds a certificate that is not a CA: {e}",
+                ca.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("`{}` holds no certificate", ca.display()));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 fn build_client(files: &TlsFiles, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientConfig, String> {
     let roots = files
         .roots()?

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use super::{ChoiceChange, ChoiceRecord, ChoicesStore, NewChoice, StoreError};
@@ -79,6 +80,9 @@ pub struct PostgresChoices {
 #[derive(Debug)]
 struct Shared {
     config: Config,
+    /// TLS to the database, verified against `--choices-db-ca`; `None`:
+    /// plaintext.
+    tls: Option<super::postgres_tls::RustlsConnect>,
     slots: Vec<Arc<tokio::sync::Mutex<Option<Arc<Client>>>>>,
     next: AtomicUsize,
     /// The highest revision this replica knows of: its own commits', and
@@ -100,11 +104,37 @@ impl Drop for PostgresChoices {
 
 impl PostgresChoices {
     /// Connects to the database `url` names, creating its schema if it is
-    /// not there (one replica at a time) and checking its version.
-    pub fn open(url: &str) -> Result<Self, String> {
+    /// not there (one replica at a time) and checking its version; over
+    /// TLS verified against the CA bundle `ca` when one is given (then
+    /// always: a server that offers no TLS is refused, never used in
+    /// plaintext).
+    pub fn open(url: &str, ca: Option<&std::path::Path>) -> Result<Self, String> {
         // The URL may hold a password: it is never repeated in an error.
         let mut config = Config::from_str(url)
             .map_err(|e| format!("--choices-db is not a PostgreSQL connection URL: {e}"))?;
+        let tls = match (ca, config.get_ssl_mode()) {
+            (Some(_), SslMode::Disable) => {
+                return Err(
+                    "--choices-db-ca is given and the --choices-db URL says sslmode=disable: drop one"
+                        .to_string(),
+                );
+            }
+            (Some(ca), _) => {
+                config.ssl_mode(SslMode::Require);
+                let client = purposegate_runtime::tls::verifying_client(ca)
+                    .map_err(|e| format!("--choices-db-ca: {e}"))?;
+                Some(super::postgres_tls::RustlsConnect(Arc::new(client)))
+            }
+            (None, SslMode::Require) => {
+                return Err("the --choices-db URL says sslmode=require: give --choices-db-ca, the CA bundle that signed the database's certificate".to_string());
+            }
+            (None, _) => {
+                // `prefer` without a CA to verify against would be TLS
+                // that proves nothing: plaintext, as said.
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
+        };
         config.connect_timeout(QUERY_WITHIN);
         config.application_name("purposegate-server");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +145,7 @@ impl PostgresChoices {
             .map_err(|e| format!("cannot start the PostgreSQL client: {e}"))?;
         let shared = Arc::new(Shared {
             config,
+            tls,
             slots: (0..CONNECTIONS)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(None)))
                 .collect(),
@@ -220,12 +251,26 @@ impl Shared {
         let outcome = tokio::time::timeout(QUERY_WITHIN, async {
             let mut slot = slot.lock().await;
             if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                let (client, connection) = self
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| failed("be reached", described(&e)))?;
-                tokio::spawn(connection);
+                let client = match &self.tls {
+                    Some(tls) => {
+                        let (client, connection) = self
+                            .config
+                            .connect(tls.clone())
+                            .await
+                            .map_err(|e| failed("be reached", described(&e)))?;
+                        tokio::spawn(connection);
+                        client
+                    }
+                    None => {
+                        let (client, connection) = self
+                            .config
+                            .connect(NoTls)
+                            .await
+                            .map_err(|e| failed("be reached", described(&e)))?;
+                        tokio::spawn(connection);
+                        client
+                    }
+                };
                 *slot = Some(Arc::new(client));
             }
             let Some(client) = slot.clone() else {

@@ -173,6 +173,11 @@ pub struct ServeArgs {
     /// if missing) [default: in memory, lost at stop].
     #[arg(long, env = "PURPOSEGATE_CHOICES_DB", value_name = "PATH|URL")]
     pub choices_db: Option<PathBuf>,
+    /// PEM CA bundle that signed a PostgreSQL `--choices-db`'s certificate:
+    /// the connection is then always TLS, the certificate verified
+    /// against it and the URL's host.
+    #[arg(long, env = "PURPOSEGATE_CHOICES_DB_CA", value_name = "PATH")]
+    pub choices_db_ca: Option<PathBuf>,
     /// How long a purpose context is valid (answers carrying one are
     /// cached no longer).
     #[arg(long, env = "PURPOSEGATE_PURPOSE_CONTEXT_TTL", value_name = "DURATION", default_value = "60s", value_parser = purposegate_runtime::units::parse_duration)]
