@@ -21,6 +21,7 @@
 mod cachehit;
 mod choices;
 mod fairness;
+mod fanout;
 mod h2load;
 mod held;
 mod net;
@@ -121,7 +122,7 @@ fn pin_to_one_core() -> bool {
 
 /// One part of the run, printed, nothing written.
 fn run_part(part: &str) -> Result<(), String> {
-    if !matches!(part, "network" | "held" | "fairness" | "choices") {
+    if !matches!(part, "network" | "held" | "fairness" | "choices" | "fanout") {
         pin_to_one_core();
     }
     match part {
@@ -144,6 +145,12 @@ fn run_part(part: &str) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?
             .block_on(choices::run())
+            .map(drop),
+        "fanout" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(fanout::run())
             .map(drop),
         "held" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -176,7 +183,7 @@ fn run_part(part: &str) -> Result<(), String> {
             Ok(())
         }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, decide, scaling, network, fairness, choices or held (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling, network, fairness, choices, fanout or held (or nothing, for the whole run)"
         )),
     }
 }
@@ -230,6 +237,7 @@ fn run() -> Result<(), String> {
     let network = runtime.block_on(net::run())?;
     let fairness = runtime.block_on(fairness::run())?;
     let choices = runtime.block_on(choices::run())?;
+    let fanout = runtime.block_on(fanout::run())?;
     machine.push(reference("after the network parts"));
     for m in &machine {
         println!("reference work {}: median {:.0} ns", m.name, m.median_ns);
@@ -246,6 +254,7 @@ fn run() -> Result<(), String> {
             network,
             fairness,
             choices,
+            fanout,
             machine,
         },
     )

@@ -23,6 +23,7 @@ pub struct Report {
     pub network: crate::net::Network,
     pub fairness: crate::fairness::Fairness,
     pub choices: crate::choices::ChoicesBench,
+    pub fanout: crate::fanout::FanoutBench,
     /// The reference work ([`purposegate_bench::timing::reference`]),
     /// timed before and after each part.
     pub machine: Vec<Sample>,
@@ -208,6 +209,7 @@ fn markdown(r: &Report, speed: Speed) -> String {
     load::scale(&mut md, &r.network);
     load::fairness(&mut md, &r.fairness);
     load::choices(&mut md, &r.choices);
+    load::fanout(&mut md, &r.fanout);
     md
 }
 

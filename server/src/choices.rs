@@ -15,6 +15,7 @@ pub mod cache;
 pub mod follow;
 mod memory;
 mod postgres;
+mod postgres_listen;
 mod postgres_tls;
 mod sqlite;
 

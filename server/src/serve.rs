@@ -146,17 +146,21 @@ async fn serve(args: ServeArgs, policy: Policy) -> Result<(), Box<dyn std::error
     let max = crate::choices::cache::DEFAULT_MAX_BYTES;
     let choices = match &args.choices_db {
         Some(db) if crate::choices::is_postgres(db) => {
-            let store: Arc<dyn crate::choices::ChoicesStore> =
-                Arc::new(crate::choices::PostgresChoices::open(
-                    &db.to_string_lossy(),
-                    args.choices_db_ca.as_deref(),
-                )?);
+            let postgres = Arc::new(crate::choices::PostgresChoices::open(
+                &db.to_string_lossy(),
+                args.choices_db_ca.as_deref(),
+            )?);
+            let store: Arc<dyn crate::choices::ChoicesStore> = postgres.clone();
             info!(
                 revision = store.revision(),
-                "choices kept in PostgreSQL, followed every {:?}",
+                "choices kept in PostgreSQL, followed on every commit's notification and every {:?}",
                 crate::choices::follow::POLL
             );
             let cache = Arc::new(crate::choices::CachedChoices::followed(store.clone(), max));
+            postgres.listen({
+                let cache = cache.clone();
+                move || cache.wake()
+            });
             crate::choices::follow::follow(cache.clone(), store, shutdown_rx.clone());
             cache
         }

@@ -54,6 +54,30 @@ async fn grant(writer: &ServerProcess, reader: &ServerProcess) {
     .await;
 }
 
+/// `request` recorded through `writer` right after the database ended the
+/// server's connections: tried again (twice at most) while the server
+/// says it could not reach the database, as a client does with
+/// `UNAVAILABLE`; the last answer.
+async fn record_after_kill(
+    writer: &mut ChoicesServiceClient<tonic::transport::Channel>,
+    request: pb::RecordChoiceRequest,
+) -> Result<pb::ChoiceRecord, tonic::Status> {
+    for _ in 0..2 {
+        match writer.record_choice(request.clone()).await {
+            Err(e)
+                if e.code() == tonic::Code::Unavailable && !e.message().contains("read-only") =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer.map(tonic::Response::into_inner),
+        }
+    }
+    writer
+        .record_choice(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// The exit code and stderr of the server run with `args`, which must end
 /// on its own within 20 s (it is killed then, and the code is `None`).
 fn exit_of(args: &[&str]) -> (Option<i32>, String) {
@@ -225,10 +249,10 @@ async fn killed_connections_and_a_read_only_database_leave_the_store_consistent(
         .await
         .unwrap();
     // Every connection ended under the server: the next write and read
-    // are made on new ones.
+    // are made on new ones (a write the server could not tell whether it
+    // reached the database is UNAVAILABLE, which a client tries again).
     cluster.terminate_servers_connections();
-    writer
-        .record_choice(consent("u-2", pb::ChoiceState::Granted))
+    record_after_kill(&mut writer, consent("u-2", pb::ChoiceState::Granted))
         .await
         .unwrap();
     assert_eq!(
@@ -242,8 +266,7 @@ async fn killed_connections_and_a_read_only_database_leave_the_store_consistent(
         "ALTER DATABASE faults SET default_transaction_read_only = on",
     );
     cluster.terminate_servers_connections();
-    let refused = writer
-        .record_choice(consent("u-1", pb::ChoiceState::Withdrawn))
+    let refused = record_after_kill(&mut writer, consent("u-1", pb::ChoiceState::Withdrawn))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
@@ -260,8 +283,7 @@ async fn killed_connections_and_a_read_only_database_leave_the_store_consistent(
         "ALTER DATABASE faults SET default_transaction_read_only = off",
     );
     cluster.terminate_servers_connections();
-    writer
-        .record_choice(consent("u-1", pb::ChoiceState::Withdrawn))
+    record_after_kill(&mut writer, consent("u-1", pb::ChoiceState::Withdrawn))
         .await
         .unwrap();
     assert_eq!(cluster.psql("faults", state), "3 3\n");

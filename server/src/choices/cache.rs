@@ -73,6 +73,8 @@ pub struct CachedChoices {
     /// revision order, never as this replica commits them; and the cache
     /// serves only while the follower is in touch ([`Freshness`]).
     followed: Option<Freshness>,
+    /// Wakes the follower: a commit made here, or announced by the store.
+    wake: tokio::sync::Notify,
 }
 
 /// When the follower last read the store, for a followed cache: past
@@ -104,7 +106,19 @@ impl CachedChoices {
             feed: Mutex::new(VecDeque::new()),
             latest,
             followed: None,
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tells the follower to read the store now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Until [`CachedChoices::wake`] is called (at once if it was since
+    /// the last wait).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     /// The cache of a store other replicas write too: changes join the
@@ -291,7 +305,8 @@ impl ChoicesStore for CachedChoices {
         }
         if self.followed.is_some() {
             // The follower brings it to the feed in the store's order,
-            // after any other replica's commit before it.
+            // after any other replica's commit before it: now.
+            self.wake();
             return Ok(record);
         }
         if feed.len() >= FEED_LEN {

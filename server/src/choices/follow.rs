@@ -1,5 +1,6 @@
 //! The follower of a store that several replicas write (PostgreSQL): it
-//! reads the changes after the last revision it applied, every
+//! reads the changes after the last revision it applied when woken (a
+//! commit made here, or one the store announces) and at the latest every
 //! [`POLL`], and applies them to this replica's cache, in the store's
 //! revision order; the cache's feed, and so `WatchChoices`, carries every
 //! replica's commits. A commit made through this replica is read back
@@ -34,6 +35,7 @@ pub fn follow(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = cache.woken() => {}
                 _ = shutdown.changed() => return,
             }
             // Page after page until the store has nothing newer.

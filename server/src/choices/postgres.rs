@@ -189,8 +189,48 @@ impl PostgresChoices {
         F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
     {
+        self.with_connection(what, false, op)
+    }
+
+    /// [`PostgresChoices::with_client`] on a connection made for it when
+    /// `fresh` (a retry: the one it had may be as dead as the last).
+    fn with_connection<T, F, Fut>(
+        &self,
+        what: &'static str,
+        fresh: bool,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Client>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
         let shared = self.shared.clone();
-        self.block(async move { shared.with_client(what, op).await })
+        self.block(async move { shared.with_client(what, fresh, op).await })
+    }
+
+    /// Calls `wake` on every commit any replica makes (a notification on
+    /// [`CHANNEL`]) and whenever it (re)connects, from a connection of its
+    /// own, made again a second after it is lost. Only a wake-up: what
+    /// changed is read by revision, so nothing is lost while it is away.
+    pub fn listen(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let shared = self.shared.clone();
+        self.handle.spawn(async move {
+            let mut failing = false;
+            loop {
+                let outcome = match &shared.tls {
+                    Some(tls) => super::postgres_listen::listen_once(&shared.config, tls.clone(), &wake).await,
+                    None => super::postgres_listen::listen_once(&shared.config, NoTls, &wake).await,
+                };
+                if let Err(e) = outcome {
+                    if !failing {
+                        tracing::warn!(error = %described(&e), "cannot listen for choices committed by other replicas; they are read every 100 ms");
+                    }
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// A read: run as [`PostgresChoices::with_client`] runs it, and once
@@ -205,7 +245,7 @@ impl PostgresChoices {
     {
         let start = std::time::Instant::now();
         match self.with_client("read", op.clone()) {
-            Err(_) if start.elapsed() < RETRY_WITHIN => self.with_client("read", op),
+            Err(_) if start.elapsed() < RETRY_WITHIN => self.with_connection("read", true, op),
             answer => answer,
         }
     }
@@ -213,7 +253,7 @@ impl PostgresChoices {
 
 /// What went wrong, in the database's words where it said any (its
 /// message, never the detail, which may quote the data).
-fn described(e: &tokio_postgres::Error) -> String {
+pub(super) fn described(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => match std::error::Error::source(e) {
@@ -221,6 +261,12 @@ fn described(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
+}
+
+/// Whether `e` says the database ended the session before the statement
+/// ran (`57P01`, admin shutdown: `pg_terminate_backend`, a fast stop).
+fn terminated(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.contains("(57P01)"))
 }
 
 fn unanswered() -> StoreError {
@@ -239,7 +285,12 @@ fn signed(value: u64) -> i64 {
 }
 
 impl Shared {
-    async fn with_client<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    async fn with_client<T, F, Fut>(
+        &self,
+        what: &'static str,
+        fresh: bool,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
@@ -250,7 +301,7 @@ impl Shared {
         };
         let outcome = tokio::time::timeout(QUERY_WITHIN, async {
             let mut slot = slot.lock().await;
-            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            if fresh || slot.as_ref().is_none_or(|c| c.is_closed()) {
                 let client = match &self.tls {
                     Some(tls) => {
                         let (client, connection) = self
@@ -301,7 +352,7 @@ impl Shared {
     /// Creates the schema if it is not there, one replica at a time, and
     /// checks its version: the revision.
     async fn migrate(&self) -> Result<u64, StoreError> {
-        self.with_client("create its tables", |client| async move {
+        self.with_client("create its tables", false, |client| async move {
             // An error leaves the transaction open: the connection is then
             // dropped, which rolls it back.
             let tx = &*client;
@@ -379,50 +430,48 @@ impl ChoicesStore for PostgresChoices {
     ) -> Result<ChoiceRecord, StoreError> {
         let evidence = serde_json::to_string(&choice.evidence).unwrap_or_else(|_| "{}".into());
         let (c, by) = (choice.clone(), recorded_by.to_string());
-        let revision = self.with_client("record the choice", move |client| async move {
-            // An error leaves the transaction open: the connection is then
-            // dropped, which rolls it back.
-            let tx = &*client;
-            tx.batch_execute("BEGIN").await?;
-            // The revision row's lock, held to the commit, orders commits.
-            let revision: i64 = tx
+        let write = move |client: Arc<Client>| async move {
+            // One statement, so one transaction and one round trip: the
+            // revision row's lock, which orders commits, is held only
+            // while it runs and commits. The event, the current state and
+            // the wake-up of the followers all happen or none does.
+            let row = client
                 .query_one(
-                    "UPDATE purposegate.meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-                    &[],
+                    "WITH r AS (
+                         UPDATE purposegate.meta SET value = value + 1 WHERE key = 'revision' RETURNING value
+                     ), e AS (
+                         INSERT INTO purposegate.events (revision, tenant, data_subject, purpose, state, expires_at, basis, evidence, recorded_by, recorded_at)
+                         SELECT value, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM r
+                     ), c AS (
+                         INSERT INTO purposegate.current (tenant, data_subject, purpose, revision)
+                         SELECT $1, $2, $3, value FROM r
+                         ON CONFLICT (tenant, data_subject, purpose) DO UPDATE SET revision = excluded.revision
+                     )
+                     SELECT value, pg_notify($10, value::text) FROM r",
+                    &[
+                        &c.tenant,
+                        &c.data_subject,
+                        &c.purpose,
+                        &c.state.as_str(),
+                        &c.expires_at,
+                        &c.basis,
+                        &evidence,
+                        &by,
+                        &now,
+                        &CHANNEL,
+                    ],
                 )
-                .await?
-                .get(0);
-            tx.execute(
-                "INSERT INTO purposegate.events (revision, tenant, data_subject, purpose, state, expires_at, basis, evidence, recorded_by, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &[
-                    &revision,
-                    &c.tenant,
-                    &c.data_subject,
-                    &c.purpose,
-                    &c.state.as_str(),
-                    &c.expires_at,
-                    &c.basis,
-                    &evidence,
-                    &by,
-                    &now,
-                ],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO purposegate.current (tenant, data_subject, purpose, revision) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, data_subject, purpose) DO UPDATE SET revision = excluded.revision",
-                &[&c.tenant, &c.data_subject, &c.purpose, &revision],
-            )
-            .await?;
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL, &revision.to_string()],
-            )
-            .await?;
-            tx.batch_execute("COMMIT").await?;
-            Ok(unsigned(revision))
-        })?;
+                .await?;
+            Ok(unsigned(row.get::<_, i64>(0)))
+        };
+        // A session the database ended before running the statement
+        // (admin shutdown) wrote nothing: tried once more, on a new
+        // connection. Any other failure may have committed; it is
+        // reported, not repeated.
+        let revision = match self.with_client("record the choice", write.clone()) {
+            Err(e) if terminated(&e) => self.with_connection("record the choice", true, write)?,
+            answer => answer?,
+        };
         self.shared.revision.fetch_max(revision, Ordering::AcqRel);
         Ok(ChoiceRecord {
             choice,
