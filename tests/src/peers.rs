@@ -46,12 +46,7 @@ impl OtlpReceiver {
     /// Starts the receiver inside the current tokio runtime.
     pub async fn start() -> Self {
         use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let (listener, addr) = loopback_listener().await;
         let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = TraceSink(spans.clone());
         tokio::spawn(async move {
@@ -84,12 +79,7 @@ pub struct SlowRelay {
 impl SlowRelay {
     /// Starts relaying to `target` inside the current tokio runtime.
     pub async fn start(target: std::net::SocketAddr, delay: std::time::Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let (listener, addr) = loopback_listener().await;
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -128,4 +118,45 @@ async fn relay(
             return;
         }
     }
+}
+
+/// A TCP relay in front of several servers, as a Kubernetes Service is:
+/// each connection goes to the first of `targets` that accepts it, so
+/// when one is gone, new connections reach the next.
+#[derive(Debug)]
+pub struct FailoverRelay {
+    pub addr: std::net::SocketAddr,
+}
+
+impl FailoverRelay {
+    /// Starts relaying inside the current tokio runtime.
+    pub async fn start(targets: Vec<std::net::SocketAddr>) -> Self {
+        let (listener, addr) = loopback_listener().await;
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let targets = targets.clone();
+                tokio::spawn(async move {
+                    for target in targets {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FailoverRelay { addr }
+    }
+}
+
+/// A listener on a free loopback port, and its address.
+async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    (listener, addr)
 }

@@ -80,8 +80,8 @@ impl PostgresCluster {
                 .unwrap_or_else(|e| panic!("chown: {e}"));
             assert!(status.success(), "chown {status}");
         }
-        let cluster = PostgresCluster {
-            port: crate::free_addr().port(),
+        let mut cluster = PostgresCluster {
+            port: outside_ephemeral_range(0),
             dir,
             bin,
             options,
@@ -91,12 +91,25 @@ impl PostgresCluster {
             cluster.bin.join("initdb").display(),
             data.display()
         ));
-        cluster.pg_ctl("start -w -t 30");
-        cluster
+        // A port below the kernel's ephemeral range, so the cluster never
+        // takes one another test was just given by `free_addr`; another
+        // cluster may hold it: then the next.
+        for attempt in 1..=8 {
+            if cluster.try_pg_ctl("start -w -t 30") {
+                return cluster;
+            }
+            cluster.port = outside_ephemeral_range(attempt);
+        }
+        panic!("the PostgreSQL cluster did not start on any of 8 ports");
     }
 
     /// Runs `script` with `sh`, as the `postgres` user when this is root.
     fn run(&self, script: &str) {
+        assert!(self.try_run(script), "{script}");
+    }
+
+    /// The same: whether it succeeded.
+    fn try_run(&self, script: &str) -> bool {
         let status = if is_root() {
             Command::new("su")
                 .args(["postgres", "-s", "/bin/sh", "-c", script])
@@ -104,14 +117,18 @@ impl PostgresCluster {
         } else {
             Command::new("sh").args(["-c", script]).status()
         };
-        let status = status.unwrap_or_else(|e| panic!("{script}: {e}"));
-        assert!(status.success(), "{script}: {status}");
+        status.is_ok_and(|s| s.success())
     }
 
     /// `pg_ctl ACTION` on the cluster (`start -w`, `stop -m immediate`).
     pub fn pg_ctl(&self, action: &str) {
+        assert!(self.try_pg_ctl(action), "pg_ctl {action}");
+    }
+
+    /// The same: whether it succeeded.
+    fn try_pg_ctl(&self, action: &str) -> bool {
         let dir = self.dir.path();
-        self.run(&format!(
+        self.try_run(&format!(
             "{} -D {} -l {} -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}' {action}",
             self.bin.join("pg_ctl").display(),
             dir.join("data").display(),
@@ -119,7 +136,7 @@ impl PostgresCluster {
             self.port,
             dir.display(),
             self.options,
-        ));
+        ))
     }
 
     /// Stops (`SIGSTOP`) or lets go on (`SIGCONT`) every process of the
@@ -174,6 +191,21 @@ impl PostgresCluster {
         assert!(out.status.success(), "psql {sql}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A port in 20000..30000, below Linux's ephemeral range (32768 on), picked
+/// from the process, the time and `salt`.
+fn outside_ephemeral_range(salt: u64) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    20_000 + u16::try_from(h.finish() % 10_000).unwrap_or(0)
 }
 
 impl Drop for PostgresCluster {

@@ -42,6 +42,37 @@ async fn decision(server: &ServerProcess, subject: &str) -> pb::CheckResponse {
         .into_inner()
 }
 
+/// A sidecar asking `pdp`, in front of an app whose `/records/` hold
+/// customer data; and the app.
+fn sidecar_before_records(
+    dir: &TempDir,
+    pdp: &str,
+) -> (SidecarProcess, purposegate_tests::app::FrameworkApp) {
+    let routes = dir.write(
+        "routes.yaml",
+        "routes:\n  - http: /records/\n    dataCategory: customer-data\n",
+    );
+    let app = purposegate_tests::app::FrameworkApp::start();
+    let upstream = app.url();
+    let sidecar = SidecarProcess::start(pdp, &["--upstream", &upstream, "--routes", &routes], &[]);
+    (sidecar, app)
+}
+
+/// A GET of a record of `subject`'s for marketing through `sidecar`: the
+/// status.
+fn marketing_get(sidecar: &SidecarProcess, subject: &str) -> u16 {
+    purposegate_tests::contexts::proxy_get(
+        sidecar,
+        "/records/1",
+        &[
+            "x-purpose: marketing",
+            "x-data-tenant: contoso",
+            &format!("x-data-subject: {subject}"),
+        ],
+    )
+    .0
+}
+
 /// `u-42`'s consent granted through `writer`, and permitted by `reader`.
 async fn grant(writer: &ServerProcess, reader: &ServerProcess) {
     ChoicesServiceClient::new(channel(&writer.url()).await)
@@ -151,29 +182,8 @@ async fn a_withdrawal_through_one_replica_is_enforced_through_the_other_within_a
         ),
         "revision=0\nschema=1\n"
     );
-    let routes = dir.write(
-        "routes.yaml",
-        "routes:\n  - http: /records/\n    dataCategory: customer-data\n",
-    );
-    let app = purposegate_tests::app::FrameworkApp::start();
-    let upstream = app.url();
-    let sidecar = SidecarProcess::start(
-        &b.url(),
-        &["--upstream", &upstream, "--routes", &routes],
-        &[],
-    );
-    let get = |subject: &str| {
-        purposegate_tests::contexts::proxy_get(
-            &sidecar,
-            "/records/1",
-            &[
-                "x-purpose: marketing",
-                "x-data-tenant: contoso",
-                &format!("x-data-subject: {subject}"),
-            ],
-        )
-        .0
-    };
+    let (sidecar, _app) = sidecar_before_records(&dir, &b.url());
+    let get = |subject: &str| marketing_get(&sidecar, subject);
     // Granted through A: B permits, and its sidecar lets the call through
     // (and caches the permit).
     let mut writer = ChoicesServiceClient::new(channel(&a.url()).await);
@@ -401,4 +411,50 @@ async fn over_tls_the_database_certificate_is_verified() {
         assert!(matches!(code, Some(c) if c != 0), "{code:?} {stderr}");
         assert!(stderr.contains(says), "{says}: {stderr}");
     }
+}
+
+// Several workers: the relay runs while a test thread waits on curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_whose_replica_is_killed_resumes_on_another_and_serves_no_stale_permit() {
+    let (cluster, url, dir, policy) = setup("failover");
+    let a = choices_server(&policy, &["--choices-db", &url]);
+    let b = choices_server(&policy, &["--choices-db", &url]);
+    // The sidecar reaches the replicas as through a Service: B first.
+    let service = purposegate_tests::FailoverRelay::start(vec![b.addr, a.addr]).await;
+    let (sidecar, _app) = sidecar_before_records(&dir, &format!("http://{}", service.addr));
+    let get = |subject: &str| marketing_get(&sidecar, subject);
+    grant(&a, &a).await;
+    within_5s("the sidecar lets it through", || async {
+        get("u-42") == 200
+    })
+    .await;
+    // B killed, and the consent withdrawn through A at once: whatever the
+    // sidecar had cached from B, no permit past its stale window (1 s).
+    b.signal("KILL");
+    ChoicesServiceClient::new(channel(&a.url()).await)
+        .record_choice(consent("u-42", pb::ChoiceState::Withdrawn))
+        .await
+        .unwrap();
+    let withdrawn = Instant::now();
+    let mut late_permits = 0;
+    let mut last = 0;
+    while withdrawn.elapsed() < Duration::from_secs(3) {
+        last = get("u-42");
+        if last == 200 && withdrawn.elapsed() > Duration::from_millis(1200) {
+            late_permits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(late_permits, 0, "a permit served past the stale window");
+    assert_eq!(last, 403);
+    // The sidecar follows A now: a grant through A reaches it again.
+    ChoicesServiceClient::new(channel(&a.url()).await)
+        .record_choice(consent("u-42", pb::ChoiceState::Granted))
+        .await
+        .unwrap();
+    within_5s("permitted again, through A", || async {
+        get("u-42") == 200
+    })
+    .await;
+    drop(cluster);
 }
