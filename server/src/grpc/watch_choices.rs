@@ -20,6 +20,22 @@ use crate::choices::{CachedChoices, ChoiceChange, FEED_LEN};
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Changes read at a time.
 const PAGE: usize = 512;
+/// How long a watcher may leave its stream full (64 messages waiting)
+/// before it is cut off: its stream ends, and it resumes from its last
+/// revision when it is ready, reading what it missed then, instead of
+/// holding a task and a place that wait on it.
+pub const SLOW_WATCHER: Duration = Duration::from_secs(10);
+
+type Sender = mpsc::Sender<Result<pb::ChoiceChange, Status>>;
+
+/// Sends `item`: `false` when the watcher is gone, or took longer than
+/// [`SLOW_WATCHER`] to make room for it.
+async fn send(tx: &Sender, item: Result<pb::ChoiceChange, Status>) -> bool {
+    matches!(
+        tokio::time::timeout(SLOW_WATCHER, tx.send(item)).await,
+        Ok(Ok(()))
+    )
+}
 
 pub type ChangeStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ChoiceChange, Status>> + Send>>;
@@ -53,7 +69,7 @@ pub fn changes(
         // the store (it went back) or too far behind to be worth replaying:
         // then everything may have changed.
         let mut last = if after == 0 {
-            if tx.send(Ok(heartbeat(current))).await.is_err() {
+            if !send(&tx, Ok(heartbeat(current))).await {
                 return;
             }
             current
@@ -63,7 +79,7 @@ pub fn changes(
                 everything: true,
                 ..Default::default()
             };
-            if tx.send(Ok(flush)).await.is_err() {
+            if !send(&tx, Ok(flush)).await {
                 return;
             }
             current
@@ -103,7 +119,7 @@ pub fn changes(
                 let full = page.len() == PAGE;
                 for change in page {
                     last = change.revision;
-                    if tx.send(Ok(to_pb(change))).await.is_err() {
+                    if !send(&tx, Ok(to_pb(change))).await {
                         return;
                     }
                 }
@@ -120,7 +136,7 @@ pub fn changes(
                 _ = beat.tick() => {
                     // A replica out of touch with a shared store says
                     // nothing: its PEPs' stale window runs.
-                    if choices.fresh() && tx.send(Ok(heartbeat(last))).await.is_err() {
+                    if choices.fresh() && !send(&tx, Ok(heartbeat(last))).await {
                         return;
                     }
                 }
@@ -129,4 +145,63 @@ pub fn changes(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::choices::{ChoicesStore, MemoryChoices, NewChoice};
+    use crate::engine::ChoiceState;
+
+    fn withdrawal(subject: &str) -> NewChoice {
+        NewChoice {
+            tenant: "contoso".into(),
+            data_subject: subject.into(),
+            purpose: "marketing".into(),
+            state: ChoiceState::Withdrawn,
+            expires_at: None,
+            basis: "consent".into(),
+            evidence: Default::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_does_not_read_is_cut_off_and_resumes_where_it_was() {
+        let choices = Arc::new(CachedChoices::new(
+            Arc::new(MemoryChoices::new()),
+            crate::choices::cache::DEFAULT_MAX_BYTES,
+        ));
+        choices.record(withdrawal("u-0"), "-", 0).unwrap();
+        // From revision 1: every change after it is the watcher's to read.
+        let mut slow = changes(choices.clone(), 1);
+        for i in 1..200 {
+            choices
+                .record(withdrawal(&format!("u-{i}")), "-", 0)
+                .unwrap();
+        }
+        // It reads nothing for longer than it may: what it was sent stays
+        // readable, then its stream ends.
+        tokio::time::sleep(SLOW_WATCHER + Duration::from_secs(1)).await;
+        let mut got = Vec::new();
+        while let Some(item) = slow.recv().await {
+            got.push(item.unwrap().revision);
+            assert!(got.len() <= 200, "the stream went on");
+        }
+        assert!(got.len() < 199, "{} messages", got.len());
+        let last = *got.last().unwrap();
+        // Resuming from its last revision, it misses nothing.
+        let mut again = changes(choices.clone(), last);
+        let mut next = Vec::new();
+        while next.last() != Some(&200) {
+            let change = again.recv().await.unwrap().unwrap();
+            assert!(
+                !change.tenant.is_empty(),
+                "a heartbeat before the catch-up ended"
+            );
+            next.push(change.revision);
+        }
+        assert_eq!(next, ((last + 1)..=200).collect::<Vec<_>>());
+    }
 }
