@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use purposegate_tests::docs::{self, Block};
+use purposegate_tests::postgres::PostgresCluster;
 use purposegate_tests::{DemoService, ServerProcess, SidecarProcess, TempDir, binary, repo_root};
 
 /// Processes a session runs against, and the addresses to put in place
@@ -32,6 +33,16 @@ struct Stage {
     logged: Option<Running>,
     chain: Option<Chain>,
     choices: Option<Running>,
+    replicas: Option<Replicas>,
+}
+
+/// Two servers sharing their choices in a throwaway PostgreSQL cluster
+/// (docs/choices.md, "Replicas on PostgreSQL").
+struct Replicas {
+    _first: ServerProcess,
+    _second: ServerProcess,
+    _cluster: PostgresCluster,
+    addresses: Vec<(String, String)>,
 }
 
 /// The two-hop walkthrough: a server signing purpose contexts, two demo
@@ -56,6 +67,7 @@ impl Stage {
             logged: None,
             chain: None,
             choices: None,
+            replicas: None,
         }
     }
 
@@ -131,6 +143,37 @@ impl Stage {
                     }
                 });
                 (repo_root(), running.addresses.clone())
+            }
+            "replicas" => {
+                let replicas = self.replicas.get_or_insert_with(|| {
+                    let cluster = PostgresCluster::start();
+                    let url = cluster.database("purposegate");
+                    let args = [
+                        "--decision-log",
+                        "off",
+                        "--choices-writers",
+                        "*",
+                        "--choices-db",
+                        &url,
+                    ];
+                    let first = ServerProcess::start(&args);
+                    let second = ServerProcess::start(&args);
+                    let addresses = vec![
+                        ("localhost:50051".into(), first.addr.to_string()),
+                        ("localhost:50052".into(), second.addr.to_string()),
+                        (
+                            "postgres://purposegate@localhost:5432/purposegate".into(),
+                            url,
+                        ),
+                    ];
+                    Replicas {
+                        _first: first,
+                        _second: second,
+                        _cluster: cluster,
+                        addresses,
+                    }
+                });
+                (repo_root(), replicas.addresses.clone())
             }
             "logged" => {
                 let dir = self.dir.path().to_path_buf();
@@ -217,7 +260,7 @@ impl Stage {
             }
             other => panic!(
                 "{place}: `console {other}` is not a session a test can run; \
-                 say `console cli`, `console server`, `console sidecar`, `console logged`, `console chain` or `console choices`"
+                 say `console cli`, `console server`, `console sidecar`, `console logged`, `console chain`, `console choices` or `console replicas`"
             ),
         }
     }

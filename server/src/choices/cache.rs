@@ -13,7 +13,7 @@
 //! eviction and that check happen under the same lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use purposegate_proto::changes::RecentChanges;
 use tokio::sync::watch;
@@ -64,9 +64,15 @@ pub struct CachedChoices {
     store: Arc<dyn ChoicesStore>,
     held: Mutex<Held>,
     max_bytes: usize,
-    /// The last changes in revision order; locked across each write so
-    /// they join it in the order they were committed.
-    feed: Mutex<VecDeque<ChoiceChange>>,
+    /// The last changes in revision order. Held only to add or copy a
+    /// few entries, never across a store's I/O, so watchers read it on
+    /// the async workers.
+    feed: RwLock<VecDeque<ChoiceChange>>,
+    /// Held across each write to a store this replica alone writes, so
+    /// its changes join the feed in the order they were committed. A
+    /// followed store orders its commits itself (the follower adds them):
+    /// its writes go to it side by side.
+    writing: Mutex<()>,
     latest: watch::Sender<u64>,
     /// For a store that other replicas write too: the changes join the
     /// feed as [`CachedChoices::apply`] reads them from the store, in its
@@ -103,7 +109,8 @@ impl CachedChoices {
             store,
             held: Mutex::new(Held::default()),
             max_bytes,
-            feed: Mutex::new(VecDeque::new()),
+            feed: RwLock::new(VecDeque::new()),
+            writing: Mutex::new(()),
             latest,
             followed: None,
             wake: tokio::sync::Notify::new(),
@@ -157,7 +164,7 @@ impl CachedChoices {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut feed = self.feed.lock().map_err(|_| unusable())?;
+        let mut feed = self.feed.write().map_err(|_| unusable())?;
         let mut last = *self.latest.borrow();
         for change in changes {
             if change.revision <= last {
@@ -197,21 +204,17 @@ impl CachedChoices {
     /// The changes after `after`, oldest first, at most `limit`: from the
     /// feed when it reaches back that far, else from the store.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChoiceChange>, StoreError> {
-        {
-            let feed = self.feed.lock().map_err(|_| unusable())?;
-            if let Some(found) = from_feed(&feed, after, limit) {
-                return Ok(found);
-            }
+        match self.changes_in_feed(after, limit) {
+            Some(found) => Ok(found),
+            None => self.store.changes(after, limit),
         }
-        self.store.changes(after, limit)
     }
 
-    /// The same without waiting or reading the store: `None` when the feed
-    /// is being written (a write holds it across its commit) or does not
-    /// reach back to `after`. For the watchers' heartbeats, on the async
-    /// workers.
+    /// The same without reading the store: `None` when the feed does not
+    /// reach back to `after`. For the watchers, on the async workers: the
+    /// feed is only ever held for a moment.
     pub fn changes_in_feed(&self, after: u64, limit: usize) -> Option<Vec<ChoiceChange>> {
-        let feed = self.feed.try_lock().ok()?;
+        let feed = self.feed.read().ok()?;
         from_feed(&feed, after, limit)
     }
 
@@ -294,7 +297,12 @@ impl ChoicesStore for CachedChoices {
         recorded_by: &str,
         now: i64,
     ) -> Result<ChoiceRecord, StoreError> {
-        let mut feed = self.feed.lock().map_err(|_| unusable())?;
+        // A store this replica alone writes: its commits join the feed in
+        // their order.
+        let _order = match self.followed {
+            Some(_) => None,
+            None => Some(self.writing.lock().map_err(|_| unusable())?),
+        };
         let record = self.store.record(choice, recorded_by, now)?;
         let (tenant, subject) = (&record.choice.tenant, &record.choice.data_subject);
         if let Ok(mut held) = self.held.lock() {
@@ -309,15 +317,17 @@ impl ChoicesStore for CachedChoices {
             self.wake();
             return Ok(record);
         }
-        if feed.len() >= FEED_LEN {
-            feed.pop_front();
+        {
+            let mut feed = self.feed.write().map_err(|_| unusable())?;
+            if feed.len() >= FEED_LEN {
+                feed.pop_front();
+            }
+            feed.push_back(ChoiceChange {
+                revision: record.revision,
+                tenant: tenant.clone(),
+                data_subject: subject.clone(),
+            });
         }
-        feed.push_back(ChoiceChange {
-            revision: record.revision,
-            tenant: tenant.clone(),
-            data_subject: subject.clone(),
-        });
-        drop(feed);
         self.latest.send_replace(record.revision);
         Ok(record)
     }

@@ -243,10 +243,7 @@ impl pb::choices_service_server::ChoicesService for ChoicesServer {
         request: Request<pb::WatchChoicesRequest>,
     ) -> Result<Response<Self::WatchChoicesStream>, Status> {
         let after = request.into_inner().after_revision;
-        let changes = tokio_stream::wrappers::ReceiverStream::new(super::watch_choices::changes(
-            self.choices.clone(),
-            after,
-        ));
+        let changes = super::watch_choices::changes(self.choices.clone(), after);
         let changes = self.watchers.hold(changes)?;
         Ok(Response::new(Box::pin(
             purposegate_runtime::grpc::end_on_shutdown(changes, self.shutdown.clone(), None),
