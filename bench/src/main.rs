@@ -24,6 +24,7 @@ mod fairness;
 mod fanout;
 mod h2load;
 mod held;
+mod instructions;
 mod net;
 mod report;
 mod scaling;
@@ -182,8 +183,21 @@ fn run_part(part: &str) -> Result<(), String> {
             );
             Ok(())
         }
+        "instructions" => instructions::run().map(drop),
+        // What `instructions` runs under callgrind: N decisions.
+        "decide-count" => {
+            let n = std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .ok_or("decide-count N: how many decisions")?;
+            let mix: Vec<_> = requests::generate(AGREEMENT_REQUESTS, 7)
+                .into_iter()
+                .take(TIMED_REQUESTS)
+                .collect();
+            instructions::decide(&mix, n)
+        }
         other => Err(format!(
-            "no part `{other}`: say cache, engines, decide, scaling, network, fairness, choices, fanout or held (or nothing, for the whole run)"
+            "no part `{other}`: say cache, engines, decide, scaling, network, fairness, choices, fanout, held or instructions (or nothing, for the whole run)"
         )),
     }
 }
@@ -238,6 +252,12 @@ fn run() -> Result<(), String> {
     let fairness = runtime.block_on(fairness::run())?;
     let choices = runtime.block_on(choices::run())?;
     let fanout = runtime.block_on(fanout::run())?;
+    let instructions = if instructions::available() {
+        Some(instructions::run()?)
+    } else {
+        println!("instructions: not counted, valgrind is not installed");
+        None
+    };
     machine.push(reference("after the network parts"));
     for m in &machine {
         println!("reference work {}: median {:.0} ns", m.name, m.median_ns);
@@ -255,6 +275,7 @@ fn run() -> Result<(), String> {
             fairness,
             choices,
             fanout,
+            instructions,
             machine,
         },
     )

@@ -24,6 +24,8 @@ pub struct Report {
     pub fairness: crate::fairness::Fairness,
     pub choices: crate::choices::ChoicesBench,
     pub fanout: crate::fanout::FanoutBench,
+    /// Instructions counted by callgrind (`None` without valgrind).
+    pub instructions: Option<crate::instructions::Instructions>,
     /// The reference work ([`purposegate_bench::timing::reference`]),
     /// timed before and after each part.
     pub machine: Vec<Sample>,
@@ -206,6 +208,7 @@ fn markdown(r: &Report, speed: Speed) -> String {
     network(&mut md, &r.network, &r.cache_hit, speed);
     load::memory_goal(&mut md, &r.network);
     load::h2load(&mut md, &r.network, speed);
+    load::instructions(&mut md, r.instructions.as_ref());
     load::scale(&mut md, &r.network);
     load::fairness(&mut md, &r.fairness);
     load::choices(&mut md, &r.choices);

@@ -361,6 +361,29 @@ pub fn fanout(md: &mut String, f: &crate::fanout::FanoutBench) {
 }
 
 /// The goals, what was measured and whether each was met, as a table.
+pub fn instructions(md: &mut String, i: Option<&crate::instructions::Instructions>) {
+    let _ = writeln!(md, "## Instructions (callgrind)\n");
+    let Some(i) = i else {
+        let _ = writeln!(
+            md,
+            "Not counted in this run: valgrind is not installed (`bench/run.sh` installs it).\n"
+        );
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "Instructions executed, counted by valgrind's callgrind (`bench/run.sh instructions` reproduces them). They do not depend on the host's speed or load, only on the work and, a little, on how the threads happen to interleave (under callgrind they take turns): runs differ by a few percent where timings differ by far more, so a change that adds work shows here when timings are noise. Each is the difference of two runs that differ only in how many decisions or calls they make, divided by that difference. The proxies run as release binaries under callgrind; h2load sends them sequential unary `GetCustomer` calls on one connection; the sidecar's answers are cache hits.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| what | instructions |\n|---|---:|\n| one decision (default policy, the engines' mix) | {:.0} |\n| one call through the sidecar, a cache hit (in the sidecar) | {:.0} |\n| one call through the plain pass-through proxy (in it) | {:.0} |\n| sidecar hit vs pass-through | {:.2}x |\n",
+        i.decision,
+        i.sidecar_hit,
+        i.pass_through,
+        i.sidecar_hit / i.pass_through.max(1.0)
+    );
+}
+
 fn goals_table(md: &mut String, goals: &[(&str, String, bool)]) {
     let _ = writeln!(md, "| goal | measured | met |\n|---|---:|:---:|");
     for (goal, measured, met) in goals {
