@@ -2,7 +2,8 @@
 //!
 //! A call lets data through for as long as it is open: a server stream, a
 //! bidirectional stream, a slow upload. Each permitted call the proxy
-//! forwards gets a supervisor that asks again when the decision server
+//! forwards and that is still open [`START_AFTER`] it began (most unary
+//! calls are not) gets a supervisor that asks again when the decision server
 //! announces a new revision, and every `--max-stream-age` in any case (so
 //! a sidecar that cannot hear the server still re-judges, from its cache
 //! while the answer's TTL lasts and not after). A call the new answer does
@@ -56,6 +57,13 @@ use crate::refusal::Refusal;
 /// closed under them.
 const ENDING_GRACE: Duration = Duration::from_secs(1);
 
+/// A call's supervisor starts this long after the call opened: most unary
+/// calls are over by then and never cost a task or a timer. What happens
+/// meanwhile is not missed: a revision announced since the permit is
+/// judged at once when it starts, and choice changes wait in the
+/// subscription taken when the call opened.
+pub const START_AFTER: Duration = Duration::from_millis(20);
+
 /// What supervises open calls: the gate, the revisions the sidecar hears
 /// of, and how long a call may go without being judged again.
 #[derive(Debug, Clone)]
@@ -68,6 +76,20 @@ pub struct Supervisor {
     max_age: Duration,
     /// `--call-idle-timeout`.
     idle: Duration,
+    /// Calls opened, to the task that starts their supervisors.
+    starts: tokio::sync::mpsc::UnboundedSender<Start>,
+    /// Supervisors started so far.
+    started: Arc<AtomicU64>,
+}
+
+/// A call whose supervisor is to start [`START_AFTER`] it opened.
+#[derive(Debug)]
+struct Start {
+    call: Watched,
+    progress: Progress,
+    ending: watch::Sender<Option<Refusal>>,
+    /// Changes of the choices its permit read, from when it opened.
+    choices: Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
 }
 
 /// A call to watch: the question it was permitted on (`None` for a call
@@ -89,13 +111,18 @@ impl Supervisor {
         max_age: Duration,
         idle: Duration,
     ) -> Self {
-        Supervisor {
+        let (starts, opened) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Supervisor {
             gate,
             revisions,
             choices: None,
             max_age,
             idle,
-        }
+            starts,
+            started: Arc::default(),
+        };
+        tokio::spawn(starter(supervisor.clone(), opened));
+        supervisor
     }
 
     /// The same, judging a call again when the choices its permit read
@@ -108,16 +135,33 @@ impl Supervisor {
         self
     }
 
+    /// Supervisors started so far (calls that were open for longer than
+    /// [`START_AFTER`]).
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// Supervises `call` until every [`Supervised`] handle of it is
     /// dropped.
     pub fn watch(&self, call: Watched) -> Supervised {
         let (ending, refusal) = watch::channel(None);
         let progress = Progress::new();
-        let task = tokio::spawn(supervise(self.clone(), call, progress.clone(), ending));
+        let choices = whose(call.permitted.as_ref())
+            .and(self.choices.as_ref())
+            .map(tokio::sync::broadcast::Sender::subscribe);
+        let start = Start {
+            call,
+            progress: progress.clone(),
+            ending,
+            choices,
+        };
+        if let Err(unsent) = self.starts.send(start) {
+            // No starter (the runtime is ending): supervised at once.
+            tokio::spawn(supervise(self.clone(), unsent.0));
+        }
         Supervised {
             changes: WatchStream::from_changes(refusal.clone()),
             refusal,
-            task: Arc::new(AbortOnDrop(task.abort_handle())),
             ended: false,
             progress,
         }
@@ -152,14 +196,45 @@ impl Progress {
     }
 }
 
-/// Aborts the supervisor when the last handle of its call goes.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Starts the supervisors of the calls opened, each [`START_AFTER`] its
+/// call opened, unless the call is over by then (no handle of it is left).
+/// The calls come in the order they opened, so one timer at a time serves
+/// them all.
+async fn starter(supervisor: Supervisor, mut opened: tokio::sync::mpsc::UnboundedReceiver<Start>) {
+    let mut next = None;
+    loop {
+        let start = match next.take() {
+            Some(start) => start,
+            None => match opened.recv().await {
+                Some(start) => start,
+                None => return,
+            },
+        };
+        tokio::time::sleep_until(start.progress.began + START_AFTER).await;
+        begin(&supervisor, start);
+        // And every other call due by now.
+        while let Ok(start) = opened.try_recv() {
+            if start.progress.began + START_AFTER > Instant::now() {
+                next = Some(start);
+                break;
+            }
+            begin(&supervisor, start);
+        }
     }
+}
+
+fn begin(supervisor: &Supervisor, start: Start) {
+    if !start.ending.is_closed() {
+        tokio::spawn(supervise(supervisor.clone(), start));
+    }
+}
+
+/// Whose choices a permit read: its tenant and data subject.
+fn whose(permitted: Option<&(pb::CheckRequest, Answer)>) -> Option<(String, String)> {
+    let (request, permit) = permitted?;
+    permit.choices_revision?;
+    let resource = request.resource.as_ref()?;
+    Some((resource.owner_tenant.clone(), resource.data_subject.clone()))
 }
 
 /// One direction's handle on a supervised call: ready with the refusal once
@@ -169,7 +244,6 @@ pub struct Supervised {
     refusal: watch::Receiver<Option<Refusal>>,
     /// Wakes the body that polls it when the refusal changes.
     changes: WatchStream<Option<Refusal>>,
-    task: Arc<AbortOnDrop>,
     /// Whether the refusal was seen (it stays in `refusal`; a flag keeps
     /// the handle small, as each call's bodies carry one).
     ended: bool,
@@ -181,7 +255,6 @@ impl Clone for Supervised {
         Supervised {
             refusal: self.refusal.clone(),
             changes: WatchStream::from_changes(self.refusal.clone()),
-            task: self.task.clone(),
             ended: self.ended,
             progress: self.progress.clone(),
         }
@@ -232,15 +305,17 @@ impl Supervised {
     }
 }
 
-async fn supervise(
-    supervisor: Supervisor,
-    call: Watched,
-    progress: Progress,
-    ending: watch::Sender<Option<Refusal>>,
-) {
+async fn supervise(supervisor: Supervisor, start: Start) {
+    supervisor.started.fetch_add(1, Ordering::Relaxed);
+    let Start {
+        call,
+        progress,
+        ending,
+        choices,
+    } = start;
     let refusal = until_ended(
         &supervisor,
-        call.permitted,
+        (call.permitted, choices),
         call.inherited_until,
         &progress,
         &ending,
@@ -275,7 +350,10 @@ async fn supervise(
 /// done (`None`).
 async fn until_ended(
     supervisor: &Supervisor,
-    permitted: Option<(pb::CheckRequest, Answer)>,
+    (permitted, mut choices): (
+        Option<(pb::CheckRequest, Answer)>,
+        Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
+    ),
     inherited_until: Option<u64>,
     progress: &Progress,
     ending: &watch::Sender<Option<Refusal>>,
@@ -298,17 +376,10 @@ async fn until_ended(
     });
     let judged = permitted.is_some();
     let mut hearing = judged;
-    // Calls whose permit read choices hear of their changes.
-    let whose = permitted.as_ref().and_then(|(request, permit)| {
-        permit.choices_revision?;
-        let resource = request.resource.as_ref()?;
-        Some((resource.owner_tenant.clone(), resource.data_subject.clone()))
-    });
-    let mut choices = whose
-        .as_ref()
-        .and(supervisor.choices.as_ref())
-        .map(tokio::sync::broadcast::Sender::subscribe);
-    let mut next_age = Instant::now() + supervisor.max_age;
+    // Calls whose permit read choices hear of their changes (subscribed
+    // when the call opened).
+    let whose = whose(permitted.as_ref());
+    let mut next_age = progress.began + supervisor.max_age;
     loop {
         if !judge_now {
             let idle_at = progress.last() + supervisor.idle;
@@ -485,6 +556,26 @@ mod tests {
                 .is_err(),
             "a call whose bodies went does not close its connection"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_over_before_its_supervisor_would_start_costs_none() {
+        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
+        let watched = || Watched {
+            permitted: None,
+            closer: Closer::default(),
+            inherited_until: None,
+        };
+        // Over within START_AFTER: never supervised.
+        let quick = supervisor.watch(watched());
+        tokio::time::sleep(START_AFTER / 2).await;
+        drop(quick);
+        tokio::time::sleep(START_AFTER * 2).await;
+        assert_eq!(supervisor.started(), 0);
+        // Open past it: supervised.
+        let _held = supervisor.watch(watched());
+        tokio::time::sleep(START_AFTER * 2).await;
+        assert_eq!(supervisor.started(), 1);
     }
 
     #[tokio::test(start_paused = true)]
