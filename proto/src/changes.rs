@@ -75,11 +75,22 @@ impl RecentChanges {
                 self.floor = self.floor.max(gone.revision);
             }
         }
-        self.changes.push_back(Change {
-            tenant,
-            subject,
-            revision,
-        });
+        // Kept in revision order, which `unchanged_since` relies on: a
+        // change recorded late (a writer's, after the follower brought
+        // a later one) goes to its place, not to the back.
+        let at = self
+            .changes
+            .iter()
+            .rposition(|c| c.revision <= revision)
+            .map_or(0, |i| i + 1);
+        self.changes.insert(
+            at,
+            Change {
+                tenant,
+                subject,
+                revision,
+            },
+        );
         self.last = self.last.max(revision);
     }
 
@@ -130,6 +141,17 @@ mod tests {
         assert!(!recent.unchanged_since("acme", "u-1", 4, true));
         assert!(recent.unchanged_since("acme", "u-2", 4, true));
         assert!(recent.unchanged_since("other", "u-1", 4, true));
+    }
+
+    #[test]
+    fn a_change_recorded_late_still_makes_reads_before_it_unknown() {
+        let mut recent = RecentChanges::new();
+        // u-1's change at 11 is recorded before u-2's at 10.
+        recent.record("acme", "u-1", 11);
+        recent.record("acme", "u-2", 10);
+        assert!(!recent.unchanged_since("acme", "u-1", 10, true));
+        assert!(!recent.unchanged_since("acme", "u-2", 9, true));
+        assert!(recent.unchanged_since("acme", "u-1", 11, true));
     }
 
     #[test]

@@ -215,6 +215,11 @@ impl CachedChoices {
     /// feed is only ever held for a moment.
     pub fn changes_in_feed(&self, after: u64, limit: usize) -> Option<Vec<ChoiceChange>> {
         let feed = self.feed.read().ok()?;
+        // Empty since this replica started: what came before is in the
+        // store only.
+        if feed.is_empty() && after < *self.latest.borrow() {
+            return None;
+        }
         from_feed(&feed, after, limit)
     }
 

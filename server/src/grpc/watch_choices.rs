@@ -291,6 +291,35 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_watcher_resuming_on_a_replica_that_just_started_reads_what_it_missed_from_the_store()
+    {
+        // Three changes committed before this replica's cache began: its
+        // feed is empty, the store has them.
+        let store = Arc::new(MemoryChoices::new());
+        for i in 0..3 {
+            store.record(withdrawal(&format!("u-{i}")), "-", 0).unwrap();
+        }
+        let choices = Arc::new(CachedChoices::new(
+            store,
+            crate::choices::cache::DEFAULT_MAX_BYTES,
+        ));
+        let mut resumed = changes(choices, 1);
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            [
+                next_change(&mut resumed).await,
+                next_change(&mut resumed).await,
+            ]
+        })
+        .await
+        .expect("the changes before this replica began were never sent");
+        let got: Vec<(u64, &str)> = got
+            .iter()
+            .map(|c| (c.revision, c.data_subject.as_str()))
+            .collect();
+        assert_eq!(got, [(2, "u-1"), (3, "u-2")]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_watcher_from_ahead_of_the_store_is_told_everything_first() {
         let choices = cache();
