@@ -90,6 +90,8 @@ struct Start {
     ending: watch::Sender<Option<Refusal>>,
     /// Changes of the choices its permit read, from when it opened.
     choices: Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
+    /// When its inherited context expires (and the Unix second it names).
+    ceiling_gone: Option<(Instant, u64)>,
 }
 
 /// A call to watch: the question it was permitted on (`None` for a call
@@ -135,8 +137,7 @@ impl Supervisor {
         self
     }
 
-    /// Supervisors started so far (calls that were open for longer than
-    /// [`START_AFTER`]).
+    /// Supervisors started so far (calls open longer than [`START_AFTER`]).
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
     }
@@ -149,11 +150,13 @@ impl Supervisor {
         let choices = whose(call.permitted.as_ref())
             .and(self.choices.as_ref())
             .map(tokio::sync::broadcast::Sender::subscribe);
+        let ceiling_gone = call.inherited_until.map(ceiling_gone);
         let start = Start {
             call,
             progress: progress.clone(),
             ending,
             choices,
+            ceiling_gone,
         };
         if let Err(unsent) = self.starts.send(start) {
             // No starter (the runtime is ending): supervised at once.
@@ -227,6 +230,15 @@ fn begin(supervisor: &Supervisor, start: Start) {
     if !start.ending.is_closed() {
         tokio::spawn(supervise(supervisor.clone(), start));
     }
+}
+
+/// When a context expiring at `expires` (Unix s) is gone: its second past.
+fn ceiling_gone(expires: u64) -> (Instant, u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = Duration::from_secs(expires.saturating_add(1));
+    (Instant::now() + at.saturating_sub(now), expires)
 }
 
 /// Whose choices a permit read: its tenant and data subject.
@@ -312,11 +324,12 @@ async fn supervise(supervisor: Supervisor, start: Start) {
         progress,
         ending,
         choices,
+        ceiling_gone,
     } = start;
     let refusal = until_ended(
         &supervisor,
         (call.permitted, choices),
-        call.inherited_until,
+        ceiling_gone,
         &progress,
         &ending,
     )
@@ -354,18 +367,10 @@ async fn until_ended(
         Option<(pb::CheckRequest, Answer)>,
         Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
     ),
-    inherited_until: Option<u64>,
+    ceiling_gone: Option<(Instant, u64)>,
     progress: &Progress,
     ending: &watch::Sender<Option<Refusal>>,
 ) -> Option<Refusal> {
-    // A context is expired once its second has passed (`expires < now`).
-    let ceiling_gone = inherited_until.map(|expires| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let at = Duration::from_secs(expires.saturating_add(1));
-        (Instant::now() + at.saturating_sub(now), expires)
-    });
     let mut revisions = supervisor.revisions.clone();
     // A revision announced since the decision was made: judge at once.
     let mut judge_now = permitted.as_ref().is_some_and(|(_, permit)| {
