@@ -74,8 +74,33 @@ pub fn path(raw: &str) -> Result<String, AmbiguousPath> {
     if !raw.starts_with('/') {
         return Err(refuse("does not start with `/`"));
     }
+    if canonical_already(raw) {
+        return Ok(raw.to_string());
+    }
     let decoded = decode_unreserved(raw.as_bytes())?;
     remove_dot_segments(&decoded)
+}
+
+/// Whether `raw` (which starts with `/`) is its own canonical form, as
+/// nearly every path a client sends is: no escape, no byte the full
+/// reading refuses, no empty segment but a last one, no dot segment. The
+/// full reading costs a few thousand instructions a call; this, a pass.
+fn canonical_already(raw: &str) -> bool {
+    if raw
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control())
+    {
+        return false;
+    }
+    let mut segments = raw.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
+            "." | ".." => return false,
+            "" if segments.peek().is_some() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Decodes escapes of unreserved characters, upper-cases the others, and
@@ -319,6 +344,29 @@ pub fn is_grpc_method(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut for paths that are canonical already answers as
+        /// the full reading does, whatever the path.
+        #[test]
+        fn the_shortcut_reads_as_the_full_reading(
+            pieces in proptest::collection::vec(
+                prop::sample::select(vec![
+                    "/", "/", "a", "Z", "0", ".", "..", "%", "2", "f", "F", "41", "%2e",
+                    "%2F", "%25", ";", "\\", "\u{e9}", " ", "\u{7f}", "\t", "-", "~", "?", "*",
+                ]),
+                0..12,
+            )
+        ) {
+            let raw = format!("/{}", pieces.concat());
+            let full = decode_unreserved(raw.as_bytes()).and_then(|d| remove_dot_segments(&d));
+            if canonical_already(&raw) {
+                prop_assert_eq!(full.as_deref(), Ok(raw.as_str()));
+            }
+            prop_assert_eq!(path(&raw), full);
+        }
+    }
 
     fn ok(raw: &str) -> String {
         path(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))

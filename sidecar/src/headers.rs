@@ -14,6 +14,9 @@ use purposegate_engine::{
     Deidentification, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_ORIGINS, MAX_SUBJECT_ID_BYTES,
     MAX_TEXT_BYTES,
 };
+use std::borrow::Cow;
+
+use hyper::header::HeaderName;
 use purposegate_proto::v1 as pb;
 
 pub const PURPOSE: &str = "x-purpose";
@@ -228,42 +231,84 @@ pub fn is_own(name: &str) -> bool {
 
 /// The decided headers the app receives for `request` (a question the
 /// sidecar asked), with `obligations` of the permit: exactly the values
-/// decided, none empty.
-pub fn decided(
-    request: &pb::CheckRequest,
+/// decided, none empty. Names are built at compile time and values
+/// borrowed where they are one field: this runs on every permitted call.
+pub fn decided<'a>(
+    request: &'a pb::CheckRequest,
     obligations: &[pb::Obligation],
-) -> Vec<(&'static str, String)> {
-    let subject = request.subject.clone().unwrap_or_default();
-    let resource = request.resource.clone().unwrap_or_default();
-    let context = request.context.clone().unwrap_or_default();
-    let deidentification = pb::Deidentification::try_from(resource.deidentification)
-        .ok()
-        .and_then(|d| Deidentification::parse(d.as_str_name()))
-        .map(|d| d.as_str().to_string())
-        .unwrap_or_default();
-    let group_size = if resource.group_size == 0 {
-        String::new()
-    } else {
-        resource.group_size.to_string()
-    };
-    let mut out = vec![
-        (PURPOSE, request.purpose.clone()),
-        (SUBJECT, subject.id),
-        (TENANT, subject.tenant),
-        (ROLES, subject.roles.join(",")),
-        (DATA_TENANT, resource.owner_tenant),
-        (DATA_SUBJECT, resource.data_subject),
-        (DEIDENTIFICATION, deidentification),
-        (GROUP_SIZE, group_size),
-        (ORIGIN, resource.origin.join(",")),
-        (CUSTOMER_INSTRUCTION, context.customer_instruction),
-        (REQUEST_ID, request.request_id.clone()),
-    ];
+) -> Vec<(HeaderName, Cow<'a, str>)> {
+    let mut out = Vec::with_capacity(DECIDED.len() + 1);
+    out.push((name::PURPOSE, Cow::Borrowed(request.purpose.as_str())));
+    if let Some(subject) = &request.subject {
+        out.push((name::SUBJECT, Cow::Borrowed(subject.id.as_str())));
+        out.push((name::TENANT, Cow::Borrowed(subject.tenant.as_str())));
+        out.push((name::ROLES, joined(&subject.roles)));
+    }
+    if let Some(resource) = &request.resource {
+        out.push((
+            name::DATA_TENANT,
+            Cow::Borrowed(resource.owner_tenant.as_str()),
+        ));
+        out.push((
+            name::DATA_SUBJECT,
+            Cow::Borrowed(resource.data_subject.as_str()),
+        ));
+        let deidentification = pb::Deidentification::try_from(resource.deidentification)
+            .ok()
+            .and_then(|d| Deidentification::parse(d.as_str_name()))
+            .map_or("", |d| d.as_str());
+        out.push((name::DEIDENTIFICATION, Cow::Borrowed(deidentification)));
+        if resource.group_size != 0 {
+            out.push((
+                name::GROUP_SIZE,
+                Cow::Owned(resource.group_size.to_string()),
+            ));
+        }
+        out.push((name::ORIGIN, joined(&resource.origin)));
+    }
+    if let Some(context) = &request.context {
+        out.push((
+            name::CUSTOMER_INSTRUCTION,
+            Cow::Borrowed(context.customer_instruction.as_str()),
+        ));
+    }
+    out.push((name::REQUEST_ID, Cow::Borrowed(request.request_id.as_str())));
     if !obligations.is_empty() {
-        out.push((OBLIGATIONS, obligations_json(obligations)));
+        out.push((name::OBLIGATIONS, Cow::Owned(obligations_json(obligations))));
     }
     out.retain(|(_, v)| !v.is_empty());
     out
+}
+
+/// The decided headers' names as [`HeaderName`]s, built at compile time
+/// (a name parsed at run time costs more than the rest of setting it).
+pub mod name {
+    use hyper::header::HeaderName;
+
+    pub const PURPOSE: HeaderName = HeaderName::from_static(super::PURPOSE);
+    pub const SUBJECT: HeaderName = HeaderName::from_static(super::SUBJECT);
+    pub const TENANT: HeaderName = HeaderName::from_static(super::TENANT);
+    pub const ROLES: HeaderName = HeaderName::from_static(super::ROLES);
+    pub const DATA_TENANT: HeaderName = HeaderName::from_static(super::DATA_TENANT);
+    pub const DATA_SUBJECT: HeaderName = HeaderName::from_static(super::DATA_SUBJECT);
+    pub const DEIDENTIFICATION: HeaderName = HeaderName::from_static(super::DEIDENTIFICATION);
+    pub const GROUP_SIZE: HeaderName = HeaderName::from_static(super::GROUP_SIZE);
+    pub const ORIGIN: HeaderName = HeaderName::from_static(super::ORIGIN);
+    pub const CUSTOMER_INSTRUCTION: HeaderName =
+        HeaderName::from_static(super::CUSTOMER_INSTRUCTION);
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID);
+    pub const OBLIGATIONS: HeaderName = HeaderName::from_static(super::OBLIGATIONS);
+    /// W3C baggage, where purpose contexts travel.
+    pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+}
+
+/// A list header's value: the entries joined with commas.
+fn joined(list: &[String]) -> Cow<'_, str> {
+    match list {
+        [] => Cow::Borrowed(""),
+        [one] => Cow::Borrowed(one.as_str()),
+        many => Cow::Owned(many.join(",")),
+    }
 }
 
 /// `[{"id":"log-access","params":{"retention":"30d"}}]`, in ASCII (other

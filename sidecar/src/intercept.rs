@@ -4,6 +4,9 @@
 //! the gate, and decide whether the call goes through. Only an enforced
 //! PERMIT does, unless `--dry-run`.
 
+use std::borrow::Cow;
+
+use hyper::header::HeaderName;
 use opentelemetry::Context;
 use purposegate_proto::v1 as pb;
 use tracing::info;
@@ -52,7 +55,7 @@ pub struct Permit {
 
 impl Permit {
     /// The decided headers the app receives (see [`headers::decided`]).
-    pub fn decided_headers(&self) -> Vec<(&'static str, String)> {
+    pub fn decided_headers(&self) -> Vec<(HeaderName, Cow<'_, str>)> {
         match &self.request {
             Some(request) => headers::decided(
                 request,

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
 
 use purposegate_runtime::listen::{Face, Limits, Peer, Protocols, Served};
@@ -60,7 +60,7 @@ use upstream::{AppConnections, Upstream};
 
 /// The header that marks a request this sidecar forwarded, so it knows
 /// the request if it comes back (an upstream that points at the proxy).
-const VIA: &str = "x-purposegate-via";
+const VIA: HeaderName = HeaderName::from_static("x-purposegate-via");
 
 /// How long the proxy reads an HTTP/2 stream that did not end with its
 /// headers, to tell a body from an empty end (for methods without one).
@@ -119,13 +119,18 @@ struct Inner {
 pub struct Downstream {
     pub peer: Peer,
     apps: AppConnections,
+    /// The caller's address as `x-forwarded-for` says it, written once per
+    /// connection rather than on every call.
+    forwarded_for: Option<HeaderValue>,
 }
 
 impl Downstream {
     pub fn new(peer: Peer) -> Self {
+        let forwarded_for = HeaderValue::from_str(&peer.addr.ip().to_string()).ok();
         Downstream {
             peer,
             apps: AppConnections::default(),
+            forwarded_for,
         }
     }
 }

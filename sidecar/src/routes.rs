@@ -34,7 +34,7 @@
 //! `/echo` covers `/echo` and `/echo/x`, not `/echoes`; a prefix ending in
 //! `/` covers what lies below it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use purposegate_engine::{Decoder, Deidentification, Diagnostics, Node, glob_slice};
 use purposegate_proto::convert::deidentification_number;
@@ -90,6 +90,11 @@ pub struct Routes {
     /// Whether a route reads the data subject from a gRPC call's first
     /// request message: known once, not asked of every call.
     reads_messages: bool,
+    /// gRPC routes without a wildcard, by method: the first in the file
+    /// for each. A method's route is found without a pass over the file.
+    exact_grpc: HashMap<String, usize>,
+    /// The places of the gRPC routes with a wildcard, in file order.
+    glob_grpc: Vec<usize>,
 }
 
 impl Routes {
@@ -116,9 +121,22 @@ impl Routes {
         let reads_messages = routes
             .iter()
             .any(|r| matches!(r.data_subject, Some(SubjectFrom::GrpcField(_))));
+        let mut exact_grpc = HashMap::new();
+        let mut glob_grpc = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            if let Matcher::Grpc(pattern) = &route.matcher {
+                if pattern.contains(['*', '?']) {
+                    glob_grpc.push(i);
+                } else {
+                    exact_grpc.entry(pattern.clone()).or_insert(i);
+                }
+            }
+        }
         d.finish(Routes {
             routes,
             reads_messages,
+            exact_grpc,
+            glob_grpc,
         })
     }
 
@@ -155,10 +173,20 @@ impl Routes {
 
     /// The route of a gRPC call to the canonical `path` (`/pkg.Service/Method`).
     pub fn grpc(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| match &r.matcher {
-            Matcher::Grpc(pattern) => method_glob(pattern, path),
-            Matcher::Http { .. } => false,
-        })
+        // The first in the file wins: a wildcard route before the exact
+        // one, or the exact one.
+        let exact = self.exact_grpc.get(path).copied();
+        self.glob_grpc
+            .iter()
+            .copied()
+            .take_while(|&i| exact.is_none_or(|e| i < e))
+            .find(|&i| {
+                self.routes
+                    .get(i)
+                    .is_some_and(|r| matches!(&r.matcher, Matcher::Grpc(p) if method_glob(p, path)))
+            })
+            .or(exact)
+            .and_then(|i| self.routes.get(i))
     }
 
     /// The route of an HTTP request to the canonical `path`. `HEAD` is

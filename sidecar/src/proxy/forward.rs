@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Uri};
-use purposegate_runtime::listen::Peer;
 use purposegate_runtime::shares::Share;
 use tracing::warn;
 
@@ -31,6 +31,7 @@ use super::reply::{deny, upstream_error};
 use super::upstream::Upstream;
 use super::{BodyLook, Downstream, Proxy, ProxyResponse, VIA, is_grpc_content_type};
 use crate::canonical;
+use crate::headers::name::BAGGAGE;
 use crate::intercept::Permit;
 use crate::refusal::Refusal;
 use crate::routes::Table;
@@ -64,7 +65,7 @@ pub(super) async fn forward(
         &mut parts.headers,
         &permit,
         grpc,
-        &downstream.peer,
+        downstream,
         proxy.via(),
         |dropped| proxy.baggage_trimmed(dropped),
     );
@@ -121,14 +122,19 @@ pub(super) async fn forward(
 /// 1. The app's address with the canonical `path` judged (or, for a call
 ///    let through as it came, the target as sent) and the query as sent.
 fn target(upstream: &Upstream, judged: Option<(&str, Table)>, sent: &Uri) -> Option<Uri> {
-    let path_and_query = match judged {
-        Some((path, _)) => canonical::request_target(path, sent.query()),
-        None => sent
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), ToString::to_string),
+    let as_sent = sent.path_and_query();
+    let path_and_query = match (judged, as_sent) {
+        // The path came canonical (as nearly every path does): the target
+        // as sent, not parsed again.
+        (Some((path, _)), Some(as_sent)) if as_sent.as_str().split('?').next() == Some(path) => {
+            as_sent.clone()
+        }
+        (Some((path, _)), _) => canonical::request_target(path, sent.query()).parse().ok()?,
+        (None, Some(as_sent)) => as_sent.clone(),
+        (None, None) => PathAndQuery::from_static("/"),
     };
     let mut uri = upstream.uri.clone().into_parts();
-    uri.path_and_query = Some(path_and_query.parse().ok()?);
+    uri.path_and_query = Some(path_and_query);
     Uri::from_parts(uri).ok()
 }
 
@@ -141,14 +147,16 @@ fn app_headers(
     headers: &mut HeaderMap,
     permit: &Permit,
     grpc: bool,
-    peer: &Peer,
+    downstream: &Downstream,
     via: &HeaderValue,
     trimmed: impl FnOnce(usize),
 ) {
-    crate::strip::request_headers(headers, grpc, permit.request.is_none());
-    for (name, value) in permit.decided_headers() {
+    let decided = permit.decided_headers();
+    let set_again: Vec<HeaderName> = decided.iter().map(|(name, _)| name.clone()).collect();
+    crate::strip::request_headers(headers, grpc, permit.request.is_none(), &set_again);
+    for (name, value) in decided {
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     }
     // The baggage is the sidecar's: the permit's purpose context first (or
@@ -166,7 +174,7 @@ fn app_headers(
         None => {
             inherited = purposegate_proto::context::baggage_entries(
                 headers
-                    .get_all("baggage")
+                    .get_all(BAGGAGE)
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             )
@@ -175,28 +183,31 @@ fn app_headers(
             inherited.as_deref()
         }
     };
-    if token.is_some() || headers.contains_key("baggage") {
+    if token.is_some() || headers.contains_key(BAGGAGE) {
         let (owned, dropped) = purposegate_proto::context::owned_baggage(
             headers
-                .get_all("baggage")
+                .get_all(BAGGAGE)
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
             token,
         );
         trimmed(dropped);
-        headers.remove("baggage");
-        if let Ok(value) = HeaderValue::from_str(&owned) {
-            if !owned.is_empty() {
-                headers.insert("baggage", value);
+        match HeaderValue::from_str(&owned) {
+            Ok(value) if !owned.is_empty() => {
+                headers.insert(BAGGAGE, value);
+            }
+            _ => {
+                headers.remove(BAGGAGE);
             }
         }
     }
-    if let Ok(ip) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
-        headers.insert("x-forwarded-for", ip);
-    }
+    match &downstream.forwarded_for {
+        Some(ip) => headers.insert(X_FORWARDED_FOR, ip.clone()),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
     headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if peer.subject.is_some() {
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if downstream.peer.subject.is_some() {
             "https"
         } else {
             "http"
@@ -205,6 +216,9 @@ fn app_headers(
     headers.append(VIA, via.clone());
     headers.remove(hyper::header::HOST);
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// 4. The request, over the caller's own connection to the app; the
 ///    caller's refusal instead if the call is ended before the app answers.

@@ -24,6 +24,29 @@ fn routes_load_strictly_and_match_in_order() {
 }
 
 #[test]
+fn the_first_grpc_route_in_the_file_wins_exact_or_wildcard() {
+    let route = |pattern: &str, category: &str| {
+        format!("  - grpc: {pattern}\n    dataCategory: {category}\n")
+    };
+    let text = format!(
+        "routes:\n{}{}{}{}{}",
+        route("/a.S/Get", "first-exact"),
+        route("/a.S/*", "wildcard"),
+        route("/a.S/Get", "second-exact"),
+        route("/a.S/Put", "after-wildcard"),
+        route("/b.S/Ge?", "b-wildcard"),
+    );
+    let routes = Routes::parse("routes.yaml", &text).unwrap();
+    let category = |path: &str| routes.grpc(path).map(|r| r.category.as_str());
+    assert_eq!(category("/a.S/Get"), Some("first-exact"));
+    assert_eq!(category("/a.S/Put"), Some("wildcard"));
+    assert_eq!(category("/a.S/Other"), Some("wildcard"));
+    assert_eq!(category("/b.S/Get"), Some("b-wildcard"));
+    assert_eq!(category("/b.S/Gets"), None);
+    assert_eq!(category("/a.S/Get/"), None);
+}
+
+#[test]
 fn http_prefixes_match_whole_segments() {
     assert!(covers("/echo", "/echo"));
     assert!(covers("/echo", "/echo/"));
