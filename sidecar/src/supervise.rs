@@ -35,18 +35,22 @@
 //! Re-judging goes through the gate, so a thousand open calls asking the
 //! same question make one call to the decision server.
 
-use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use purposegate_proto::v1 as pb;
 use purposegate_runtime::listen::Closer;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::WatchStream;
+
+mod call;
+#[cfg(test)]
+mod tests;
+
+pub use call::Supervised;
+use call::{CallState, Owner};
 
 use crate::cache::Answer;
 use crate::gate::Gate;
@@ -76,18 +80,28 @@ pub struct Supervisor {
     max_age: Duration,
     /// `--call-idle-timeout`.
     idle: Duration,
-    /// Calls opened, to the task that starts their supervisors.
-    starts: tokio::sync::mpsc::UnboundedSender<Start>,
+    /// Calls opened whose supervisors are still to start.
+    opened: Arc<Opened>,
     /// Supervisors started so far.
     started: Arc<AtomicU64>,
+}
+
+/// Calls opened, oldest first, for the task that starts their supervisors
+/// [`START_AFTER`] each opened: pushed under a lock held for the push, so
+/// a call costs no channel, task or timer of its own.
+#[derive(Debug, Default)]
+struct Opened {
+    /// `None` once the starter is gone: calls are then supervised at once.
+    calls: Mutex<Option<VecDeque<Start>>>,
+    /// Told when a call comes to an empty queue.
+    came: Notify,
 }
 
 /// A call whose supervisor is to start [`START_AFTER`] it opened.
 #[derive(Debug)]
 struct Start {
     call: Watched,
-    progress: Progress,
-    ending: watch::Sender<Option<Refusal>>,
+    owner: Owner,
     /// Changes of the choices its permit read, from when it opened.
     choices: Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
     /// When its inherited context expires (and the Unix second it names).
@@ -113,17 +127,19 @@ impl Supervisor {
         max_age: Duration,
         idle: Duration,
     ) -> Self {
-        let (starts, opened) = tokio::sync::mpsc::unbounded_channel();
         let supervisor = Supervisor {
             gate,
             revisions,
             choices: None,
             max_age,
             idle,
-            starts,
+            opened: Arc::new(Opened {
+                calls: Mutex::new(Some(VecDeque::new())),
+                came: Notify::new(),
+            }),
             started: Arc::default(),
         };
-        tokio::spawn(starter(supervisor.clone(), opened));
+        tokio::spawn(starter(supervisor.clone()));
         supervisor
     }
 
@@ -145,90 +161,89 @@ impl Supervisor {
     /// Supervises `call` until every [`Supervised`] handle of it is
     /// dropped.
     pub fn watch(&self, call: Watched) -> Supervised {
-        let (ending, refusal) = watch::channel(None);
-        let progress = Progress::new();
+        let (owner, handle) = CallState::open();
         let choices = whose(call.permitted.as_ref())
             .and(self.choices.as_ref())
             .map(tokio::sync::broadcast::Sender::subscribe);
         let ceiling_gone = call.inherited_until.map(ceiling_gone);
         let start = Start {
             call,
-            progress: progress.clone(),
-            ending,
+            owner,
             choices,
             ceiling_gone,
         };
-        if let Err(unsent) = self.starts.send(start) {
+        let (unqueued, first) = match self.opened.calls.lock() {
+            Ok(mut calls) => match calls.as_mut() {
+                Some(queue) => {
+                    queue.push_back(start);
+                    (None, queue.len() == 1)
+                }
+                None => (Some(start), false),
+            },
+            Err(_) => (Some(start), false),
+        };
+        if first {
+            self.opened.came.notify_one();
+        }
+        if let Some(start) = unqueued {
             // No starter (the runtime is ending): supervised at once.
-            tokio::spawn(supervise(self.clone(), unsent.0));
+            tokio::spawn(supervise(self.clone(), start));
         }
-        Supervised {
-            changes: WatchStream::from_changes(refusal.clone()),
-            refusal,
-            ended: false,
-            progress,
-        }
-    }
-}
-
-/// When a call last moved body data, in either direction: milliseconds
-/// since the call began, written by its bodies with each frame.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    began: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            began: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Data moved now.
-    pub fn moved(&self) {
-        let ms = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// When data last moved.
-    fn last(&self) -> Instant {
-        self.began + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        handle
     }
 }
 
 /// Starts the supervisors of the calls opened, each [`START_AFTER`] its
 /// call opened, unless the call is over by then (no handle of it is left).
-/// The calls come in the order they opened, so one timer at a time serves
-/// them all.
-async fn starter(supervisor: Supervisor, mut opened: tokio::sync::mpsc::UnboundedReceiver<Start>) {
-    let mut next = None;
-    loop {
-        let start = match next.take() {
-            Some(start) => start,
-            None => match opened.recv().await {
-                Some(start) => start,
-                None => return,
-            },
-        };
-        tokio::time::sleep_until(start.progress.began + START_AFTER).await;
-        begin(&supervisor, start);
-        // And every other call due by now.
-        while let Ok(start) = opened.try_recv() {
-            if start.progress.began + START_AFTER > Instant::now() {
-                next = Some(start);
-                break;
-            }
-            begin(&supervisor, start);
+/// The calls wait in the order they opened, so one timer at a time serves
+/// them all, and a burst of calls costs one wake-up.
+async fn starter(supervisor: Supervisor) {
+    /// Closes the queue when the starter goes (its runtime ends).
+    struct Closing(Arc<Opened>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            let left = match self.0.calls.lock() {
+                Ok(mut calls) => calls.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            drop(left);
         }
     }
-}
-
-fn begin(supervisor: &Supervisor, start: Start) {
-    if !start.ending.is_closed() {
-        tokio::spawn(supervise(supervisor.clone(), start));
+    let opened = supervisor.opened.clone();
+    let _closing = Closing(opened.clone());
+    let mut due = Vec::new();
+    loop {
+        let oldest = match opened.calls.lock() {
+            Ok(calls) => calls
+                .as_ref()
+                .and_then(|queue| queue.front())
+                .map(|start| start.owner.state().began),
+            Err(_) => return,
+        };
+        match oldest {
+            None => {
+                opened.came.notified().await;
+                continue;
+            }
+            Some(began) => tokio::time::sleep_until(began + START_AFTER).await,
+        }
+        let now = Instant::now();
+        if let Ok(mut calls) = opened.calls.lock() {
+            if let Some(queue) = calls.as_mut() {
+                while queue
+                    .front()
+                    .is_some_and(|start| start.owner.state().began + START_AFTER <= now)
+                {
+                    due.extend(queue.pop_front());
+                }
+            }
+        }
+        // Over by now (the most): dropped here, off every call's path.
+        for start in due.drain(..) {
+            if start.owner.state().handles() > 0 {
+                tokio::spawn(supervise(supervisor.clone(), start));
+            }
+        }
     }
 }
 
@@ -249,91 +264,15 @@ fn whose(permitted: Option<&(pb::CheckRequest, Answer)>) -> Option<(String, Stri
     Some((resource.owner_tenant.clone(), resource.data_subject.clone()))
 }
 
-/// One direction's handle on a supervised call: ready with the refusal once
-/// the call must end.
-#[derive(Debug)]
-pub struct Supervised {
-    refusal: watch::Receiver<Option<Refusal>>,
-    /// Wakes the body that polls it when the refusal changes.
-    changes: WatchStream<Option<Refusal>>,
-    /// Whether the refusal was seen (it stays in `refusal`; a flag keeps
-    /// the handle small, as each call's bodies carry one).
-    ended: bool,
-    progress: Progress,
-}
-
-impl Clone for Supervised {
-    fn clone(&self) -> Self {
-        Supervised {
-            refusal: self.refusal.clone(),
-            changes: WatchStream::from_changes(self.refusal.clone()),
-            ended: self.ended,
-            progress: self.progress.clone(),
-        }
-    }
-}
-
-impl Supervised {
-    /// Body data of the call moved now (see [`Progress`]).
-    pub fn moved(&self) {
-        self.progress.moved();
-    }
-
-    /// Ready with the refusal that ends the call; pending while it may go on.
-    pub fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Refusal> {
-        // Seen before, or given before this handle first looked.
-        if self.ended || self.refusal.borrow().is_some() {
-            self.ended = true;
-            return Poll::Ready(self.refusal_seen());
-        }
-        loop {
-            match Pin::new(&mut self.changes).poll_next(cx) {
-                Poll::Ready(Some(Some(_))) | Poll::Ready(None) => {
-                    self.ended = true;
-                    return Poll::Ready(self.refusal_seen());
-                }
-                Poll::Ready(Some(None)) => continue,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// The refusal given; a supervisor that stopped without one ends the
-    /// call too: nothing goes on unsupervised.
-    fn refusal_seen(&self) -> Refusal {
-        self.refusal.borrow().clone().unwrap_or_else(|| {
-            Refusal::refused("the call's supervision stopped; it is ended".to_string())
-        })
-    }
-
-    /// The refusal that ended the call, if it was ended.
-    pub fn ended_now(&self) -> Option<Refusal> {
-        self.refusal.borrow().clone()
-    }
-
-    /// Waits for the refusal that ends the call.
-    pub async fn ended(&mut self) -> Refusal {
-        std::future::poll_fn(|cx| self.poll_ended(cx)).await
-    }
-}
-
 async fn supervise(supervisor: Supervisor, start: Start) {
     supervisor.started.fetch_add(1, Ordering::Relaxed);
     let Start {
         call,
-        progress,
-        ending,
+        owner,
         choices,
         ceiling_gone,
     } = start;
-    let refusal = until_ended(
-        &supervisor,
-        (call.permitted, choices),
-        ceiling_gone,
-        &progress,
-        &ending,
-    )
-    .await;
+    let refusal = until_ended(&supervisor, (call.permitted, choices), ceiling_gone, &owner).await;
     let Some(refusal) = refusal else {
         // Both bodies are done.
         return;
@@ -344,18 +283,18 @@ async fn supervise(supervisor: Supervisor, start: Start) {
         reason = %refusal.reason,
         "ending an open call"
     );
-    ending.send_replace(Some(refusal));
+    owner.end(refusal);
     // Stay until the call's bodies are gone, so they see the refusal
     // rather than a stopped supervisor. A body never asked for its next
     // frame (its caller stopped reading) cannot see it: its connection is
     // closed under it.
-    if tokio::time::timeout(ENDING_GRACE, ending.closed())
+    if tokio::time::timeout(ENDING_GRACE, owner.all_gone())
         .await
         .is_err()
     {
         tracing::info!("an ended call's caller is not reading; closing its connection");
         call.closer.close();
-        ending.closed().await;
+        owner.all_gone().await;
     }
 }
 
@@ -368,8 +307,7 @@ async fn until_ended(
         Option<tokio::sync::broadcast::Receiver<crate::pdp::ChoiceChanged>>,
     ),
     ceiling_gone: Option<(Instant, u64)>,
-    progress: &Progress,
-    ending: &watch::Sender<Option<Refusal>>,
+    owner: &Owner,
 ) -> Option<Refusal> {
     let mut revisions = supervisor.revisions.clone();
     // A revision announced since the decision was made: judge at once.
@@ -384,10 +322,11 @@ async fn until_ended(
     // Calls whose permit read choices hear of their changes (subscribed
     // when the call opened).
     let whose = whose(permitted.as_ref());
-    let mut next_age = progress.began + supervisor.max_age;
+    let call = owner.state();
+    let mut next_age = call.began + supervisor.max_age;
     loop {
         if !judge_now {
-            let idle_at = progress.last() + supervisor.idle;
+            let idle_at = call.last_moved() + supervisor.idle;
             tokio::select! {
                 changed = revisions.changed(), if hearing => {
                     // The follower of revisions is gone: only the age is left.
@@ -418,7 +357,7 @@ async fn until_ended(
                     )));
                 }
                 () = tokio::time::sleep_until(idle_at) => {
-                    if progress.last() + supervisor.idle <= Instant::now() {
+                    if call.last_moved() + supervisor.idle <= Instant::now() {
                         return Some(Refusal::idle(format!(
                             "the call moved no data for {:?} (--call-idle-timeout); it is ended",
                             supervisor.idle
@@ -426,7 +365,7 @@ async fn until_ended(
                     }
                     continue;
                 }
-                () = ending.closed() => return None,
+                () = owner.all_gone() => return None,
             }
         }
         judge_now = false;
@@ -477,124 +416,3 @@ impl std::fmt::Display for Revoked {
 }
 
 impl std::error::Error for Revoked {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::fake_gate;
-
-    fn supervisor(idle: Duration) -> (Supervisor, watch::Sender<Option<pb::PolicyRevision>>) {
-        let (tx, revisions) = watch::channel(None);
-        (
-            Supervisor::new(fake_gate(), revisions, Duration::from_secs(3600), idle),
-            tx,
-        )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_that_moves_no_data_ends_after_the_idle_timeout() {
-        let (supervisor, _tx) = supervisor(Duration::from_secs(60));
-        let closer = Closer::default();
-        let mut call = supervisor.watch(Watched {
-            permitted: None,
-            closer: closer.clone(),
-            inherited_until: None,
-        });
-        let start = Instant::now();
-        // Data moves at 30 s: the call idles from then on.
-        let mover = call.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            mover.moved();
-        });
-        let refusal = call.ended().await;
-        assert_eq!(refusal.kind, crate::refusal::RefusalKind::Idle);
-        assert!(
-            refusal.reason.contains("--call-idle-timeout"),
-            "{refusal:?}"
-        );
-        assert_eq!(start.elapsed(), Duration::from_secs(90));
-        // Its bodies still held a second later (a caller that does not
-        // read): the connection is closed under them.
-        tokio::time::timeout(Duration::from_millis(1100), closer.asked())
-            .await
-            .expect("the connection was asked to close");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_ends_when_the_context_it_inherited_expires() {
-        let (supervisor, _tx) = supervisor(Duration::from_secs(600));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut call = supervisor.watch(Watched {
-            permitted: None,
-            closer: Closer::default(),
-            inherited_until: Some(now + 2),
-        });
-        let start = Instant::now();
-        let refusal = call.ended().await;
-        assert!(refusal.reason.contains("inherited expired"), "{refusal:?}");
-        // Past its last second, and no later than a second after it.
-        let took = start.elapsed();
-        assert!(
-            took > Duration::from_secs(2) && took <= Duration::from_secs(3),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_ended_call_whose_bodies_go_leaves_its_connection_open() {
-        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
-        let closer = Closer::default();
-        let mut call = supervisor.watch(Watched {
-            permitted: None,
-            closer: closer.clone(),
-            inherited_until: None,
-        });
-        call.ended().await;
-        drop(call);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(10), closer.asked())
-                .await
-                .is_err(),
-            "a call whose bodies went does not close its connection"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_over_before_its_supervisor_would_start_costs_none() {
-        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
-        let watched = || Watched {
-            permitted: None,
-            closer: Closer::default(),
-            inherited_until: None,
-        };
-        // Over within START_AFTER: never supervised.
-        let quick = supervisor.watch(watched());
-        tokio::time::sleep(START_AFTER / 2).await;
-        drop(quick);
-        tokio::time::sleep(START_AFTER * 2).await;
-        assert_eq!(supervisor.started(), 0);
-        // Open past it: supervised.
-        let _held = supervisor.watch(watched());
-        tokio::time::sleep(START_AFTER * 2).await;
-        assert_eq!(supervisor.started(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_is_watched_while_any_handle_of_it_remains() {
-        let (supervisor, _tx) = supervisor(Duration::from_secs(5));
-        let call = supervisor.watch(Watched {
-            permitted: None,
-            closer: Closer::default(),
-            inherited_until: None,
-        });
-        let mut other = call.clone();
-        drop(call);
-        // One handle left: still watched, ended when idle.
-        let refusal = tokio::time::timeout(Duration::from_secs(6), other.ended()).await;
-        assert!(refusal.is_ok());
-    }
-}
