@@ -25,15 +25,11 @@
 //! call in flight), and [`Served::drained`] resolves when the last one is
 //! gone.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
@@ -43,8 +39,11 @@ use tracing::{debug, warn};
 
 use crate::shares::Shares;
 use crate::tls::ServerTls;
+pub use activity::TrackedBody;
+use activity::{Activity, Signals, Tracked, watch_connection};
 use stream::Stream;
 
+mod activity;
 mod stream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -361,7 +360,7 @@ struct Setting {
 
 /// Serves the calls of one connection until it ends, it idles, its
 /// service closes it, or shutdown asks it to close.
-async fn http<S, B>(io: Stream, service: S, setting: Setting, mut shutdown: watch::Receiver<bool>)
+async fn http<S, B>(io: Stream, service: S, setting: Setting, shutdown: watch::Receiver<bool>)
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -406,33 +405,47 @@ where
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    // What may end the connection is watched by a task of its own, so the
+    // connection's task polls only the connection on each of its frames.
+    let signals = Arc::new(Signals::default());
+    let (_served, ended) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(watch_connection(
+        signals.clone(),
+        activity,
+        limits.idle_timeout,
+        (shutdown, closer),
+        ended,
+    ));
     let mut closing = false;
     let mut deadline: Option<Instant> = None;
     loop {
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     debug!(error = %e, peer = %addr, "{what}: connection ended");
                 }
                 return;
             }
-            () = activity.idle_for(limits.idle_timeout), if !closing => {
-                debug!(peer = %addr, "{what}: idle; closing the connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-                deadline = Some(Instant::now() + CLOSE_GRACE);
-            }
-            () = until_down(&mut shutdown), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = closer.asked(), if deadline.is_none() => {
-                debug!(peer = %addr, "{what}: closed by its service");
-                if !closing {
+            raised = signals.next() => {
+                if raised & Signals::IDLE != 0 && !closing {
+                    debug!(peer = %addr, "{what}: idle; closing the connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    deadline = Some(Instant::now() + CLOSE_GRACE);
+                }
+                if raised & Signals::DOWN != 0 && !closing {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                deadline = Some(Instant::now() + CLOSE_GRACE);
+                if raised & Signals::CLOSE != 0 && deadline.is_none() {
+                    debug!(peer = %addr, "{what}: closed by its service");
+                    if !closing {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    deadline = Some(Instant::now() + CLOSE_GRACE);
+                }
             }
             () = sleep_until_some(deadline) => return,
         }
@@ -456,126 +469,6 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// How many calls a connection has open, and since when it has had none.
-#[derive(Debug)]
-struct Activity {
-    open: AtomicUsize,
-    idle_since: Mutex<Instant>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            open: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn start(self: &Arc<Self>) -> CallOpen {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        CallOpen(self.clone())
-    }
-
-    /// Resolves once no call has been open for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let idle_since = self
-                .idle_since
-                .lock()
-                .map(|t| *t)
-                .unwrap_or_else(|_| Instant::now());
-            let busy = self.open.load(Ordering::SeqCst) > 0;
-            let now = Instant::now();
-            if !busy && now >= idle_since + timeout {
-                return;
-            }
-            let next = if busy {
-                now + timeout
-            } else {
-                idle_since + timeout
-            };
-            tokio::time::sleep_until(next).await;
-        }
-    }
-}
-
-/// A call in progress; dropped when its response is done (or abandoned).
-#[derive(Debug)]
-struct CallOpen(Arc<Activity>);
-
-impl Drop for CallOpen {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            if let Ok(mut since) = self.0.idle_since.lock() {
-                *since = Instant::now();
-            }
-        }
-    }
-}
-
-/// A service whose calls count as activity until their responses end.
-#[derive(Debug)]
-struct Tracked<S> {
-    inner: Arc<S>,
-    activity: Arc<Activity>,
-}
-
-impl<S> Clone for Tracked<S> {
-    fn clone(&self) -> Self {
-        Tracked {
-            inner: self.inner.clone(),
-            activity: self.activity.clone(),
-        }
-    }
-}
-
-impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    B: Body,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let open = self.activity.start();
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await?;
-            Ok(response.map(|body| TrackedBody { body, _open: open }))
-        })
-    }
-}
-
-/// A response body that keeps its call counted as open until it is done.
-#[derive(Debug)]
-pub struct TrackedBody<B> {
-    body: B,
-    _open: CallOpen,
-}
-
-impl<B: Body + Unpin> Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

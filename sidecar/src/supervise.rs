@@ -35,22 +35,23 @@
 //! Re-judging goes through the gate, so a thousand open calls asking the
 //! same question make one call to the decision server.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use purposegate_proto::v1 as pb;
 use purposegate_runtime::listen::Closer;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod call;
+mod opened;
 #[cfg(test)]
 mod tests;
 
 pub use call::Supervised;
 use call::{CallState, Owner};
+use opened::Opened;
 
 use crate::cache::Answer;
 use crate::gate::Gate;
@@ -68,6 +69,10 @@ const ENDING_GRACE: Duration = Duration::from_secs(1);
 /// subscription taken when the call opened.
 pub const START_AFTER: Duration = Duration::from_millis(20);
 
+/// The starter wakes at most once a tick: a call's supervisor starts
+/// between [`START_AFTER`] and that plus a tick after the call opened.
+const TICK: Duration = Duration::from_millis(10);
+
 /// What supervises open calls: the gate, the revisions the sidecar hears
 /// of, and how long a call may go without being judged again.
 #[derive(Debug, Clone)]
@@ -81,20 +86,9 @@ pub struct Supervisor {
     /// `--call-idle-timeout`.
     idle: Duration,
     /// Calls opened whose supervisors are still to start.
-    opened: Arc<Opened>,
+    opened: Arc<Opened<Start>>,
     /// Supervisors started so far.
     started: Arc<AtomicU64>,
-}
-
-/// Calls opened, oldest first, for the task that starts their supervisors
-/// [`START_AFTER`] each opened: pushed under a lock held for the push, so
-/// a call costs no channel, task or timer of its own.
-#[derive(Debug, Default)]
-struct Opened {
-    /// `None` once the starter is gone: calls are then supervised at once.
-    calls: Mutex<Option<VecDeque<Start>>>,
-    /// Told when a call comes to an empty queue.
-    came: Notify,
 }
 
 /// A call whose supervisor is to start [`START_AFTER`] it opened.
@@ -133,10 +127,7 @@ impl Supervisor {
             choices: None,
             max_age,
             idle,
-            opened: Arc::new(Opened {
-                calls: Mutex::new(Some(VecDeque::new())),
-                came: Notify::new(),
-            }),
+            opened: Arc::new(Opened::new()),
             started: Arc::default(),
         };
         tokio::spawn(starter(supervisor.clone()));
@@ -172,20 +163,7 @@ impl Supervisor {
             choices,
             ceiling_gone,
         };
-        let (unqueued, first) = match self.opened.calls.lock() {
-            Ok(mut calls) => match calls.as_mut() {
-                Some(queue) => {
-                    queue.push_back(start);
-                    (None, queue.len() == 1)
-                }
-                None => (Some(start), false),
-            },
-            Err(_) => (Some(start), false),
-        };
-        if first {
-            self.opened.came.notify_one();
-        }
-        if let Some(start) = unqueued {
+        if let Err(start) = self.opened.push(start.owner.state().began, start) {
             // No starter (the runtime is ending): supervised at once.
             tokio::spawn(supervise(self.clone(), start));
         }
@@ -199,45 +177,29 @@ impl Supervisor {
 /// them all, and a burst of calls costs one wake-up.
 async fn starter(supervisor: Supervisor) {
     /// Closes the queue when the starter goes (its runtime ends).
-    struct Closing(Arc<Opened>);
+    struct Closing(Arc<Opened<Start>>);
     impl Drop for Closing {
         fn drop(&mut self) {
-            let left = match self.0.calls.lock() {
-                Ok(mut calls) => calls.take(),
-                Err(poisoned) => poisoned.into_inner().take(),
-            };
-            drop(left);
+            self.0.close();
         }
     }
     let opened = supervisor.opened.clone();
     let _closing = Closing(opened.clone());
     let mut due = Vec::new();
+    let mut last = Instant::now();
     loop {
-        let oldest = match opened.calls.lock() {
-            Ok(calls) => calls
-                .as_ref()
-                .and_then(|queue| queue.front())
-                .map(|start| start.owner.state().began),
-            Err(_) => return,
-        };
-        match oldest {
+        match opened.oldest() {
             None => {
-                opened.came.notified().await;
+                opened.came().await;
                 continue;
             }
-            Some(began) => tokio::time::sleep_until(began + START_AFTER).await,
+            // At most one wake-up a tick: under load a wake-up serves
+            // every call opened within it.
+            Some(began) => tokio::time::sleep_until((began + START_AFTER).max(last + TICK)).await,
         }
         let now = Instant::now();
-        if let Ok(mut calls) = opened.calls.lock() {
-            if let Some(queue) = calls.as_mut() {
-                while queue
-                    .front()
-                    .is_some_and(|start| start.owner.state().began + START_AFTER <= now)
-                {
-                    due.extend(queue.pop_front());
-                }
-            }
-        }
+        last = now;
+        opened.take_opened_by(now.checked_sub(START_AFTER).unwrap_or(now), &mut due);
         // Over by now (the most): dropped here, off every call's path.
         for start in due.drain(..) {
             if start.owner.state().handles() > 0 {

@@ -75,11 +75,17 @@ pub(super) async fn forward(
     // the declared one as a single number (never `5, 5` as a caller may
     // write it), or none for a body of unknown length (chunked to an
     // HTTP/1.1 app).
-    parts.headers.remove(hyper::header::CONTENT_LENGTH);
-    if let (true, Some(length)) = (body.present, body.length) {
-        parts
-            .headers
-            .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+    match (body.present, body.length) {
+        // Said once already, as the sidecar would say it: left as it is.
+        (true, Some(length)) if says_once(&parts.headers, length) => {}
+        (true, Some(length)) => {
+            parts
+                .headers
+                .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        _ => {
+            parts.headers.remove(hyper::header::CONTENT_LENGTH);
+        }
     }
     if !http2 && (body.present || parts.method == Method::HEAD) {
         parts
@@ -119,6 +125,22 @@ pub(super) async fn forward(
     }
 }
 
+/// Whether `headers` carry one `content-length`, `length` in plain decimal
+/// digits (no sign, no leading zero, no list).
+fn says_once(headers: &HeaderMap, length: u64) -> bool {
+    let mut values = headers.get_all(hyper::header::CONTENT_LENGTH).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let digits = value.as_bytes();
+    digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits.first() != Some(&b'0'))
+        && std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            == Some(length)
+}
+
 /// 1. The app's address with the canonical `path` judged (or, for a call
 ///    let through as it came, the target as sent) and the query as sent.
 fn target(upstream: &Upstream, judged: Option<(&str, Table)>, sent: &Uri) -> Option<Uri> {
@@ -152,8 +174,7 @@ fn app_headers(
     trimmed: impl FnOnce(usize),
 ) {
     let decided = permit.decided_headers();
-    let set_again: Vec<HeaderName> = decided.iter().map(|(name, _)| name.clone()).collect();
-    crate::strip::request_headers(headers, grpc, permit.request.is_none(), &set_again);
+    crate::strip::request_headers(headers, grpc, permit.request.is_none(), &decided);
     for (name, value) in decided {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
@@ -284,6 +305,34 @@ fn relay(
         Err(e) => {
             warn!(error = %e, upstream = %upstream.uri, "the app cannot be reached");
             upstream_error(reply_grpc, "the app behind the sidecar cannot be reached")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_is_kept_only_as_the_sidecar_would_say_it() {
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(hyper::header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            says_once(&headers, 5)
+        };
+        assert!(with(&["5"]));
+        for sent in [
+            &["05"][..],
+            &["+5"],
+            &["5, 5"],
+            &["5", "5"],
+            &["6"],
+            &[""],
+            &[],
+        ] {
+            assert!(!with(sent), "{sent:?}");
         }
     }
 }

@@ -172,7 +172,12 @@ impl Supervised {
     pub fn moved(&self) {
         let state = &self.state;
         let ms = u64::try_from(state.began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        state.last_ms.fetch_max(ms, Ordering::Relaxed);
+        // Written only when it moves on: both directions' tasks report,
+        // often on different threads, and a write each frame would bounce
+        // the line between them.
+        if ms > state.last_ms.load(Ordering::Relaxed) {
+            state.last_ms.fetch_max(ms, Ordering::Relaxed);
+        }
     }
 
     /// Ready with the refusal that ends the call; pending while it may go on.
