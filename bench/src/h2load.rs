@@ -2,7 +2,11 @@
 //! `GetCustomer` calls at the demo app directly, through the plain
 //! pass-through proxy and through the sidecar (every call a cache hit; then
 //! about one call in ten a miss), at 1, 16 and 64 concurrent streams on one
-//! connection. Requests per second and latency are as h2load prints them.
+//! connection, in [`ROUNDS`] interleaved rounds (every path at every number
+//! of streams, then again), so that a burst of load on the shared host
+//! falls on every path alike and the report can judge the median and say
+//! how far the rounds spread. Requests per second and latency are as
+//! h2load prints them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,13 +17,17 @@ use serde::Serialize;
 /// Concurrent streams of each run.
 pub const STREAMS: [usize; 3] = [1, 16, 64];
 /// Seconds each run measures, after a second of warm-up.
-const SECONDS: u32 = 3;
+pub const SECONDS: u32 = 2;
+/// Interleaved rounds of every run.
+pub const ROUNDS: usize = 3;
 
 /// One h2load run, as it reported it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub path: String,
     pub streams: usize,
+    /// Which of the [`ROUNDS`] this run was (from 0).
+    pub round: usize,
     pub requests_per_second: f64,
     pub succeeded: u64,
     pub failed: u64,
@@ -130,6 +138,7 @@ fn parse(text: &str, path: &str, streams: usize) -> Result<Run, String> {
     Ok(Run {
         path: path.to_string(),
         streams,
+        round: 0,
         requests_per_second: rps,
         succeeded: count("succeeded").ok_or_else(unreadable)?,
         failed: count("failed").ok_or_else(unreadable)?,

@@ -260,12 +260,15 @@ async fn load_generator(
         )
     };
     let mut runs = Vec::new();
-    for streams in h2load::STREAMS {
+    for (round, streams) in
+        (0..h2load::ROUNDS).flat_map(|round| h2load::STREAMS.map(|streams| (round, streams)))
+    {
         for (target, sidecar) in &targets {
             let before = sidecar.map(counters);
             let cpu_before = sidecar.map(|s| s.cpu_time());
             let started = Instant::now();
             let mut run = h2load::run(dir.path(), target, streams)?;
+            run.round = round;
             if let (Some(sidecar), Some(cpu_before)) = (sidecar, cpu_before) {
                 run.sidecar_cores = Some(
                     (sidecar.cpu_time() - cpu_before).as_secs_f64()
@@ -288,8 +291,9 @@ async fn load_generator(
                 });
             }
             println!(
-                "{:>34}: h2load, {streams:>2} streams: {:>8.0} req/s, mean {}{}",
+                "{:>34}: h2load, {streams:>2} streams, round {}: {:>8.0} req/s, mean {}{}",
                 run.path,
+                round + 1,
                 run.requests_per_second,
                 run.latency[2],
                 run.miss_share

@@ -505,7 +505,7 @@ fn machine(md: &mut String, gauges: &[Sample], speed: Speed) {
     let _ = writeln!(md, "## This run's machine\n");
     let _ = writeln!(
         md,
-        "A fixed piece of CPU work (a xorshift walk of 4,096 steps, `timing::reference`) is timed before and after the parts of the run: it moves with the host's load as every figure here does, so a goal in absolute time can be read against it.\n\n| when | median | p90 |\n|---|---:|---:|"
+        "A fixed piece of CPU work (a xorshift walk of 4,096 steps, `timing::reference`) is timed anew before and after the parts of the run (1,600 timings each): it shows how fast one core of the host ran then, so a goal in absolute time can be read against it. Being one core's work, it does not show the host's other load competing for the cores, which is what moves the load figures most: that noise is measured where it matters, by running every h2load figure in interleaved rounds and reporting how far the same program's rounds spread (see Under load).\n\n| when | median | p90 |\n|---|---:|---:|"
     );
     for g in gauges {
         let _ = writeln!(
