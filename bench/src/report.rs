@@ -437,12 +437,15 @@ fn network(
     }
     if let (Some(hit), Some(pass)) = (find(&n.sidecar, "sidecar, cache hit"), pass) {
         let r = ratio(hit.median_ns, pass.median_ns);
+        let over_ns = hit.median_ns - pass.median_ns;
+        let met = r <= 1.05 && over_ns <= 10_000.0;
         let _ = writeln!(
             md,
-            "\n| goal | measured | met |\n|---|---:|:---:|\n| a sidecar cache hit within 1.1x the pass-through proxy (p50) | {r:.3}x | {} |\n",
-            if r <= 1.1 { "yes" } else { "no" }
+            "\n| goal | measured | met |\n|---|---:|:---:|\n| a sidecar cache hit within 1.05x the pass-through proxy, and at most 10 µs above it (p50) | {r:.3}x ({} above) | {} |\n",
+            us(over_ns),
+            if met { "yes" } else { "no" }
         );
-        if r > 1.1 {
+        if !met {
             let _ = writeln!(
                 md,
                 "**Not met in this run.** The sidecar's p50 is {} above the proxy's, of which the cache hit itself is {:.0} ns (below): the rest is the sidecar's own request path, which a proxy that decides nothing does not walk (the decided headers read once each and rewritten, the path made canonical, the call put under supervision, a span when traced). A ratio shifts with the machine too. {}\n",
