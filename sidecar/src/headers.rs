@@ -280,8 +280,9 @@ pub fn decided<'a>(
     out
 }
 
-/// The decided headers' names as [`HeaderName`]s, built at compile time
-/// (a name parsed at run time costs more than the rest of setting it).
+/// The decided headers' names, and `baggage`'s, as [`HeaderName`]s built
+/// at compile time (a name parsed at run time costs more than the rest of
+/// setting it).
 pub mod name {
     use hyper::header::HeaderName;
 

@@ -153,14 +153,15 @@ fn remove_where(headers: &mut HeaderMap, remove: impl Fn(&str) -> bool) {
 /// above and every name the caller lists in `connection` removed. `te:
 /// trailers` stays for gRPC, which needs it. The caller of a call let
 /// through by `--dry-run` without a question keeps its decided headers.
-/// Names in `set_again` (as the map spells them) are left for the caller,
-/// which sets them next: an insert replaces every value of its name, and a
-/// removal first would cost as much again on every call.
-pub fn request_headers<V>(
+/// Names `set_again` picks (as the map spells them) are left for the
+/// caller, which must then set or remove each: an insert replaces every
+/// value of its name, and a removal first would cost as much again on
+/// every call.
+pub fn request_headers(
     headers: &mut HeaderMap,
     grpc: bool,
     keep_decided: bool,
-    set_again: &[(HeaderName, V)],
+    set_again: impl Fn(&str) -> bool,
 ) {
     let nominated: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
@@ -176,7 +177,7 @@ pub fn request_headers<V>(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     remove_where(headers, |name| match removed(name) {
         None => false,
-        Some(_) if set_again.iter().any(|(again, _)| again.as_str() == name) => false,
+        Some(_) if set_again(name) => false,
         // Set again below, once, whatever the caller sent.
         Some(Removed::HopByHop) if te_trailers && name == hyper::header::TE.as_str() => false,
         Some(Removed::Decided) => !(keep_decided && crate::headers::is_decided(name)),
@@ -284,16 +285,16 @@ mod tests {
             HeaderValue::from_static("x-purpose, x-checksum, x-http-method-override, host"),
         );
         let mut grpc = h.clone();
-        request_headers::<()>(&mut h, false, false, &[]);
+        request_headers(&mut h, false, false, |_| false);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["trailer"], "x-checksum");
-        request_headers::<()>(&mut grpc, true, false, &[]);
+        request_headers(&mut grpc, true, false, |_| false);
         assert_eq!(grpc["te"], "trailers");
         // A second `te` never rides along with the one kept.
         let mut twice = HeaderMap::new();
         twice.append("te", HeaderValue::from_static("trailers"));
         twice.append("te", HeaderValue::from_static("gzip"));
-        request_headers::<()>(&mut twice, true, false, &[]);
+        request_headers(&mut twice, true, false, |_| false);
         assert_eq!(twice.get_all("te").iter().collect::<Vec<_>>(), ["trailers"]);
     }
 
@@ -303,7 +304,7 @@ mod tests {
         h.insert("x-purpose", HeaderValue::from_static("stated"));
         h.insert("x_purpose", HeaderValue::from_static("look-alike"));
         h.insert("x-subject", HeaderValue::from_static("not set again"));
-        request_headers(&mut h, false, false, &[(crate::headers::name::PURPOSE, ())]);
+        request_headers(&mut h, false, false, |name| name == crate::headers::PURPOSE);
         assert_eq!(
             h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
             ["x-purpose"]

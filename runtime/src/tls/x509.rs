@@ -135,6 +135,12 @@ fn general_names(value: &[u8], kind: u8) -> Result<Vec<String>, DerError> {
             if !value.is_ascii() {
                 return Err(DerError("a name is not IA5 text"));
             }
+            // No URI or host name holds a space or a control character:
+            // one that does would reach a header the app reads, and names
+            // no one here.
+            if !value.iter().all(u8::is_ascii_graphic) {
+                return Err(DerError("a name holds a space or a control character"));
+            }
             uris.push(String::from_utf8_lossy(value).into_owned());
         }
     }
@@ -211,6 +217,24 @@ mod tests {
             ])
         );
         assert_eq!(dns_sans(&cert), Ok(vec!["localhost".to_string()]));
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_or_space_is_an_error() {
+        for name in [
+            "spiffe://a/b\nx-subject: victim",
+            "spiffe://a/b c",
+            "spiffe://a/\u{7f}",
+        ] {
+            let cert = certificate(&[san(false, &[(URI_NAME, name)])]);
+            assert!(uri_sans(&cert).is_err(), "{name:?}");
+        }
+        // Only names of the kind asked for are read.
+        let cert = certificate(&[san(
+            false,
+            &[(0x82, "bad host"), (URI_NAME, "spiffe://a/b")],
+        )]);
+        assert_eq!(uri_sans(&cert), Ok(vec!["spiffe://a/b".to_string()]));
     }
 
     #[test]

@@ -174,10 +174,20 @@ fn app_headers(
     trimmed: impl FnOnce(usize),
 ) {
     let decided = permit.decided_headers();
-    crate::strip::request_headers(headers, grpc, permit.request.is_none(), &decided);
+    crate::strip::request_headers(headers, grpc, permit.request.is_none(), |name| {
+        decided.iter().any(|(again, _)| again.as_str() == name)
+    });
     for (name, value) in decided {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
+        // A decided value that cannot be a header value (a subject from a
+        // certificate or a message may hold any character) is not sent,
+        // and neither is what the caller wrote in its place.
+        match HeaderValue::from_str(&value) {
+            Ok(value) => {
+                headers.insert(name, value);
+            }
+            Err(_) => {
+                headers.remove(name);
+            }
         }
     }
     // The baggage is the sidecar's: the permit's purpose context first (or
@@ -312,6 +322,39 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use purposegate_proto::v1 as pb;
+
+    #[test]
+    fn a_decided_value_that_cannot_be_sent_leaves_nothing_of_the_callers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-subject",
+            HeaderValue::from_static("written-by-the-caller"),
+        );
+        headers.insert("x-purpose", HeaderValue::from_static("provide"));
+        let permit = Permit {
+            request: Some(pb::CheckRequest {
+                purpose: "provide".into(),
+                subject: Some(pb::Subject {
+                    id: "judged\nsubject".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let downstream = Downstream::new(purposegate_runtime::listen::Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            subject: None,
+            names: std::sync::Arc::from(Vec::new()),
+            closer: purposegate_runtime::listen::Closer::default(),
+        });
+        let via = HeaderValue::from_static("me");
+        app_headers(&mut headers, &permit, true, &downstream, &via, |_| {});
+        assert!(headers.get("x-subject").is_none(), "{headers:?}");
+        assert_eq!(headers["x-purpose"], "provide");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    }
 
     #[test]
     fn a_length_is_kept_only_as_the_sidecar_would_say_it() {

@@ -66,20 +66,25 @@ impl CallState {
 
     /// Wakes every task that polled a handle; each sees the call ended.
     fn wake_all(&self) {
-        let wakers = match self.wakers.lock() {
-            Ok(mut wakers) => std::mem::take(&mut *wakers),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let wakers = std::mem::take(&mut *self.wakers());
         for (_, waker) in wakers {
             waker.wake();
         }
     }
 
-    fn register(&self, id: u32, waker: &Waker) {
-        let mut wakers = match self.wakers.lock() {
+    fn wakers(&self) -> std::sync::MutexGuard<'_, Vec<(u32, Waker)>> {
+        match self.wakers.lock() {
             Ok(wakers) => wakers,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    fn unregister(&self, id: u32) {
+        self.wakers().retain(|(of, _)| *of != id);
+    }
+
+    fn register(&self, id: u32, waker: &Waker) {
+        let mut wakers = self.wakers();
         match wakers.iter_mut().find(|(of, _)| *of == id) {
             Some((_, known)) => known.clone_from(waker),
             None => wakers.push((id, waker.clone())),
@@ -160,6 +165,11 @@ impl Clone for Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
+        if self.registered.is_some() {
+            // Its task's waker goes with it: a long call whose request
+            // ended keeps no finished task alive.
+            self.state.unregister(self.id);
+        }
         if self.state.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Stored if no supervisor waits yet; none starts after this.
             self.state.gone.notify_one();
@@ -233,9 +243,29 @@ mod tests {
         tokio::task::yield_now().await;
         owner.end(Refusal::refused("no longer permitted".to_string()));
         for waiter in waiting {
-            assert_eq!(waiter.await.unwrap().reason, "no longer permitted");
+            let refusal = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken");
+            assert_eq!(refusal.unwrap().reason, "no longer permitted");
         }
-        owner.all_gone().await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), owner.all_gone())
+            .await
+            .expect("every handle gone");
+    }
+
+    #[test]
+    fn a_dropped_handle_takes_its_waker_with_it() {
+        let (_owner, mut first) = CallState::open();
+        let mut second = first.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(first.poll_ended(&mut cx).is_pending());
+        assert!(second.poll_ended(&mut cx).is_pending());
+        assert_eq!(first.state.wakers().len(), 2);
+        let state = first.state.clone();
+        drop(first);
+        assert_eq!(state.wakers().len(), 1);
+        drop(second);
+        assert!(state.wakers().is_empty());
     }
 
     #[tokio::test]

@@ -9,15 +9,20 @@ fn supervisor(idle: Duration) -> (Supervisor, watch::Sender<Option<pb::PolicyRev
     )
 }
 
+/// A call let through without a question (watched for idleness only).
+fn unjudged(closer: &Closer) -> Watched {
+    Watched {
+        permitted: None,
+        closer: closer.clone(),
+        inherited_until: None,
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_that_moves_no_data_ends_after_the_idle_timeout() {
     let (supervisor, _tx) = supervisor(Duration::from_secs(60));
     let closer = Closer::default();
-    let mut call = supervisor.watch(Watched {
-        permitted: None,
-        closer: closer.clone(),
-        inherited_until: None,
-    });
+    let mut call = supervisor.watch(unjudged(&closer));
     let start = Instant::now();
     // Data moves at 30 s: the call idles from then on.
     let mover = call.clone();
@@ -66,11 +71,7 @@ async fn a_call_ends_when_the_context_it_inherited_expires() {
 async fn an_ended_call_whose_bodies_go_leaves_its_connection_open() {
     let (supervisor, _tx) = supervisor(Duration::from_secs(5));
     let closer = Closer::default();
-    let mut call = supervisor.watch(Watched {
-        permitted: None,
-        closer: closer.clone(),
-        inherited_until: None,
-    });
+    let mut call = supervisor.watch(unjudged(&closer));
     call.ended().await;
     drop(call);
     assert!(
@@ -84,11 +85,7 @@ async fn an_ended_call_whose_bodies_go_leaves_its_connection_open() {
 #[tokio::test(start_paused = true)]
 async fn a_call_over_before_its_supervisor_would_start_costs_none() {
     let (supervisor, _tx) = supervisor(Duration::from_secs(5));
-    let watched = || Watched {
-        permitted: None,
-        closer: Closer::default(),
-        inherited_until: None,
-    };
+    let watched = || unjudged(&Closer::default());
     // Over within START_AFTER: never supervised.
     let quick = supervisor.watch(watched());
     tokio::time::sleep(START_AFTER / 2).await;
@@ -104,14 +101,19 @@ async fn a_call_over_before_its_supervisor_would_start_costs_none() {
 #[tokio::test(start_paused = true)]
 async fn a_call_is_watched_while_any_handle_of_it_remains() {
     let (supervisor, _tx) = supervisor(Duration::from_secs(5));
-    let call = supervisor.watch(Watched {
-        permitted: None,
-        closer: Closer::default(),
-        inherited_until: None,
-    });
+    let call = supervisor.watch(unjudged(&Closer::default()));
     let mut other = call.clone();
     drop(call);
-    // One handle left: still watched, ended when idle.
-    let refusal = tokio::time::timeout(Duration::from_secs(6), other.ended()).await;
-    assert!(refusal.is_ok());
+    // One handle left: still watched, ended when idle (not for a
+    // supervision that stopped), after the idle timeout.
+    let start = Instant::now();
+    let refusal = tokio::time::timeout(Duration::from_secs(6), other.ended())
+        .await
+        .expect("ended within the idle timeout");
+    assert_eq!(
+        refusal.kind,
+        crate::refusal::RefusalKind::Idle,
+        "{refusal:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
 }
