@@ -443,4 +443,28 @@ fn with_mutual_tls_the_app_sees_only_the_certified_subject() {
         ["spiffe://example.org/ns/shop/sa/billing"],
         "{seen:?}"
     );
+
+    // A certificate whose URI SAN holds a control character names no one
+    // (it could not be a header value; the caller's `x-subject` is not
+    // believed either): this policy binds purposes to subjects, so the
+    // call is denied and the app sees nothing of it.
+    let calls_before = app.seen().len();
+    let (odd_cert, odd_key) =
+        trust.issue("odd", "URI:spiffe://example.org/ns/shop/sa/bil\u{1}ling");
+    let got = purposegate_tests::curl(&[
+        "--cacert",
+        &trust.ca(),
+        "--cert",
+        &odd_cert,
+        "--key",
+        &odd_key,
+        "-H",
+        "x-purpose: provide",
+        "-H",
+        "x-subject: mallory",
+        &format!("https://{}/records/1", sidecar.proxy_addr),
+    ]);
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("names no subject"), "{got:?}");
+    assert_eq!(app.seen().len(), calls_before);
 }
