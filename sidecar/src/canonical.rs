@@ -26,6 +26,7 @@
 //! - Repeated slashes are merged, then `.` and `..` segments removed; a
 //!   `..` that would climb above the root is refused.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Longest request path the sidecar reads; a longer one is refused.
@@ -66,8 +67,9 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// The canonical form of `raw`, a request path without its query.
-pub fn path(raw: &str) -> Result<String, AmbiguousPath> {
+/// The canonical form of `raw`, a request path without its query:
+/// borrowed when `raw` is canonical already (as nearly every path is).
+pub fn path(raw: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     if raw.len() > MAX_PATH_BYTES {
         return Err(refuse("is longer than 8 KiB"));
     }
@@ -75,10 +77,10 @@ pub fn path(raw: &str) -> Result<String, AmbiguousPath> {
         return Err(refuse("does not start with `/`"));
     }
     if canonical_already(raw) {
-        return Ok(raw.to_string());
+        return Ok(Cow::Borrowed(raw));
     }
     let decoded = decode_unreserved(raw.as_bytes())?;
-    remove_dot_segments(&decoded)
+    remove_dot_segments(&decoded).map(Cow::Owned)
 }
 
 /// Whether `raw` (which starts with `/`) is its own canonical form, as
@@ -364,12 +366,20 @@ mod tests {
             if canonical_already(&raw) {
                 prop_assert_eq!(full.as_deref(), Ok(raw.as_str()));
             }
-            prop_assert_eq!(path(&raw), full);
+            // Borrowed exactly when the path came canonical.
+            let read = path(&raw);
+            prop_assert_eq!(
+                matches!(read, Ok(Cow::Borrowed(_))),
+                canonical_already(&raw)
+            );
+            prop_assert_eq!(read.map(Cow::into_owned), full);
         }
     }
 
     fn ok(raw: &str) -> String {
-        path(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+        path(raw)
+            .unwrap_or_else(|e| panic!("{raw}: {e}"))
+            .into_owned()
     }
 
     #[test]

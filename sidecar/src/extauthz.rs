@@ -247,7 +247,7 @@ fn let_through(permit: &Permit, rewrite: Rewrite) -> CheckResponse {
     } = rewrite;
     let decided = permit.decided_headers();
     let mut ok = OkHttpResponseBuilder::new();
-    for (name, value) in &decided {
+    for (name, value) in decided.iter() {
         ok.add_header(
             name.as_str(),
             value.to_string(),
@@ -270,7 +270,7 @@ fn let_through(permit: &Permit, rewrite: Rewrite) -> CheckResponse {
     }
     for name in reserved {
         // Only what is not set again: Envoy may remove after it sets.
-        let decided_now = decided.iter().any(|(n, _)| n.as_str() == name);
+        let decided_now = decided.names(&name);
         let keep_as_stated = permit.request.is_none() && headers::is_decided(&name);
         if !decided_now && !keep_as_stated && !remove.contains(&name) {
             remove.push(name);

@@ -97,8 +97,8 @@ pub enum Limit {
 
 /// What the caller's decided headers say, each trimmed; empty when absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stated {
-    values: [String; DECIDED.len()],
+pub struct Stated<'h> {
+    values: [&'h str; DECIDED.len()],
 }
 
 /// Why a call's headers cannot be read as one question.
@@ -111,12 +111,12 @@ impl std::fmt::Display for UnreadableHeaders {
     }
 }
 
-impl Stated {
+impl<'h> Stated<'h> {
     /// Reads `headers` (name, value) as a call carries them. Names are
     /// compared case-insensitively.
-    pub fn read<'h>(
+    pub fn read(
         headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
-    ) -> Result<Stated, UnreadableHeaders> {
+    ) -> Result<Stated<'h>, UnreadableHeaders> {
         let mut stated = Stated::default();
         let mut seen = [false; DECIDED.len()];
         for (name, value) in headers {
@@ -146,12 +146,13 @@ impl Stated {
     }
 
     /// The trimmed value of decided header `name`; empty when absent.
-    pub fn get(&self, name: &str) -> &str {
+    pub fn get(&self, name: &str) -> &'h str {
         DECIDED
             .iter()
             .position(|(decided, _)| *decided == name)
             .and_then(|i| self.values.get(i))
-            .map_or("", String::as_str)
+            .copied()
+            .unwrap_or("")
     }
 
     /// A list header's entries.
@@ -169,7 +170,7 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-fn read_value(name: &str, limit: Limit, value: &[u8]) -> Result<String, UnreadableHeaders> {
+fn read_value<'h>(name: &str, limit: Limit, value: &'h [u8]) -> Result<&'h str, UnreadableHeaders> {
     let bad = |problem: String| UnreadableHeaders(format!("header `{name}` {problem}"));
     if value
         .iter()
@@ -204,9 +205,9 @@ fn read_value(name: &str, limit: Limit, value: &[u8]) -> Result<String, Unreadab
                     long.len()
                 )));
             }
-            Ok(text.to_string())
+            Ok(text)
         }
-        _ => Ok(text.to_string()),
+        _ => Ok(text),
     }
 }
 
@@ -233,11 +234,8 @@ pub fn is_own(name: &str) -> bool {
 /// sidecar asked), with `obligations` of the permit: exactly the values
 /// decided, none empty. Names are built at compile time and values
 /// borrowed where they are one field: this runs on every permitted call.
-pub fn decided<'a>(
-    request: &'a pb::CheckRequest,
-    obligations: &[pb::Obligation],
-) -> Vec<(HeaderName, Cow<'a, str>)> {
-    let mut out = Vec::with_capacity(DECIDED.len() + 1);
+pub fn decided<'a>(request: &'a pb::CheckRequest, obligations: &[pb::Obligation]) -> Decided<'a> {
+    let mut out = Decided(Vec::with_capacity(DECIDED.len() + 1));
     out.push((name::PURPOSE, Cow::Borrowed(request.purpose.as_str())));
     if let Some(subject) = &request.subject {
         out.push((name::SUBJECT, Cow::Borrowed(subject.id.as_str())));
@@ -276,8 +274,29 @@ pub fn decided<'a>(
     if !obligations.is_empty() {
         out.push((name::OBLIGATIONS, Cow::Owned(obligations_json(obligations))));
     }
-    out.retain(|(_, v)| !v.is_empty());
     out
+}
+
+/// The decided headers of one permit, each name once and no value empty.
+#[derive(Debug, Default)]
+pub struct Decided<'a>(Vec<(HeaderName, Cow<'a, str>)>);
+
+impl<'a> Decided<'a> {
+    /// Adds `name` with `value`, unless the value is empty.
+    fn push(&mut self, entry: (HeaderName, Cow<'a, str>)) {
+        if !entry.1.is_empty() {
+            self.0.push(entry);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(HeaderName, Cow<'a, str>)> {
+        self.0.iter()
+    }
+
+    /// Whether `name` (as a map spells it) is among them.
+    pub fn names(&self, name: &str) -> bool {
+        self.iter().any(|(decided, _)| decided.as_str() == name)
+    }
 }
 
 /// The decided headers' names, and `baggage`'s, as [`HeaderName`]s built
@@ -341,7 +360,7 @@ pub fn obligations_json(obligations: &[pb::Obligation]) -> String {
 mod tests {
     use super::*;
 
-    fn read(headers: &[(&str, &str)]) -> Result<Stated, UnreadableHeaders> {
+    fn read<'a>(headers: &[(&'a str, &'a str)]) -> Result<Stated<'a>, UnreadableHeaders> {
         Stated::read(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
     }
 

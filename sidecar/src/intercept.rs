@@ -4,9 +4,6 @@
 //! the gate, and decide whether the call goes through. Only an enforced
 //! PERMIT does, unless `--dry-run`.
 
-use std::borrow::Cow;
-
-use hyper::header::HeaderName;
 use opentelemetry::Context;
 use purposegate_proto::v1 as pb;
 use tracing::info;
@@ -55,7 +52,7 @@ pub struct Permit {
 
 impl Permit {
     /// The decided headers the app receives (see [`headers::decided`]).
-    pub fn decided_headers(&self) -> Vec<(HeaderName, Cow<'_, str>)> {
+    pub fn decided_headers(&self) -> headers::Decided<'_> {
         match &self.request {
             Some(request) => headers::decided(
                 request,
@@ -63,7 +60,7 @@ impl Permit {
                     .as_ref()
                     .map_or(&[][..], |a| a.obligations.as_slice()),
             ),
-            None => Vec::new(),
+            None => headers::Decided::default(),
         }
     }
 }
@@ -178,7 +175,7 @@ fn check_request(
     inheritance: &crate::inherit::Inheritance,
 ) -> Result<pb::CheckRequest, Refusal> {
     let reading = call.reading;
-    let (path, method, stated) = (reading.path.as_str(), reading.method, &reading.stated);
+    let (path, method, stated) = (reading.path.as_ref(), reading.method, &reading.stated);
     let refuse = Refusal::refused;
     let Some(route) = reading.route else {
         return Err(refuse(format!(

@@ -270,7 +270,12 @@ impl Proxy {
                 };
                 match judged {
                     Enforcement::LetThrough(permit) => {
-                        Ok((permit, Some((reading.path.clone(), reading.table))))
+                        // A path that came canonical goes on as sent.
+                        let rewritten = match reading.path {
+                            std::borrow::Cow::Borrowed(_) => None,
+                            std::borrow::Cow::Owned(path) => Some(path),
+                        };
+                        Ok((permit, Some((rewritten, reading.table))))
                     }
                     Enforcement::Deny(refusal) => Err(refusal),
                 }
@@ -293,7 +298,7 @@ impl Proxy {
             Ok((permit, canonical)) => {
                 let canonical = canonical
                     .as_ref()
-                    .map(|(path, table)| (path.as_str(), *table));
+                    .map(|(path, table)| (path.as_deref(), *table));
                 forward::forward(self, req, downstream, place, canonical, *permit, look).await
             }
             Err(refusal) => deny(reply_grpc, &refusal),

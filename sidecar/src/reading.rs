@@ -23,6 +23,8 @@
 //! Nothing here asks anyone: the intercept step (`judge`) takes the
 //! reading to the gate.
 
+use std::borrow::Cow;
+
 use crate::canonical;
 use crate::headers::Stated;
 use crate::refusal::Refusal;
@@ -50,13 +52,14 @@ pub struct Described<'a, H> {
 /// A call read as one thing.
 #[derive(Debug)]
 pub struct Reading<'a, 'r> {
-    /// The canonical path, without the query: the one judged and forwarded.
-    pub path: String,
+    /// The canonical path, without the query: the one judged and forwarded
+    /// (borrowed from the call when it came canonical).
+    pub path: Cow<'a, str>,
     pub table: Table,
     /// The route that covers the call; `None`: no route does, and the call
     /// is denied when judged.
     pub route: Option<&'r Route>,
-    pub stated: Stated,
+    pub stated: Stated<'a>,
     /// The values of every `baggage` header.
     pub baggage: Vec<&'a str>,
     pub method: &'a str,

@@ -149,6 +149,25 @@ fn remove_where(headers: &mut HeaderMap, remove: impl Fn(&str) -> bool) {
     }
 }
 
+/// Which of the names the proxy reads or sets after [`request_headers`]
+/// the request still carries: a lookup of a name that is absent costs as
+/// much as one of a name that is present, and nearly every call carries
+/// none of them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub baggage: bool,
+    pub host: bool,
+}
+
+/// What becomes of a request's `te`: only `te: trailers` goes on, and
+/// only for gRPC.
+#[derive(Debug, Clone, Copy)]
+enum Te {
+    Kept,
+    SetAgain,
+    Removed,
+}
+
 /// The request headers as the app receives them: every name in the list
 /// above and every name the caller lists in `connection` removed. `te:
 /// trailers` stays for gRPC, which needs it. The caller of a call let
@@ -162,37 +181,86 @@ pub fn request_headers(
     grpc: bool,
     keep_decided: bool,
     set_again: impl Fn(&str) -> bool,
-) {
-    let nominated: Vec<HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(keep_decided && crate::headers::is_decided(name.as_str())))
-        .collect();
-    let te_trailers = grpc
-        && headers
-            .get(hyper::header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    remove_where(headers, |name| match removed(name) {
-        None => false,
-        Some(_) if set_again(name) => false,
-        // Set again below, once, whatever the caller sent.
-        Some(Removed::HopByHop) if te_trailers && name == hyper::header::TE.as_str() => false,
-        Some(Removed::Decided) => !(keep_decided && crate::headers::is_decided(name)),
-        Some(_) => true,
+) -> Left {
+    use hyper::header::{CONNECTION, HOST, TE, TRAILER};
+    let mut left = Left::default();
+    let (mut connection, mut te, mut trailer) = (false, false, false);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if *name == CONNECTION {
+            connection = true;
+        } else if *name == TE {
+            // Decided below, by its value.
+            te = true;
+            continue;
+        } else if *name == TRAILER {
+            trailer = true;
+        } else if *name == HOST {
+            left.host = true;
+        } else if *name == crate::headers::name::BAGGAGE {
+            left.baggage = true;
+        }
+        let remove = match removed(name.as_str()) {
+            None => false,
+            Some(_) if set_again(name.as_str()) => false,
+            Some(Removed::Decided) => !(keep_decided && crate::headers::is_decided(name.as_str())),
+            Some(_) => true,
+        };
+        if remove {
+            doomed.push(name.clone());
+        }
+    }
+    // What becomes of `te`, read before any nominated name is removed.
+    let mut te = te.then(|| {
+        let mut values = headers.get_all(TE).iter();
+        match (values.next(), values.next()) {
+            (Some(first), _) if !(grpc && first.as_bytes().eq_ignore_ascii_case(b"trailers")) => {
+                Te::Removed
+            }
+            (Some(only), None) if only.as_bytes() == b"trailers" => Te::Kept,
+            (Some(_), _) => Te::SetAgain,
+            (None, _) => Te::Removed,
+        }
     });
-    for name in nominated {
+    let nominated: Vec<HeaderName> = if connection {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_decided && crate::headers::is_decided(name.as_str())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for name in doomed.into_iter().chain(nominated) {
+        if name == TE && matches!(te, Some(Te::Kept)) {
+            // Named in `connection`: gone, then set again.
+            te = Some(Te::SetAgain);
+        } else if name == HOST {
+            left.host = false;
+        } else if name == crate::headers::name::BAGGAGE {
+            left.baggage = false;
+        }
         headers.remove(name);
     }
-    if te_trailers {
-        headers.insert(
-            hyper::header::TE,
-            hyper::header::HeaderValue::from_static("trailers"),
-        );
+    match te {
+        // Already `te: trailers`, once, as the sidecar would say it.
+        Some(Te::Kept) => {}
+        // Set again, once, whatever else the caller sent.
+        Some(Te::SetAgain) => {
+            headers.insert(TE, hyper::header::HeaderValue::from_static("trailers"));
+        }
+        Some(Te::Removed) => {
+            headers.remove(TE);
+        }
+        None => {}
     }
-    announce_trailers(headers);
+    if trailer {
+        announce_trailers(headers);
+    }
+    left
 }
 
 /// A request's trailers as the app receives them: see the module doc.
@@ -207,9 +275,6 @@ pub fn request_trailers(trailers: &mut HeaderMap) {
 /// Keeps out of `trailer` (which announces the trailers a request ends
 /// with) every name its trailers will lose.
 fn announce_trailers(headers: &mut HeaderMap) {
-    if !headers.contains_key(hyper::header::TRAILER) {
-        return;
-    }
     let announced: Vec<String> = headers
         .get_all(hyper::header::TRAILER)
         .iter()
@@ -296,6 +361,50 @@ mod tests {
         twice.append("te", HeaderValue::from_static("gzip"));
         request_headers(&mut twice, true, false, |_| false);
         assert_eq!(twice.get_all("te").iter().collect::<Vec<_>>(), ["trailers"]);
+    }
+
+    #[test]
+    fn te_goes_on_as_sent_only_when_it_is_exactly_trailers_and_otherwise_is_set_again() {
+        let te_after = |values: &[&'static str], connection: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("te", HeaderValue::from_static(v));
+            }
+            if let Some(c) = connection {
+                h.insert("connection", HeaderValue::from_static(c));
+            }
+            request_headers(&mut h, true, false, |_| false);
+            h.get_all("te").iter().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(te_after(&["trailers"], None), ["trailers"]);
+        assert_eq!(te_after(&["Trailers"], None), ["trailers"]);
+        assert_eq!(te_after(&["trailers", "trailers"], None), ["trailers"]);
+        // Named in `connection`, it is still set again for gRPC.
+        assert_eq!(te_after(&["trailers"], Some("te")), ["trailers"]);
+        assert!(te_after(&["gzip"], None).is_empty());
+        assert!(te_after(&[], Some("te")).is_empty());
+    }
+
+    #[test]
+    fn what_is_left_says_whether_host_and_baggage_remain() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("app"));
+        h.insert("baggage", HeaderValue::from_static("k=v"));
+        assert_eq!(
+            request_headers(&mut h.clone(), false, false, |_| false),
+            Left {
+                baggage: true,
+                host: true
+            }
+        );
+        h.insert("connection", HeaderValue::from_static("baggage, host"));
+        let left = request_headers(&mut h, false, false, |_| false);
+        assert_eq!(left, Left::default());
+        assert!(h.is_empty(), "{h:?}");
+        assert_eq!(
+            request_headers(&mut HeaderMap::new(), true, false, |_| false),
+            Left::default()
+        );
     }
 
     #[test]

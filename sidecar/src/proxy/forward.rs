@@ -38,15 +38,15 @@ use crate::routes::Table;
 use crate::supervise::{Supervised, Watched};
 
 /// Sends the call to the app and streams its answer back. `judged` is the
-/// canonical path and its table (`None` only for a call refused before
-/// asking that `--dry-run` lets through as it came); `body`, what was
-/// learnt of its body.
+/// canonical path (`None` when the path came canonical) and its table
+/// (`None` only for a call refused before asking that `--dry-run` lets
+/// through as it came); `body`, what was learnt of its body.
 pub(super) async fn forward(
     proxy: &Proxy,
     req: Request<Incoming>,
     downstream: &Downstream,
     place: Arc<Share>,
-    judged: Option<(&str, Table)>,
+    judged: Option<(Option<&str>, Table)>,
     permit: Permit,
     body: BodyLook,
 ) -> ProxyResponse {
@@ -141,19 +141,16 @@ fn says_once(headers: &HeaderMap, length: u64) -> bool {
             == Some(length)
 }
 
-/// 1. The app's address with the canonical `path` judged (or, for a call
-///    let through as it came, the target as sent) and the query as sent.
-fn target(upstream: &Upstream, judged: Option<(&str, Table)>, sent: &Uri) -> Option<Uri> {
-    let as_sent = sent.path_and_query();
-    let path_and_query = match (judged, as_sent) {
+/// 1. The app's address with the canonical path judged (or, for a path
+///    that came canonical and a call let through as it came, the target
+///    as sent) and the query as sent.
+fn target(upstream: &Upstream, judged: Option<(Option<&str>, Table)>, sent: &Uri) -> Option<Uri> {
+    let path_and_query = match (judged, sent.path_and_query()) {
+        (Some((Some(path), _)), _) => canonical::request_target(path, sent.query()).parse().ok()?,
         // The path came canonical (as nearly every path does): the target
         // as sent, not parsed again.
-        (Some((path, _)), Some(as_sent)) if as_sent.as_str().split('?').next() == Some(path) => {
-            as_sent.clone()
-        }
-        (Some((path, _)), _) => canonical::request_target(path, sent.query()).parse().ok()?,
-        (None, Some(as_sent)) => as_sent.clone(),
-        (None, None) => PathAndQuery::from_static("/"),
+        (_, Some(as_sent)) => as_sent.clone(),
+        (_, None) => PathAndQuery::from_static("/"),
     };
     let mut uri = upstream.uri.clone().into_parts();
     uri.path_and_query = Some(path_and_query);
@@ -174,16 +171,21 @@ fn app_headers(
     trimmed: impl FnOnce(usize),
 ) {
     let decided = permit.decided_headers();
-    crate::strip::request_headers(headers, grpc, permit.request.is_none(), |name| {
-        decided.iter().any(|(again, _)| again.as_str() == name)
+    let left = crate::strip::request_headers(headers, grpc, permit.request.is_none(), |name| {
+        decided.names(name)
     });
-    for (name, value) in decided {
+    for (name, value) in decided.iter() {
+        // Said once already, exactly as decided (as nearly every caller
+        // states its purpose): left as it is.
+        if says_exactly(headers, name, value) {
+            continue;
+        }
         // A decided value that cannot be a header value (a subject from a
         // certificate or a message may hold any character) is not sent,
         // and neither is what the caller wrote in its place.
-        match HeaderValue::from_str(&value) {
+        match HeaderValue::from_str(value) {
             Ok(value) => {
-                headers.insert(name, value);
+                headers.insert(name.clone(), value);
             }
             Err(_) => {
                 headers.remove(name);
@@ -202,7 +204,7 @@ fn app_headers(
         .filter(|t| !t.is_empty())
     {
         Some(token) => Some(token),
-        None => {
+        None if left.baggage => {
             inherited = purposegate_proto::context::baggage_entries(
                 headers
                     .get_all(BAGGAGE)
@@ -213,8 +215,9 @@ fn app_headers(
             .map(|t| t.to_string());
             inherited.as_deref()
         }
+        None => None,
     };
-    if token.is_some() || headers.contains_key(BAGGAGE) {
+    if token.is_some() || left.baggage {
         let (owned, dropped) = purposegate_proto::context::owned_baggage(
             headers
                 .get_all(BAGGAGE)
@@ -232,11 +235,12 @@ fn app_headers(
             }
         }
     }
-    match &downstream.forwarded_for {
-        Some(ip) => headers.insert(X_FORWARDED_FOR, ip.clone()),
-        None => headers.remove(X_FORWARDED_FOR),
-    };
-    headers.insert(
+    // Every `x-forwarded-*` the caller sent is gone: these are the
+    // sidecar's, appended to no value.
+    if let Some(ip) = &downstream.forwarded_for {
+        headers.append(X_FORWARDED_FOR, ip.clone());
+    }
+    headers.append(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if downstream.peer.subject.is_some() {
             "https"
@@ -245,7 +249,15 @@ fn app_headers(
         }),
     );
     headers.append(VIA, via.clone());
-    headers.remove(hyper::header::HOST);
+    if left.host {
+        headers.remove(hyper::header::HOST);
+    }
+}
+
+/// Whether `headers` carry `name` once, with exactly `value`.
+fn says_exactly(headers: &HeaderMap, name: &HeaderName, value: &str) -> bool {
+    let mut values = headers.get_all(name).iter();
+    matches!((values.next(), values.next()), (Some(only), None) if only.as_bytes() == value.as_bytes())
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -324,6 +336,28 @@ mod tests {
     use super::*;
     use purposegate_proto::v1 as pb;
 
+    /// A permit to `provide` for `subject`, and a caller at `addr`.
+    fn provide_for(subject: &str, addr: &str) -> (Permit, Downstream) {
+        let permit = Permit {
+            request: Some(pb::CheckRequest {
+                purpose: "provide".into(),
+                subject: Some(pb::Subject {
+                    id: subject.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let downstream = Downstream::new(purposegate_runtime::listen::Peer {
+            addr: addr.parse().unwrap(),
+            subject: None,
+            names: std::sync::Arc::from(Vec::new()),
+            closer: purposegate_runtime::listen::Closer::default(),
+        });
+        (permit, downstream)
+    }
+
     #[test]
     fn a_decided_value_that_cannot_be_sent_leaves_nothing_of_the_callers() {
         let mut headers = HeaderMap::new();
@@ -332,28 +366,41 @@ mod tests {
             HeaderValue::from_static("written-by-the-caller"),
         );
         headers.insert("x-purpose", HeaderValue::from_static("provide"));
-        let permit = Permit {
-            request: Some(pb::CheckRequest {
-                purpose: "provide".into(),
-                subject: Some(pb::Subject {
-                    id: "judged\nsubject".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let downstream = Downstream::new(purposegate_runtime::listen::Peer {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            subject: None,
-            names: std::sync::Arc::from(Vec::new()),
-            closer: purposegate_runtime::listen::Closer::default(),
-        });
+        let (permit, downstream) = provide_for("judged\nsubject", "127.0.0.1:1");
         let via = HeaderValue::from_static("me");
         app_headers(&mut headers, &permit, true, &downstream, &via, |_| {});
         assert!(headers.get("x-subject").is_none(), "{headers:?}");
         assert_eq!(headers["x-purpose"], "provide");
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn the_app_gets_each_decided_value_once_whatever_the_caller_sent() {
+        let (permit, downstream) = provide_for("alice", "10.0.0.7:1");
+        let via = HeaderValue::from_static("me");
+        for sent in [
+            &[("x-purpose", "provide"), ("x-subject", "alice")][..],
+            &[("x-purpose", "provide"), ("x-purpose", "provide")],
+            &[("x-purpose", "market"), ("x-subject", "mallory")],
+            &[("x_purpose", "provide"), ("x-forwarded-for", "1.2.3.4")],
+            &[("x-forwarded-proto", "https"), ("x-purposegate-via", "me")],
+        ] {
+            let mut headers = HeaderMap::new();
+            for (name, value) in sent {
+                headers.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            app_headers(&mut headers, &permit, true, &downstream, &via, |_| {});
+            let all = |name: &str| headers.get_all(name).iter().cloned().collect::<Vec<_>>();
+            assert_eq!(all("x-purpose"), ["provide"], "{sent:?}");
+            assert_eq!(all("x-subject"), ["alice"], "{sent:?}");
+            assert!(all("x_purpose").is_empty(), "{sent:?}");
+            assert_eq!(all("x-forwarded-for"), ["10.0.0.7"], "{sent:?}");
+            assert_eq!(all("x-forwarded-proto"), ["http"], "{sent:?}");
+            assert_eq!(all("x-purposegate-via"), ["me"], "{sent:?}");
+        }
     }
 
     #[test]
