@@ -6,12 +6,18 @@
 //! A peer is an IPv4 address, or an IPv6 /64 (one host may pick its
 //! source address from a whole /64; an IPv4-mapped address is its IPv4
 //! one). A place is taken at once or refused at once ([`Shares::take`]);
-//! it is given back when its [`Share`] is dropped. Counting is one short
-//! lock per take and per release.
+//! it is given back when its [`Share`] is dropped.
+//!
+//! Places are counted with atomics: the total, and each peer's count in
+//! its [`Account`]. Finding a peer's account is one short lock and a
+//! lookup; a caller that takes places again and again (the sidecar, for
+//! each call on a connection) keeps the account and takes from it with no
+//! lock at all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Places shared by peers: at most `total` at once, at most `per_peer` of
 /// them for one peer address.
@@ -19,15 +25,29 @@ use std::sync::{Arc, Mutex};
 pub struct Shares {
     total: usize,
     per_peer: usize,
-    taken: Mutex<Taken>,
+    /// Places taken.
+    all: AtomicUsize,
+    /// Each peer's count, while anyone holds it (an account or a place).
+    peers: Mutex<Peers>,
+    /// Tasks waiting in [`Shares::emptied`].
+    waiting: AtomicUsize,
     /// Woken each time the last place is given back.
     emptied: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
-struct Taken {
-    all: usize,
-    by_peer: HashMap<IpAddr, usize>,
+struct Peers {
+    by_peer: HashMap<IpAddr, Weak<PeerCount>>,
+    /// Entries after the last sweep of the gone ones: the map is swept
+    /// when it has doubled since, so it holds at most twice the peers
+    /// alive.
+    swept_at: usize,
+}
+
+/// The places one peer holds.
+#[derive(Debug, Default)]
+struct PeerCount {
+    held: AtomicUsize,
 }
 
 /// Why no place was given.
@@ -39,11 +59,19 @@ pub enum Full {
     Peer,
 }
 
+/// One peer's account with [`Shares`]: places are taken from it without
+/// a lock.
+#[derive(Debug, Clone)]
+pub struct Account {
+    shares: Arc<Shares>,
+    count: Arc<PeerCount>,
+}
+
 /// A place held by one peer, given back on drop.
 #[derive(Debug)]
 pub struct Share {
     shares: Arc<Shares>,
-    peer: IpAddr,
+    count: Arc<PeerCount>,
     /// Places held (more than one for a share measured in bytes).
     places: usize,
 }
@@ -56,7 +84,9 @@ impl Shares {
         Arc::new(Shares {
             total,
             per_peer: per_peer.clamp(1, total),
-            taken: Mutex::new(Taken::default()),
+            all: AtomicUsize::new(0),
+            peers: Mutex::new(Peers::default()),
+            waiting: AtomicUsize::new(0),
             emptied: tokio::sync::Notify::new(),
         })
     }
@@ -69,53 +99,64 @@ impl Shares {
         self.per_peer
     }
 
+    /// `peer`'s account: the same for every address of the peer, for as
+    /// long as anyone holds it.
+    pub fn account(self: &Arc<Self>, peer: IpAddr) -> Account {
+        let peer = peer_of(peer);
+        let mut peers = match self.peers.lock() {
+            Ok(peers) => peers,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = match peers.by_peer.get(&peer).and_then(Weak::upgrade) {
+            Some(count) => count,
+            None => {
+                let count = Arc::new(PeerCount::default());
+                peers.by_peer.insert(peer, Arc::downgrade(&count));
+                if peers.by_peer.len() >= 2 * peers.swept_at.max(64) {
+                    peers.by_peer.retain(|_, count| count.strong_count() > 0);
+                    peers.swept_at = peers.by_peer.len();
+                }
+                count
+            }
+        };
+        Account {
+            shares: self.clone(),
+            count,
+        }
+    }
+
     /// A place for `peer`, unless every place or the peer's share is taken.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Share, Full> {
-        self.take_many(peer, 1)
+        self.account(peer).take()
     }
 
     /// `n` places at once for `peer` (a budget of bytes, counted in
     /// places), unless they would pass the total or the peer's share.
     pub fn take_many(self: &Arc<Self>, peer: IpAddr, n: usize) -> Result<Share, Full> {
-        let peer = peer_of(peer);
-        let n = n.max(1);
-        let Ok(mut taken) = self.taken.lock() else {
-            return Err(Full::Everyone);
-        };
-        if taken.all.saturating_add(n) > self.total {
-            return Err(Full::Everyone);
-        }
-        let held = taken.by_peer.entry(peer).or_insert(0);
-        if held.saturating_add(n) > self.per_peer {
-            if *held == 0 {
-                taken.by_peer.remove(&peer);
-            }
-            return Err(Full::Peer);
-        }
-        *held += n;
-        taken.all += n;
-        Ok(Share {
-            shares: self.clone(),
-            peer,
-            places: n,
-        })
+        self.account(peer).take_many(n)
     }
 
     /// Places taken now.
     pub fn taken(&self) -> usize {
-        self.taken.lock().map_or(0, |t| t.all)
+        self.all.load(Ordering::SeqCst)
     }
 
     /// Places `peer` holds now.
     pub fn held_by(&self, peer: IpAddr) -> usize {
         let peer = peer_of(peer);
-        self.taken
-            .lock()
-            .map_or(0, |t| t.by_peer.get(&peer).copied().unwrap_or(0))
+        self.peers.lock().map_or(0, |peers| {
+            peers
+                .by_peer
+                .get(&peer)
+                .and_then(Weak::upgrade)
+                .map_or(0, |count| count.held.load(Ordering::SeqCst))
+        })
     }
 
     /// Resolves once no place is taken.
     pub async fn emptied(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let woken = self.emptied.notified();
             if self.taken() == 0 {
@@ -125,20 +166,56 @@ impl Shares {
         }
     }
 
-    fn give_back(&self, peer: IpAddr, n: usize) {
-        let Ok(mut taken) = self.taken.lock() else {
-            return;
-        };
-        taken.all = taken.all.saturating_sub(n);
-        if let Some(held) = taken.by_peer.get_mut(&peer) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                taken.by_peer.remove(&peer);
-            }
-        }
-        if taken.all == 0 {
+    fn give_back(&self, n: usize) {
+        // The last place back wakes whoever waits for none (a drain);
+        // when no one does, no lock is taken.
+        if self.all.fetch_sub(n, Ordering::SeqCst) == n && self.waiting.load(Ordering::SeqCst) > 0 {
             self.emptied.notify_waiters();
         }
+    }
+}
+
+/// A waiter of [`Shares::emptied`], counted until it returns or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Adds `n` to `count` unless it would pass `max`.
+fn add_within(count: &AtomicUsize, n: usize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+            held.checked_add(n).filter(|after| *after <= max)
+        })
+        .is_ok()
+}
+
+impl Account {
+    /// A place, unless every place or the peer's share is taken.
+    pub fn take(&self) -> Result<Share, Full> {
+        self.take_many(1)
+    }
+
+    /// `n` places at once, unless they would pass the total or the peer's
+    /// share.
+    pub fn take_many(&self, n: usize) -> Result<Share, Full> {
+        let n = n.max(1);
+        let shares = &self.shares;
+        if !add_within(&shares.all, n, shares.total) {
+            return Err(Full::Everyone);
+        }
+        if !add_within(&self.count.held, n, shares.per_peer) {
+            shares.give_back(n);
+            return Err(Full::Peer);
+        }
+        Ok(Share {
+            shares: shares.clone(),
+            count: self.count.clone(),
+            places: n,
+        })
     }
 }
 
@@ -157,7 +234,8 @@ pub fn peer_of(ip: IpAddr) -> IpAddr {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.shares.give_back(self.peer, self.places);
+        self.count.held.fetch_sub(self.places, Ordering::SeqCst);
+        self.shares.give_back(self.places);
     }
 }
 
@@ -222,6 +300,34 @@ mod tests {
     fn a_share_is_at_least_one_and_at_most_the_total() {
         assert_eq!(Shares::new(0, 0).per_peer(), 1);
         assert_eq!(Shares::new(3, 10).per_peer(), 3);
+    }
+
+    #[test]
+    fn an_account_counts_with_every_other_of_its_peer_and_the_map_keeps_only_the_living() {
+        let shares = Shares::new(10, 3);
+        let first = shares.account(ip(1));
+        let second = shares.account(ip(1));
+        let held: Vec<Share> = (0..2).map(|_| first.take().unwrap()).collect();
+        let third = second.take().unwrap();
+        assert_eq!(second.take().unwrap_err(), Full::Peer);
+        assert_eq!(shares.take(ip(1)).unwrap_err(), Full::Peer);
+        assert_eq!(shares.held_by(ip(1)), 3);
+        // A place outlives the accounts it came from, and is still counted.
+        drop((first, second, held));
+        assert_eq!(shares.held_by(ip(1)), 1);
+        assert_eq!(shares.account(ip(1)).take_many(3).unwrap_err(), Full::Peer);
+        drop(third);
+        assert_eq!((shares.taken(), shares.held_by(ip(1))), (0, 0));
+        // Peers come and go by the thousand: the map holds about those
+        // alive, not every peer ever seen.
+        let kept = shares.account(ip(2));
+        for i in 0..10_000u32 {
+            let peer = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            drop(shares.take(peer).unwrap());
+        }
+        let peers = shares.peers.lock().unwrap().by_peer.len();
+        assert!(peers <= 130, "{peers} entries");
+        assert!(kept.take().is_ok());
     }
 
     #[tokio::test]

@@ -88,21 +88,28 @@ pub fn path(raw: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
 /// reading refuses, no empty segment but a last one, no dot segment. The
 /// full reading costs a few thousand instructions a call; this, a pass.
 fn canonical_already(raw: &str) -> bool {
-    if raw
-        .bytes()
-        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control())
-    {
-        return false;
-    }
-    let mut segments = raw.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        match segment {
-            "." | ".." => return false,
-            "" if segments.peek().is_some() => return false,
-            _ => {}
+    // The segment being read: its length, and how many of its bytes are
+    // dots (a segment of one or two bytes, all dots, is a dot segment).
+    let (mut length, mut dots) = (0usize, 0usize);
+    let dot_segment = |length: usize, dots: usize| length > 0 && length <= 2 && dots == length;
+    for &b in raw.as_bytes().iter().skip(1) {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b if b.is_ascii_control() => return false,
+            b'/' => {
+                // A segment ended that is not the last: neither empty nor
+                // a dot segment.
+                if length == 0 || dot_segment(length, dots) {
+                    return false;
+                }
+                (length, dots) = (0, 0);
+            }
+            b'.' => (length, dots) = (length + 1, dots + 1),
+            _ => length += 1,
         }
     }
-    true
+    // The last segment may be empty (a trailing slash), not a dot segment.
+    !dot_segment(length, dots)
 }
 
 /// Decodes escapes of unreserved characters, upper-cases the others, and

@@ -34,7 +34,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
 
 use purposegate_runtime::listen::{Face, Limits, Peer, Protocols, Served};
-use purposegate_runtime::shares::{Full, Share, Shares};
+use purposegate_runtime::shares::{Account, Full, Share, Shares};
 use purposegate_runtime::telemetry::parent_context;
 use purposegate_runtime::tls::ServerTls;
 
@@ -113,11 +113,14 @@ struct Inner {
     limits: CallLimits,
 }
 
-/// One caller connection, as its calls see it: who it is, and its own
-/// connections to the app.
+/// One caller connection, as its calls see it: who it is, its account of
+/// places among the calls in flight, and its own connections to the app.
 #[derive(Debug)]
 pub struct Downstream {
     pub peer: Peer,
+    /// The caller's account with `--max-calls`, found once per connection:
+    /// each call takes its place without a lock.
+    calls: Account,
     apps: AppConnections,
     /// The caller's address as `x-forwarded-for` says it, written once per
     /// connection rather than on every call.
@@ -125,9 +128,12 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    pub fn new(peer: Peer) -> Self {
+    /// A connection from `peer`, whose calls take their places from
+    /// `calls`.
+    pub fn new(peer: Peer, calls: &Arc<Shares>) -> Self {
         let forwarded_for = HeaderValue::from_str(&peer.addr.ip().to_string()).ok();
         Downstream {
+            calls: calls.account(peer.addr.ip()),
             peer,
             apps: AppConnections::default(),
             forwarded_for,
@@ -180,7 +186,7 @@ impl Proxy {
         };
         purposegate_runtime::listen::serve(listener, face, shutdown, move |peer| {
             let proxy = self.clone();
-            let downstream = Arc::new(Downstream::new(peer.clone()));
+            let downstream = Arc::new(Downstream::new(peer.clone(), &proxy.inner.calls));
             hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 let downstream = downstream.clone();
@@ -191,7 +197,7 @@ impl Proxy {
 
     /// One call on `downstream`: judged, then forwarded or refused.
     pub async fn handle(&self, req: Request<Incoming>, downstream: &Downstream) -> ProxyResponse {
-        match self.inner.calls.take(downstream.peer.addr.ip()) {
+        match downstream.calls.take() {
             // The call's own steps, boxed: a call refused for want of
             // room costs only this small future, however many come.
             Ok(place) => Box::pin(self.admitted(req, downstream, Arc::new(place))).await,

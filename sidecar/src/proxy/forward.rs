@@ -349,12 +349,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        let downstream = Downstream::new(purposegate_runtime::listen::Peer {
-            addr: addr.parse().unwrap(),
-            subject: None,
-            names: std::sync::Arc::from(Vec::new()),
-            closer: purposegate_runtime::listen::Closer::default(),
-        });
+        let downstream = Downstream::new(
+            purposegate_runtime::listen::Peer {
+                addr: addr.parse().unwrap(),
+                subject: None,
+                names: std::sync::Arc::from(Vec::new()),
+                closer: purposegate_runtime::listen::Closer::default(),
+            },
+            &purposegate_runtime::shares::Shares::new(1, 1),
+        );
         (permit, downstream)
     }
 

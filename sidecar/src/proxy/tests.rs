@@ -431,12 +431,15 @@ async fn a_call_refused_for_want_of_room_costs_a_small_future() {
         supervisor,
         ROOMY,
     );
-    let downstream = Downstream::new(purposegate_runtime::listen::Peer {
-        addr: "127.0.0.1:1".parse().unwrap(),
-        subject: None,
-        names: Arc::from([]),
-        closer: Default::default(),
-    });
+    let downstream = Downstream::new(
+        purposegate_runtime::listen::Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            subject: None,
+            names: Arc::from([]),
+            closer: Default::default(),
+        },
+        &proxy.inner.calls,
+    );
     let size = future_size(&|req| proxy.handle(req, &downstream));
     assert!(
         size <= 1024,
