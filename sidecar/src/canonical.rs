@@ -93,10 +93,10 @@ fn canonical_already(raw: &str) -> bool {
     let (mut length, mut dots) = (0usize, 0usize);
     let dot_segment = |length: usize, dots: usize| length > 0 && length <= 2 && dots == length;
     for &b in raw.as_bytes().iter().skip(1) {
-        match b {
-            b'%' | b'\\' | b';' => return false,
-            b if b.is_ascii_control() => return false,
-            b'/' => {
+        match BYTE_CLASS.get(usize::from(b)) {
+            Some(&ORDINARY) => length += 1,
+            Some(&DOT) => (length, dots) = (length + 1, dots + 1),
+            Some(&SLASH) => {
                 // A segment ended that is not the last: neither empty nor
                 // a dot segment.
                 if length == 0 || dot_segment(length, dots) {
@@ -104,13 +104,42 @@ fn canonical_already(raw: &str) -> bool {
                 }
                 (length, dots) = (0, 0);
             }
-            b'.' => (length, dots) = (length + 1, dots + 1),
-            _ => length += 1,
+            _ => return false,
         }
     }
     // The last segment may be empty (a trailing slash), not a dot segment.
     !dot_segment(length, dots)
 }
+
+/// What each byte is to [`canonical_already`]: one lookup a byte.
+const ORDINARY: u8 = 0;
+const DOT: u8 = 1;
+const SLASH: u8 = 2;
+/// An escape, a `\\`, a `;` or a control byte: only the full reading
+/// reads it.
+const NOT_AS_IS: u8 = 3;
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build"
+)]
+const BYTE_CLASS: [u8; 256] = {
+    let mut class = [ORDINARY; 256];
+    let mut b: u8 = 0;
+    loop {
+        let this = match b {
+            b'.' => DOT,
+            b'/' => SLASH,
+            b'%' | b'\\' | b';' => NOT_AS_IS,
+            byte if byte.is_ascii_control() => NOT_AS_IS,
+            _ => ORDINARY,
+        };
+        class[b as usize] = this;
+        if b == u8::MAX {
+            break class;
+        }
+        b += 1;
+    }
+};
 
 /// Decodes escapes of unreserved characters, upper-cases the others, and
 /// refuses what stays ambiguous.

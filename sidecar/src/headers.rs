@@ -180,9 +180,9 @@ fn read_value<'h>(name: &str, limit: Limit, value: &'h [u8]) -> Result<&'h str, 
             "holds bytes other than visible ASCII; it is refused".to_string()
         ));
     }
-    let text = std::str::from_utf8(value)
-        .map_err(|_| bad("is not text".to_string()))?
-        .trim();
+    // Visible ASCII and tabs: its whitespace is ASCII's.
+    let text =
+        std::str::from_utf8(value.trim_ascii()).map_err(|_| bad("is not text".to_string()))?;
     match limit {
         Limit::One(max) | Limit::Text(max) if text.len() > max => Err(bad(format!(
             "is {} bytes long; at most {max} are accepted",
