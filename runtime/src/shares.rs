@@ -204,12 +204,15 @@ impl Account {
     pub fn take_many(&self, n: usize) -> Result<Share, Full> {
         let n = n.max(1);
         let shares = &self.shares;
-        if !add_within(&shares.all, n, shares.total) {
-            return Err(Full::Everyone);
-        }
+        // The peer's share first: a peer at its share, asking again and
+        // again, never counts in the total even for a moment, so it
+        // cannot make anyone else's take find every place taken.
         if !add_within(&self.count.held, n, shares.per_peer) {
-            shares.give_back(n);
             return Err(Full::Peer);
+        }
+        if !add_within(&shares.all, n, shares.total) {
+            self.count.held.fetch_sub(n, Ordering::SeqCst);
+            return Err(Full::Everyone);
         }
         Ok(Share {
             shares: shares.clone(),
@@ -328,6 +331,30 @@ mod tests {
         let peers = shares.peers.lock().unwrap().by_peer.len();
         assert!(peers <= 130, "{peers} entries");
         assert!(kept.take().is_ok());
+    }
+
+    #[test]
+    fn a_peer_at_its_share_never_fills_the_places_of_others() {
+        // One place left for anyone; a peer at its share keeps asking on
+        // another thread. It is refused as a peer, and never takes the
+        // last place from the others even for a moment.
+        let shares = Shares::new(2, 1);
+        let _held = shares.take(ip(1)).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let greedy = shares.account(ip(1));
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(greedy.take().unwrap_err(), Full::Peer);
+                }
+            });
+            let other = shares.account(ip(2));
+            for _ in 0..200_000 {
+                assert!(other.take().is_ok(), "the last place was not there");
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(shares.taken(), 1);
     }
 
     #[tokio::test]

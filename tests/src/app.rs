@@ -166,10 +166,11 @@ async fn serve(req: Request<Incoming>, app: &FrameworkApp) -> Response<Body> {
     let path = resolve(req.uri().path());
     let seen = Seen {
         method: req.method().to_string(),
+        // As it came: `Display` would make `?a=b` into `/?a=b`.
         target: req
             .uri()
             .path_and_query()
-            .map_or_else(|| "/".to_string(), ToString::to_string),
+            .map_or_else(|| "/".to_string(), |target| target.as_str().to_string()),
         path: path.clone(),
         version: format!("{:?}", req.version()),
         headers: req

@@ -94,6 +94,29 @@ fn the_canonical_path_is_the_one_forwarded_and_prefixes_match_whole_segments() {
     );
 }
 
+#[test]
+fn a_target_of_a_query_alone_reaches_an_http2_app_with_its_path() {
+    // `GET http://host?a=b` names no path: it is judged as `/`, and the app
+    // gets `/?a=b`, over HTTP/2 too (where `:path` must start with `/`).
+    let routes = "routes:
+  - http: /
+    methods: [GET]
+    dataCategory: customer-data
+    resource: { deidentification: IDENTIFIED }
+";
+    for protocol in ["http1", "http2"] {
+        let stack = app_stack(None, routes, &["--upstream-protocol", protocol]);
+        let proxy = stack.sidecar.proxy_addr;
+        let answer = http1_raw(
+            proxy,
+            "GET http://app.example?a=b HTTP/1.1\r\nx-purpose: provide\r\nx-subject: crm",
+        );
+        assert_eq!(answer.status, 200, "{protocol}: {answer:?}");
+        let seen = stack.app.seen().pop().unwrap();
+        assert_eq!(seen.target, "/?a=b", "{protocol}: {seen:?}");
+    }
+}
+
 #[tokio::test]
 async fn paths_that_resolve_elsewhere_never_reach_data_over_http2() {
     let stack = app_stack(None, APP_ROUTES, &[]);

@@ -148,9 +148,15 @@ fn target(upstream: &Upstream, judged: Option<(Option<&str>, Table)>, sent: &Uri
     let path_and_query = match (judged, sent.path_and_query()) {
         (Some((Some(path), _)), _) => canonical::request_target(path, sent.query()).parse().ok()?,
         // The path came canonical (as nearly every path does): the target
-        // as sent, not parsed again.
-        (_, Some(as_sent)) => as_sent.clone(),
-        (_, None) => PathAndQuery::from_static("/"),
+        // as sent, not parsed again. Only a target that starts with its
+        // path: one of a query alone (`?a=b`, whose path reads as `/`) is
+        // written out whole, as the app must get it.
+        (Some((None, _)), Some(as_sent)) if as_sent.as_str().starts_with('/') => as_sent.clone(),
+        (Some((None, _)), _) => canonical::request_target(sent.path(), sent.query())
+            .parse()
+            .ok()?,
+        (None, Some(as_sent)) => as_sent.clone(),
+        (None, None) => PathAndQuery::from_static("/"),
     };
     let mut uri = upstream.uri.clone().into_parts();
     uri.path_and_query = Some(path_and_query);
@@ -403,6 +409,28 @@ mod tests {
             assert_eq!(all("x-forwarded-for"), ["10.0.0.7"], "{sent:?}");
             assert_eq!(all("x-forwarded-proto"), ["http"], "{sent:?}");
             assert_eq!(all("x-purposegate-via"), ["me"], "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_goes_on_as_sent_only_when_it_starts_with_the_path_judged() {
+        let upstream = Upstream::new(
+            "http://app:8080".parse().unwrap(),
+            super::super::UpstreamProtocol::Auto,
+            1,
+        );
+        for (sent, rewritten, expected) in [
+            ("http://x/a/b?q=1", None, "/a/b?q=1"),
+            // A query alone reads as the path `/`: the app gets `/?a=b`.
+            ("http://x?a=b", None, "/?a=b"),
+            ("http://x/a/./b?q=1", Some("/a/b"), "/a/b?q=1"),
+        ] {
+            let sent: Uri = sent.parse().unwrap();
+            let uri = target(&upstream, Some((rewritten, Table::Http)), &sent).unwrap();
+            // As HTTP/2 sends it (`Display` would add the `/` itself).
+            let on_the_wire = uri.path_and_query().map(PathAndQuery::as_str);
+            assert_eq!(on_the_wire, Some(expected), "{sent}");
+            assert_eq!(uri.authority().map(|a| a.as_str()), Some("app:8080"));
         }
     }
 
