@@ -49,8 +49,8 @@ pub use load::{
 };
 pub use matrix::{Cell, CellKind, MAX_CELLS, MAX_EVALUATIONS, Matrix, when_in_words};
 pub use model::{
-    Claim, Condition, Deidentification, Effect, Mode, NodeIdx, Obligation, Presence, Rule,
-    Settings, StateTest, Taxonomy, TaxonomyNode, purpose_within,
+    Claim, Condition, Deidentification, Effect, IdHasher, Mode, NodeIdx, Obligation, Presence,
+    Rule, Settings, StateTest, Taxonomy, TaxonomyNode, purpose_within,
 };
 pub use policy::{Policy, RuleIdx};
 pub use purposes::{PermittedPurpose, PermittedPurposes};

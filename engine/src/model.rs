@@ -17,12 +17,13 @@ pub const POLICY_VERSION: u64 = 1;
 /// Index of a node in a [`Taxonomy`].
 pub type NodeIdx = u32;
 
-/// The hasher of the policy's id tables: fast (FxHash's multiply and
-/// rotate, eight bytes at a time) rather than keyed. The tables are built
-/// once from the policy, which a caller does not write; a caller's ids only
-/// look up, and a lookup cannot make a fixed table any slower for others.
+/// The hasher of tables built once from configuration (the policy's ids,
+/// the sidecar's routes): fast (FxHash's multiply and rotate, eight bytes
+/// at a time) rather than keyed. A caller does not write such a table;
+/// its ids only look up, and a lookup cannot make a fixed table any slower
+/// for others.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl IdHasher {
     const K: u64 = 0xf135_7aea_2e62_a9c5;

@@ -39,8 +39,8 @@ pub struct Shares {
 struct Peers {
     by_peer: HashMap<IpAddr, Weak<PeerCount>>,
     /// Entries after the last sweep of the gone ones: the map is swept
-    /// when it has doubled since, so it holds at most twice the peers
-    /// alive.
+    /// when it has doubled since (and holds at least 128), so it holds at
+    /// most twice the peers alive at the last sweep, or 128.
     swept_at: usize,
 }
 

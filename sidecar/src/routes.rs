@@ -35,9 +35,9 @@
 //! `/` covers what lies below it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-use purposegate_engine::{Decoder, Deidentification, Diagnostics, Node, glob_slice};
+use purposegate_engine::{Decoder, Deidentification, Diagnostics, IdHasher, Node, glob_slice};
 use purposegate_proto::convert::deidentification_number;
 
 use crate::canonical;
@@ -93,33 +93,11 @@ pub struct Routes {
     reads_messages: bool,
     /// gRPC routes without a wildcard, by method: the first in the file
     /// for each. A method's route is found without a pass over the file.
-    exact_grpc: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    /// Hashed fast, not keyed: the keys are the file's, which no caller
+    /// chooses.
+    exact_grpc: HashMap<String, usize, BuildHasherDefault<IdHasher>>,
     /// The places of the gRPC routes with a wildcard, in file order.
     glob_grpc: Vec<usize>,
-}
-
-/// FNV-1a, for the map of gRPC methods: its keys are the routes file's,
-/// which no caller chooses, so no caller can make them collide; a lookup
-/// then costs a pass over the path rather than SipHash's rounds.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 impl Routes {

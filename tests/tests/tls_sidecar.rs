@@ -417,25 +417,33 @@ fn with_mutual_tls_the_app_sees_only_the_certified_subject() {
         ],
         &[],
     );
-    let (client_cert, client_key) =
-        trust.issue("billing", "URI:spiffe://example.org/ns/shop/sa/billing");
-    let got = purposegate_tests::curl(&[
-        "--cacert",
-        &trust.ca(),
-        "--cert",
-        &client_cert,
-        "--key",
-        &client_key,
-        "-H",
-        "x-purpose: provide",
-        "-H",
-        "x-subject: mallory",
-        "-H",
-        "x_subject: root",
-        "-H",
-        "X_SUBJECT: admin",
-        &format!("https://{}/records/1", sidecar.proxy_addr),
-    ]);
+    // `/records/1` with a certificate issued for `san`, stating
+    // `x-purpose: provide` and these subjects of its own.
+    let call_as = |name: &str, san: &str, subjects: &[&str]| {
+        let (cert, key) = trust.issue(name, san);
+        let ca = trust.ca();
+        let url = format!("https://{}/records/1", sidecar.proxy_addr);
+        let mut args = vec![
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "x-purpose: provide",
+        ];
+        for subject in subjects {
+            args.extend(["-H", subject]);
+        }
+        args.push(&url);
+        purposegate_tests::curl(&args)
+    };
+    let got = call_as(
+        "billing",
+        "URI:spiffe://example.org/ns/shop/sa/billing",
+        &["x-subject: mallory", "x_subject: root", "X_SUBJECT: admin"],
+    );
     assert_eq!(got.status, 200, "{got:?}");
     let seen = app.seen().pop().unwrap();
     assert_eq!(
@@ -449,21 +457,11 @@ fn with_mutual_tls_the_app_sees_only_the_certified_subject() {
     // believed either): this policy binds purposes to subjects, so the
     // call is denied and the app sees nothing of it.
     let calls_before = app.seen().len();
-    let (odd_cert, odd_key) =
-        trust.issue("odd", "URI:spiffe://example.org/ns/shop/sa/bil\u{1}ling");
-    let got = purposegate_tests::curl(&[
-        "--cacert",
-        &trust.ca(),
-        "--cert",
-        &odd_cert,
-        "--key",
-        &odd_key,
-        "-H",
-        "x-purpose: provide",
-        "-H",
-        "x-subject: mallory",
-        &format!("https://{}/records/1", sidecar.proxy_addr),
-    ]);
+    let got = call_as(
+        "odd",
+        "URI:spiffe://example.org/ns/shop/sa/bil\u{1}ling",
+        &["x-subject: mallory"],
+    );
     assert_eq!(got.status, 403, "{got:?}");
     assert!(got.body.contains("names no subject"), "{got:?}");
     assert_eq!(app.seen().len(), calls_before);

@@ -126,19 +126,19 @@ pub(super) async fn forward(
 }
 
 /// Whether `headers` carry one `content-length`, `length` in plain decimal
-/// digits (no sign, no leading zero, no list).
+/// digits (no sign, no leading zero, no list): written on the stack and
+/// compared, as the sidecar would say it.
 fn says_once(headers: &HeaderMap, length: u64) -> bool {
-    let mut values = headers.get_all(hyper::header::CONTENT_LENGTH).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
+    use std::io::Write;
+    let mut digits = [0u8; 20];
+    let mut out = std::io::Cursor::new(&mut digits[..]);
+    if write!(out, "{length}").is_err() {
         return false;
-    };
-    let digits = value.as_bytes();
-    digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() == 1 || digits.first() != Some(&b'0'))
-        && std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok())
-            == Some(length)
+    }
+    let written = usize::try_from(out.position()).unwrap_or(0);
+    digits
+        .get(..written)
+        .is_some_and(|said| says_exactly(headers, &hyper::header::CONTENT_LENGTH, said))
 }
 
 /// 1. The app's address with the canonical path judged (or, for a path
@@ -183,7 +183,7 @@ fn app_headers(
     for (name, value) in decided.iter() {
         // Said once already, exactly as decided (as nearly every caller
         // states its purpose): left as it is.
-        if says_exactly(headers, name, value) {
+        if says_exactly(headers, name, value.as_bytes()) {
             continue;
         }
         // A decided value that cannot be a header value (a subject from a
@@ -261,9 +261,9 @@ fn app_headers(
 }
 
 /// Whether `headers` carry `name` once, with exactly `value`.
-fn says_exactly(headers: &HeaderMap, name: &HeaderName, value: &str) -> bool {
+fn says_exactly(headers: &HeaderMap, name: &HeaderName, value: &[u8]) -> bool {
     let mut values = headers.get_all(name).iter();
-    matches!((values.next(), values.next()), (Some(only), None) if only.as_bytes() == value.as_bytes())
+    matches!((values.next(), values.next()), (Some(only), None) if only.as_bytes() == value)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
